@@ -1,0 +1,380 @@
+"""The dispatcher's loops: heartbeat, claim, run, commit, drain.
+
+A dispatcher listens on the ready lists of the workflow versions and task queues it holds. It claims
+ready items in batches with one script call (the items move into its processing hash with a lease), runs
+workflow steps by replay and tasks as coroutines or threads, and commits each result with one script that
+checks the lease. Concurrent commits share pipelined round trips (see ``Store.script``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import OrderedDict
+from contextlib import suppress
+from typing import Any
+
+import structlog
+
+from bdurable.codec import dumps, error_record, loads, to_json_value
+from bdurable.config import Settings
+from bdurable.errors import NonRetryableError, PayloadTooLargeError
+from bdurable.keys import Keys, ShardKeys
+from bdurable.registry import Registry
+from bdurable.replay.loop import StepLoop
+from bdurable.replay.run import WorkflowRun
+from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
+from bdurable.store import Store
+
+__all__ = ["Dispatcher"]
+
+log = structlog.get_logger("bdurable.dispatcher")
+
+MAX_BACKOFF_MS = 300_000
+CLAIM_BATCH = 64
+WAKE_TIMEOUT = 1.0
+
+
+class Dispatcher:
+    """One dispatcher process's work loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        concurrency: int = 50,
+        queues: list[str] | None = None,
+        worker_id: str | None = None,
+        drain_timeout: float = 25.0,
+        cache_size: int = 1000,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if not registry.workflows and not registry.tasks:
+            raise ValueError("the --app modules define no workflow and no task")
+        self.settings = settings
+        self.registry = registry
+        self.concurrency = concurrency
+        self.queues = sorted(set(queues) if queues else (registry.queues() or {"default"}))
+        self.worker_id = worker_id or new_worker_id("dispatcher")
+        self.drain_timeout = drain_timeout
+        self.cache_size = cache_size
+        self.keys = Keys(settings.prefix)
+        self.shard: ShardKeys = self.keys.shard(0)
+        self.loop = StepLoop()
+        self.cache: OrderedDict[str, WorkflowRun] = OrderedDict()
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.capacity = asyncio.Event()
+        self.store: Store | None = None
+        self.held = [w for w in registry.workflows.values() if w.queue in self.queues]
+        self.ready_lists = [self.shard.step_queue(w.queue, w.name, w.version) for w in self.held] + [
+            self.shard.task_queue(q) for q in self.queues
+        ]
+        self._rotation = 0
+        self.committed = 0
+        self.stale_commits = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def run(self, stopping: Stopping) -> None:
+        structlog.contextvars.bind_contextvars(role="dispatcher", worker=self.worker_id)
+        self.store = Store.from_settings(self.settings)
+        try:
+            await retry_forever("register", self._beat_with_registration, stopping)
+            log.info(
+                "dispatcher started",
+                workflows=[f"{w.name}@{w.version}" for w in self.held],
+                tasks=sorted(self.registry.tasks),
+                queues=self.queues,
+                concurrency=self.concurrency,
+            )
+            heartbeat = asyncio.create_task(self._heartbeat_loop(stopping))
+            try:
+                await self._claim_loop(stopping)
+                await self._drain()
+            finally:
+                heartbeat.cancel()
+                with suppress(asyncio.CancelledError):
+                    await heartbeat
+                await self._leave()
+        finally:
+            for run in self.cache.values():
+                run.close()
+            self.cache.clear()
+            await self.store.close()
+            self.loop.close()
+        log.info("dispatcher stopped", committed=self.committed, stale_commits=self.stale_commits)
+
+    async def _beat_with_registration(self) -> None:
+        info = dumps(
+            {
+                "workflows": [f"{w.name}@{w.version}" for w in self.held],
+                "tasks": sorted(self.registry.tasks),
+                "queues": self.queues,
+                "concurrency": self.concurrency,
+            }
+        )
+        registrations: list[str] = []
+        for w in self.held:
+            entry = {"name": w.name, "version": w.version, "queue": w.queue, "schema": w.input_schema}
+            registrations += [f"{w.name}@{w.version}", dumps(entry)]
+        await self._beat(info, registrations)
+
+    async def _beat(self, info: str = "", registrations: list[str] | None = None) -> None:
+        assert self.store is not None
+        timeout_ms = round(self.settings.heartbeat_timeout * 1000)
+        pairs: list[str] = []
+        for w in self.held:
+            pairs += [w.name, w.version]
+        await asyncio.gather(
+            self.store.fleet_script("beat", self.worker_id, timeout_ms, info, *(registrations or [])),
+            self.store.shard_script("beat_shard", self.shard, self.worker_id, timeout_ms, *pairs),
+        )
+
+    async def _heartbeat_loop(self, stopping: Stopping) -> None:
+        while not await stopping.sleep(self.settings.heartbeat_interval):
+            try:
+                await self._beat()
+            except REDIS_ERRORS as exc:
+                log.warning("heartbeat failed", error=str(exc))
+
+    async def _drain(self) -> None:
+        if self.inflight:
+            log.info("draining", in_flight=len(self.inflight))
+            _, pending = await asyncio.wait(self.inflight, timeout=self.drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                log.warning("drain timed out; unfinished work is handed back", handed_back=len(pending))
+
+    async def _leave(self) -> None:
+        """Hand back what is still held, stop being live for our versions, halt orphaned steps."""
+        assert self.store is not None
+        pairs: list[str] = []
+        for w in self.held:
+            pairs += [w.name, w.version]
+        try:
+            await self.store.shard_script("leave", self.shard, self.worker_id, *pairs)
+            await self.store.shard_script("sweep_versions", self.shard)
+            await self.store.fleet_script("leave_fleet", self.worker_id)
+        except REDIS_ERRORS as exc:
+            log.warning("could not unregister; the reaper will recover held work", error=str(exc))
+
+    # -- claiming -------------------------------------------------------------------------------------
+
+    async def _claim_loop(self, stopping: Stopping) -> None:
+        assert self.store is not None
+        wake_lists = [self.shard.wake(lst) for lst in self.ready_lists]
+        delay = 0.05
+        while not stopping.is_set:
+            budget = self.concurrency - len(self.inflight)
+            if budget <= 0:
+                self.capacity.clear()
+                await _first(self.capacity.wait(), stopping.event.wait())
+                continue
+            try:
+                claims = await self.store.shard_script(
+                    "claim", self.shard, self.worker_id, min(budget, CLAIM_BATCH), *self._rotated()
+                )
+                delay = 0.05
+            except REDIS_ERRORS as exc:
+                log.warning("claim failed, retrying", error=str(exc), retry_in=delay)
+                await stopping.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            for claim in claims:
+                self._spawn(claim)
+            if not claims:
+                await _first(self._wait_for_wake(wake_lists), stopping.event.wait())
+
+    def _rotated(self) -> list[str]:
+        """Ready lists in a rotating order, so that no list starves the others."""
+        self._rotation = (self._rotation + 1) % len(self.ready_lists)
+        return self.ready_lists[self._rotation :] + self.ready_lists[: self._rotation]
+
+    async def _wait_for_wake(self, wake_lists: list[str]) -> None:
+        assert self.store is not None
+        with suppress(*REDIS_ERRORS):
+            await self.store.redis.blpop(wake_lists, timeout=WAKE_TIMEOUT)
+
+    def _spawn(self, claim: list[Any]) -> None:
+        coroutine = self._run_step(claim) if claim[0] == "w" else self._run_task(claim)
+        task = asyncio.create_task(coroutine)
+        self.inflight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.inflight.discard(task)
+        self.capacity.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("work item crashed", error=repr(task.exception()))
+
+    # -- workflow steps -------------------------------------------------------------------------------
+
+    async def _run_step(self, claim: list[Any]) -> None:
+        _, workflow_id, lease, name, version, _status, input_text, start, committed_len, *rest = claim
+        start, committed_len = int(start), int(committed_len)
+        split = rest.index("|")
+        entries, call_fields = rest[:split], rest[split + 1 :]
+        with structlog.contextvars.bound_contextvars(workflow_id=workflow_id, name=name, version=version):
+            definition = self.registry.workflow(name, version)
+            if definition is None:  # cannot happen through version routing; never guess
+                log.error("claimed a step of a version this dispatcher does not hold")
+                return
+            run = self.cache.pop(workflow_id, None)
+            if run is not None and (start < 0 or run.delivered != start):
+                run.close()  # our copy is not the latest committed state: rebuild
+                run = None
+            if run is None and start >= 0:
+                entries, call_fields = await self._load_history(workflow_id)
+            if run is None:
+                recorded = {
+                    int(call_fields[i]): loads(call_fields[i + 1])
+                    for i in range(0, len(call_fields), 2)
+                    if call_fields[i].isdigit()
+                }
+                run = WorkflowRun(
+                    loop=self.loop,
+                    definition=definition,
+                    workflow_id=workflow_id,
+                    input_value=loads(input_text),
+                    recorded=recorded,
+                    committed_len=committed_len,
+                    max_payload=self.settings.max_payload,
+                )
+                run.start()
+            run.feed(entries)
+            step = run.take_step()
+            payload = dumps(
+                {
+                    "calls": step.calls,
+                    "status": step.status,
+                    "waiting_on": step.waiting_on,
+                    "outcome": None
+                    if step.outcome is None
+                    else {
+                        "status": step.outcome.status,
+                        "output": step.outcome.output,
+                        "error": step.outcome.error,
+                    },
+                    "abandon": step.abandon,
+                }
+            )
+            retention_ms = round(self.settings.retention * 1000)
+            result = await self._commit(
+                "commit_step", workflow_id, lease, run.delivered, payload, retention_ms
+            )
+            if result == "ok":
+                self._remember(workflow_id, run)
+            else:
+                run.close()
+            if step.outcome is not None and result == "finished":
+                log.info("workflow finished", status=step.outcome.status)
+
+    async def _load_history(self, workflow_id: str) -> tuple[list[str], list[str]]:
+        """Read a workflow's whole inbox and call records (when our cached copy is gone)."""
+        assert self.store is not None
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(self.shard.inbox(workflow_id), 0, -1)
+            pipe.hgetall(self.shard.calls(workflow_id))
+            inbox, calls = await pipe.execute()
+        flat: list[str] = []
+        for key, value in calls.items():
+            flat += [key, value]
+        return list(inbox), flat
+
+    def _remember(self, workflow_id: str, run: WorkflowRun) -> None:
+        self.cache[workflow_id] = run
+        while len(self.cache) > self.cache_size:
+            _, evicted = self.cache.popitem(last=False)
+            evicted.close()
+
+    # -- tasks ----------------------------------------------------------------------------------------
+
+    async def _run_task(self, claim: list[Any]) -> None:
+        _, workflow_id, seq, lease, *flat = claim
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        name = fields.get("name", "")
+        attempt = int(fields.get("attempt", "1"))
+        max_attempts = int(fields.get("max_attempts", "1"))
+        with structlog.contextvars.bound_contextvars(workflow_id=workflow_id, task=name, attempt=attempt):
+            outcome, payload, delay_ms = await self._execute_task(fields, attempt, max_attempts, seq)
+            if outcome != "ok":
+                log.warning("task attempt failed", outcome=outcome, error=loads(payload).get("message"))
+            await self._commit("commit_task", workflow_id, seq, lease, outcome, payload, delay_ms)
+
+    async def _execute_task(
+        self, fields: dict[str, str], attempt: int, max_attempts: int, seq: str
+    ) -> tuple[str, str, int]:
+        """Run one attempt; returns (outcome, payload, retry delay ms) for ``commit_task``."""
+        task = self.registry.task(fields.get("name", ""))
+        if task is None:
+            exc: BaseException = LookupError(f"no task named {fields.get('name')!r} in this dispatcher's --app modules")
+            return self._failed(exc, attempt, max_attempts, fields)
+        timeout_ms = int(fields.get("timeout_ms") or 0)
+        try:
+            async with asyncio.timeout(timeout_ms / 1000 if timeout_ms else None):
+                result = await task.invoke(loads(fields.get("args", "{}")))
+            text = dumps(to_json_value(result))
+        except NonRetryableError as error:
+            return "fail", dumps(error_record(error)), 0
+        except TimeoutError:
+            error = TimeoutError(f"task attempt timed out after {timeout_ms / 1000:g}s")
+            return self._failed(error, attempt, max_attempts, fields)
+        except Exception as error:
+            return self._failed(error, attempt, max_attempts, fields)
+        if len(text.encode()) > self.settings.max_payload:
+            too_big = PayloadTooLargeError(
+                f"the result of task {task.name} is {len(text.encode())} bytes, over the limit of "
+                f"{self.settings.max_payload} bytes (BDURABLE_MAX_PAYLOAD)"
+            )
+            return "fail", dumps(error_record(too_big)), 0
+        return "ok", f'{{"seq":{int(seq)},"ok":true,"v":{text}}}', 0
+
+    def _failed(
+        self, error: BaseException, attempt: int, max_attempts: int, fields: dict[str, str]
+    ) -> tuple[str, str, int]:
+        payload = dumps(error_record(error))
+        if attempt >= max_attempts:
+            return "fail", payload, 0
+        base = int(fields.get("backoff_ms") or 1000) * 2 ** (attempt - 1)
+        delay = min(base, MAX_BACKOFF_MS)
+        return "retry", payload, round(delay + random.random() * delay * 0.1)
+
+    # -- committing -----------------------------------------------------------------------------------
+
+    async def _commit(self, script: str, *args: Any) -> str:
+        """Commit through Redis outages: retried until it lands or the lease is known lost."""
+        assert self.store is not None
+        delay = 0.05
+        while True:
+            try:
+                result = await self.store.shard_script(script, self.shard, self.worker_id, *args)
+                break
+            except REDIS_ERRORS as exc:
+                log.warning("commit failed, retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        status = str(result[0])
+        if status == "stale":
+            self.stale_commits += 1
+            log.warning("commit rejected: the lease was lost to another dispatcher", script=script)
+        else:
+            self.committed += 1
+            await self.store.wait_replicas()
+        return status
+
+
+async def _first(*awaitables: Any) -> None:
+    """Wait until the first of several awaitables completes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,112 @@
+"""The scheduler's loop: sleep until the earliest timer, fire what is due, keep the house clean.
+
+It never polls on a coarse interval: each firing returns how long until the next timer (by the Redis
+clock), and a script that adds an earlier timer publishes a hint on the timers channel that wakes the
+scheduler at once. Several schedulers may run: firing is one atomic script, so each timer fires once.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import suppress
+from typing import Any
+
+import structlog
+
+from bdurable.config import Settings
+from bdurable.keys import Keys
+from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
+from bdurable.store import Store
+
+__all__ = ["Scheduler"]
+
+log = structlog.get_logger("bdurable.scheduler")
+
+FIRE_BATCH = 500
+MAX_SLEEP = 5.0  # a safety net in case a hint is lost with a dropped connection; hints do the real work
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or new_worker_id("scheduler")
+        self.keys = Keys(settings.prefix)
+        self.shard = self.keys.shard(0)
+        self.fired = 0
+        self.lags_ms: list[int] = []
+
+    async def run(self, stopping: Stopping) -> None:
+        structlog.contextvars.bind_contextvars(role="scheduler", worker=self.worker_id)
+        store = Store.from_settings(self.settings)
+        pubsub: Any = None
+        try:
+            pubsub = store.redis.pubsub()
+            await retry_forever("subscribe", lambda: pubsub.subscribe(self.keys.timers_channel), stopping)
+            log.info("scheduler started")
+            housekeeping_due = 0.0
+            while not stopping.is_set:
+                try:
+                    next_delay = await self._fire_all(store)
+                    if time.monotonic() >= housekeeping_due:
+                        await self._housekeeping(store)
+                        housekeeping_due = time.monotonic() + self.settings.heartbeat_interval
+                except REDIS_ERRORS as exc:
+                    log.warning("redis unavailable, retrying", error=str(exc))
+                    await stopping.sleep(0.5)
+                    pubsub = await self._resubscribe(store, pubsub, stopping)
+                    continue
+                wait = min(MAX_SLEEP, housekeeping_due - time.monotonic())
+                if next_delay >= 0:
+                    wait = min(wait, next_delay / 1000)
+                pubsub = await self._wait(store, pubsub, max(0.0, wait), stopping)
+        finally:
+            if pubsub is not None:
+                with suppress(Exception):
+                    await pubsub.aclose()
+            await store.close()
+        log.info("scheduler stopped", fired=self.fired)
+
+    async def _fire_all(self, store: Store) -> int:
+        """Fire every due timer; returns ms until the next one (-1 when none)."""
+        while True:
+            result = await store.shard_script("fire_timers", self.shard, FIRE_BATCH)
+            next_delay, lags = int(result[0]), [int(x) for x in result[1:]]
+            if lags:
+                self.fired += len(lags)
+                self.lags_ms.extend(lags)
+                del self.lags_ms[:-1000]
+                log.debug("timers fired", count=len(lags), max_lag_ms=max(lags))
+            if len(lags) < FIRE_BATCH:
+                return next_delay
+
+    async def _housekeeping(self, store: Store) -> None:
+        halted = await store.shard_script("sweep_versions", self.shard)
+        if halted:
+            log.warning("workflows halted: no live dispatcher runs their version", count=halted)
+        expired = await store.shard_script("expire", self.shard, 1000)
+        if expired:
+            log.info("finished workflows expired", count=expired)
+
+    async def _wait(self, store: Store, pubsub: Any, seconds: float, stopping: Stopping) -> Any:
+        """Sleep up to ``seconds``, waking on an earlier-timer hint or on stop."""
+        deadline = time.monotonic() + seconds
+        while not stopping.is_set:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return pubsub
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(remaining, 0.5))
+            except REDIS_ERRORS:
+                return await self._resubscribe(store, pubsub, stopping)
+            if message is not None and message.get("type") == "message":
+                return pubsub
+        return pubsub
+
+    async def _resubscribe(self, store: Store, pubsub: Any, stopping: Stopping) -> Any:
+        with suppress(Exception):
+            await pubsub.aclose()
+        fresh = store.redis.pubsub()
+        await retry_forever("subscribe", lambda: fresh.subscribe(self.keys.timers_channel), stopping)
+        return fresh
+
+

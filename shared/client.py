@@ -1,0 +1,364 @@
+"""The client: start workflows, inspect them, wait for their results."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonschema
+
+from bdurable.codec import decode, dumps, encode_payload, loads, to_json_value
+from bdurable.config import Settings
+from bdurable.errors import (
+    DurableError,
+    InvalidInputError,
+    UnknownWorkflowError,
+    WorkflowAlreadyExistsError,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
+)
+from bdurable.keys import Keys
+from bdurable.model import FINISHED, HistoryEntry, Status, WorkflowPage, WorkflowState
+from bdurable.pubsub import Subscriptions
+from bdurable.store import Store
+from bdurable.workflow import Workflow
+
+__all__ = ["Client", "WorkflowHandle", "validate_workflow_id"]
+
+MAX_ID_LENGTH = 256
+
+
+def validate_workflow_id(workflow_id: str) -> str:
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise ValueError("a workflow id must be a non-empty string")
+    if len(workflow_id) > MAX_ID_LENGTH:
+        raise ValueError(f"a workflow id is at most {MAX_ID_LENGTH} characters")
+    if any(ord(c) < 32 or c == "\x7f" for c in workflow_id):
+        raise ValueError("a workflow id may not contain control characters")
+    return workflow_id
+
+
+def _ms(value: str | None) -> datetime:
+    return datetime.fromtimestamp(int(value or 0) / 1000, UTC)
+
+
+def state_from_hash(workflow_id: str, data: dict[str, str]) -> WorkflowState:
+    """A ``WorkflowState`` from the workflow's Redis hash."""
+    return WorkflowState(
+        workflow_id=workflow_id,
+        name=data.get("name", ""),
+        version=data.get("version", ""),
+        status=data.get("status", ""),
+        step=int(data.get("step") or 0),
+        waiting_on=data.get("waiting_on") or None,
+        input=decode(data.get("input")),
+        output=decode(data.get("output")) if data.get("output") else None,
+        error=decode(data.get("error")) if data.get("error") else None,
+        parent_id=data.get("parent_id") or None,
+        created_at=_ms(data.get("created_at")),
+        updated_at=_ms(data.get("updated_at")),
+    )
+
+
+class WorkflowHandle:
+    """A started workflow: its id, and shortcuts to the client's calls about it."""
+
+    def __init__(self, client: Client, workflow_id: str, status: str) -> None:
+        self.client = client
+        self.workflow_id = workflow_id
+        self.status = status
+
+    def __repr__(self) -> str:
+        return f"<WorkflowHandle {self.workflow_id} {self.status}>"
+
+    async def result(self, timeout: float | None = None) -> Any:
+        return await self.client.result(self.workflow_id, timeout=timeout)
+
+    async def state(self) -> WorkflowState | None:
+        return await self.client.get_state(self.workflow_id)
+
+    async def send_event(self, name: str, payload: Any = None) -> None:
+        await self.client.send_event(self.workflow_id, name, payload)
+
+    async def cancel(self, reason: str | None = None) -> None:
+        await self.client.cancel(self.workflow_id, reason=reason)
+
+
+class Client:
+    """Connects to Redis; use as ``async with Client(url) as client``."""
+
+    def __init__(self, redis_url: str | None = None, *, prefix: str | None = None, settings: Settings | None = None):
+        base = settings or Settings.from_env()
+        self.settings = base.with_overrides(redis_url=redis_url, prefix=prefix)
+        self.keys = Keys(self.settings.prefix)
+        self._store: Store | None = None
+        self._subscriptions: Subscriptions | None = None
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        if self._store is None:
+            self._store = Store.from_settings(self.settings)
+            await self._store.redis.ping()
+
+    async def close(self) -> None:
+        if self._subscriptions is not None:
+            await self._subscriptions.close()
+            self._subscriptions = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the client is not connected: use `async with Client(...) as client`")
+        return self._store
+
+    # -- starting ---------------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: Workflow[Any, Any] | str,
+        input: Any = None,
+        *,
+        workflow_id: str | None = None,
+        version: str | None = None,
+    ) -> WorkflowHandle:
+        """Start a workflow (by definition or registered name); idempotent on ``workflow_id``."""
+        workflow_id = validate_workflow_id(workflow_id or uuid.uuid4().hex)
+        if isinstance(workflow, Workflow):
+            if version is not None and version != workflow.version:
+                raise ValueError(f"version {version!r} differs from the definition's {workflow.version!r}")
+            name, version, queue = workflow.name, workflow.version, workflow.queue
+            value = workflow.validate_input(input)
+        else:
+            name = workflow
+            version, queue, schema = await self._resolve(name, version, workflow_id)
+            value = to_json_value(input)
+            if schema is not None:
+                try:
+                    jsonschema.validate(value, schema)
+                except jsonschema.ValidationError as exc:
+                    where = "/".join(str(p) for p in exc.absolute_path) or "input"
+                    raise InvalidInputError(f"input of {name}@{version} is invalid at {where}: {exc.message}") from None
+        text = encode_payload(value, what=f"input of workflow {name}", max_bytes=self.settings.max_payload)
+        shard = self.keys.for_workflow(workflow_id)
+        result = await self.store.shard_script("start", shard, workflow_id, name, version, queue, text)
+        if result[0] == "conflict":
+            raise WorkflowAlreadyExistsError(
+                f"workflow id {workflow_id!r} is already used by a workflow named {result[1]!r}"
+            )
+        await self.store.wait_replicas()
+        return WorkflowHandle(self, workflow_id, Status.RUNNING if result[0] == "created" else result[1])
+
+    async def _resolve(self, name: str, version: str | None, workflow_id: str) -> tuple[str, str, dict[str, Any] | None]:
+        """Pick the version to start by name: the one asked for, else the newest registered that is live."""
+        redis = self.store.redis
+        shard = self.keys.for_workflow(workflow_id)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zrevrange(self.keys.versions(name), 0, -1)
+            pipe.zrange(shard.live(name), 0, -1, withscores=True)
+            now, versions, live = await pipe.execute()
+        if not versions:
+            raise UnknownWorkflowError(f"no dispatcher has registered a workflow named {name!r}")
+        if version is not None:
+            if version not in versions:
+                raise UnknownWorkflowError(
+                    f"workflow {name!r} has no registered version {version!r} (registered: {', '.join(versions)})"
+                )
+            chosen = version
+        else:
+            now_ms = now[0] * 1000 + now[1] // 1000
+            live_versions = {member.rpartition("|")[0] for member, expiry in live if expiry > now_ms}
+            chosen = next((v for v in versions if v in live_versions), versions[0])
+        entry = await redis.hget(self.keys.registry, f"{name}@{chosen}")
+        info = loads(entry) if entry else {}
+        return chosen, str(info.get("queue", "default")), info.get("schema")
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    async def get_state(self, workflow_id: str) -> WorkflowState | None:
+        """The workflow's current state, or ``None`` if it is unknown or expired."""
+        data = await self.store.redis.hgetall(self.keys.for_workflow(workflow_id).wf(workflow_id))
+        if not data or "name" not in data:
+            return None
+        return state_from_hash(workflow_id, data)
+
+    async def _require_state(self, workflow_id: str) -> WorkflowState:
+        state = await self.get_state(workflow_id)
+        if state is None:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
+        return state
+
+    async def result(self, workflow_id: str, timeout: float | None = None) -> Any:
+        """Wait for the workflow to finish and return its output (pub/sub, no polling)."""
+        state = None
+        async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as messages:
+            try:
+                async with asyncio.timeout(timeout):
+                    # Subscribed first, then read: a completion between the two is never missed.
+                    state = await self._require_state(workflow_id)
+                    while state.status not in FINISHED:
+                        await messages.get()
+                        state = await self._require_state(workflow_id)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"workflow {workflow_id!r} did not finish within {timeout:g}s "
+                    f"(status {state.status if state else 'unknown'})"
+                ) from None
+        return _outcome(state)
+
+    async def watch(self, workflow_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Status changes and signals of one workflow as they happen, until it finishes."""
+        async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as messages:
+            state = await self._require_state(workflow_id)
+            last = (state.status, state.step, state.waiting_on)
+            yield {"status": state.status, "step": state.step, "waiting_on": state.waiting_on}
+            while state.status not in FINISHED:
+                message = await messages.get()
+                if message is not None and "signal" in message:
+                    yield message
+                state = await self._require_state(workflow_id)
+                current = (state.status, state.step, state.waiting_on)
+                if current != last:
+                    last = current
+                    yield {"status": state.status, "step": state.step, "waiting_on": state.waiting_on}
+
+    def _subscriptions_ready(self) -> Subscriptions:
+        if self._subscriptions is None:
+            self._subscriptions = Subscriptions(self.store.redis)
+        return self._subscriptions
+
+    async def list(
+        self, status: str | None = None, name: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> WorkflowPage:
+        """Workflows, newest first, optionally by status and name; pass ``next_cursor`` for the next page."""
+        if status is not None and status not in Status.__members__:
+            raise ValueError(f"unknown status {status!r}; use one of {', '.join(Status.__members__)}")
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        shard = self.keys.shard(0)
+        key = shard.index_status(status) if status else shard.index_all
+        redis = self.store.redis
+        max_score: str = "+inf"
+        skip_until: str | None = None
+        if cursor:
+            try:
+                score_text, _, skip_until = cursor.partition(":")
+                max_score = str(int(score_text))
+            except ValueError:
+                raise ValueError(f"invalid cursor {cursor!r}") from None
+        found: list[tuple[str, float]] = []
+        offset = 0
+        batch = max(limit * 2, 50)
+        more = True
+        while len(found) < limit + 1 and more:
+            page = await redis.zrevrangebyscore(key, max_score, "-inf", start=offset, num=batch, withscores=True)
+            more = len(page) == batch
+            offset += len(page)
+            candidates = []
+            for member, score in page:
+                if skip_until is not None:
+                    if int(score) == int(max_score) and member >= skip_until:
+                        continue
+                    skip_until = None if int(score) != int(max_score) else skip_until
+                candidates.append((member, score))
+            if name is not None and candidates:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for member, _ in candidates:
+                        pipe.hget(shard.wf(member), "name")
+                    names = await pipe.execute()
+                candidates = [c for c, n in zip(candidates, names, strict=True) if n == name]
+            found.extend(candidates)
+        items = found[:limit]
+        next_cursor = f"{int(items[-1][1])}:{items[-1][0]}" if len(found) > limit else None
+        async with redis.pipeline(transaction=False) as pipe:
+            for member, _ in items:
+                pipe.hgetall(shard.wf(member))
+            rows = await pipe.execute()
+        states = [state_from_hash(member, row) for (member, _), row in zip(items, rows, strict=True) if row]
+        return WorkflowPage(states, next_cursor)
+
+    async def history(self, workflow_id: str) -> list[HistoryEntry]:
+        """The recorded durable calls of a workflow, in order, with their results."""
+        await self._require_state(workflow_id)
+        shard = self.keys.for_workflow(workflow_id)
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(shard.calls(workflow_id))
+            pipe.lrange(shard.inbox(workflow_id), 0, -1)
+            calls, inbox = await pipe.execute()
+        results: dict[int, Any] = {}
+        for raw in inbox:
+            entry = loads(raw)
+            if "seq" in entry:
+                results[int(entry["seq"])] = entry.get("v") if entry.get("ok") else entry.get("err")
+        entries = []
+        for field, raw in calls.items():
+            if not field.isdigit():
+                continue
+            seq = int(field)
+            record = loads(raw)
+            if record.get("k") == "value":
+                continue
+            started, finished = calls.get(f"{seq}:t"), calls.get(f"{seq}:f")
+            entries.append(
+                HistoryEntry(
+                    seq=seq,
+                    kind=str(record.get("k")),
+                    name=str(record.get("n")),
+                    status=calls.get(f"{seq}:s", "pending"),
+                    result=results.get(seq),
+                    started_at=_ms(started) if started else None,
+                    finished_at=_ms(finished) if finished else None,
+                )
+            )
+        return sorted(entries, key=lambda e: e.seq)
+
+    # -- managing ---------------------------------------------------------------------------------------
+
+    async def resume(self, workflow_id: str) -> None:
+        """Re-queue a ``VERSION_MISMATCH`` workflow once its version is deployed again."""
+        shard = self.keys.for_workflow(workflow_id)
+        result = await self.store.shard_script("resume", shard, workflow_id)
+        if result[0] == "missing":
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
+        if result[0] == "not_halted":
+            raise DurableError(f"workflow {workflow_id!r} is {result[1]}, not VERSION_MISMATCH: nothing to resume")
+        if result[0] == "still_missing":
+            raise DurableError(
+                f"no live dispatcher runs {result[1]} yet: deploy a dispatcher with that version, then resume"
+            )
+
+    async def send_event(self, workflow_id: str, name: str, payload: Any = None) -> None:
+        raise NotImplementedError("events arrive with the signal bus")
+
+    async def publish_event(self, name: str, payload: Any = None, *, key: str) -> int:
+        raise NotImplementedError("events arrive with the signal bus")
+
+    async def cancel(self, workflow_id: str, *, reason: str | None = None) -> None:
+        raise NotImplementedError("cancellation arrives with the signal bus")
+
+
+def _outcome(state: WorkflowState) -> Any:
+    error = state.error or {}
+    if state.status == Status.COMPLETED:
+        return state.output
+    if state.status == Status.CANCELLED:
+        raise WorkflowCancelledError(error.get("reason"))
+    raise WorkflowFailedError(
+        state.workflow_id, str(error.get("type", "Error")), str(error.get("message", "")), error.get("traceback")
+    )
+
+

@@ -1,0 +1,116 @@
+"""JSON encoding of payloads and error records.
+
+Payloads are JSON, never pickles: what is read from Redis is data, never code. Typed values (pydantic
+models, dataclasses, TypedDicts) are converted with pydantic on the way in and out, so a task may return a
+dataclass and the workflow receives that dataclass back.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback as traceback_module
+from functools import lru_cache
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_jsonable_python
+
+from bdurable.errors import InvalidInputError, PayloadTooLargeError
+
+__all__ = [
+    "decode",
+    "dumps",
+    "encode_payload",
+    "error_record",
+    "from_json_value",
+    "loads",
+    "to_json_value",
+]
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text of a JSON-ready value."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON text."""
+    return json.loads(text)
+
+
+def to_json_value(value: Any) -> Any:
+    """Turn a value (dataclass, pydantic model, datetime, UUID, ...) into plain JSON data."""
+    try:
+        return to_jsonable_python(value)
+    except Exception as exc:
+        raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable: {exc}") from None
+
+
+def encode_payload(value: Any, *, what: str, max_bytes: int) -> str:
+    """Encode a payload to JSON text, refusing it before anything is written when it is too large."""
+    try:
+        text = dumps(to_json_value(value))
+    except ValueError as exc:
+        raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
+    size = len(text.encode())
+    if size > max_bytes:
+        raise PayloadTooLargeError(f"{what} is {size} bytes, over the limit of {max_bytes} bytes (BDURABLE_MAX_PAYLOAD)")
+    return text
+
+
+def decode(text: str | bytes | None) -> Any:
+    """Decode JSON text from Redis; ``None`` stays ``None``."""
+    return None if text is None else loads(text)
+
+
+@lru_cache(maxsize=512)
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(annotation)
+
+
+def from_json_value(value: Any, annotation: Any, *, what: str) -> Any:
+    """Convert plain JSON data into ``annotation`` (a no-op for ``Any`` or missing annotations).
+
+    Raises ``InvalidInputError`` with pydantic's explanation when the data does not fit the type.
+    """
+    if annotation is None or annotation is Any:
+        return value
+    try:
+        return _adapter(annotation).validate_python(value)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{what} does not match {_type_name(annotation)}: {_short(exc)}") from None
+    except TypeError:
+        # Not hashable for the cache, or not a type pydantic understands: leave the value as JSON.
+        return value
+
+
+def json_schema(annotation: Any) -> dict[str, Any] | None:
+    """The JSON Schema of an annotation, or ``None`` when it accepts anything."""
+    if annotation is None or annotation is Any:
+        return None
+    try:
+        return _adapter(annotation).json_schema()
+    except Exception:
+        return None
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or repr(annotation)
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        location = ".".join(str(p) for p in error.get("loc", ())) or "input"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    more = exc.error_count() - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def error_record(exc: BaseException) -> dict[str, str]:
+    """The JSON record of an exception: its type name, message and formatted traceback."""
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback_module.format_exception(exc)),
+    }

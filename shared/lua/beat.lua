@@ -1,0 +1,16 @@
+-- A dispatcher's heartbeat and registration, fleet-wide part (keys under G).
+-- Liveness is an expiry on the Redis server's clock, so worker clocks never matter.
+-- KEYS[1] G (routing); ARGV: G, worker, timeout ms, info JSON ('' to keep), then pairs of
+-- (name@version, registry JSON) to register. Returns the server time in ms.
+local worker, timeout = ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+redis.call('ZADD', G .. ':workers', int(now + timeout), worker)
+if ARGV[4] ~= '' then redis.call('HSET', G .. ':worker:' .. worker, 'info', ARGV[4], 'started_at', int(now)) end
+for i = 5, #ARGV, 2 do
+  local key = ARGV[i]
+  local at = string.find(key, '@[^@]*$')
+  local name, version = string.sub(key, 1, at - 1), string.sub(key, at + 1)
+  redis.call('HSET', G .. ':registry', key, ARGV[i + 1])
+  redis.call('ZADD', G .. ':versions:' .. name, 'NX', int(now), version)
+end
+return now

@@ -1,0 +1,76 @@
+-- Commit one workflow step atomically: record its new durable calls, schedule what they need (tasks on
+-- ready lists, timers, child workflows, signals), set the status, and finish the workflow when it returned.
+-- Rejected when the lease is stale. KEYS[1] T; ARGV: G, worker, id, lease, based_on, step JSON, retention ms
+-- based_on is how many inbox entries the step consumed; if more arrived meanwhile the step is re-queued.
+-- Returns {'ok'} | {'stale'} | {'finished'}
+local worker, id, lease, based_on = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local step = cjson.decode(ARGV[6])
+local retention_ms = tonumber(ARGV[7])
+local wf = k_wf(id)
+local proc = k_proc(worker)
+local item = 'w|' .. id
+if redis.call('HGET', wf, 'lease') ~= lease or redis.call('HGET', proc, item) ~= lease then
+  return {'stale'}
+end
+local now = now_ms()
+redis.call('HDEL', proc, item)
+local calls = k_calls(id)
+local signals = 0
+
+for _, c in ipairs(step.calls) do
+  local seq = int(c.seq)
+  if c.kind == 'value' then
+    redis.call('HSET', calls, seq, c.rec)
+  elseif c.kind == 'signal' then
+    signals = signals + 1
+    redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'done', seq .. ':t', int(now), seq .. ':f', int(now))
+    local record = '{"seq":' .. seq .. ',"name":' .. cjson.encode(c.name) .. ',"payload":' .. c.payload ..
+      ',"at":' .. int(now) .. '}'
+    redis.call('RPUSH', k_signals(id), record)
+    redis.call('PUBLISH', ch_workflow(id), '{"signal":' .. record .. '}')
+  else
+    redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'pending', seq .. ':t', int(now))
+    if c.kind == 'task' then
+      redis.call('HSET', k_task(id, seq), 'name', c.name, 'args', c.args, 'queue', c.queue, 'attempt', '0',
+        'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
+        'on_exhausted', c.on_exhausted, 'lease', '0')
+      push_ready(k_task_queue(c.queue), 't|' .. id .. '|' .. seq)
+    elseif c.kind == 'sleep' then
+      local due = c.due_ms
+      if due == nil then due = now + c.delay_ms end
+      add_timer('s|' .. id .. '|' .. seq, due)
+    elseif c.kind == 'child' then
+      local created = create_workflow(c.child_id, c.name, c.version, c.queue, c.input, id, seq, now)
+      if created ~= 'created' then
+        deliver(id, seq, cjson.encode({seq = c.seq, ok = false, err = {type = 'ChildWorkflowError',
+          workflow_id = c.child_id, error_type = 'WorkflowAlreadyExistsError',
+          message = 'workflow id ' .. c.child_id .. ' is already used'}}), 'failed', now)
+      end
+    end
+  end
+end
+if signals > 0 then redis.call('HINCRBY', wf, 'step', signals) end
+
+-- Calls the finished workflow no longer waits for: drop their queued work and timers.
+for _, a in ipairs(step.abandon) do
+  local seq = int(a)
+  redis.call('HSET', calls, seq .. ':s', 'abandoned')
+  redis.call('DEL', k_task(id, seq))
+  redis.call('ZREM', K_TIMERS, 's|' .. id .. '|' .. seq, 'r|' .. id .. '|' .. seq)
+end
+
+redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on))
+if step.outcome ~= cjson.null then
+  finish_workflow(id, step.outcome.status, step.outcome.output, step.outcome.error, retention_ms, now)
+  return {'finished'}
+end
+if redis.call('LLEN', k_inbox(id)) > based_on then
+  enqueue_step(id, now, true)  -- results arrived while the step ran: run the next step now
+elseif tonumber(redis.call('HGET', wf, 'parked') or '0') > 0 then
+  redis.call('HSET', wf, 'pending', '0')
+  set_status(id, 'PARKED', redis.call('HGET', wf, 'parked_on'), now)
+else
+  redis.call('HSET', wf, 'pending', '0')
+  set_status(id, step.status, step.waiting_on, now)
+end
+return {'ok'}

@@ -1,0 +1,25 @@
+-- Commit one task attempt: its result, a delayed retry, or its final failure (dead-letter queue).
+-- Rejected when the lease is stale: the item was handed to another dispatcher meanwhile.
+-- KEYS[1] T; ARGV: G, worker, id, seq, lease, outcome ('ok'|'retry'|'fail'), payload, retry delay ms
+-- payload: for 'ok' the inbox entry (JSON with the result); otherwise the error record (JSON).
+-- Returns {'ok'} | {'stale'} | {'dead', entry id}
+local worker, id, seq, lease, outcome, payload = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local task = k_task(id, seq)
+local item = 't|' .. id .. '|' .. seq
+local proc = k_proc(worker)
+if redis.call('HGET', proc, item) ~= lease or redis.call('HGET', task, 'lease') ~= lease then
+  return {'stale'}
+end
+local now = now_ms()
+redis.call('HDEL', proc, item)
+if outcome == 'ok' then
+  redis.call('DEL', task)
+  deliver(id, seq, payload, 'done', now)
+  return {'ok'}
+end
+if outcome == 'retry' then
+  redis.call('HSET', task, 'last_error', payload, 'lease', '0')
+  add_timer('r|' .. id .. '|' .. seq, now + tonumber(ARGV[8]))
+  return {'ok'}
+end
+return {'dead', exhaust_task(id, seq, payload, now)}

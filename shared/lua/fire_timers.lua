@@ -1,0 +1,29 @@
+-- Fire due timers, by the Redis server's clock: durable sleeps resolve, delayed task retries go back on
+-- their ready list, event waits time out. ZREM decides who fires: with several schedulers each timer fires once.
+-- KEYS[1] T; ARGV: G, max timers
+-- Returns {ms until the next timer or -1, lag ms of each fired timer...}
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', K_TIMERS, '-inf', int(now), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local result = {-1}
+for i = 1, #due, 2 do
+  local member, score = due[i], tonumber(due[i + 1])
+  if redis.call('ZREM', K_TIMERS, member) == 1 then
+    local kind = string.sub(member, 1, 1)
+    local rest = string.sub(member, 3)
+    local sep = string.find(rest, '|[^|]*$')
+    local id, seq = string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1)
+    if kind == 's' then
+      deliver(id, seq, '{"seq":' .. seq .. ',"ok":true,"v":null}', 'done', now)
+    elseif kind == 'r' then
+      local queue = redis.call('HGET', k_task(id, seq), 'queue')
+      if queue then push_ready(k_task_queue(queue), 't|' .. id .. '|' .. seq) end
+    elseif kind == 'e' then
+      deliver(id, seq, cjson.encode({seq = tonumber(seq), ok = false, err = {type = 'EventTimeoutError',
+        message = 'timed out waiting for the event'}}), 'failed', now)
+    end
+    table.insert(result, now - score)
+  end
+end
+local first = redis.call('ZRANGE', K_TIMERS, 0, 0, 'WITHSCORES')
+if #first > 0 then result[1] = math.max(0, tonumber(first[2]) - now) end
+return result

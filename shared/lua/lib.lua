@@ -1,0 +1,202 @@
+-- Shared helpers, prepended to every b-durable script when it is loaded (a script cannot include another).
+-- Convention: KEYS[1] is the shard's hash tag T ("{prefix:shard}"), ARGV[1] the fleet tag G ("{prefix}").
+-- Every key is built from T or G below, mirroring bdurable/keys.py; all keys of one call share T's slot.
+-- Scripts validate first and write last: Lua does not roll back, so an error must come before any write.
+
+local T = KEYS[1]
+local G = ARGV[1]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function k_wf(id) return T .. ':wf:' .. id end
+local function k_calls(id) return T .. ':wf:' .. id .. ':calls' end
+local function k_inbox(id) return T .. ':wf:' .. id .. ':inbox' end
+local function k_signals(id) return T .. ':wf:' .. id .. ':signals' end
+local function k_task(id, seq) return T .. ':task:' .. id .. ':' .. seq end
+local function k_task_queue(queue) return T .. ':q:' .. queue end
+local function k_step_queue(queue, name, version) return T .. ':wq:' .. queue .. ':' .. name .. '@' .. version end
+local function k_wake(list) return T .. ':wake:' .. list end
+local function k_proc(worker) return T .. ':proc:' .. worker end
+local K_TIMERS = T .. ':timers'
+local function k_live(name) return T .. ':live:' .. name end
+local K_STEP_QUEUES = T .. ':wqueues'
+local K_INDEX_ALL = T .. ':idx:all'
+local function k_index_status(status) return T .. ':idx:s:' .. status end
+local K_INDEX_EXPIRE = T .. ':idx:expire'
+local K_DLQ = T .. ':dlq'
+local function k_dlq_entry(entry) return T .. ':dlq:' .. entry end
+local K_SEQ = T .. ':seq'
+local K_TIMERS_CHANNEL = G .. ':timers'
+local function ch_workflow(id) return G .. ':wf:' .. id end
+
+local FINISHED = {COMPLETED = true, FAILED = true, CANCELLED = true}
+
+-- Push an item on a ready list and leave one wake-up token for a dispatcher blocked on it.
+local function push_ready(list, item)
+  redis.call('LPUSH', list, item)
+  local wake = k_wake(list)
+  if redis.call('LLEN', wake) == 0 then
+    redis.call('LPUSH', wake, '1')
+  end
+end
+
+-- Tell subscribers (result waiters, `bdurable watch`) the workflow's status; a hint, the hash is the truth.
+local function publish_state(id, wf)
+  local s = redis.call('HMGET', wf, 'status', 'step', 'waiting_on')
+  redis.call('PUBLISH', ch_workflow(id), cjson.encode({status = s[1], step = tonumber(s[2]), waiting_on = s[3]}))
+end
+
+-- Change status, keeping the per-status index in step.
+local function set_status(id, status, waiting_on, now)
+  local wf = k_wf(id)
+  local old = redis.call('HGET', wf, 'status')
+  if old ~= status then
+    if old then redis.call('ZREM', k_index_status(old), id) end
+    redis.call('ZADD', k_index_status(status), redis.call('HGET', wf, 'created_at'), id)
+  end
+  redis.call('HSET', wf, 'status', status, 'waiting_on', waiting_on or '', 'updated_at', int(now))
+  publish_state(id, wf)
+end
+
+-- Who can run name@version: 'yes' if a live dispatcher holds it, 'other' if only other versions of the
+-- name are live, 'none' if no dispatcher of that workflow is alive at all (the step then simply waits).
+local function version_liveness(name, version, now)
+  local live = redis.call('ZRANGEBYSCORE', k_live(name), '(' .. int(now), '+inf')
+  if #live == 0 then return 'none' end
+  local want = version .. '|'
+  for _, member in ipairs(live) do
+    if string.sub(member, 1, #want) == want then return 'yes' end
+  end
+  return 'other'
+end
+
+local function halt_version_mismatch(id, name, version, now)
+  set_status(id, 'VERSION_MISMATCH', 'no live dispatcher runs ' .. name .. '@' .. version ..
+    ' while others run other versions; deploy it, then run `bdurable resume ' .. id .. '`', now)
+end
+
+-- Put the workflow's next step on its version's ready list (or halt it when its version is gone).
+-- `force` re-queues even when a step is already marked pending (used by recovery and resume).
+local function enqueue_step(id, now, force)
+  local wf = k_wf(id)
+  local f = redis.call('HMGET', wf, 'status', 'pending', 'name', 'version', 'queue')
+  if not f[1] or FINISHED[f[1]] then return 0 end
+  if f[2] == '1' and not force then return 0 end
+  redis.call('HSET', wf, 'pending', '1')
+  local name, version = f[3], f[4]
+  local liveness = version_liveness(name, version, now)
+  if liveness == 'other' then
+    halt_version_mismatch(id, name, version, now)
+    return 0
+  end
+  local list = k_step_queue(f[5], name, version)
+  redis.call('SADD', K_STEP_QUEUES, f[5] .. '\t' .. name .. '\t' .. version)
+  push_ready(list, 'w|' .. id)
+  local waiting = 'a dispatcher to run its next step'
+  if liveness == 'none' then waiting = 'a live dispatcher that runs ' .. name .. '@' .. version end
+  set_status(id, 'RUNNING', waiting, now)
+  return 1
+end
+
+-- Deliver the result of durable call `seq` (an inbox entry, JSON built by Python) unless it was already
+-- resolved: the check makes every delivery idempotent, so a timer racing a result never delivers twice.
+local function deliver(id, seq, entry, final_status, now)
+  local wf = k_wf(id)
+  local status = redis.call('HGET', wf, 'status')
+  if not status or FINISHED[status] then return 0 end
+  local calls = k_calls(id)
+  if redis.call('HGET', calls, seq .. ':s') ~= 'pending' then return 0 end
+  redis.call('HSET', calls, seq .. ':s', final_status, seq .. ':f', int(now))
+  redis.call('RPUSH', k_inbox(id), entry)
+  redis.call('HINCRBY', wf, 'step', 1)
+  enqueue_step(id, now, false)
+  return 1
+end
+
+-- Add a timer; wake the scheduler only when it becomes the earliest (it sleeps until the earliest).
+local function add_timer(member, due)
+  local first = redis.call('ZRANGE', K_TIMERS, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', K_TIMERS, int(due), member)
+  if #first == 0 or tonumber(first[2]) > due then
+    redis.call('PUBLISH', K_TIMERS_CHANNEL, int(due))
+  end
+end
+
+-- Create a workflow record and queue its first step. Returns 'created', or the existing workflow's name.
+local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, now)
+  local wf = k_wf(id)
+  local existing = redis.call('HGET', wf, 'name')
+  if existing then return existing end
+  redis.call('HSET', wf, 'name', name, 'version', version, 'queue', queue, 'input', input, 'status', 'RUNNING',
+    'step', '0', 'pending', '0', 'lease', '0', 'parked', '0', 'created_at', int(now), 'updated_at', int(now),
+    'parent_id', parent_id, 'parent_seq', parent_seq)
+  redis.call('ZADD', K_INDEX_ALL, int(now), id)
+  redis.call('ZADD', k_index_status('RUNNING'), int(now), id)
+  enqueue_step(id, now, false)
+  return 'created'
+end
+
+-- Finish a workflow: final status, output or error, expiry of all its keys after the retention period,
+-- cleanup of what it still waited on, and delivery of its result to its parent.
+local function finish_workflow(id, status, output, error_json, retention_ms, now)
+  local wf = k_wf(id)
+  redis.call('HSET', wf, 'output', output, 'error', error_json, 'pending', '0', 'finished_at', int(now))
+  set_status(id, status, '', now)
+  local expire_at = now + retention_ms
+  for _, key in ipairs({wf, k_calls(id), k_inbox(id), k_signals(id)}) do
+    redis.call('PEXPIREAT', key, int(expire_at))
+  end
+  redis.call('ZADD', K_INDEX_EXPIRE, int(expire_at), id)
+  local parent = redis.call('HMGET', wf, 'parent_id', 'parent_seq')
+  if parent[1] and parent[1] ~= '' then
+    local entry
+    if status == 'COMPLETED' then
+      entry = '{"seq":' .. parent[2] .. ',"ok":true,"v":' .. output .. '}'
+    else
+      local e = cjson.decode(error_json)
+      entry = cjson.encode({seq = tonumber(parent[2]), ok = false, err = {type = 'ChildWorkflowError',
+        workflow_id = id, error_type = e['type'], message = e['message']}})
+    end
+    deliver(parent[1], parent[2], entry, status == 'COMPLETED' and 'done' or 'failed', now)
+  end
+end
+
+-- The shard number encoded in T ("{prefix:N}"), used to make dead-letter entry ids globally unique.
+local function shard_number()
+  return string.match(T, ':(%d+)}$') or '0'
+end
+
+-- A task has failed for good: write its dead-letter entry, then either fail the workflow's call with
+-- TaskFailedError or park the workflow on the entry until an operator retries or fails it.
+local function exhaust_task(id, seq, error_json, now)
+  local task = k_task(id, seq)
+  local t = redis.call('HMGET', task, 'name', 'args', 'attempt', 'on_exhausted')
+  local entry_id = shard_number() .. '-' .. redis.call('INCR', K_SEQ)
+  local parked = t[4] == 'park'
+  redis.call('HSET', k_dlq_entry(entry_id), 'workflow_id', id, 'seq', seq, 'task', t[1], 'args', t[2],
+    'error', error_json, 'attempts', t[3], 'parked', parked and '1' or '0', 'created_at', int(now))
+  redis.call('ZADD', K_DLQ, int(now), entry_id)
+  if parked then
+    local wf = k_wf(id)
+    local text = 'dead-letter entry ' .. entry_id .. ' (task ' .. t[1] .. ' failed after ' .. t[3] ..
+      ' attempts); run `bdurable dlq retry ' .. entry_id .. '` or `bdurable dlq fail ' .. entry_id .. '`'
+    redis.call('HINCRBY', wf, 'parked', 1)
+    redis.call('HSET', wf, 'parked_on', text)
+    redis.call('HSET', task, 'lease', '0', 'dlq_entry', entry_id)
+    set_status(id, 'PARKED', text, now)
+    return entry_id
+  end
+  local e = cjson.decode(error_json)
+  local entry = cjson.encode({seq = tonumber(seq), ok = false, err = {type = 'TaskFailedError', task_name = t[1],
+    attempts = tonumber(t[3]), error_type = e['type'], message = e['message']}})
+  redis.call('DEL', task)
+  deliver(id, seq, entry, 'failed', now)
+  return entry_id
+end

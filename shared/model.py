@@ -1,0 +1,91 @@
+"""Plain data returned by the public API: workflow states, pages, signals and history entries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["FINISHED", "HistoryEntry", "Signal", "Status", "WorkflowPage", "WorkflowState"]
+
+
+class Status(StrEnum):
+    """Workflow statuses; they compare equal to their plain string names."""
+
+    RUNNING = "RUNNING"
+    SLEEPING = "SLEEPING"
+    AWAITING_EVENT = "AWAITING_EVENT"
+    PARKED = "PARKED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    VERSION_MISMATCH = "VERSION_MISMATCH"
+
+
+FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowState:
+    """A snapshot of one workflow, as ``client.get_state`` and ``bdurable state`` show it."""
+
+    workflow_id: str
+    name: str
+    version: str
+    status: str
+    step: int
+    waiting_on: str | None
+    input: Any
+    output: Any
+    error: dict[str, str] | None
+    parent_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["updated_at"] = self.updated_at.isoformat()
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowPage:
+    """One page of ``client.list``; pass ``next_cursor`` back to get the next one."""
+
+    items: list[WorkflowState]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A signal emitted by a workflow with ``ctx.signal``."""
+
+    name: str
+    payload: Any
+    at: datetime
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One recorded durable call, as ``bdurable history`` shows it."""
+
+    seq: int
+    kind: str
+    name: str
+    status: str
+    result: Any
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat() if self.started_at else None
+        data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        return data

@@ -1,0 +1,1 @@
+"""Deterministic replay: workflow code in, durable commands out. No Redis and no clock in here."""

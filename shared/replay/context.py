@@ -1,0 +1,166 @@
+"""``Context``: what workflow code uses for durable time, children, events, signals and randomness."""
+
+from __future__ import annotations
+
+import random as random_module
+import uuid
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+
+from bdurable.codec import encode_payload, from_json_value
+from bdurable.durations import parse_duration
+
+if TYPE_CHECKING:
+    from bdurable.replay.run import WorkflowRun
+    from bdurable.task import Task
+    from bdurable.workflow import Workflow
+
+__all__ = ["Context"]
+
+O = TypeVar("O")  # noqa: E741 - a workflow's output type
+R = TypeVar("R")
+
+
+class _ReplaySafeLogger:
+    """A structlog logger that says nothing while the workflow replays code that already ran."""
+
+    def __init__(self, run: WorkflowRun) -> None:
+        self._run = run
+
+    def _bound(self) -> Any:
+        run = self._run
+        return structlog.get_logger("bdurable.workflow").bind(
+            workflow_id=run.workflow_id,
+            name=run.definition.name,
+            version=run.definition.version,
+            step=run.completed,
+        )
+
+    def __getattr__(self, method: str) -> Any:
+        if self._run.replaying:
+            return _silent
+        return getattr(self._bound(), method)
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class Context:
+    """Handed to every workflow as its first argument; every ``await`` on it is a durable step."""
+
+    def __init__(self, run: WorkflowRun) -> None:
+        self._run = run
+        self.log: Any = _ReplaySafeLogger(run)
+
+    @property
+    def workflow_id(self) -> str:
+        return self._run.workflow_id
+
+    @property
+    def name(self) -> str:
+        return self._run.definition.name
+
+    @property
+    def version(self) -> str:
+        return self._run.definition.version
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the workflow re-runs code whose effects are already recorded."""
+        return self._run.replaying
+
+    # -- durable calls ----------------------------------------------------------------------------------
+
+    async def sleep(self, duration: str | float | timedelta) -> None:
+        """Sleep durably: ``30``, ``timedelta(hours=1)``, ``"500ms"``, ``"1h30m"``, ``"7 days"``."""
+        seconds = parse_duration(duration)
+        label = duration if isinstance(duration, str) else f"{seconds:g}s"
+        due = datetime.now(UTC) + timedelta(seconds=seconds)
+        await self._run.issue(
+            "sleep",
+            str(label),
+            command={"delay_ms": round(seconds * 1000)},
+            description=f"timer {label} (due about {due.isoformat(timespec='seconds')})",
+        )
+
+    async def sleep_until(self, when: datetime) -> None:
+        """Sleep durably until an aware ``datetime`` (by the Redis server's clock)."""
+        if when.tzinfo is None:
+            raise ValueError("sleep_until needs an aware datetime (with a timezone)")
+        label = when.astimezone(UTC).isoformat()
+        await self._run.issue(
+            "sleep",
+            label,
+            command={"due_ms": round(when.timestamp() * 1000)},
+            description=f"timer until {label}",
+        )
+
+    async def execute(self, child: Workflow[Any, O], input: Any, *, workflow_id: str | None = None) -> O:
+        """Run a child workflow and return its output; its failure raises ``ChildWorkflowError``."""
+        run = self._run
+        input_json = encode_payload(
+            child.validate_input(input), what=f"input of child workflow {child.name}", max_bytes=run.max_payload
+        )
+        child_id = workflow_id or f"{run.workflow_id}:{run.seq + 1}"
+        result = await run.issue(
+            "child",
+            child.name,
+            command={"child_id": child_id, "version": child.version, "queue": child.queue, "input": input_json},
+            record={"id": child_id},
+            description=f"child workflow {child.name} ({child_id})",
+        )
+        return child.convert_output(result)  # type: ignore[no-any-return]
+
+    def call_task(self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Coroutine[Any, Any, R]:
+        """Schedule a task call durably (what ``await my_task(...)`` does inside a workflow)."""
+        return self._call_task(task, args, kwargs)
+
+    async def _call_task(self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        run = self._run
+        arguments = encode_payload(
+            task.encode_arguments(args, kwargs), what=f"arguments of task {task.name}", max_bytes=run.max_payload
+        )
+        result = await run.issue(
+            "task",
+            task.name,
+            command={
+                "args": arguments,
+                "queue": task.queue,
+                "max_attempts": task.max_attempts,
+                "backoff_ms": round(task.backoff * 1000),
+                "timeout_ms": round((task.timeout or 0) * 1000),
+                "on_exhausted": task.on_exhausted,
+            },
+            description=f"task {task.name}",
+        )
+        return from_json_value(result, task.return_annotation, what=f"result of task {task.name}")  # type: ignore[no-any-return]
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        """Emit a signal to subscribers, exactly once (never again on replay); does not wait."""
+        run = self._run
+        text = encode_payload(payload, what=f"payload of signal {name!r}", max_bytes=run.max_payload)
+        run.issue("signal", name, command={"payload": text}, value=None)
+
+    # -- deterministic values ---------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The current time (aware, UTC), recorded on first run and the same on every replay."""
+        value = self._run.issue("value", "now", value=datetime.now(UTC).isoformat())
+        return datetime.fromisoformat(str(value))
+
+    def uuid4(self) -> uuid.UUID:
+        """A random UUID, recorded on first run."""
+        return uuid.UUID(str(self._run.issue("value", "uuid4", value=str(uuid.uuid4()))))
+
+    def random(self) -> float:
+        """A random float in [0, 1), recorded on first run."""
+        return float(self._run.issue("value", "random", value=random_module.random()))
+
+    def __repr__(self) -> str:
+        return f"<Context {self.name}@{self.version} {self.workflow_id}>"
+
+

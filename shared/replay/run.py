@@ -1,0 +1,333 @@
+"""One workflow instance being replayed and advanced: history in, new durable calls and outcome out.
+
+A run is fed the workflow's inbox (results of its durable calls, in arrival order) one entry at a time;
+after each, the workflow code runs until it is blocked again. Calls it makes get sequence numbers; a call
+whose number is already recorded must match the record (kind and name), else the run is non-deterministic.
+Calls beyond the record are this step's new commands. Because results are always fed one by one, in the
+recorded order, the same code over the same inbox makes the same calls, whether the run is replayed from
+scratch or kept in a dispatcher's memory between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bdurable.codec import dumps, error_record, loads, to_json_value
+from bdurable.errors import (
+    ChildWorkflowError,
+    DurableError,
+    EventTimeoutError,
+    NonDeterminismError,
+    PayloadTooLargeError,
+    TaskFailedError,
+    WorkflowCancelledError,
+)
+from bdurable.model import Status
+from bdurable.replay.loop import StepLoop
+
+if TYPE_CHECKING:
+    from bdurable.replay.context import Context
+    from bdurable.workflow import Workflow
+
+__all__ = ["Evicted", "Outcome", "PendingCall", "StepResult", "WorkflowRun", "current_run"]
+
+_CURRENT: contextvars.ContextVar[WorkflowRun | None] = contextvars.ContextVar("bdurable_run", default=None)
+
+# Kinds of durable call that complete immediately (nothing to wait for).
+IMMEDIATE_KINDS = frozenset({"value", "signal"})
+
+
+def current_run() -> WorkflowRun | None:
+    """The run whose workflow code is executing now, or ``None`` outside workflow code."""
+    return _CURRENT.get()
+
+
+class Evicted(BaseException):  # noqa: N818 - a control-flow signal, not an error users handle
+    """Raised into workflow code that is being dropped from memory; user code must not catch it."""
+
+
+@dataclass(slots=True)
+class PendingCall:
+    future: asyncio.Future[Any]
+    kind: str
+    name: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: str
+    output: str  # JSON text
+    error: str  # JSON text ("null" when none)
+
+
+@dataclass(slots=True)
+class StepResult:
+    calls: list[dict[str, Any]]
+    status: str
+    waiting_on: str
+    outcome: Outcome | None
+    abandon: list[int] = field(default_factory=list)
+
+
+def error_from_record(record: Mapping[str, Any]) -> BaseException:
+    """Rebuild the exception a failed durable call raises in the workflow from its JSON record."""
+    kind = record.get("type")
+    message = str(record.get("message", ""))
+    if kind == "TaskFailedError":
+        return TaskFailedError(
+            str(record.get("task_name")), int(record.get("attempts", 0)), str(record.get("error_type")), message
+        )
+    if kind == "ChildWorkflowError":
+        return ChildWorkflowError(str(record.get("workflow_id")), str(record.get("error_type")), message)
+    if kind == "EventTimeoutError":
+        return EventTimeoutError(message)
+    if kind == "WorkflowCancelledError":
+        return WorkflowCancelledError(record.get("reason"))
+    return DurableError(f"{kind}: {message}")
+
+
+class WorkflowRun:
+    """The in-memory state of one workflow instance between and during steps."""
+
+    def __init__(
+        self,
+        *,
+        loop: StepLoop,
+        definition: Workflow[Any, Any],
+        workflow_id: str,
+        input_value: Any,
+        recorded: dict[int, dict[str, Any]],
+        committed_len: int,
+        max_payload: int,
+    ) -> None:
+        from bdurable.replay.context import Context
+
+        self.loop = loop
+        self.definition = definition
+        self.workflow_id = workflow_id
+        self.input_value = input_value
+        self.recorded = recorded
+        self.committed_len = committed_len
+        self.max_payload = max_payload
+        self.context: Context = Context(self)
+        self.seq = 0
+        self.completed = 0
+        self.delivered = 0
+        self.pending: dict[int, PendingCall] = {}
+        self.new_calls: list[dict[str, Any]] = []
+        self.outcome: Outcome | None = None
+        self.fatal: NonDeterminismError | None = None
+        self.cancel_reason: str | None = None
+        self.cancelled_seqs: set[int] = set()
+        self.replaying = committed_len >= 0
+        self.evicted = False
+        self._task: asyncio.Task[Any] | None = None
+
+    # -- driving -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin the workflow function and run it until it first blocks."""
+        context = contextvars.copy_context()
+        context.run(_CURRENT.set, self)
+        self._task = self.loop.create_task(self._main(), context=context)
+        self.loop.run_until_quiet()
+        self._check_finished()
+
+    def feed(self, entries: list[str]) -> None:
+        """Deliver inbox entries one at a time, letting the workflow run after each."""
+        for raw in entries:
+            if self.outcome is not None:
+                self.delivered += 1
+                continue
+            self.replaying = self.delivered < self.committed_len
+            self._deliver(loads(raw))
+            self.delivered += 1
+            self.loop.run_until_quiet()
+            self._check_finished()
+        self.replaying = False
+
+    async def _main(self) -> Any:
+        value = self.definition.convert_input(self.input_value)
+        return await self.definition.fn(self.context, value)
+
+    def _deliver(self, entry: dict[str, Any]) -> None:
+        if "cancel" in entry:
+            self._cancel(entry.get("cancel"))
+            return
+        seq = int(entry["seq"])
+        call = self.pending.pop(seq, None)
+        if call is None:
+            if seq in self.cancelled_seqs:
+                return  # a late result of a call the cancellation already abandoned
+            self._nondeterminism(f"the history holds a result for call #{seq}, which this code never made")
+            return
+        self.completed += 1
+        if entry.get("ok"):
+            call.future.set_result(entry.get("v"))
+        else:
+            call.future.set_exception(error_from_record(entry.get("err") or {}))
+
+    def _cancel(self, reason: Any) -> None:
+        self.cancel_reason = str(reason) if reason is not None else ""
+        for seq, call in list(self.pending.items()):
+            self.cancelled_seqs.add(seq)
+            call.future.set_exception(WorkflowCancelledError(reason if reason is None else str(reason)))
+        self.pending.clear()
+
+    # -- durable calls (from Context) -------------------------------------------------------------------
+
+    def issue(
+        self,
+        kind: str,
+        name: str,
+        *,
+        command: dict[str, Any] | None = None,
+        record: dict[str, Any] | None = None,
+        description: str = "",
+        value: Any = None,
+    ) -> Any:
+        """Make durable call number ``seq``: returns a value (immediate kinds) or a future to await."""
+        if self.evicted:
+            raise Evicted
+        if self.fatal is not None:
+            raise self.fatal
+        self.seq += 1
+        seq = self.seq
+        recorded = self.recorded.get(seq)
+        if recorded is not None:
+            # A sleep's duration may change between deploys (as in Temporal); every other call must match.
+            if recorded.get("k") != kind or (kind != "sleep" and recorded.get("n") != name):
+                self._nondeterminism(
+                    f"call #{seq} is {kind} {name!r} but the history recorded "
+                    f"{recorded.get('k')} {recorded.get('n')!r} there"
+                )
+            if kind in IMMEDIATE_KINDS:
+                return recorded.get("v")
+        else:
+            if self.replaying:
+                self._nondeterminism(f"call #{seq} ({kind} {name!r}) is not in the recorded history")
+            rec = {"k": kind, "n": name, **(record or {})}
+            if kind == "value":
+                rec["v"] = value
+            self.recorded[seq] = rec
+            self.new_calls.append({"seq": seq, "kind": kind, "name": name, "rec": dumps(rec), **(command or {})})
+            if kind in IMMEDIATE_KINDS:
+                if kind == "signal":
+                    self.completed += 1
+                return value
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self.pending[seq] = PendingCall(future, kind, name, description or f"{kind} {name}")
+        return future
+
+    def _nondeterminism(self, message: str) -> None:
+        self.fatal = NonDeterminismError(
+            f"workflow {self.definition.name}@{self.definition.version} ({self.workflow_id}) is "
+            f"non-deterministic: {message}"
+        )
+        raise self.fatal
+
+    # -- results ----------------------------------------------------------------------------------------
+
+    def _check_finished(self) -> None:
+        task = self._task
+        if self.outcome is not None or task is None:
+            return
+        if self.fatal is not None:
+            self.outcome = _failure(self.fatal)
+            self.close()
+            return
+        if not task.done():
+            return
+        if task.cancelled():
+            self.outcome = _failure(RuntimeError("the workflow's task was cancelled"))
+            return
+        exc = task.exception()
+        if exc is None:
+            self.outcome = self._success(task.result())
+        elif self.cancel_reason is not None and isinstance(exc, WorkflowCancelledError):
+            self.outcome = Outcome(Status.CANCELLED, "null", dumps(_cancel_record(exc, self.cancel_reason)))
+        else:
+            self.outcome = _failure(exc)
+
+    def _success(self, value: Any) -> Outcome:
+        status = Status.CANCELLED if self.cancel_reason is not None else Status.COMPLETED
+        error = "null"
+        if status == Status.CANCELLED:
+            reason = self.cancel_reason or None
+            error = dumps(_cancel_record(WorkflowCancelledError(reason), reason))
+        try:
+            output = dumps(to_json_value(value))
+        except (TypeError, ValueError) as exc:
+            return _failure(TypeError(f"the workflow's output is not JSON-serialisable: {exc}"))
+        if len(output.encode()) > self.max_payload:
+            return _failure(
+                PayloadTooLargeError(
+                    f"the workflow's output is {len(output.encode())} bytes, over the limit of "
+                    f"{self.max_payload} bytes (BDURABLE_MAX_PAYLOAD)"
+                )
+            )
+        return Outcome(status, output, error)
+
+    def take_step(self) -> StepResult:
+        """What this step commits: new calls, the status, and the outcome if the workflow ended."""
+        if self.outcome is None and self.recorded:
+            last_recorded = max(self.recorded)
+            if last_recorded > self.seq:
+                try:
+                    self._nondeterminism(
+                        f"the history records {last_recorded} calls but the code made only {self.seq}"
+                    )
+                except NonDeterminismError:
+                    self._check_finished()
+        if self.outcome is None and not self.pending:
+            self.outcome = _failure(
+                RuntimeError(
+                    "the workflow is blocked on something that is not a durable call "
+                    "(await only tasks, ctx.sleep, ctx.execute, ctx.wait_for_event)"
+                )
+            )
+            self.close()
+        calls, self.new_calls = self.new_calls, []
+        if self.outcome is not None:
+            abandon = sorted(self.pending)
+            return StepResult(calls, self.outcome.status, "", self.outcome, abandon)
+        status, waiting_on = self._waiting()
+        return StepResult(calls, status, waiting_on, None)
+
+    def _waiting(self) -> tuple[str, str]:
+        calls = list(self.pending.values())
+        kinds = {c.kind for c in calls}
+        if kinds & {"task", "child"}:
+            status = Status.RUNNING
+            shown = [c for c in calls if c.kind in ("task", "child")]
+        elif "event" in kinds:
+            status = Status.AWAITING_EVENT
+            shown = [c for c in calls if c.kind == "event"]
+        else:
+            status = Status.SLEEPING
+            shown = calls
+        text = ", ".join(c.description for c in shown[:3])
+        if len(shown) > 3:
+            text += f" and {len(shown) - 3} more"
+        return status, text
+
+    def close(self) -> None:
+        """Drop the workflow's coroutine (eviction, or after the end): user code sees ``Evicted``."""
+        self.evicted = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            self.loop.run_until_quiet()
+
+
+def _cancel_record(exc: BaseException, reason: str | None) -> dict[str, Any]:
+    return {**error_record(exc), "reason": reason}
+
+
+def _failure(exc: BaseException) -> Outcome:
+    return Outcome(Status.FAILED, "null", dumps(error_record(exc)))

@@ -1,0 +1,75 @@
+"""Lifecycle of a role process: run its loops, drain on SIGTERM/SIGINT, reconnect with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["REDIS_ERRORS", "Stopping", "new_worker_id", "retry_forever", "run_until_signalled"]
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+log = structlog.get_logger("bdurable.runtime")
+
+
+def new_worker_id(role: str) -> str:
+    """A unique, readable id for one process: role, host, pid and a random suffix."""
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Stopping:
+    """Set when the process was asked to stop; loops check it and drain."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    @property
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def set(self) -> None:
+        self.event.set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep, waking early on stop; returns True when stopping."""
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout=max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
+
+
+async def run_until_signalled(main: Callable[[Stopping], Awaitable[Any]]) -> None:
+    """Run ``main`` until it returns; SIGTERM or SIGINT asks it to stop (it drains, then returns)."""
+    stopping = Stopping()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await main(stopping)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def retry_forever(what: str, operation: Callable[[], Awaitable[Any]], stopping: Stopping) -> Any:
+    """Retry an operation through Redis outages with capped exponential backoff (never exits on them)."""
+    delay = 0.05
+    while True:
+        try:
+            return await operation()
+        except REDIS_ERRORS as exc:
+            if stopping.is_set:
+                raise
+            log.warning("redis unavailable, retrying", operation=what, error=str(exc), retry_in=round(delay, 2))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,153 @@
+"""The only module that talks to Redis.
+
+Every state transition is one Lua script (see :mod:`bdurable.lua`); reads are plain commands. Script calls
+made in the same event-loop tick by concurrent coroutines are sent together in one pipeline
+(auto-pipelining): a dispatcher committing fifty steps pays one round trip, not fifty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from bdurable.config import Settings
+from bdurable.keys import Keys, ShardKeys
+from bdurable.lua import Script, load_scripts
+
+__all__ = ["ScriptCall", "Store", "connect_redis"]
+
+Arg = str | int | float
+
+
+def connect_redis(url: str, **options: Any) -> aioredis.Redis:
+    """A redis-py asyncio client for a ``redis://``/``rediss://``/``unix://`` URL.
+
+    User, password (ACL) and TLS come from the URL. Responses are decoded as UTF-8 text.
+    """
+    return aioredis.from_url(  # type: ignore[no-any-return]
+        url,
+        decode_responses=True,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+        **options,
+    )
+
+
+@dataclass(slots=True)
+class ScriptCall:
+    """One pending script call of an auto-pipelined batch."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[Arg]
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+class Store:
+    """Typed access to b-durable's Redis state for one prefix."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self._scripts = load_scripts()
+        self._pending: list[ScriptCall] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        return cls(connect_redis(settings.redis_url), settings)
+
+    async def close(self) -> None:
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+        await self.redis.aclose()
+
+    # -- scripts ---------------------------------------------------------------------------------------
+
+    async def script(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Call a script; concurrent calls in one loop tick share one pipelined round trip."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(ScriptCall(self._scripts[name], keys, args, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._start_flush)
+        return await future
+
+    def _start_flush(self) -> None:
+        batch, self._pending, self._flush_scheduled = self._pending, [], False
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[ScriptCall]) -> None:
+        try:
+            results = await self._send(batch)
+        except BaseException as exc:  # connection trouble: every caller sees it and decides
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, result in zip(batch, results, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(result, Exception):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+
+    async def _send(self, batch: list[ScriptCall]) -> list[Any]:
+        if len(batch) == 1:
+            call = batch[0]
+            try:
+                return [await self._evalsha(call)]
+            except NoScriptError:
+                await self.redis.script_load(call.script.source)
+                return [await self._evalsha(call)]
+            except ResponseError as exc:
+                return [exc]
+        results = await self._pipeline(batch)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:  # Redis restarted or failed over: reload every script, then retry those calls
+            for script in {batch[i].script for i in missing}:
+                await self.redis.script_load(script.source)
+            retried = await self._pipeline([batch[i] for i in missing])
+            for i, result in zip(missing, retried, strict=True):
+                results[i] = result
+        return results
+
+    async def _evalsha(self, call: ScriptCall) -> Any:
+        return await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)  # type: ignore[misc]
+
+    async def _pipeline(self, batch: list[ScriptCall]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for call in batch:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def shard_script(self, name: str, shard: ShardKeys, *args: Arg) -> Any:
+        """Call a per-shard script: KEYS[1] is the shard tag, ARGV[1] the fleet tag."""
+        return await self.script(name, [shard.tag], [self.global_tag, *args])
+
+    async def fleet_script(self, name: str, *args: Arg) -> Any:
+        """Call a fleet-wide script (keys under the prefix's own tag)."""
+        return await self.script(name, [self.global_tag], [self.global_tag, *args])
+
+    @property
+    def global_tag(self) -> str:
+        return f"{{{self.settings.prefix}}}"
+
+    async def wait_replicas(self) -> None:
+        """Wait until ``BDURABLE_WAIT_REPLICAS`` replicas hold the writes so far (no-op when 0)."""
+        if self.settings.wait_replicas > 0:
+            await self.redis.execute_command("WAIT", self.settings.wait_replicas, 5000)

@@ -1,0 +1,149 @@
+"""``@task``: a function whose calls inside a workflow are durable, retried and dead-lettered."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+
+import anyio.to_thread
+
+from bdurable.codec import from_json_value, to_json_value
+from bdurable.durations import parse_duration
+
+__all__ = ["Task", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+OnExhausted = Literal["raise", "park"]
+
+
+class Task(Generic[P, R]):
+    """A registered task. Await a call inside a workflow to run it durably; outside, it runs directly."""
+
+    def __init__(
+        self,
+        fn: Callable[P, Awaitable[R]] | Callable[P, R],
+        *,
+        name: str | None,
+        max_attempts: int,
+        backoff: str | float,
+        timeout: str | float | None,
+        on_exhausted: OnExhausted,
+        queue: str,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"task {fn.__qualname__}: max_attempts must be >= 1")
+        if on_exhausted not in ("raise", "park"):
+            raise ValueError(f"task {fn.__qualname__}: on_exhausted must be 'raise' or 'park'")
+        self.fn = fn
+        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        self.max_attempts = max_attempts
+        self.backoff = parse_duration(backoff)
+        self.timeout = None if timeout is None else parse_duration(timeout)
+        self.on_exhausted: OnExhausted = on_exhausted
+        self.queue = queue
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    @functools.cached_property
+    def _hints(self) -> dict[str, Any]:
+        from typing import get_type_hints
+
+        try:
+            return get_type_hints(self.fn)
+        except Exception:
+            return {}
+
+    @property
+    def return_annotation(self) -> Any:
+        return self._hints.get("return")
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        from bdurable.replay.run import current_run
+
+        run = current_run()
+        if run is None:
+            return self._run_local(*args, **kwargs)
+        return run.context.call_task(self, args, kwargs)
+
+    async def _run_local(self, *args: Any, **kwargs: Any) -> R:
+        if self.is_async:
+            return await self.fn(*args, **kwargs)  # type: ignore[no-any-return, misc]
+        return await anyio.to_thread.run_sync(functools.partial(self.fn, *args, **kwargs))  # type: ignore[arg-type]
+
+    def encode_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Bind and JSON-encode a call's arguments (a wrong call raises ``TypeError`` in the workflow)."""
+        bound = self.signature.bind(*args, **kwargs)
+        return {"args": [to_json_value(a) for a in bound.args], "kwargs": to_json_value(bound.kwargs)}
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        """Run the task with JSON arguments converted back to the parameters' annotated types."""
+        bound = self.signature.bind(*arguments.get("args", []), **arguments.get("kwargs", {}))
+        for name, value in bound.arguments.items():
+            annotation = self._hints.get(name)
+            bound.arguments[name] = from_json_value(value, annotation, what=f"argument {name!r} of {self.name}")
+        return await self._run_local(*bound.args, **bound.kwargs)
+
+
+@overload
+def task(fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_attempts: int = 3,
+    backoff: str | float = "1s",
+    timeout: str | float | None = None,
+    on_exhausted: OnExhausted = "raise",
+    queue: str = "default",
+) -> Callable[[Callable[P, Awaitable[R]] | Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_attempts: int = 3,
+    backoff: str | float = "1s",
+    timeout: str | float | None = None,
+    on_exhausted: OnExhausted = "raise",
+    queue: str = "default",
+) -> Any:
+    """Declare a task, bare (``@task``) or with options (``@task(name=..., max_attempts=...)``).
+
+    Attempts are retried with exponential backoff and jitter starting at ``backoff`` and capped at five
+    minutes; ``timeout`` bounds each attempt. After the last attempt the call goes to the dead-letter
+    queue and the workflow receives ``TaskFailedError`` (``on_exhausted="raise"``) or waits for an operator
+    (``on_exhausted="park"``).
+    """
+    if isinstance(fn, str):
+        raise TypeError("task() takes its name as a keyword: @task(name='...')")
+
+    def decorate(function: Callable[..., Any]) -> Task[Any, Any]:
+        return Task(
+            function,
+            name=name,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            timeout=timeout,
+            on_exhausted=on_exhausted,
+            queue=queue,
+        )
+
+    return decorate if fn is None else decorate(fn)
