@@ -7,6 +7,7 @@ from bdurable.client import Client, WorkflowHandle
 from bdurable.config import Settings
 from bdurable.errors import (
     ChildWorkflowError,
+    DeadLetterNotFoundError,
     DurableError,
     EventTimeoutError,
     InvalidInputError,
@@ -20,7 +21,7 @@ from bdurable.errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
-from bdurable.model import HistoryEntry, Signal, Status, WorkflowPage, WorkflowState
+from bdurable.model import DeadLetter, HistoryEntry, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.replay.context import Context
 from bdurable.task import Task, task
 from bdurable.workflow import Workflow, workflow
@@ -29,6 +30,8 @@ __all__ = [
     "ChildWorkflowError",
     "Client",
     "Context",
+    "DeadLetter",
+    "DeadLetterNotFoundError",
     "DurableError",
     "EventTimeoutError",
     "HistoryEntry",

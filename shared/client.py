@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
 
-from bdurable.codec import decode, dumps, encode_payload, loads, to_json_value
+from bdurable.codec import decode, encode_payload, loads, to_json_value
 from bdurable.config import Settings
 from bdurable.errors import (
+    DeadLetterNotFoundError,
     DurableError,
     InvalidInputError,
     UnknownWorkflowError,
@@ -22,8 +22,8 @@ from bdurable.errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
-from bdurable.keys import Keys
-from bdurable.model import FINISHED, HistoryEntry, Status, WorkflowPage, WorkflowState
+from bdurable.keys import Keys, ShardKeys
+from bdurable.model import FINISHED, DeadLetter, HistoryEntry, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.pubsub import Subscriptions
 from bdurable.store import Store
 from bdurable.workflow import Workflow
@@ -342,13 +342,139 @@ class Client:
             )
 
     async def send_event(self, workflow_id: str, name: str, payload: Any = None) -> None:
-        raise NotImplementedError("events arrive with the signal bus")
+        """Deliver an event to one workflow; returns once the signal bus's inbound list holds it."""
+        _check_event_name(name)
+        text = encode_payload(payload, what=f"payload of event {name!r}", max_bytes=self.settings.max_payload)
+        shard = self.keys.for_workflow(workflow_id)
+        result = await self.store.shard_script("bus_send", shard, "event", workflow_id, name, text)
+        if result == "missing":
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
+        if result == "finished":
+            raise WorkflowNotFoundError(f"workflow {workflow_id!r} has already finished: it takes no more events")
+        await self.store.wait_replicas()
 
     async def publish_event(self, name: str, payload: Any = None, *, key: str) -> int:
-        raise NotImplementedError("events arrive with the signal bus")
+        """Wake every workflow waiting on ``(name, key)``; returns how many were waiting (0: dropped)."""
+        _check_event_name(name)
+        if not isinstance(key, str) or not key:
+            raise ValueError("publish_event needs a non-empty string key")
+        text = encode_payload(payload, what=f"payload of event {name!r}", max_bytes=self.settings.max_payload)
+        woken = 0
+        for shard in self.keys.all_shards():
+            woken += int(await self.store.shard_script("bus_send", shard, "publish", name, key, text))
+        if woken:
+            await self.store.wait_replicas()
+        return woken
 
     async def cancel(self, workflow_id: str, *, reason: str | None = None) -> None:
-        raise NotImplementedError("cancellation arrives with the signal bus")
+        """Cancel a workflow: ``WorkflowCancelledError`` is raised inside it where it waits.
+
+        Cancelling twice is harmless; cancelling a finished workflow raises ``DurableError`` and changes nothing.
+        """
+        shard = self.keys.for_workflow(workflow_id)
+        result = await self.store.shard_script("bus_send", shard, "cancel", workflow_id, reason or "")
+        if result == "missing":
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
+        if result == "finished":
+            state = await self.get_state(workflow_id)
+            raise DurableError(
+                f"workflow {workflow_id!r} has already finished ({state.status if state else 'expired'}); "
+                "nothing to cancel"
+            )
+        await self.store.wait_replicas()
+
+    async def signals(self, workflow_id: str) -> AsyncIterator[Signal]:
+        """Every signal of the workflow from the first, then live ones, each once, in order; ends when
+        the workflow finishes."""
+        shard = self.keys.for_workflow(workflow_id)
+        seen = 0  # how many entries of the durable signal log were yielded
+        async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as messages:
+            await self._require_state(workflow_id)
+            while True:
+                # The log is the truth; messages only say "look again". Subscribed first, so nothing slips.
+                async with self.store.redis.pipeline(transaction=False) as pipe:
+                    pipe.lrange(shard.signals(workflow_id), seen, -1)
+                    pipe.hget(shard.wf(workflow_id), "status")
+                    fresh, status = await pipe.execute()
+                for raw in fresh:
+                    record = loads(raw)
+                    seen += 1
+                    yield Signal(
+                        name=record["name"],
+                        payload=record.get("payload"),
+                        at=_ms(str(record.get("at", 0))),
+                        seq=int(record.get("seq", 0)),
+                    )
+                if status is None or status in FINISHED:
+                    return
+                await messages.get()
+
+    # -- dead-letter queue ------------------------------------------------------------------------------
+
+    async def dlq_list(self) -> list[DeadLetter]:
+        """Every dead-letter entry, oldest first."""
+        entries: list[DeadLetter] = []
+        for shard in self.keys.all_shards():
+            ids = await self.store.redis.zrange(shard.dlq, 0, -1)
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for entry_id in ids:
+                    pipe.hgetall(shard.dlq_entry(entry_id))
+                rows = await pipe.execute()
+            entries += [_dead_letter(entry_id, row) for entry_id, row in zip(ids, rows, strict=True) if row]
+        return sorted(entries, key=lambda e: e.created_at)
+
+    async def dlq_show(self, entry_id: str) -> DeadLetter:
+        row = await self.store.redis.hgetall(self._dlq_shard(entry_id).dlq_entry(entry_id))
+        if not row:
+            raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
+        return _dead_letter(entry_id, row)
+
+    async def dlq_retry(self, entry_id: str) -> None:
+        """Run a parked task again; the workflow continues with its result."""
+        await self._dlq_resolve(entry_id, "retry")
+
+    async def dlq_fail(self, entry_id: str) -> None:
+        """Give up on a parked task; the workflow receives ``TaskFailedError``."""
+        await self._dlq_resolve(entry_id, "fail")
+
+    async def dlq_purge(self) -> int:
+        """Remove every entry no workflow is parked on; returns how many."""
+        removed = 0
+        for shard in self.keys.all_shards():
+            removed += int(await self.store.shard_script("dlq_purge", shard))
+        return removed
+
+    async def _dlq_resolve(self, entry_id: str, action: str) -> None:
+        result = await self.store.shard_script("dlq_resolve", self._dlq_shard(entry_id), entry_id, action)
+        if result[0] == "missing":
+            raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
+        if result[0] == "not_parked":
+            raise DurableError(f"cannot {action} dead-letter entry {entry_id!r}: {result[1]}")
+        await self.store.wait_replicas()
+
+    def _dlq_shard(self, entry_id: str) -> ShardKeys:
+        shard_text, _, number = entry_id.partition("-")
+        if not shard_text.isdigit() or not number.isdigit() or int(shard_text) >= self.keys.shards:
+            raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
+        return self.keys.shard(int(shard_text))
+
+
+def _check_event_name(name: str) -> None:
+    if not isinstance(name, str) or not name or "\n" in name or "\t" in name:
+        raise ValueError(f"invalid event name {name!r}: a non-empty string without tabs or newlines")
+
+
+def _dead_letter(entry_id: str, row: dict[str, str]) -> DeadLetter:
+    return DeadLetter(
+        entry_id=entry_id,
+        workflow_id=row.get("workflow_id", ""),
+        task=row.get("task", ""),
+        args=decode(row.get("args")),
+        error=decode(row.get("error")),
+        attempts=int(row.get("attempts") or 0),
+        parked=row.get("parked") == "1",
+        created_at=_ms(row.get("created_at")),
+    )
 
 
 def _outcome(state: WorkflowState) -> Any:

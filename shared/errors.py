@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ChildWorkflowError",
+    "DeadLetterNotFoundError",
     "DurableError",
     "EventTimeoutError",
     "InvalidInputError",
@@ -76,6 +77,10 @@ class WorkflowFailedError(DurableError):
 
 class WorkflowNotFoundError(DurableError):
     """No workflow with that id exists (never started, or expired after its retention)."""
+
+
+class DeadLetterNotFoundError(DurableError):
+    """No dead-letter entry with that id (never existed, purged, or already retried or failed)."""
 
 
 class WorkflowAlreadyExistsError(DurableError):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["Keys", "ShardKeys", "step_item", "task_item", "parse_item"]
+__all__ = ["Keys", "ShardKeys", "parse_item", "step_item", "task_item"]
 
 
 def step_item(workflow_id: str) -> str:

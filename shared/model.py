@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["FINISHED", "HistoryEntry", "Signal", "Status", "WorkflowPage", "WorkflowState"]
+__all__ = ["FINISHED", "DeadLetter", "HistoryEntry", "Signal", "Status", "WorkflowPage", "WorkflowState"]
 
 
 class Status(StrEnum):
@@ -88,4 +88,23 @@ class HistoryEntry:
         data = asdict(self)
         data["started_at"] = self.started_at.isoformat() if self.started_at else None
         data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A task call that exhausted its attempts: what was called, with what, and how it failed."""
+
+    entry_id: str
+    workflow_id: str
+    task: str
+    args: Any
+    error: dict[str, str] | None
+    attempts: int
+    parked: bool
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
         return data

@@ -72,6 +72,7 @@ class Dispatcher:
             self.shard.task_queue(q) for q in self.queues
         ]
         self._rotation = 0
+        self.running_tasks: dict[str, asyncio.Task[tuple[str, str, int]]] = {}
         self.committed = 0
         self.stale_commits = 0
 
@@ -90,13 +91,15 @@ class Dispatcher:
                 concurrency=self.concurrency,
             )
             heartbeat = asyncio.create_task(self._heartbeat_loop(stopping))
+            hints = asyncio.create_task(self._cancel_hints(stopping))
             try:
                 await self._claim_loop(stopping)
                 await self._drain()
             finally:
-                heartbeat.cancel()
-                with suppress(asyncio.CancelledError):
-                    await heartbeat
+                for loop_task in (heartbeat, hints):
+                    loop_task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await loop_task
                 await self._leave()
         finally:
             for run in self.cache.values():
@@ -260,6 +263,7 @@ class Dispatcher:
                         "error": step.outcome.error,
                     },
                     "abandon": step.abandon,
+                    "cancelled": step.cancelled,
                 }
             )
             retention_ms = round(self.settings.retention * 1000)
@@ -293,14 +297,45 @@ class Dispatcher:
 
     # -- tasks ----------------------------------------------------------------------------------------
 
+    async def _cancel_hints(self, stopping: Stopping) -> None:
+        """Stop running tasks whose call was released (workflow cancelled or ended); results are discarded."""
+        assert self.store is not None
+        channel = f"{{{self.settings.prefix}}}:cancel"
+        while not stopping.is_set:
+            pubsub = self.store.redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                while not stopping.is_set:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        running = self.running_tasks.get(str(message["data"]))
+                        if running is not None:
+                            log.info("cancelling a running task: its call was released", item=message["data"])
+                            running.cancel()
+            except REDIS_ERRORS:
+                await stopping.sleep(0.5)
+            finally:
+                with suppress(Exception):
+                    await pubsub.aclose()
+
     async def _run_task(self, claim: list[Any]) -> None:
         _, workflow_id, seq, lease, *flat = claim
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         name = fields.get("name", "")
         attempt = int(fields.get("attempt", "1"))
         max_attempts = int(fields.get("max_attempts", "1"))
+        key = f"{workflow_id}|{seq}"
         with structlog.contextvars.bound_contextvars(workflow_id=workflow_id, task=name, attempt=attempt):
-            outcome, payload, delay_ms = await self._execute_task(fields, attempt, max_attempts, seq)
+            execution = asyncio.create_task(self._execute_task(fields, attempt, max_attempts, seq))
+            self.running_tasks[key] = execution
+            try:
+                outcome, payload, delay_ms = await execution
+            except asyncio.CancelledError:
+                if not execution.cancelled():
+                    raise  # this handler itself is being cancelled (drain timeout): the work is handed back
+                outcome, payload, delay_ms = "fail", dumps({"type": "CancelledError", "message": "released"}), 0
+            finally:
+                self.running_tasks.pop(key, None)
             if outcome != "ok":
                 log.warning("task attempt failed", outcome=outcome, error=loads(payload).get("message"))
             await self._commit("commit_task", workflow_id, seq, lease, outcome, payload, delay_ms)

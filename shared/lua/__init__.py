@@ -26,6 +26,10 @@ SCRIPT_NAMES = (
     "sweep_versions",
     "resume",
     "expire",
+    "bus_send",
+    "bus_apply",
+    "dlq_resolve",
+    "dlq_purge",
 )
 
 

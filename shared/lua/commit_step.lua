@@ -27,7 +27,7 @@ for _, c in ipairs(step.calls) do
     local record = '{"seq":' .. seq .. ',"name":' .. cjson.encode(c.name) .. ',"payload":' .. c.payload ..
       ',"at":' .. int(now) .. '}'
     redis.call('RPUSH', k_signals(id), record)
-    redis.call('PUBLISH', ch_workflow(id), '{"signal":' .. record .. '}')
+    redis.call('LPUSH', K_BUS, cjson.encode({t = 'signal', id = id, rec = record}))  -- the bus publishes it
   else
     redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'pending', seq .. ':t', int(now))
     if c.kind == 'task' then
@@ -39,6 +39,10 @@ for _, c in ipairs(step.calls) do
       local due = c.due_ms
       if due == nil then due = now + c.delay_ms end
       add_timer('s|' .. id .. '|' .. seq, due)
+    elseif c.kind == 'event' then
+      local key = c.key
+      if key == cjson.null then key = nil end
+      register_wait(id, seq, c.name, key, c.timeout_ms, now)
     elseif c.kind == 'child' then
       local created = create_workflow(c.child_id, c.name, c.version, c.queue, c.input, id, seq, now)
       if created ~= 'created' then
@@ -51,13 +55,9 @@ for _, c in ipairs(step.calls) do
 end
 if signals > 0 then redis.call('HINCRBY', wf, 'step', signals) end
 
--- Calls the finished workflow no longer waits for: drop their queued work and timers.
-for _, a in ipairs(step.abandon) do
-  local seq = int(a)
-  redis.call('HSET', calls, seq .. ':s', 'abandoned')
-  redis.call('DEL', k_task(id, seq))
-  redis.call('ZREM', K_TIMERS, 's|' .. id .. '|' .. seq, 'r|' .. id .. '|' .. seq)
-end
+-- Calls the workflow no longer waits for (cancelled, or left pending when it ended): stop their work.
+for _, seq in ipairs(step.cancelled) do release_call(id, int(seq), 'cancelled', now) end
+for _, seq in ipairs(step.abandon) do release_call(id, int(seq), 'abandoned', now) end
 
 redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on))
 if step.outcome ~= cjson.null then

@@ -2,12 +2,17 @@
 -- Rejected when the lease is stale: the item was handed to another dispatcher meanwhile.
 -- KEYS[1] T; ARGV: G, worker, id, seq, lease, outcome ('ok'|'retry'|'fail'), payload, retry delay ms
 -- payload: for 'ok' the inbox entry (JSON with the result); otherwise the error record (JSON).
--- Returns {'ok'} | {'stale'} | {'dead', entry id}
+-- Returns {'ok'} | {'stale'} | {'gone'} (call released meanwhile) | {'dead', entry id}
 local worker, id, seq, lease, outcome, payload = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local task = k_task(id, seq)
 local item = 't|' .. id .. '|' .. seq
 local proc = k_proc(worker)
-if redis.call('HGET', proc, item) ~= lease or redis.call('HGET', task, 'lease') ~= lease then
+if redis.call('HGET', proc, item) ~= lease then return {'stale'} end
+if redis.call('HGET', task, 'lease') ~= lease then
+  if redis.call('EXISTS', task) == 0 then
+    redis.call('HDEL', proc, item)  -- the call was cancelled or its workflow ended: discard the result
+    return {'gone'}
+  end
   return {'stale'}
 end
 local now = now_ms()

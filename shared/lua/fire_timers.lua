@@ -18,8 +18,13 @@ for i = 1, #due, 2 do
       local queue = redis.call('HGET', k_task(id, seq), 'queue')
       if queue then push_ready(k_task_queue(queue), 't|' .. id .. '|' .. seq) end
     elseif kind == 'e' then
-      deliver(id, seq, cjson.encode({seq = tonumber(seq), ok = false, err = {type = 'EventTimeoutError',
-        message = 'timed out waiting for the event'}}), 'failed', now)
+      local raw = redis.call('HGET', k_calls(id), seq)
+      if raw then
+        local record = cjson.decode(raw)
+        local entry = cjson.encode({seq = tonumber(seq), ok = false, err = {type = 'EventTimeoutError',
+          message = 'timed out waiting for event ' .. record.n}})
+        if deliver(id, seq, entry, 'failed', now) == 1 then unregister_wait(id, seq, record) end
+      end
     end
     table.insert(result, now - score)
   end

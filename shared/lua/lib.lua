@@ -33,6 +33,13 @@ local K_INDEX_EXPIRE = T .. ':idx:expire'
 local K_DLQ = T .. ':dlq'
 local function k_dlq_entry(entry) return T .. ':dlq:' .. entry end
 local K_SEQ = T .. ':seq'
+local function k_events(id) return T .. ':wf:' .. id .. ':events' end
+local function k_keyed(name, key) return T .. ':kw:' .. name .. '\t' .. key end
+local K_BUS = T .. ':bus'
+local function k_bus_proc(bus) return T .. ':bus:proc:' .. bus end
+local K_BUS_ALIVE = T .. ':bus:alive'
+local K_CANCEL_CHANNEL = G .. ':cancel'
+local K_SIGNALS_CHANNEL = G .. ':signals'
 local K_TIMERS_CHANNEL = G .. ':timers'
 local function ch_workflow(id) return G .. ':wf:' .. id end
 
@@ -150,7 +157,7 @@ local function finish_workflow(id, status, output, error_json, retention_ms, now
   redis.call('HSET', wf, 'output', output, 'error', error_json, 'pending', '0', 'finished_at', int(now))
   set_status(id, status, '', now)
   local expire_at = now + retention_ms
-  for _, key in ipairs({wf, k_calls(id), k_inbox(id), k_signals(id)}) do
+  for _, key in ipairs({wf, k_calls(id), k_inbox(id), k_signals(id), k_events(id)}) do
     redis.call('PEXPIREAT', key, int(expire_at))
   end
   redis.call('ZADD', K_INDEX_EXPIRE, int(expire_at), id)
@@ -199,4 +206,88 @@ local function exhaust_task(id, seq, error_json, now)
   redis.call('DEL', task)
   deliver(id, seq, entry, 'failed', now)
   return entry_id
+end
+
+
+-- Remove `seq` from the space-separated list of waiters on an unkeyed event.
+local function drop_waiter(id, name, seq)
+  local wf = k_wf(id)
+  local field = 'w:' .. name
+  local kept = {}
+  for s in string.gmatch(redis.call('HGET', wf, field) or '', '%S+') do
+    if s ~= seq then table.insert(kept, s) end
+  end
+  if #kept == 0 then redis.call('HDEL', wf, field) else redis.call('HSET', wf, field, table.concat(kept, ' ')) end
+end
+
+-- Register a wait for an event; a matching event already buffered is delivered at once.
+local function register_wait(id, seq, name, key, timeout_ms, now)
+  if key then
+    redis.call('SADD', k_keyed(name, key), id .. '|' .. seq)
+  else
+    local buffer = k_events(id)
+    local head = name .. '\n'
+    for _, entry in ipairs(redis.call('LRANGE', buffer, 0, -1)) do
+      if string.sub(entry, 1, #head) == head then
+        redis.call('LREM', buffer, 1, entry)
+        deliver(id, seq, '{"seq":' .. seq .. ',"ok":true,"v":' .. string.sub(entry, #head + 1) .. '}', 'done', now)
+        return
+      end
+    end
+    local wf = k_wf(id)
+    local field = 'w:' .. name
+    local waiting = redis.call('HGET', wf, field)
+    redis.call('HSET', wf, field, waiting and (waiting .. ' ' .. seq) or seq)
+  end
+  if timeout_ms and timeout_ms > 0 then add_timer('e|' .. id .. '|' .. seq, now + timeout_ms) end
+end
+
+-- Forget the registration of an event wait (after a timeout, or when the call is released).
+local function unregister_wait(id, seq, record)
+  if record.key and record.key ~= cjson.null then
+    redis.call('SREM', k_keyed(record.n, record.key), id .. '|' .. seq)
+  else
+    drop_waiter(id, record.n, seq)
+  end
+  redis.call('ZREM', K_TIMERS, 'e|' .. id .. '|' .. seq)
+end
+
+local request_cancel
+
+-- A pending call the workflow no longer waits for (it was cancelled, or the workflow ended): stop the
+-- work behind it. Idempotent: only a call still 'pending' is released.
+local function release_call(id, seq, why, now)
+  local calls = k_calls(id)
+  if redis.call('HGET', calls, seq .. ':s') ~= 'pending' then return end
+  redis.call('HSET', calls, seq .. ':s', why, seq .. ':f', int(now))
+  local record = cjson.decode(redis.call('HGET', calls, seq))
+  if record.k == 'task' then
+    local task = k_task(id, seq)
+    local entry = redis.call('HGET', task, 'dlq_entry')
+    if entry then
+      redis.call('HINCRBY', k_wf(id), 'parked', -1)
+      redis.call('HSET', k_dlq_entry(entry), 'parked', '0')
+    end
+    redis.call('DEL', task)
+    redis.call('ZREM', K_TIMERS, 'r|' .. id .. '|' .. seq)
+    redis.call('PUBLISH', K_CANCEL_CHANNEL, id .. '|' .. seq)  -- a dispatcher running it stops it
+  elseif record.k == 'sleep' then
+    redis.call('ZREM', K_TIMERS, 's|' .. id .. '|' .. seq)
+  elseif record.k == 'event' then
+    unregister_wait(id, seq, record)
+  elseif record.k == 'child' then
+    request_cancel(record.id, 'parent workflow ' .. id .. ' was cancelled or ended', now)
+  end
+end
+
+-- Ask a workflow to cancel: a cancel entry in its inbox makes the replay raise WorkflowCancelledError
+-- at the awaits where it waits. Cancelling twice, or a finished workflow, changes nothing.
+request_cancel = function(id, reason, now)
+  local wf = k_wf(id)
+  local s = redis.call('HMGET', wf, 'status', 'cancel_requested')
+  if not s[1] or FINISHED[s[1]] or s[2] == '1' then return 0 end
+  redis.call('HSET', wf, 'cancel_requested', '1', 'cancel_reason', reason)
+  redis.call('RPUSH', k_inbox(id), cjson.encode({cancel = reason}))
+  enqueue_step(id, now, false)
+  return 1
 end

@@ -139,6 +139,28 @@ class Context:
         )
         return from_json_value(result, task.return_annotation, what=f"result of task {task.name}")  # type: ignore[no-any-return]
 
+    async def wait_for_event(self, name: str, *, key: str | None = None, timeout: str | float | timedelta | None = None) -> Any:
+        """Wait durably for an event and return its payload.
+
+        Without ``key`` it waits for ``send_event(workflow_id, name, payload)``; events sent before the wait
+        are kept in order and the oldest is returned at once. With ``key`` it waits for
+        ``publish_event(name, payload, key=key)``. ``timeout`` raises ``EventTimeoutError`` at this await.
+        """
+        if not name or "\n" in name or "\t" in name:
+            raise ValueError(f"invalid event name {name!r}")
+        timeout_ms = 0 if timeout is None else max(1, round(parse_duration(timeout) * 1000))
+        record: dict[str, Any] = {"key": key} if key is not None else {}
+        shown = f"event {name!r}" + (f" with key {key!r}" if key is not None else "")
+        if timeout is not None:
+            shown += f" (timeout {timeout if isinstance(timeout, str) else f'{timeout_ms / 1000:g}s'})"
+        return await self._run.issue(
+            "event",
+            name,
+            command={"key": key, "timeout_ms": timeout_ms},
+            record=record,
+            description=shown,
+        )
+
     async def signal(self, name: str, payload: Any = None) -> None:
         """Emit a signal to subscribers, exactly once (never again on replay); does not wait."""
         run = self._run

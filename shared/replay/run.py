@@ -46,7 +46,7 @@ def current_run() -> WorkflowRun | None:
     return _CURRENT.get()
 
 
-class Evicted(BaseException):  # noqa: N818 - a control-flow signal, not an error users handle
+class Evicted(BaseException):
     """Raised into workflow code that is being dropped from memory; user code must not catch it."""
 
 
@@ -72,6 +72,7 @@ class StepResult:
     waiting_on: str
     outcome: Outcome | None
     abandon: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
 
 
 def error_from_record(record: Mapping[str, Any]) -> BaseException:
@@ -124,6 +125,7 @@ class WorkflowRun:
         self.fatal: NonDeterminismError | None = None
         self.cancel_reason: str | None = None
         self.cancelled_seqs: set[int] = set()
+        self.newly_cancelled: list[int] = []
         self.replaying = committed_len >= 0
         self.evicted = False
         self._task: asyncio.Task[Any] | None = None
@@ -176,6 +178,7 @@ class WorkflowRun:
         self.cancel_reason = str(reason) if reason is not None else ""
         for seq, call in list(self.pending.items()):
             self.cancelled_seqs.add(seq)
+            self.newly_cancelled.append(seq)
             call.future.set_exception(WorkflowCancelledError(reason if reason is None else str(reason)))
         self.pending.clear()
 
@@ -293,11 +296,12 @@ class WorkflowRun:
             )
             self.close()
         calls, self.new_calls = self.new_calls, []
+        cancelled, self.newly_cancelled = self.newly_cancelled, []
         if self.outcome is not None:
             abandon = sorted(self.pending)
-            return StepResult(calls, self.outcome.status, "", self.outcome, abandon)
+            return StepResult(calls, self.outcome.status, "", self.outcome, abandon, cancelled)
         status, waiting_on = self._waiting()
-        return StepResult(calls, status, waiting_on, None)
+        return StepResult(calls, status, waiting_on, None, cancelled=cancelled)
 
     def _waiting(self) -> tuple[str, str]:
         calls = list(self.pending.values())

@@ -1,0 +1,278 @@
+"""What every command shares: the common options, settings, JSON input, output, and error -> exit code.
+
+The exit codes are part of the public contract (scripts branch on them), so they are decided in one place:
+``exit_code_for`` maps each error to its code and ``run`` turns any error into one line on stderr plus that
+code. A traceback is only shown with ``--debug``: an operator needs the message, not our stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rich.console import Console
+
+from bdurable import errors
+from bdurable.config import DEFAULT_REDIS_URL, Settings
+from bdurable.durations import parse_duration
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_UNREACHABLE",
+    "CliError",
+    "Debug",
+    "JsonOutput",
+    "Prefix",
+    "RedisUrl",
+    "client_settings",
+    "console",
+    "echo_json",
+    "error_console",
+    "exit_code_for",
+    "fail",
+    "handles_errors",
+    "import_app_modules",
+    "parse_json",
+    "parse_timeout",
+    "run",
+]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the workflow failed or was cancelled; also `check` findings and `doctor` problems
+EXIT_BAD_INPUT = 2  # bad usage or input (typer's own usage errors exit 2 as well)
+EXIT_NOT_FOUND = 3  # no such workflow or dead-letter entry
+EXIT_UNREACHABLE = 4  # Redis cannot be reached
+EXIT_TIMEOUT = 124  # `--timeout` ran out before the workflow finished (as GNU `timeout` does)
+EXIT_INTERRUPTED = 130  # Ctrl-C while a client command waited (128 + SIGINT, as shells do)
+
+RedisUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-url",
+        envvar="BDURABLE_REDIS_URL",
+        show_envvar=True,
+        help="Redis to use (default redis://localhost:6379/0; rediss:// for TLS).",
+    ),
+]
+Prefix = Annotated[
+    str | None,
+    typer.Option(
+        "--prefix", envvar="BDURABLE_PREFIX", show_envvar=True, help="Key prefix (default bdurable)."
+    ),
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON document.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
+
+
+class CliError(Exception):
+    """An error whose message is already fit for the user, with the exit code it implies."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Stop the command with one error line and ``code`` (used before any async work starts)."""
+    raise CliError(message, code)
+
+
+def console() -> Console:
+    """A rich console on the current stdout (looked up per call: test runners swap ``sys.stdout``)."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def error_console() -> Console:
+    """A rich console on stderr, for progress display and notes that must not pollute piped stdout."""
+    return Console(file=sys.stderr, highlight=False)
+
+
+def echo_json(value: Any) -> None:
+    """Print one JSON document; anything the JSON codec cannot encode (datetimes) is written as text."""
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def client_settings(redis_url: str | None, prefix: str | None, **overrides: Any) -> Settings:
+    """Settings from the environment plus the command's options; a bad value is a usage error (exit 2)."""
+    try:
+        return Settings.from_env(redis_url=redis_url, prefix=prefix, **overrides)
+    except ValueError as exc:
+        raise CliError(f"invalid setting: {exc}") from None
+
+
+def parse_json(text: str | None, option: str) -> Any:
+    """Parse a JSON option value; ``@path`` reads a file and ``@-`` stdin. Errors name line and column."""
+    if text is None:
+        return None
+    source = option
+    if text.startswith("@"):
+        path = text[1:]
+        source = f"{option} {text}"
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CliError(f"cannot read {source}: {reason}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def parse_timeout(text: str | None) -> float | None:
+    """``--timeout`` as seconds: a number (``30``) or a duration string (``"2m"``, ``"1h30m"``)."""
+    if text is None:
+        return None
+    try:
+        value = parse_duration(float(text) if _is_number(text) else text)
+    except ValueError as exc:
+        raise CliError(f"invalid --timeout: {exc}") from None
+    if value <= 0:
+        raise CliError("invalid --timeout: it must be greater than 0")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def import_app_modules(modules: list[str]) -> None:
+    """Import the ``--app`` modules, with the current directory importable (as uvicorn and celery do).
+
+    An import failure is the user's input being wrong, so it exits 2 naming the module and the cause.
+    """
+    import importlib
+
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise CliError(f"cannot import --app module {module!r}: {type(exc).__name__}: {exc}") from exc
+
+
+_BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    errors.UnknownWorkflowError,
+    errors.InvalidInputError,
+    errors.PayloadTooLargeError,
+    errors.WorkflowAlreadyExistsError,
+)
+
+
+def _not_found_errors() -> tuple[type[BaseException], ...]:
+    """Not-found errors; the dead-letter one is looked up by name so this module loads on older cores."""
+    found: list[type[BaseException]] = [errors.WorkflowNotFoundError]
+    dead_letter = getattr(errors, "DeadLetterNotFoundError", None)
+    if isinstance(dead_letter, type) and issubclass(dead_letter, BaseException):
+        found.append(dead_letter)
+    return tuple(found)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The contract's exit code for an error raised by a command."""
+    if isinstance(exc, CliError):
+        return exc.code
+    if isinstance(exc, errors.WorkflowFailedError | errors.WorkflowCancelledError):
+        return EXIT_FAILED
+    if isinstance(exc, _not_found_errors()):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, _BAD_INPUT_ERRORS):
+        return EXIT_BAD_INPUT
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, TimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(exc, OSError):
+        return EXIT_UNREACHABLE  # socket-level failures to connect (DNS, unreachable host)
+    if isinstance(exc, errors.DurableError | ValueError):
+        return EXIT_BAD_INPUT  # e.g. resume of a workflow that is not halted, an invalid id or cursor
+    return EXIT_FAILED
+
+
+def message_for(exc: BaseException, redis_url: str | None) -> str:
+    """One line saying what went wrong, without our internals."""
+    code = exit_code_for(exc)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if code == EXIT_UNREACHABLE:
+        where = f" at {_redacted(redis_url)}" if redis_url else ""
+        return f"cannot reach Redis{where}: {text}"
+    if isinstance(exc, CliError | errors.DurableError | ValueError | TimeoutError):
+        return text
+    return f"{type(exc).__name__}: {text} (run again with --debug for the traceback)"
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, fit for an error message or a report."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def report_error(exc: BaseException, *, debug: bool, redis_url: str | None = None) -> NoReturn:
+    """Write the error (one line, or the traceback with ``--debug``) and exit with its code."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    typer.echo(f"error: {message_for(exc, redis_url)}", err=True)
+    raise typer.Exit(exit_code_for(exc))
+
+
+def handles_errors(command: Callable[P, T]) -> Callable[P, T]:
+    """Decorate a command: any error becomes one stderr line and the contract's exit code.
+
+    The command's own ``debug`` and ``redis_url`` parameters (when it has them) decide whether a
+    traceback is shown and which URL an "unreachable" message names. ``functools.wraps`` keeps the
+    signature visible to typer, which builds the options from it.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            url = kwargs.get("redis_url") or os.environ.get("BDURABLE_REDIS_URL") or DEFAULT_REDIS_URL
+            report_error(exc, debug=bool(kwargs.get("debug")), redis_url=str(url))
+
+    return wrapper
+
+
+def run(main: Awaitable[T]) -> T:
+    """Run a command's coroutine on a fresh event loop (commands are synchronous entry points)."""
+    return asyncio.run(_as_coroutine(main))
+
+
+async def _as_coroutine(main: Awaitable[T]) -> T:
+    return await main

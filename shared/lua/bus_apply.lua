@@ -1,0 +1,72 @@
+-- The signal bus applies its messages: events to waiting workflows (or their buffers), keyed publishes
+-- to every waiter of (name, key), cancellations, and signals out to pub/sub. Each message is popped and
+-- applied in this one script, so a crash never applies half of one and never applies one twice.
+-- Messages a bus moved into its own list while blocking (BLMOVE) are applied first; those of buses whose
+-- lease expired are put back for others. KEYS[1] T; ARGV: G, bus id, max messages, lease ms
+-- Returns {delivered, buffered, dropped, published, cancelled}
+local bus, budget, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+redis.call('ZADD', K_BUS_ALIVE, int(now + lease), bus)
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', K_BUS_ALIVE, '-inf', '(' .. int(now))) do
+  local proc = k_bus_proc(dead)
+  while redis.call('LMOVE', proc, K_BUS, 'LEFT', 'RIGHT') do end
+  redis.call('ZREM', K_BUS_ALIVE, dead)
+end
+
+local counts = {delivered = 0, buffered = 0, dropped = 0, published = 0, cancelled = 0}
+
+local function apply_event(id, name, payload)
+  local wf = k_wf(id)
+  local status = redis.call('HGET', wf, 'status')
+  if not status or FINISHED[status] then counts.dropped = counts.dropped + 1 return end
+  for seq in string.gmatch(redis.call('HGET', wf, 'w:' .. name) or '', '%S+') do
+    drop_waiter(id, name, seq)
+    if deliver(id, seq, '{"seq":' .. seq .. ',"ok":true,"v":' .. payload .. '}', 'done', now) == 1 then
+      redis.call('ZREM', K_TIMERS, 'e|' .. id .. '|' .. seq)
+      counts.delivered = counts.delivered + 1
+      return
+    end
+  end
+  redis.call('RPUSH', k_events(id), name .. '\n' .. payload)  -- kept, in order, for a later wait
+  counts.buffered = counts.buffered + 1
+end
+
+local function apply_publish(name, key, payload)
+  local index = k_keyed(name, key)
+  local woken = 0
+  for _, member in ipairs(redis.call('SMEMBERS', index)) do
+    local sep = string.find(member, '|[^|]*$')
+    local id, seq = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+    if deliver(id, seq, '{"seq":' .. seq .. ',"ok":true,"v":' .. payload .. '}', 'done', now) == 1 then
+      redis.call('ZREM', K_TIMERS, 'e|' .. id .. '|' .. seq)
+      woken = woken + 1
+    end
+  end
+  redis.call('DEL', index)
+  if woken == 0 then counts.dropped = counts.dropped + 1 end
+  counts.delivered = counts.delivered + woken
+end
+
+local function apply(raw)
+  local m = cjson.decode(raw)
+  if m.t == 'event' then
+    apply_event(m.id, m.name, m.p)
+  elseif m.t == 'publish' then
+    apply_publish(m.name, m.key, m.p)
+  elseif m.t == 'cancel' then
+    counts.cancelled = counts.cancelled + request_cancel(m.id, m.reason, now)
+  elseif m.t == 'signal' then
+    redis.call('PUBLISH', ch_workflow(m.id), '{"signal":' .. m.rec .. '}')
+    redis.call('PUBLISH', K_SIGNALS_CHANNEL, '{"workflow_id":' .. cjson.encode(m.id) .. ',"signal":' .. m.rec .. '}')
+    counts.published = counts.published + 1
+  end
+end
+
+local own = k_bus_proc(bus)
+for _, raw in ipairs(redis.call('LRANGE', own, 0, -1)) do apply(raw) end
+redis.call('DEL', own)
+local popped = redis.call('RPOP', K_BUS, budget)
+if popped then
+  for _, raw in ipairs(popped) do apply(raw) end
+end
+return {counts.delivered, counts.buffered, counts.dropped, counts.published, counts.cancelled}

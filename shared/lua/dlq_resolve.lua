@@ -1,0 +1,32 @@
+-- An operator resolves a dead-letter entry its workflow is parked on: 'retry' runs the task again
+-- (attempts start over), 'fail' hands the workflow TaskFailedError. The entry is removed either way.
+-- KEYS[1] T; ARGV: G, entry id, 'retry' | 'fail'
+-- Returns {'ok'} | {'missing'} | {'not_parked', reason}
+local entry_id, action = ARGV[2], ARGV[3]
+local entry = k_dlq_entry(entry_id)
+local e = redis.call('HMGET', entry, 'workflow_id', 'seq', 'parked', 'error')
+if not e[1] then return {'missing'} end
+local id, seq = e[1], e[2]
+local task = k_task(id, seq)
+if e[3] ~= '1' or redis.call('HGET', task, 'dlq_entry') ~= entry_id then
+  return {'not_parked', 'its workflow ' .. id .. ' is not parked on it (on_exhausted="raise", or already resolved)'}
+end
+local now = now_ms()
+local wf = k_wf(id)
+redis.call('DEL', entry)
+redis.call('ZREM', K_DLQ, entry_id)
+local parked = redis.call('HINCRBY', wf, 'parked', -1)
+if action == 'retry' then
+  redis.call('HSET', task, 'attempt', '0', 'lease', '0')
+  redis.call('HDEL', task, 'dlq_entry')
+  push_ready(k_task_queue(redis.call('HGET', task, 'queue')), 't|' .. id .. '|' .. seq)
+  if parked <= 0 then set_status(id, 'RUNNING', 'task ' .. redis.call('HGET', task, 'name') .. ' (retried)', now) end
+  return {'ok'}
+end
+local err = cjson.decode(e[4])
+local t = redis.call('HMGET', task, 'name', 'attempt')
+local failure = cjson.encode({seq = tonumber(seq), ok = false, err = {type = 'TaskFailedError', task_name = t[1],
+  attempts = tonumber(t[2]), error_type = err['type'], message = err['message']}})
+redis.call('DEL', task)
+deliver(id, seq, failure, 'failed', now)
+return {'ok'}

@@ -1,0 +1,123 @@
+"""Test helpers shared by the suites: role runners and polling with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from bdurable import Settings
+from bdurable.registry import Registry
+from bdurable.runtime.service import Stopping
+from bdurable.services.dispatcher import Dispatcher
+from bdurable.services.scheduler import Scheduler
+
+TESTS = Path(__file__).parent
+APPS = TESTS / "apps"
+
+
+class InProcessRoles:
+    """Dispatchers and schedulers as asyncio tasks in the test's own loop (fast feedback).
+
+    End-to-end tests use real processes (``RoleProcesses``); these are for the programming model.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.running: list[tuple[Stopping, asyncio.Task[None], Any]] = []
+
+    def dispatcher(self, *modules: Any, **options: Any) -> Dispatcher:
+        dispatcher = Dispatcher(self.settings, Registry.from_modules(modules), **options)
+        self._run(dispatcher)
+        return dispatcher
+
+    def scheduler(self) -> Scheduler:
+        scheduler = Scheduler(self.settings)
+        self._run(scheduler)
+        return scheduler
+
+    def _run(self, role: Any) -> None:
+        stopping = Stopping()
+        self.running.append((stopping, asyncio.create_task(role.run(stopping)), role))
+
+    async def stop(self, role: Any) -> None:
+        for stopping, task, candidate in self.running:
+            if candidate is role:
+                stopping.set()
+                await asyncio.wait_for(task, 30)
+
+    async def stop_all(self) -> None:
+        for stopping, _, _ in self.running:
+            stopping.set()
+        tasks = [task for _, task, _ in self.running]
+        if tasks:
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+        self.running.clear()
+
+
+class RoleProcesses:
+    """Role processes started with the real ``bdurable`` CLI; every one is killed at teardown."""
+
+    def __init__(self, settings: Settings, tmp_path: Path) -> None:
+        self.settings = settings
+        self.tmp_path = tmp_path
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            BDURABLE_REDIS_URL=self.settings.redis_url,
+            BDURABLE_PREFIX=self.settings.prefix,
+            BDURABLE_HEARTBEAT_INTERVAL=str(self.settings.heartbeat_interval),
+            BDURABLE_HEARTBEAT_TIMEOUT=str(self.settings.heartbeat_timeout),
+            BDURABLE_RETENTION=str(self.settings.retention),
+            BDURABLE_LOG_FORMAT="json",
+            PYTHONPATH=os.pathsep.join([str(APPS), env.get("PYTHONPATH", "")]),
+        )
+        env.update(extra)
+        return env
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log = (self.tmp_path / f"{args[0]}-{len(self.processes)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bdurable.cli", *args],
+            env=self.env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> str:
+        index = self.processes.index(process)
+        name = process.args[3] if isinstance(process.args, list) else "role"  # type: ignore[index]
+        return (self.tmp_path / f"{name}-{index}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Await ``check()`` (sync or async) until it returns a truthy value; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
