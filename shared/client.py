@@ -159,7 +159,6 @@ class Client:
             raise WorkflowAlreadyExistsError(
                 f"workflow id {workflow_id!r} is already used by a workflow named {result[1]!r}"
             )
-        await self.store.wait_replicas()
         return WorkflowHandle(self, workflow_id, Status.RUNNING if result[0] == "created" else result[1])
 
     async def _resolve(self, name: str, version: str | None, workflow_id: str) -> tuple[str, str, dict[str, Any] | None]:
@@ -351,7 +350,6 @@ class Client:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
         if result == "finished":
             raise WorkflowNotFoundError(f"workflow {workflow_id!r} has already finished: it takes no more events")
-        await self.store.wait_replicas()
 
     async def publish_event(self, name: str, payload: Any = None, *, key: str) -> int:
         """Wake every workflow waiting on ``(name, key)``; returns how many were waiting (0: dropped)."""
@@ -362,8 +360,6 @@ class Client:
         woken = 0
         for shard in self.keys.all_shards():
             woken += int(await self.store.shard_script("bus_send", shard, "publish", name, key, text))
-        if woken:
-            await self.store.wait_replicas()
         return woken
 
     async def cancel(self, workflow_id: str, *, reason: str | None = None) -> None:
@@ -381,7 +377,6 @@ class Client:
                 f"workflow {workflow_id!r} has already finished ({state.status if state else 'expired'}); "
                 "nothing to cancel"
             )
-        await self.store.wait_replicas()
 
     async def signals(self, workflow_id: str) -> AsyncIterator[Signal]:
         """Every signal of the workflow from the first, then live ones, each once, in order; ends when
@@ -450,7 +445,6 @@ class Client:
             raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
         if result[0] == "not_parked":
             raise DurableError(f"cannot {action} dead-letter entry {entry_id!r}: {result[1]}")
-        await self.store.wait_replicas()
 
     def _dlq_shard(self, entry_id: str) -> ShardKeys:
         shard_text, _, number = entry_id.partition("-")

@@ -12,7 +12,7 @@ import traceback as traceback_module
 from functools import lru_cache
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PydanticSchemaGenerationError, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 from bdurable.errors import InvalidInputError, PayloadTooLargeError
@@ -76,12 +76,15 @@ def from_json_value(value: Any, annotation: Any, *, what: str) -> Any:
     if annotation is None or annotation is Any:
         return value
     try:
-        return _adapter(annotation).validate_python(value)
+        adapter = _adapter(annotation)
+    except (PydanticUserError, PydanticSchemaGenerationError) as exc:
+        raise TypeError(f"{what}: pydantic cannot handle the type {_type_name(annotation)}: {exc}") from None
+    except TypeError:
+        return value  # an unhashable annotation object: leave the value as JSON
+    try:
+        return adapter.validate_python(value)
     except ValidationError as exc:
         raise InvalidInputError(f"{what} does not match {_type_name(annotation)}: {_short(exc)}") from None
-    except TypeError:
-        # Not hashable for the cache, or not a type pydantic understands: leave the value as JSON.
-        return value
 
 
 def json_schema(annotation: Any) -> dict[str, Any] | None:

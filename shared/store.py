@@ -19,9 +19,17 @@ from bdurable.config import Settings
 from bdurable.keys import Keys, ShardKeys
 from bdurable.lua import Script, load_scripts
 
-__all__ = ["ScriptCall", "Store", "connect_redis"]
+__all__ = ["ReplicationError", "ScriptCall", "Store", "connect_redis"]
 
 Arg = str | int | float
+WAIT_TIMEOUT_MS = 10_000
+
+
+class ReplicationError(ConnectionError):
+    """A write was applied but fewer replicas than ``BDURABLE_WAIT_REPLICAS`` confirmed it in time.
+
+    A ``ConnectionError``: callers treat it like an outage and retry; every b-durable write is idempotent.
+    """
 
 
 def connect_redis(url: str, **options: Any) -> aioredis.Redis:
@@ -107,7 +115,7 @@ class Store:
                 call.future.set_result(result)
 
     async def _send(self, batch: list[ScriptCall]) -> list[Any]:
-        if len(batch) == 1:
+        if len(batch) == 1 and self.settings.wait_replicas == 0:
             call = batch[0]
             try:
                 return [await self._evalsha(call)]
@@ -133,7 +141,20 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for call in batch:
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        return list(await pipe.execute(raise_on_error=False))
+        replicas = self.settings.wait_replicas
+        if replicas > 0:
+            # WAIT covers the writes of its own connection: sent in the same pipeline, it holds the
+            # acknowledgement of these commits until `replicas` replicas have them.
+            pipe.execute_command("WAIT", replicas, WAIT_TIMEOUT_MS)
+        results = list(await pipe.execute(raise_on_error=False))
+        if replicas > 0:
+            acknowledged = results.pop()
+            if isinstance(acknowledged, int) and acknowledged < replicas:
+                raise ReplicationError(
+                    f"only {acknowledged} of {replicas} replicas acknowledged the write within "
+                    f"{WAIT_TIMEOUT_MS} ms (BDURABLE_WAIT_REPLICAS)"
+                )
+        return results
 
     async def shard_script(self, name: str, shard: ShardKeys, *args: Arg) -> Any:
         """Call a per-shard script: KEYS[1] is the shard tag, ARGV[1] the fleet tag."""
@@ -147,7 +168,3 @@ class Store:
     def global_tag(self) -> str:
         return f"{{{self.settings.prefix}}}"
 
-    async def wait_replicas(self) -> None:
-        """Wait until ``BDURABLE_WAIT_REPLICAS`` replicas hold the writes so far (no-op when 0)."""
-        if self.settings.wait_replicas > 0:
-            await self.redis.execute_command("WAIT", self.settings.wait_replicas, 5000)

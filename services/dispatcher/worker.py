@@ -23,6 +23,7 @@ from bdurable.keys import Keys, ShardKeys
 from bdurable.registry import Registry
 from bdurable.replay.loop import StepLoop
 from bdurable.replay.run import WorkflowRun
+from bdurable.runtime.faults import crash_point
 from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
 from bdurable.store import Store
 
@@ -187,6 +188,8 @@ class Dispatcher:
                 await stopping.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            if claims:
+                crash_point("after_claim")
             for claim in claims:
                 self._spawn(claim)
             if not claims:
@@ -351,6 +354,7 @@ class Dispatcher:
         timeout_ms = int(fields.get("timeout_ms") or 0)
         try:
             async with asyncio.timeout(timeout_ms / 1000 if timeout_ms else None):
+                crash_point("in_task")
                 result = await task.invoke(loads(fields.get("args", "{}")))
             text = dumps(to_json_value(result))
         except NonRetryableError as error:
@@ -383,10 +387,12 @@ class Dispatcher:
     async def _commit(self, script: str, *args: Any) -> str:
         """Commit through Redis outages: retried until it lands or the lease is known lost."""
         assert self.store is not None
+        crash_point("before_commit")
         delay = 0.05
         while True:
             try:
                 result = await self.store.shard_script(script, self.shard, self.worker_id, *args)
+                crash_point("after_commit")
                 break
             except REDIS_ERRORS as exc:
                 log.warning("commit failed, retrying", error=str(exc), retry_in=delay)
@@ -398,7 +404,6 @@ class Dispatcher:
             log.warning("commit rejected: the lease was lost to another dispatcher", script=script)
         else:
             self.committed += 1
-            await self.store.wait_replicas()
         return status
 
 

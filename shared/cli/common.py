@@ -185,22 +185,13 @@ _BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _not_found_errors() -> tuple[type[BaseException], ...]:
-    """Not-found errors; the dead-letter one is looked up by name so this module loads on older cores."""
-    found: list[type[BaseException]] = [errors.WorkflowNotFoundError]
-    dead_letter = getattr(errors, "DeadLetterNotFoundError", None)
-    if isinstance(dead_letter, type) and issubclass(dead_letter, BaseException):
-        found.append(dead_letter)
-    return tuple(found)
-
-
 def exit_code_for(exc: BaseException) -> int:
     """The contract's exit code for an error raised by a command."""
     if isinstance(exc, CliError):
         return exc.code
     if isinstance(exc, errors.WorkflowFailedError | errors.WorkflowCancelledError):
         return EXIT_FAILED
-    if isinstance(exc, _not_found_errors()):
+    if isinstance(exc, errors.WorkflowNotFoundError | errors.DeadLetterNotFoundError):
         return EXIT_NOT_FOUND
     if isinstance(exc, _BAD_INPUT_ERRORS):
         return EXIT_BAD_INPUT

@@ -30,6 +30,7 @@ SCRIPT_NAMES = (
     "bus_apply",
     "dlq_resolve",
     "dlq_purge",
+    "reap",
 )
 
 

@@ -59,7 +59,7 @@ if signals > 0 then redis.call('HINCRBY', wf, 'step', signals) end
 for _, seq in ipairs(step.cancelled) do release_call(id, int(seq), 'cancelled', now) end
 for _, seq in ipairs(step.abandon) do release_call(id, int(seq), 'abandoned', now) end
 
-redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on))
+redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on), 'step_crashes', '0')
 if step.outcome ~= cjson.null then
   finish_workflow(id, step.outcome.status, step.outcome.output, step.outcome.error, retention_ms, now)
   return {'finished'}

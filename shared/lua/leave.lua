@@ -26,4 +26,5 @@ for _, item in ipairs(redis.call('HKEYS', proc)) do
   end
 end
 redis.call('DEL', proc)
+redis.call('ZREM', K_WORKERS, worker)
 return 1

@@ -38,6 +38,7 @@ local function k_keyed(name, key) return T .. ':kw:' .. name .. '\t' .. key end
 local K_BUS = T .. ':bus'
 local function k_bus_proc(bus) return T .. ':bus:proc:' .. bus end
 local K_BUS_ALIVE = T .. ':bus:alive'
+local K_WORKERS = T .. ':workers'
 local K_CANCEL_CHANNEL = G .. ':cancel'
 local K_SIGNALS_CHANNEL = G .. ':signals'
 local K_TIMERS_CHANNEL = G .. ':timers'
@@ -290,4 +291,28 @@ request_cancel = function(id, reason, now)
   redis.call('RPUSH', k_inbox(id), cjson.encode({cancel = reason}))
   enqueue_step(id, now, false)
   return 1
+end
+
+
+-- Halt queued steps of versions no live dispatcher runs while other versions of the workflow are live.
+local function sweep_versions(now)
+  local halted = 0
+  for _, member in ipairs(redis.call('SMEMBERS', K_STEP_QUEUES)) do
+    local queue, name, version = string.match(member, '^(.-)\t(.-)\t(.*)$')
+    local list = k_step_queue(queue, name, version)
+    if redis.call('LLEN', list) == 0 then
+      redis.call('SREM', K_STEP_QUEUES, member)
+    elseif version_liveness(name, version, now) == 'other' then
+      for _, item in ipairs(redis.call('LRANGE', list, 0, -1)) do
+        local id = string.sub(item, 3)
+        if redis.call('EXISTS', k_wf(id)) == 1 then
+          halt_version_mismatch(id, name, version, now)
+          halted = halted + 1
+        end
+      end
+      redis.call('DEL', list, k_wake(list))
+      redis.call('SREM', K_STEP_QUEUES, member)
+    end
+  end
+  return halted
 end

@@ -1,0 +1,1 @@
+"""Runnable example apps: ``bdurable dev --app examples.onboarding`` (run from the repository root)."""

@@ -1,0 +1,89 @@
+"""The reaper's loop: every heartbeat interval, recover the work of dispatchers whose lease expired.
+
+Outage amnesia guard: after Redis was unreachable (or this reaper just started), every heartbeat may
+look expired at once because no dispatcher could beat meanwhile. The reaper therefore only reaps after it
+has been in continuous contact with Redis for a whole heartbeat timeout, which gives every live
+dispatcher time to beat again. Several reapers may run: the reap is one atomic script per shard.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from bdurable.config import Settings
+from bdurable.keys import Keys
+from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id
+from bdurable.store import Store
+
+__all__ = ["Reaper"]
+
+log = structlog.get_logger("bdurable.reaper")
+
+MAX_WORKERS_PER_PASS = 100
+MAX_STEP_CRASHES = 5
+
+
+class Reaper:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or new_worker_id("reaper")
+        self.keys = Keys(settings.prefix)
+        self.totals = {"workers": 0, "steps": 0, "tasks": 0, "dead_lettered": 0, "failed": 0, "halted": 0}
+
+    async def run(self, stopping: Stopping) -> None:
+        structlog.contextvars.bind_contextvars(role="reaper", worker=self.worker_id)
+        store = Store.from_settings(self.settings)
+        timeout = self.settings.heartbeat_timeout
+        contact_since: float | None = None  # start of the current run of unbroken contact with Redis
+        last_contact = 0.0
+        log.info("reaper started")
+        try:
+            while not await stopping.sleep(self.settings.heartbeat_interval if contact_since else 0):
+                try:
+                    await store.redis.ping()
+                except REDIS_ERRORS as exc:
+                    if contact_since is not None:
+                        log.warning("lost contact with redis", error=str(exc))
+                    contact_since = None
+                    await stopping.sleep(0.5)
+                    continue
+                now = time.monotonic()
+                if contact_since is None or now - last_contact > timeout:
+                    contact_since = now  # a gap: give every dispatcher one more timeout to beat again
+                last_contact = now
+                if now - contact_since < timeout:
+                    continue
+                try:
+                    await self.reap_once(store)
+                    last_contact = time.monotonic()
+                except REDIS_ERRORS as exc:
+                    log.warning("reap failed", error=str(exc))
+                    contact_since = None
+        finally:
+            await store.close()
+        log.info("reaper stopped", **self.totals)
+
+    async def reap_once(self, store: Store) -> dict[str, int]:
+        """One pass over every shard; returns what it recovered."""
+        found = dict.fromkeys(self.totals, 0)
+        retention_ms = round(self.settings.retention * 1000)
+        for shard in self.keys.all_shards():
+            result = await store.shard_script("reap", shard, MAX_WORKERS_PER_PASS, MAX_STEP_CRASHES, retention_ms)
+            for name, value in zip(found, result, strict=True):
+                found[name] += int(value)
+        if found["workers"]:
+            log.warning("dead dispatchers reaped", **found)
+            for name, value in found.items():
+                self.totals[name] += value
+            await self._forget_dead(store)
+        return found
+
+    async def _forget_dead(self, store: Store) -> None:
+        """Drop expired dispatchers from the fleet-wide registry that operators read."""
+        redis = store.redis
+        seconds, micros = await redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        for worker in await redis.zrangebyscore(self.keys.workers, "-inf", f"({now_ms}"):
+            await store.fleet_script("leave_fleet", worker)

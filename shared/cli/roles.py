@@ -1,0 +1,227 @@
+"""The role commands: ``dispatcher``, ``scheduler``, ``reaper``, ``signal-bus``.
+
+Each builds its settings (environment, then options), configures logging, and runs the role's loop until
+SIGTERM or SIGINT, when it drains and exits 0. Role classes are imported lazily, by name: ``bdurable``
+itself never imports a service at import time, and a build without a role says so in one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Protocol
+
+import structlog
+import typer
+
+from bdurable.cli.common import (
+    CliError,
+    Debug,
+    Prefix,
+    RedisUrl,
+    client_settings,
+    handles_errors,
+    import_app_modules,
+)
+from bdurable.config import Settings
+from bdurable.runtime.service import Stopping
+
+__all__ = ["ROLES", "register", "role_available"]
+
+# command name -> (module, class): where each role's loop lives.
+ROLES: dict[str, tuple[str, str]] = {
+    "dispatcher": ("bdurable.services.dispatcher", "Dispatcher"),
+    "scheduler": ("bdurable.services.scheduler", "Scheduler"),
+    "reaper": ("bdurable.services.reaper", "Reaper"),
+    "signal-bus": ("bdurable.services.signal_bus", "SignalBus"),
+}
+
+log = structlog.get_logger("bdurable.cli")
+
+
+class Role(Protocol):
+    """What the CLI needs of a role: a loop that runs until asked to stop."""
+
+    def run(self, stopping: Stopping) -> Awaitable[None]: ...
+
+
+Retention = Annotated[
+    str | None, typer.Option("--retention", help="Keep finished workflows this long (default 7 days).")
+]
+HeartbeatInterval = Annotated[
+    str | None, typer.Option("--heartbeat-interval", help="Dispatcher heartbeat period (default 2s).")
+]
+HeartbeatTimeout = Annotated[
+    str | None,
+    typer.Option("--heartbeat-timeout", help="Silence after which a dispatcher is declared dead (default 10s)."),
+]
+WaitReplicas = Annotated[
+    int | None, typer.Option("--wait-replicas", min=0, help="Commits wait for this many replicas (default 0).")
+]
+MaxPayload = Annotated[
+    str | None, typer.Option("--max-payload", help="Largest payload, e.g. 64KiB (default 1MiB).")
+]
+LogFormat = Annotated[
+    str | None, typer.Option("--log-format", help="console or json (default: console on a terminal).")
+]
+LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error (default info).")]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics, /livez and /readyz on this port."),
+]
+
+
+def role_available(command: str) -> bool:
+    """Whether this build ships the role (``bdurable dev`` skips the ones it does not)."""
+    module, name = ROLES[command]
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except ImportError:
+        return False
+
+
+def _role_class(command: str) -> Callable[..., Role]:
+    module, name = ROLES[command]
+    if not role_available(command):
+        raise CliError(f"the {command} role is not available in this build of b-durable")
+    factory: Callable[..., Role] = getattr(importlib.import_module(module), name)
+    return factory
+
+
+def _settings(redis_url: str | None, prefix: str | None, **options: Any) -> Settings:
+    return client_settings(redis_url, prefix, **options)
+
+
+def _serve(command: str, settings: Settings, build: Callable[[], Role]) -> None:
+    """Configure logging, build the role and run it until a signal; a crash is logged, then reported."""
+    from bdurable.runtime.logging import configure_logging
+    from bdurable.runtime.service import run_until_signalled
+
+    try:
+        configure_logging(level=settings.log_level, fmt=settings.log_format)
+    except ValueError as exc:
+        raise CliError(f"invalid setting: {exc}") from None
+    role = build()
+    try:
+        asyncio.run(run_until_signalled(role.run))
+    except Exception:
+        log.error(f"{command} crashed", exc_info=True)
+        raise
+
+
+def register(app: typer.Typer) -> None:
+    """Add the role commands to the ``bdurable`` app."""
+    app.command("dispatcher")(dispatcher)
+    app.command("scheduler")(scheduler)
+    app.command("reaper")(reaper)
+    app.command("signal-bus")(signal_bus)
+
+
+@handles_errors
+def dispatcher(
+    app: Annotated[
+        list[str], typer.Option("--app", help="Module whose workflows and tasks to run (repeatable).")
+    ],
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Workflow steps and tasks run at once.")
+    ] = 50,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", help="Only serve this queue (repeatable; default: all).")
+    ] = None,
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    retention: Retention = None,
+    heartbeat_interval: HeartbeatInterval = None,
+    heartbeat_timeout: HeartbeatTimeout = None,
+    wait_replicas: WaitReplicas = None,
+    max_payload: MaxPayload = None,
+    log_format: LogFormat = None,
+    log_level: LogLevel = None,
+    metrics_port: MetricsPort = None,
+    debug: Debug = False,
+) -> None:
+    """Run workflow steps and tasks of the --app modules."""
+    from bdurable.registry import Registry
+
+    settings = _settings(
+        redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
+        log_format=log_format, log_level=log_level, metrics_port=metrics_port,
+    )  # fmt: skip
+    import_app_modules(app)
+    registry = Registry.from_modules(app)
+    role = _role_class("dispatcher")
+    _serve("dispatcher", settings, lambda: role(settings, registry, concurrency=concurrency, queues=queue or None))
+
+
+@handles_errors
+def scheduler(
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    retention: Retention = None,
+    heartbeat_interval: HeartbeatInterval = None,
+    heartbeat_timeout: HeartbeatTimeout = None,
+    wait_replicas: WaitReplicas = None,
+    max_payload: MaxPayload = None,
+    log_format: LogFormat = None,
+    log_level: LogLevel = None,
+    metrics_port: MetricsPort = None,
+    debug: Debug = False,
+) -> None:
+    """Fire due timers, delayed retries and wait timeouts; expire finished workflows."""
+    settings = _settings(
+        redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
+        log_format=log_format, log_level=log_level, metrics_port=metrics_port,
+    )  # fmt: skip
+    role = _role_class("scheduler")
+    _serve("scheduler", settings, lambda: role(settings))
+
+
+@handles_errors
+def reaper(
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    retention: Retention = None,
+    heartbeat_interval: HeartbeatInterval = None,
+    heartbeat_timeout: HeartbeatTimeout = None,
+    wait_replicas: WaitReplicas = None,
+    max_payload: MaxPayload = None,
+    log_format: LogFormat = None,
+    log_level: LogLevel = None,
+    metrics_port: MetricsPort = None,
+    debug: Debug = False,
+) -> None:
+    """Detect dead dispatchers by heartbeat and re-queue their in-flight work."""
+    settings = _settings(
+        redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
+        log_format=log_format, log_level=log_level, metrics_port=metrics_port,
+    )  # fmt: skip
+    role = _role_class("reaper")
+    _serve("reaper", settings, lambda: role(settings))
+
+
+@handles_errors
+def signal_bus(
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    retention: Retention = None,
+    heartbeat_interval: HeartbeatInterval = None,
+    heartbeat_timeout: HeartbeatTimeout = None,
+    wait_replicas: WaitReplicas = None,
+    max_payload: MaxPayload = None,
+    log_format: LogFormat = None,
+    log_level: LogLevel = None,
+    metrics_port: MetricsPort = None,
+    debug: Debug = False,
+) -> None:
+    """Route incoming events to waiting workflows and fan signals out to subscribers."""
+    settings = _settings(
+        redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
+        log_format=log_format, log_level=log_level, metrics_port=metrics_port,
+    )  # fmt: skip
+    role = _role_class("signal-bus")
+    _serve("signal-bus", settings, lambda: role(settings))

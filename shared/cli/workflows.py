@@ -1,0 +1,285 @@
+"""Commands about workflows' lives: ``start``, ``state``, ``result``, ``watch``, ``list``, ``history``.
+
+Each is "build settings, open a client, call one client method, render": the engine's behaviour lives in
+the client, so the CLI and Python users see the same semantics and the same errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from contextlib import suppress
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from bdurable.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Debug,
+    JsonOutput,
+    Prefix,
+    RedisUrl,
+    client_settings,
+    echo_json,
+    error_console,
+    handles_errors,
+    parse_json,
+    parse_timeout,
+    run,
+)
+from bdurable.cli.render import print_history, print_page, print_state
+from bdurable.client import Client
+from bdurable.errors import WorkflowCancelledError, WorkflowFailedError, WorkflowNotFoundError
+from bdurable.model import Status, WorkflowState
+
+__all__ = ["register"]
+
+Timeout = Annotated[
+    str | None,
+    typer.Option("--timeout", help="Give up waiting after this long: seconds or a duration such as 2m (exit 124)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``bdurable`` app."""
+    app.command("start")(start)
+    app.command("state")(state)
+    app.command("result")(result)
+    app.command("watch")(watch)
+    app.command("list")(list_workflows)
+    app.command("history")(history)
+
+
+async def _require_state(client: Client, workflow_id: str) -> WorkflowState:
+    found = await client.get_state(workflow_id)
+    if found is None:
+        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
+    return found
+
+
+def _progress_line(change: dict[str, Any]) -> str:
+    text = f"{change.get('status')} · step {change.get('step')}"
+    if change.get("waiting_on"):
+        text += f" · waiting on {change['waiting_on']}"
+    return text
+
+
+async def _await_result(client: Client, workflow_id: str, timeout: float | None, *, live: bool) -> Any:
+    """The workflow's output; on a terminal (and only there) a live status line while it runs."""
+    if not live:
+        return await client.result(workflow_id, timeout=timeout)
+    with error_console().status(f"waiting for {workflow_id}") as status:
+
+        async def follow() -> None:
+            async for change in client.watch(workflow_id):
+                if "status" in change:
+                    status.update(f"{workflow_id}: {_progress_line(change)}")
+
+        follower = asyncio.create_task(follow())
+        try:
+            return await client.result(workflow_id, timeout=timeout)
+        finally:
+            follower.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await follower
+
+
+async def _finish(client: Client, workflow_id: str, timeout: float | None, *, json_output: bool) -> Any:
+    """Wait for the result and print it; with ``--json`` a failure still prints its document first."""
+    live = sys.stderr.isatty() and not json_output
+    try:
+        output = await _await_result(client, workflow_id, timeout, live=live)
+    except (WorkflowFailedError, WorkflowCancelledError):
+        if json_output:
+            final = await _require_state(client, workflow_id)
+            echo_json({"workflow_id": workflow_id, "status": final.status, "output": final.output, "error": final.error})
+        raise
+    if json_output:
+        echo_json({"workflow_id": workflow_id, "status": Status.COMPLETED.value, "output": output})
+    else:
+        echo_json(output)
+    return output
+
+
+@handles_errors
+def start(
+    name: Annotated[str, typer.Argument(help="Registered workflow name.")],
+    input: Annotated[
+        str | None, typer.Option("--input", help="Input as JSON, or @file (@- for stdin).")
+    ] = None,
+    workflow_id: Annotated[
+        str | None, typer.Option("--id", help="Workflow id (an idempotency key); random when omitted.")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Start this registered version (default: the newest live).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it (exit 1 if it fails).")] = False,
+    timeout: Timeout = None,
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+) -> None:
+    """Start a workflow by name and print its id (and its result with --wait)."""
+    settings = client_settings(redis_url, prefix)
+    value = parse_json(input, "--input")
+    seconds = parse_timeout(timeout)
+
+    async def main() -> None:
+        async with Client(settings=settings) as client:
+            handle = await client.start(name, value, workflow_id=workflow_id, version=version)
+            if not wait:
+                if json_output:
+                    echo_json({"workflow_id": handle.workflow_id, "status": handle.status})
+                else:
+                    typer.echo(handle.workflow_id)
+                return
+            if not json_output:
+                typer.echo(handle.workflow_id)
+            await _finish(client, handle.workflow_id, seconds, json_output=json_output)
+
+    run(main())
+
+
+@handles_errors
+def state(
+    workflow_id: Annotated[str, typer.Argument(metavar="ID", help="Workflow id.")],
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+) -> None:
+    """Show a workflow's status, step, what it waits on, and its output or error."""
+    settings = client_settings(redis_url, prefix)
+
+    async def main() -> WorkflowState:
+        async with Client(settings=settings) as client:
+            return await _require_state(client, workflow_id)
+
+    found = run(main())
+    if json_output:
+        echo_json(found.to_json())
+    else:
+        print_state(found)
+
+
+@handles_errors
+def result(
+    workflow_id: Annotated[str, typer.Argument(metavar="ID", help="Workflow id.")],
+    timeout: Timeout = None,
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+) -> None:
+    """Wait for a workflow to finish and print its output; exit 1 if it failed or was cancelled."""
+    settings = client_settings(redis_url, prefix)
+    seconds = parse_timeout(timeout)
+
+    async def main() -> None:
+        async with Client(settings=settings) as client:
+            await _finish(client, workflow_id, seconds, json_output=json_output)
+
+    run(main())
+
+
+@handles_errors
+def watch(
+    workflow_id: Annotated[str, typer.Argument(metavar="ID", help="Workflow id.")],
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+) -> None:
+    """Stream status changes and signals until the workflow finishes; exit as `result` would.
+
+    With --json each change is one JSON object per line (JSON Lines).
+    """
+    settings = client_settings(redis_url, prefix)
+
+    async def main() -> str:
+        last = ""
+        async with Client(settings=settings) as client:
+            async for change in client.watch(workflow_id):
+                if "status" in change:
+                    last = str(change["status"])
+                _print_change(change, json_output=json_output)
+        return last
+
+    final = run(main())
+    raise typer.Exit(EXIT_OK if final == Status.COMPLETED else EXIT_FAILED)
+
+
+def _print_change(change: dict[str, Any], *, json_output: bool) -> None:
+    if json_output:
+        typer.echo(_json_text(change))  # JSON Lines: one object per line, flushed at once
+        return
+    clock = datetime.now().strftime("%H:%M:%S")
+    if "signal" in change:
+        signal = change["signal"] or {}
+        payload = signal.get("payload")
+        typer.echo(f"{clock}  signal {signal.get('name')} {_json_text(payload)}")
+    else:
+        typer.echo(f"{clock}  {_progress_line(change)}")
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+@handles_errors
+def list_workflows(
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only this status (RUNNING, FAILED, ...).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Only workflows of this name.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many workflows.")] = 100,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Continue after a previous page (its next_cursor).")
+    ] = None,
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+) -> None:
+    """List workflows, newest first."""
+    settings = client_settings(redis_url, prefix)
+
+    async def main() -> Any:
+        async with Client(settings=settings) as client:
+            return await client.list(
+                status=status.upper() if status else None, name=name, limit=limit, cursor=cursor
+            )
+
+    page = run(main())
+    if json_output:
+        echo_json({"items": [item.to_json() for item in page.items], "next_cursor": page.next_cursor})
+        return
+    print_page(page.items)
+    if page.next_cursor:
+        typer.echo(f"more: bdurable list --cursor {page.next_cursor}", err=True)
+
+
+@handles_errors
+def history(
+    workflow_id: Annotated[str, typer.Argument(metavar="ID", help="Workflow id.")],
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+) -> None:
+    """Show the recorded durable steps of a workflow (tasks, children, sleeps, events, signals)."""
+    settings = client_settings(redis_url, prefix)
+
+    async def main() -> Any:
+        async with Client(settings=settings) as client:
+            return await client.history(workflow_id)
+
+    entries = run(main())
+    if json_output:
+        echo_json([entry.to_json() for entry in entries])
+    else:
+        print_history(entries)

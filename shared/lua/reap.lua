@@ -1,0 +1,58 @@
+-- Recover the work of dispatchers whose heartbeat expired (by the Redis clock), in one atomic script:
+-- every item they held goes back on a ready list with a new lease, so a late commit from the silent
+-- dispatcher is rejected. A task attempt cut short by the crash counts as failed (retried with backoff,
+-- dead-lettered after max_attempts); a workflow step that keeps killing its dispatcher fails the workflow
+-- after `max_step_crashes` instead of crash-looping the fleet.
+-- KEYS[1] T; ARGV: G, max workers, max step crashes, retention ms
+-- Returns {workers reaped, steps re-queued, tasks re-queued, tasks dead-lettered, workflows failed, halted}
+local max_workers, max_crashes, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+local dead = redis.call('ZRANGEBYSCORE', K_WORKERS, '-inf', '(' .. int(now), 'LIMIT', 0, max_workers)
+local steps, tasks, dead_lettered, failed = 0, 0, 0, 0
+for _, worker in ipairs(dead) do
+  local proc = k_proc(worker)
+  local held = redis.call('HGETALL', proc)
+  for i = 1, #held, 2 do
+    local item = held[i]
+    local kind, rest = string.sub(item, 1, 1), string.sub(item, 3)
+    if kind == 'w' then
+      local wf = k_wf(rest)
+      if redis.call('EXISTS', wf) == 1 then
+        redis.call('HSET', wf, 'lease', redis.call('INCR', K_SEQ))
+        if redis.call('HINCRBY', wf, 'step_crashes', 1) >= max_crashes then
+          local err = cjson.encode({type = 'PoisonStepError', traceback = '', message = 'a step of this workflow was ' ..
+            'running on a dispatcher that died ' .. max_crashes .. ' times in a row; it was failed to protect the fleet'})
+          finish_workflow(rest, 'FAILED', 'null', err, retention_ms, now)
+          failed = failed + 1
+        else
+          enqueue_step(rest, now, true)
+          steps = steps + 1
+        end
+      end
+    else
+      local sep = string.find(rest, '|[^|]*$')
+      local id, seq = string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1)
+      local task = k_task(id, seq)
+      if redis.call('EXISTS', task) == 1 then
+        redis.call('HSET', task, 'lease', redis.call('INCR', K_SEQ))
+        local t = redis.call('HMGET', task, 'attempt', 'max_attempts', 'backoff_ms')
+        local attempt = tonumber(t[1])
+        local err = cjson.encode({type = 'WorkerLostError', traceback = '',
+          message = 'the dispatcher running attempt ' .. attempt .. ' died (' .. worker .. ')'})
+        redis.call('HSET', task, 'last_error', err)
+        if attempt >= tonumber(t[2]) then
+          exhaust_task(id, seq, err, now)
+          dead_lettered = dead_lettered + 1
+        else
+          add_timer('r|' .. id .. '|' .. seq, now + math.min(tonumber(t[3]) * 2 ^ (attempt - 1), 300000))
+          tasks = tasks + 1
+        end
+      end
+    end
+  end
+  redis.call('DEL', proc)
+  redis.call('ZREM', K_WORKERS, worker)
+end
+local halted = 0
+if #dead > 0 then halted = sweep_versions(now) end
+return {#dead, steps, tasks, dead_lettered, failed, halted}
