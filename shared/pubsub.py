@@ -30,6 +30,7 @@ class Subscriptions:
         self._queues: dict[str, set[asyncio.Queue[Message]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._active = asyncio.Event()  # set while anyone follows a channel
 
     @asynccontextmanager
     async def follow(self, channel: str) -> AsyncIterator[asyncio.Queue[Message]]:
@@ -42,6 +43,7 @@ class Subscriptions:
                 self._pubsub = self._redis.pubsub()
             if first:
                 await self._pubsub.subscribe(channel)
+            self._active.set()
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read())
         try:
@@ -53,13 +55,15 @@ class Subscriptions:
                     waiters.discard(queue)
                     if not waiters:
                         del self._queues[channel]
+                        if not self._queues:
+                            self._active.clear()
                         with suppress(Exception):
                             await self._pubsub.unsubscribe(channel)
 
     async def _read(self) -> None:
         while True:
             if not self._queues:
-                await asyncio.sleep(0.05)
+                await self._active.wait()
                 continue
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
