@@ -28,7 +28,9 @@ async def drain(settings: Settings, workflow: str, count: int, concurrency: int)
             await _wait_registered(client, workflow)
         ids = [f"{workflow}-{i}" for i in range(count)]
         for chunk in range(0, count, 500):
-            await asyncio.gather(*(client.start(workflow, i, workflow_id=ids[i]) for i in range(chunk, min(count, chunk + 500))))
+            await asyncio.gather(
+                *(client.start(workflow, i, workflow_id=ids[i]) for i in range(chunk, min(count, chunk + 500)))
+            )
         before = await command_count(client.store.redis)
         done_key = client.keys.shard(0).index_status("COMPLETED")
         with roles(settings, "dispatcher", "scheduler", concurrency=concurrency), Timer() as timer:
@@ -108,6 +110,7 @@ def fmt(value: float) -> str:
 
 async def main(arguments: Any) -> None:
     with redis() as server:
+
         def fresh() -> Settings:
             return Settings(redis_url=server.url, prefix=f"b{uuid.uuid4().hex[:8]}")
 
@@ -116,13 +119,31 @@ async def main(arguments: Any) -> None:
         rows.append(("redis-py sequential round trips/s (limit)", fmt(limit["sequential_rt_per_s"]), ""))
         rows.append(("redis-py pipelined commands/s (limit)", fmt(limit["pipelined_cmds_per_s"]), ""))
         one = await drain(fresh(), "one_task", arguments.count, arguments.concurrency)
-        rows.append(("1-task workflows/s, one dispatcher", fmt(one["workflows_per_s"]), f"{one['commands_per_item']:.2f} Redis commands per step or task attempt"))
+        rows.append(
+            (
+                "1-task workflows/s, one dispatcher",
+                fmt(one["workflows_per_s"]),
+                f"{one['commands_per_item']:.2f} Redis commands per step or task attempt",
+            )
+        )
         three = await drain(fresh(), "three_tasks", arguments.count, arguments.concurrency)
-        rows.append(("3-task workflows/s, one dispatcher", fmt(three["workflows_per_s"]), f"{three['commands_per_item']:.2f} Redis commands per step or task attempt"))
+        rows.append(
+            (
+                "3-task workflows/s, one dispatcher",
+                fmt(three["workflows_per_s"]),
+                f"{three['commands_per_item']:.2f} Redis commands per step or task attempt",
+            )
+        )
         lat = await latency(fresh(), 200)
         rows.append(("1-task start-to-result latency p50 / p99 (ms)", f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f}", ""))
         lag = await timer_lag(fresh(), 40, 50)
-        rows.append(("timer lag p50 / p99 / max (ms)", f"{lag['p50_ms']:.1f} / {lag['p99_ms']:.1f} / {lag['max_ms']:.1f}", "Redis-clock ms resolution"))
+        rows.append(
+            (
+                "timer lag p50 / p99 / max (ms)",
+                f"{lag['p50_ms']:.1f} / {lag['p99_ms']:.1f} / {lag['max_ms']:.1f}",
+                "Redis-clock ms resolution",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':>14}  notes")
     for name, value, note in rows:

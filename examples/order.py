@@ -67,5 +67,7 @@ async def process_order(ctx: Context, order: Order) -> dict[str, str]:
     except WorkflowCancelledError as cancelled:
         if charge_id is not None:
             await refund(charge_id)
-        await ctx.signal("status.update", {"order_id": order.order_id, "status": "cancelled", "reason": cancelled.reason})
+        await ctx.signal(
+            "status.update", {"order_id": order.order_id, "status": "cancelled", "reason": cancelled.reason}
+        )
         raise

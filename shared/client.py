@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -33,8 +34,13 @@ __all__ = ["Client", "WorkflowHandle", "validate_workflow_id"]
 MAX_ID_LENGTH = 256
 
 
+def _is_text(value: object) -> bool:
+    """Runtime check for callers without a type checker."""
+    return isinstance(value, str) and bool(value)
+
+
 def validate_workflow_id(workflow_id: str) -> str:
-    if not isinstance(workflow_id, str) or not workflow_id:
+    if not _is_text(workflow_id):
         raise ValueError("a workflow id must be a non-empty string")
     if len(workflow_id) > MAX_ID_LENGTH:
         raise ValueError(f"a workflow id is at most {MAX_ID_LENGTH} characters")
@@ -161,7 +167,9 @@ class Client:
             )
         return WorkflowHandle(self, workflow_id, Status.RUNNING if result[0] == "created" else result[1])
 
-    async def _resolve(self, name: str, version: str | None, workflow_id: str) -> tuple[str, str, dict[str, Any] | None]:
+    async def _resolve(
+        self, name: str, version: str | None, workflow_id: str
+    ) -> tuple[str, str, dict[str, Any] | None]:
         """Pick the version to start by name: the one asked for, else the newest registered that is live."""
         redis = self.store.redis
         shard = self.keys.for_workflow(workflow_id)
@@ -190,7 +198,9 @@ class Client:
 
     async def get_state(self, workflow_id: str) -> WorkflowState | None:
         """The workflow's current state, or ``None`` if it is unknown or expired."""
-        data = await self.store.redis.hgetall(self.keys.for_workflow(workflow_id).wf(workflow_id))
+        data: dict[str, str] = await self.store.redis.hgetall(  # type: ignore[assignment]
+            self.keys.for_workflow(workflow_id).wf(workflow_id)
+        )
         if not data or "name" not in data:
             return None
         return state_from_hash(workflow_id, data)
@@ -264,7 +274,9 @@ class Client:
         batch = max(limit * 2, 50)
         more = True
         while len(found) < limit + 1 and more:
-            page = await redis.zrevrangebyscore(key, max_score, "-inf", start=offset, num=batch, withscores=True)
+            page: builtins.list[tuple[str, float]] = await redis.zrevrangebyscore(  # type: ignore[assignment]
+                key, max_score, "-inf", start=offset, num=batch, withscores=True
+            )
             more = len(page) == batch
             offset += len(page)
             candidates = []
@@ -290,7 +302,7 @@ class Client:
         states = [state_from_hash(member, row) for (member, _), row in zip(items, rows, strict=True) if row]
         return WorkflowPage(states, next_cursor)
 
-    async def history(self, workflow_id: str) -> list[HistoryEntry]:
+    async def history(self, workflow_id: str) -> builtins.list[HistoryEntry]:
         """The recorded durable calls of a workflow, in order, with their results."""
         await self._require_state(workflow_id)
         shard = self.keys.for_workflow(workflow_id)
@@ -354,7 +366,7 @@ class Client:
     async def publish_event(self, name: str, payload: Any = None, *, key: str) -> int:
         """Wake every workflow waiting on ``(name, key)``; returns how many were waiting (0: dropped)."""
         _check_event_name(name)
-        if not isinstance(key, str) or not key:
+        if not _is_text(key):
             raise ValueError("publish_event needs a non-empty string key")
         text = encode_payload(payload, what=f"payload of event {name!r}", max_bytes=self.settings.max_payload)
         woken = 0
@@ -406,11 +418,11 @@ class Client:
 
     # -- dead-letter queue ------------------------------------------------------------------------------
 
-    async def dlq_list(self) -> list[DeadLetter]:
+    async def dlq_list(self) -> builtins.list[DeadLetter]:
         """Every dead-letter entry, oldest first."""
-        entries: list[DeadLetter] = []
+        entries: builtins.list[DeadLetter] = []
         for shard in self.keys.all_shards():
-            ids = await self.store.redis.zrange(shard.dlq, 0, -1)
+            ids: builtins.list[str] = await self.store.redis.zrange(shard.dlq, 0, -1)  # type: ignore[assignment]
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for entry_id in ids:
                     pipe.hgetall(shard.dlq_entry(entry_id))
@@ -419,7 +431,9 @@ class Client:
         return sorted(entries, key=lambda e: e.created_at)
 
     async def dlq_show(self, entry_id: str) -> DeadLetter:
-        row = await self.store.redis.hgetall(self._dlq_shard(entry_id).dlq_entry(entry_id))
+        row: dict[str, str] = await self.store.redis.hgetall(  # type: ignore[assignment]
+            self._dlq_shard(entry_id).dlq_entry(entry_id)
+        )
         if not row:
             raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
         return _dead_letter(entry_id, row)
@@ -454,7 +468,7 @@ class Client:
 
 
 def _check_event_name(name: str) -> None:
-    if not isinstance(name, str) or not name or "\n" in name or "\t" in name:
+    if not _is_text(name) or "\n" in name or "\t" in name:
         raise ValueError(f"invalid event name {name!r}: a non-empty string without tabs or newlines")
 
 
@@ -478,7 +492,8 @@ def _outcome(state: WorkflowState) -> Any:
     if state.status == Status.CANCELLED:
         raise WorkflowCancelledError(error.get("reason"))
     raise WorkflowFailedError(
-        state.workflow_id, str(error.get("type", "Error")), str(error.get("message", "")), error.get("traceback")
+        state.workflow_id,
+        str(error.get("type", "Error")),
+        str(error.get("message", "")),
+        error.get("traceback"),
     )
-
-

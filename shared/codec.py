@@ -54,7 +54,9 @@ def encode_payload(value: Any, *, what: str, max_bytes: int) -> str:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
     size = len(text.encode())
     if size > max_bytes:
-        raise PayloadTooLargeError(f"{what} is {size} bytes, over the limit of {max_bytes} bytes (BDURABLE_MAX_PAYLOAD)")
+        raise PayloadTooLargeError(
+            f"{what} is {size} bytes, over the limit of {max_bytes} bytes (BDURABLE_MAX_PAYLOAD)"
+        )
     return text
 
 

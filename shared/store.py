@@ -139,7 +139,7 @@ class Store:
         return results
 
     async def _evalsha(self, call: ScriptCall) -> Any:
-        return await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)  # type: ignore[misc]
+        return await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
 
     async def _pipeline(self, batch: list[ScriptCall]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
@@ -171,4 +171,3 @@ class Store:
     @property
     def global_tag(self) -> str:
         return f"{{{self.settings.prefix}}}"
-

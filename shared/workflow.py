@@ -21,15 +21,13 @@ O = TypeVar("O")  # noqa: E741 - and for its output type
 class Workflow(Generic[I, O]):
     """A workflow definition: its name, strict version, queue and code."""
 
-    def __init__(
-        self, fn: Callable[[Context, I], Awaitable[O]], *, name: str | None, version: str, queue: str
-    ) -> None:
+    def __init__(self, fn: Callable[[Context, I], Awaitable[O]], *, name: str | None, version: str, queue: str) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"workflow {fn.__qualname__} must be an `async def f(ctx, input)`")
         parameters = list(inspect.signature(fn).parameters.values())
         if len(parameters) != 2 or any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters):
             raise TypeError(f"workflow {fn.__qualname__} must take exactly two arguments: (ctx, input)")
-        if not isinstance(version, str) or not version:
+        if not _is_text(version):
             raise TypeError(f"workflow {fn.__qualname__}: version must be a non-empty string")
         self.fn = fn
         self.name = name or fn.__name__
@@ -38,7 +36,9 @@ class Workflow(Generic[I, O]):
         self._input_parameter = parameters[1].name
         for text, what in ((self.name, "name"), (version, "version"), (queue, "queue")):
             if any(c in text for c in "\t\n|@{}"):
-                raise ValueError(f"workflow {fn.__qualname__}: {what} {text!r} may not contain tabs, newlines, |, @, {{ or }}")
+                raise ValueError(
+                    f"workflow {fn.__qualname__}: {what} {text!r} may not contain tabs, newlines, |, @, {{ or }}"
+                )
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name}@{self.version}>"
@@ -74,6 +74,11 @@ class Workflow(Generic[I, O]):
     def input_schema(self) -> dict[str, Any] | None:
         """JSON Schema of the input, registered so that clients starting by name can validate."""
         return json_schema(self.input_annotation)
+
+
+def _is_text(value: object) -> bool:
+    """Runtime check for callers without a type checker."""
+    return isinstance(value, str) and bool(value)
 
 
 def workflow(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import OrderedDict
 from contextlib import suppress
 from typing import Any
@@ -24,6 +25,9 @@ from bdurable.registry import Registry
 from bdurable.replay.loop import StepLoop
 from bdurable.replay.run import WorkflowRun
 from bdurable.runtime.faults import crash_point
+from bdurable.runtime.health import Health
+from bdurable.runtime.metrics import Metrics
+from bdurable.runtime.role import role_runtime
 from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
 from bdurable.store import Store
 
@@ -68,6 +72,9 @@ class Dispatcher:
         self.inflight: set[asyncio.Task[None]] = set()
         self.capacity = asyncio.Event()
         self.store: Store | None = None
+        self.metrics = Metrics("dispatcher")
+        self.health = Health(30.0)
+        self._last_beat = time.monotonic()
         self.held = [w for w in registry.workflows.values() if w.queue in self.queues]
         self.ready_lists = [self.shard.step_queue(w.queue, w.name, w.version) for w in self.held] + [
             self.shard.task_queue(q) for q in self.queues
@@ -81,9 +88,16 @@ class Dispatcher:
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="dispatcher", worker=self.worker_id)
-        self.store = Store.from_settings(self.settings)
+        async with role_runtime("dispatcher", self.settings) as runtime:
+            self.store, self.metrics, self.health = runtime.store, runtime.metrics, runtime.health
+            await self._serve(stopping)
+        log.info("dispatcher stopped", committed=self.committed, stale_commits=self.stale_commits)
+
+    async def _serve(self, stopping: Stopping) -> None:
+        assert self.store is not None
         try:
             await retry_forever("register", self._beat_with_registration, stopping)
+            self.health.serving = True
             log.info(
                 "dispatcher started",
                 workflows=[f"{w.name}@{w.version}" for w in self.held],
@@ -95,6 +109,7 @@ class Dispatcher:
             hints = asyncio.create_task(self._cancel_hints(stopping))
             try:
                 await self._claim_loop(stopping)
+                self.health.serving = False
                 await self._drain()
             finally:
                 for loop_task in (heartbeat, hints):
@@ -106,9 +121,7 @@ class Dispatcher:
             for run in self.cache.values():
                 run.close()
             self.cache.clear()
-            await self.store.close()
             self.loop.close()
-        log.info("dispatcher stopped", committed=self.committed, stale_commits=self.stale_commits)
 
     async def _beat_with_registration(self) -> None:
         info = dumps(
@@ -135,6 +148,7 @@ class Dispatcher:
             self.store.fleet_script("beat", self.worker_id, timeout_ms, info, *(registrations or [])),
             self.store.shard_script("beat_shard", self.shard, self.worker_id, timeout_ms, *pairs),
         )
+        self._last_beat = time.monotonic()
 
     async def _heartbeat_loop(self, stopping: Stopping) -> None:
         while not await stopping.sleep(self.settings.heartbeat_interval):
@@ -142,6 +156,7 @@ class Dispatcher:
                 await self._beat()
             except REDIS_ERRORS as exc:
                 log.warning("heartbeat failed", error=str(exc))
+            self.metrics.heartbeat_age.set(time.monotonic() - self._last_beat)
 
     async def _drain(self) -> None:
         if self.inflight:
@@ -173,6 +188,8 @@ class Dispatcher:
         wake_lists = [self.shard.wake(lst) for lst in self.ready_lists]
         delay = 0.05
         while not stopping.is_set:
+            self.health.tick()
+            self.metrics.in_flight.set(len(self.inflight))
             budget = self.concurrency - len(self.inflight)
             if budget <= 0:
                 self.capacity.clear()
@@ -204,6 +221,7 @@ class Dispatcher:
         assert self.store is not None
         with suppress(*REDIS_ERRORS):
             await self.store.redis.blpop(wake_lists, timeout=WAKE_TIMEOUT)
+        self.health.tick()
 
     def _spawn(self, claim: list[Any]) -> None:
         coroutine = self._run_step(claim) if claim[0] == "w" else self._run_task(claim)
@@ -224,7 +242,10 @@ class Dispatcher:
         start, committed_len = int(start), int(committed_len)
         split = rest.index("|")
         entries, call_fields = rest[:split], rest[split + 1 :]
+        began = time.perf_counter()
         with structlog.contextvars.bound_contextvars(workflow_id=workflow_id, name=name, version=version):
+            if committed_len < 0:
+                self.metrics.workflows_started.labels(name).inc()
             definition = self.registry.workflow(name, version)
             if definition is None:  # cannot happen through version routing; never guess
                 log.error("claimed a step of a version this dispatcher does not hold")
@@ -270,14 +291,16 @@ class Dispatcher:
                 }
             )
             retention_ms = round(self.settings.retention * 1000)
-            result = await self._commit(
-                "commit_step", workflow_id, lease, run.delivered, payload, retention_ms
-            )
+            result = await self._commit("commit_step", workflow_id, lease, run.delivered, payload, retention_ms)
             if result == "ok":
                 self._remember(workflow_id, run)
             else:
                 run.close()
+            if result != "stale":
+                self.metrics.steps.labels(name).inc()
+                self.metrics.step_duration.labels(name).observe(time.perf_counter() - began)
             if step.outcome is not None and result == "finished":
+                self.metrics.workflows_finished.labels(name, step.outcome.status).inc()
                 log.info("workflow finished", status=step.outcome.status)
 
     async def _load_history(self, workflow_id: str) -> tuple[list[str], list[str]]:
@@ -319,7 +342,7 @@ class Dispatcher:
                 await stopping.sleep(0.5)
             finally:
                 with suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _run_task(self, claim: list[Any]) -> None:
         _, workflow_id, seq, lease, *flat = claim
@@ -329,6 +352,7 @@ class Dispatcher:
         max_attempts = int(fields.get("max_attempts", "1"))
         key = f"{workflow_id}|{seq}"
         with structlog.contextvars.bound_contextvars(workflow_id=workflow_id, task=name, attempt=attempt):
+            began = time.perf_counter()
             execution = asyncio.create_task(self._execute_task(fields, attempt, max_attempts, seq))
             self.running_tasks[key] = execution
             try:
@@ -336,12 +360,21 @@ class Dispatcher:
             except asyncio.CancelledError:
                 if not execution.cancelled():
                     raise  # this handler itself is being cancelled (drain timeout): the work is handed back
-                outcome, payload, delay_ms = "fail", dumps({"type": "CancelledError", "message": "released"}), 0
+                outcome, payload, delay_ms = (
+                    "fail",
+                    dumps({"type": "CancelledError", "message": "released"}),
+                    0,
+                )
             finally:
                 self.running_tasks.pop(key, None)
+            self.metrics.task_duration.labels(name).observe(time.perf_counter() - began)
+            self.metrics.task_attempts.labels(name, outcome).inc()
             if outcome != "ok":
                 log.warning("task attempt failed", outcome=outcome, error=loads(payload).get("message"))
-            await self._commit("commit_task", workflow_id, seq, lease, outcome, payload, delay_ms)
+            result = await self._commit("commit_task", workflow_id, seq, lease, outcome, payload, delay_ms)
+            if result == "dead":
+                self.metrics.dead_lettered.labels(name).inc()
+                log.error("task dead-lettered", task=name, attempts=attempt)
 
     async def _execute_task(
         self, fields: dict[str, str], attempt: int, max_attempts: int, seq: str
@@ -360,8 +393,8 @@ class Dispatcher:
         except NonRetryableError as error:
             return "fail", dumps(error_record(error)), 0
         except TimeoutError:
-            error = TimeoutError(f"task attempt timed out after {timeout_ms / 1000:g}s")
-            return self._failed(error, attempt, max_attempts, fields)
+            timed_out = TimeoutError(f"task attempt timed out after {timeout_ms / 1000:g}s")
+            return self._failed(timed_out, attempt, max_attempts, fields)
         except Exception as error:
             return self._failed(error, attempt, max_attempts, fields)
         if len(text.encode()) > self.settings.max_payload:
@@ -401,6 +434,7 @@ class Dispatcher:
         status = str(result[0])
         if status == "stale":
             self.stale_commits += 1
+            self.metrics.stale_commits.inc()
             log.warning("commit rejected: the lease was lost to another dispatcher", script=script)
         else:
             self.committed += 1

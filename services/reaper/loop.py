@@ -14,6 +14,9 @@ import structlog
 
 from bdurable.config import Settings
 from bdurable.keys import Keys
+from bdurable.runtime.health import Health
+from bdurable.runtime.metrics import Metrics
+from bdurable.runtime.role import role_runtime
 from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id
 from bdurable.store import Store
 
@@ -30,40 +33,45 @@ class Reaper:
         self.settings = settings
         self.worker_id = worker_id or new_worker_id("reaper")
         self.keys = Keys(settings.prefix)
+        self.metrics = Metrics("reaper")
+        self.health = Health(30.0)
         self.totals = {"workers": 0, "steps": 0, "tasks": 0, "dead_lettered": 0, "failed": 0, "halted": 0}
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="reaper", worker=self.worker_id)
-        store = Store.from_settings(self.settings)
+        async with role_runtime("reaper", self.settings) as runtime:
+            self.metrics, self.health = runtime.metrics, runtime.health
+            await self._serve(runtime.store, stopping)
+        log.info("reaper stopped", **self.totals)
+
+    async def _serve(self, store: Store, stopping: Stopping) -> None:
         timeout = self.settings.heartbeat_timeout
         contact_since: float | None = None  # start of the current run of unbroken contact with Redis
         last_contact = 0.0
         log.info("reaper started")
-        try:
-            while not await stopping.sleep(self.settings.heartbeat_interval if contact_since else 0):
-                try:
-                    await store.redis.ping()
-                except REDIS_ERRORS as exc:
-                    if contact_since is not None:
-                        log.warning("lost contact with redis", error=str(exc))
-                    contact_since = None
-                    await stopping.sleep(0.5)
-                    continue
-                now = time.monotonic()
-                if contact_since is None or now - last_contact > timeout:
-                    contact_since = now  # a gap: give every dispatcher one more timeout to beat again
-                last_contact = now
-                if now - contact_since < timeout:
-                    continue
-                try:
-                    await self.reap_once(store)
-                    last_contact = time.monotonic()
-                except REDIS_ERRORS as exc:
-                    log.warning("reap failed", error=str(exc))
-                    contact_since = None
-        finally:
-            await store.close()
-        log.info("reaper stopped", **self.totals)
+        self.health.serving = True
+        while not await stopping.sleep(self.settings.heartbeat_interval if contact_since else 0):
+            self.health.tick()
+            try:
+                await store.redis.ping()
+            except REDIS_ERRORS as exc:
+                if contact_since is not None:
+                    log.warning("lost contact with redis", error=str(exc))
+                contact_since = None
+                await stopping.sleep(0.5)
+                continue
+            now = time.monotonic()
+            if contact_since is None or now - last_contact > timeout:
+                contact_since = now  # a gap: give every dispatcher one more timeout to beat again
+            last_contact = now
+            if now - contact_since < timeout:
+                continue
+            try:
+                await self.reap_once(store)
+                last_contact = time.monotonic()
+            except REDIS_ERRORS as exc:
+                log.warning("reap failed", error=str(exc))
+                contact_since = None
 
     async def reap_once(self, store: Store) -> dict[str, int]:
         """One pass over every shard; returns what it recovered."""
@@ -75,6 +83,9 @@ class Reaper:
                 found[name] += int(value)
         if found["workers"]:
             log.warning("dead dispatchers reaped", **found)
+            self.metrics.reaped_workers.inc(found["workers"])
+            self.metrics.reaped_items.labels("step").inc(found["steps"] + found["failed"])
+            self.metrics.reaped_items.labels("task").inc(found["tasks"] + found["dead_lettered"])
             for name, value in found.items():
                 self.totals[name] += value
             await self._forget_dead(store)
@@ -86,4 +97,4 @@ class Reaper:
         seconds, micros = await redis.time()
         now_ms = seconds * 1000 + micros // 1000
         for worker in await redis.zrangebyscore(self.keys.workers, "-inf", f"({now_ms}"):
-            await store.fleet_script("leave_fleet", worker)
+            await store.fleet_script("leave_fleet", str(worker))

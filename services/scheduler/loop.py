@@ -15,6 +15,9 @@ import structlog
 
 from bdurable.config import Settings
 from bdurable.keys import Keys
+from bdurable.runtime.health import Health
+from bdurable.runtime.metrics import Metrics
+from bdurable.runtime.role import role_runtime
 from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
 from bdurable.store import Store
 
@@ -33,18 +36,27 @@ class Scheduler:
         self.keys = Keys(settings.prefix)
         self.shard = self.keys.shard(0)
         self.fired = 0
+        self.metrics = Metrics("scheduler")
+        self.health = Health(30.0)
         self.lags_ms: list[int] = []
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="scheduler", worker=self.worker_id)
-        store = Store.from_settings(self.settings)
+        async with role_runtime("scheduler", self.settings) as runtime:
+            self.metrics, self.health = runtime.metrics, runtime.health
+            await self._serve(runtime.store, stopping)
+        log.info("scheduler stopped", fired=self.fired)
+
+    async def _serve(self, store: Store, stopping: Stopping) -> None:
         pubsub: Any = None
         try:
             pubsub = store.redis.pubsub()
             await retry_forever("subscribe", lambda: pubsub.subscribe(self.keys.timers_channel), stopping)
             log.info("scheduler started")
+            self.health.serving = True
             housekeeping_due = 0.0
             while not stopping.is_set:
+                self.health.tick()
                 try:
                     next_delay = await self._fire_all(store)
                     if time.monotonic() >= housekeeping_due:
@@ -63,8 +75,6 @@ class Scheduler:
             if pubsub is not None:
                 with suppress(Exception):
                     await pubsub.aclose()
-            await store.close()
-        log.info("scheduler stopped", fired=self.fired)
 
     async def _fire_all(self, store: Store) -> int:
         """Fire every due timer; returns ms until the next one (-1 when none)."""
@@ -73,6 +83,9 @@ class Scheduler:
             next_delay, lags = int(result[0]), [int(x) for x in result[1:]]
             if lags:
                 self.fired += len(lags)
+                self.metrics.timers_fired.inc(len(lags))
+                for lag in lags:
+                    self.metrics.timer_lag.observe(lag / 1000)
                 self.lags_ms.extend(lags)
                 del self.lags_ms[:-1000]
                 log.debug("timers fired", count=len(lags), max_lag_ms=max(lags))
@@ -82,10 +95,20 @@ class Scheduler:
     async def _housekeeping(self, store: Store) -> None:
         halted = await store.shard_script("sweep_versions", self.shard)
         if halted:
+            self.metrics.workflows_halted.inc(halted)
             log.warning("workflows halted: no live dispatcher runs their version", count=halted)
         expired = await store.shard_script("expire", self.shard, 1000)
         if expired:
+            self.metrics.workflows_expired.inc(expired)
             log.info("finished workflows expired", count=expired)
+        gauges = await store.shard_script("gauges", self.shard)
+        self.metrics.timers_pending.set(int(gauges[0]))
+        self.metrics.dlq_entries.set(int(gauges[1]))
+        self.metrics.live_dispatchers.set(int(gauges[2]))
+        for i in range(3, len(gauges), 3):
+            queue, depth, oldest_ms = str(gauges[i]), int(gauges[i + 1]), int(gauges[i + 2])
+            self.metrics.queue_depth.labels(queue).set(depth)
+            self.metrics.queue_oldest_age.labels(queue).set(max(0, oldest_ms) / 1000)
 
     async def _wait(self, store: Store, pubsub: Any, seconds: float, stopping: Stopping) -> Any:
         """Sleep up to ``seconds``, waking on an earlier-timer hint or on stop."""
@@ -108,5 +131,3 @@ class Scheduler:
         fresh = store.redis.pubsub()
         await retry_forever("subscribe", lambda: fresh.subscribe(self.keys.timers_channel), stopping)
         return fresh
-
-

@@ -31,6 +31,7 @@ SCRIPT_NAMES = (
     "dlq_resolve",
     "dlq_purge",
     "reap",
+    "gauges",
 )
 
 

@@ -19,7 +19,7 @@ local parked = redis.call('HINCRBY', wf, 'parked', -1)
 if action == 'retry' then
   redis.call('HSET', task, 'attempt', '0', 'lease', '0')
   redis.call('HDEL', task, 'dlq_entry')
-  push_ready(k_task_queue(redis.call('HGET', task, 'queue')), 't|' .. id .. '|' .. seq)
+  push_task(id, seq, now)
   if parked <= 0 then set_status(id, 'RUNNING', 'task ' .. redis.call('HGET', task, 'name') .. ' (retried)', now) end
   return {'ok'}
 end

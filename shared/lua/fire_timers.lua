@@ -15,8 +15,7 @@ for i = 1, #due, 2 do
     if kind == 's' then
       deliver(id, seq, '{"seq":' .. seq .. ',"ok":true,"v":null}', 'done', now)
     elseif kind == 'r' then
-      local queue = redis.call('HGET', k_task(id, seq), 'queue')
-      if queue then push_ready(k_task_queue(queue), 't|' .. id .. '|' .. seq) end
+      if redis.call('EXISTS', k_task(id, seq)) == 1 then push_task(id, seq, now) end
     elseif kind == 'e' then
       local raw = redis.call('HGET', k_calls(id), seq)
       if raw then

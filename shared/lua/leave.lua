@@ -17,11 +17,12 @@ for _, item in ipairs(redis.call('HKEYS', proc)) do
     end
   else
     local sep = string.find(rest, '|[^|]*$')
-    local task = k_task(string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1))
+    local id, seq = string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1)
+    local task = k_task(id, seq)
     if redis.call('EXISTS', task) == 1 then
       redis.call('HSET', task, 'lease', redis.call('INCR', K_SEQ))
       redis.call('HINCRBY', task, 'attempt', -1)  -- a handed-back attempt was never tried to its end
-      push_ready(k_task_queue(redis.call('HGET', task, 'queue')), item)
+      push_task(id, seq, now)
     end
   end
 end

@@ -39,6 +39,7 @@ local K_BUS = T .. ':bus'
 local function k_bus_proc(bus) return T .. ':bus:proc:' .. bus end
 local K_BUS_ALIVE = T .. ':bus:alive'
 local K_WORKERS = T .. ':workers'
+local K_TASK_QUEUES = T .. ':tqueues'
 local K_CANCEL_CHANNEL = G .. ':cancel'
 local K_SIGNALS_CHANNEL = G .. ':signals'
 local K_TIMERS_CHANNEL = G .. ':timers'
@@ -53,6 +54,14 @@ local function push_ready(list, item)
   if redis.call('LLEN', wake) == 0 then
     redis.call('LPUSH', wake, '1')
   end
+end
+
+-- Put a task call on its queue's ready list, noting when (for the queue-age metric).
+local function push_task(id, seq, now)
+  local task = k_task(id, seq)
+  local queue = redis.call('HGET', task, 'queue')
+  redis.call('HSET', task, 'queued_at', int(now))
+  push_ready(k_task_queue(queue), 't|' .. id .. '|' .. seq)
 end
 
 -- Tell subscribers (result waiters, `bdurable watch`) the workflow's status; a hint, the hash is the truth.
@@ -97,7 +106,7 @@ local function enqueue_step(id, now, force)
   local f = redis.call('HMGET', wf, 'status', 'pending', 'name', 'version', 'queue')
   if not f[1] or FINISHED[f[1]] then return 0 end
   if f[2] == '1' and not force then return 0 end
-  redis.call('HSET', wf, 'pending', '1')
+  redis.call('HSET', wf, 'pending', '1', 'queued_at', int(now))
   local name, version = f[3], f[4]
   local liveness = version_liveness(name, version, now)
   if liveness == 'other' then

@@ -103,13 +103,20 @@ class Context:
         """Run a child workflow and return its output; its failure raises ``ChildWorkflowError``."""
         run = self._run
         input_json = encode_payload(
-            child.validate_input(input), what=f"input of child workflow {child.name}", max_bytes=run.max_payload
+            child.validate_input(input),
+            what=f"input of child workflow {child.name}",
+            max_bytes=run.max_payload,
         )
         child_id = workflow_id or f"{run.workflow_id}:{run.seq + 1}"
         result = await run.issue(
             "child",
             child.name,
-            command={"child_id": child_id, "version": child.version, "queue": child.queue, "input": input_json},
+            command={
+                "child_id": child_id,
+                "version": child.version,
+                "queue": child.queue,
+                "input": input_json,
+            },
             record={"id": child_id},
             description=f"child workflow {child.name} ({child_id})",
         )
@@ -122,7 +129,9 @@ class Context:
     async def _call_task(self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         run = self._run
         arguments = encode_payload(
-            task.encode_arguments(args, kwargs), what=f"arguments of task {task.name}", max_bytes=run.max_payload
+            task.encode_arguments(args, kwargs),
+            what=f"arguments of task {task.name}",
+            max_bytes=run.max_payload,
         )
         result = await run.issue(
             "task",
@@ -139,7 +148,9 @@ class Context:
         )
         return from_json_value(result, task.return_annotation, what=f"result of task {task.name}")  # type: ignore[no-any-return]
 
-    async def wait_for_event(self, name: str, *, key: str | None = None, timeout: str | float | timedelta | None = None) -> Any:
+    async def wait_for_event(
+        self, name: str, *, key: str | None = None, timeout: str | float | timedelta | None = None
+    ) -> Any:
         """Wait durably for an event and return its payload.
 
         Without ``key`` it waits for ``send_event(workflow_id, name, payload)``; events sent before the wait
@@ -184,5 +195,3 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {self.name}@{self.version} {self.workflow_id}>"
-
-

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextvars import Context
-from typing import Any, TypeVarTuple, Unpack
+from typing import Any, TypeVarTuple
 
 __all__ = ["StepLoop", "WorkflowTimerError"]
 
@@ -32,7 +32,7 @@ class StepLoop(asyncio.SelectorEventLoop):
         self.set_exception_handler(_ignore_abandoned)
 
     def call_soon(
-        self, callback: Callable[[Unpack[Ts]], object], *args: Unpack[Ts], context: Context | None = None
+        self, callback: Callable[[*Ts], object], *args: *Ts, context: Context | None = None
     ) -> asyncio.Handle:
         self._soon_count += 1
         return super().call_soon(callback, *args, context=context)
@@ -40,8 +40,8 @@ class StepLoop(asyncio.SelectorEventLoop):
     def call_at(
         self,
         when: float,
-        callback: Callable[[Unpack[Ts]], object],
-        *args: Unpack[Ts],
+        callback: Callable[[*Ts], object],
+        *args: *Ts,
         context: Context | None = None,
     ) -> asyncio.TimerHandle:
         raise WorkflowTimerError(

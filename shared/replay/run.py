@@ -81,7 +81,10 @@ def error_from_record(record: Mapping[str, Any]) -> BaseException:
     message = str(record.get("message", ""))
     if kind == "TaskFailedError":
         return TaskFailedError(
-            str(record.get("task_name")), int(record.get("attempts", 0)), str(record.get("error_type")), message
+            str(record.get("task_name")),
+            int(record.get("attempts", 0)),
+            str(record.get("error_type")),
+            message,
         )
     if kind == "ChildWorkflowError":
         return ChildWorkflowError(str(record.get("workflow_id")), str(record.get("error_type")), message)
@@ -282,9 +285,7 @@ class WorkflowRun:
             last_recorded = max(self.recorded)
             if last_recorded > self.seq:
                 try:
-                    self._nondeterminism(
-                        f"the history records {last_recorded} calls but the code made only {self.seq}"
-                    )
+                    self._nondeterminism(f"the history records {last_recorded} calls but the code made only {self.seq}")
                 except NonDeterminismError:
                     self._check_finished()
         if self.outcome is None and not self.pending:

@@ -1,0 +1,46 @@
+"""What every role process shares while it runs: metrics, health and the HTTP endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+
+from bdurable.config import Settings
+from bdurable.runtime.health import Health, HealthServer
+from bdurable.runtime.metrics import Metrics
+from bdurable.store import Store
+
+__all__ = ["RoleRuntime", "role_runtime"]
+
+log = structlog.get_logger("bdurable.runtime")
+
+
+@dataclass
+class RoleRuntime:
+    store: Store
+    metrics: Metrics
+    health: Health
+
+
+@asynccontextmanager
+async def role_runtime(role: str, settings: Settings, *, stall_after: float = 30.0) -> AsyncIterator[RoleRuntime]:
+    """Connect to Redis, start the metrics/health endpoint when ``metrics_port`` is set, clean up after."""
+    store = Store.from_settings(settings)
+    runtime = RoleRuntime(store, Metrics(role), Health(stall_after))
+    server = None
+    if settings.metrics_port is not None:
+        server = HealthServer(
+            port=settings.metrics_port, health=runtime.health, metrics=runtime.metrics, ping=store.redis.ping
+        )
+        await server.start()
+        log.info("metrics and health endpoint listening", port=settings.metrics_port)
+    try:
+        yield runtime
+    finally:
+        runtime.health.serving = False
+        if server is not None:
+            await server.stop()
+        await store.close()
