@@ -101,7 +101,7 @@ class Client:
     def __init__(self, redis_url: str | None = None, *, prefix: str | None = None, settings: Settings | None = None):
         base = settings or Settings.from_env()
         self.settings = base.with_overrides(redis_url=redis_url, prefix=prefix)
-        self.keys = Keys(self.settings.prefix)
+        self.keys = Keys(self.settings.prefix, self.settings.shards)
         self._store: Store | None = None
         self._subscriptions: Subscriptions | None = None
 
@@ -114,8 +114,13 @@ class Client:
 
     async def connect(self) -> None:
         if self._store is None:
-            self._store = Store.from_settings(self.settings)
-            await self._store.redis.ping()
+            store = Store.from_settings(self.settings)
+            try:
+                await store.check_shards()
+            except BaseException:
+                await store.close()
+                raise
+            self._store = store
 
     async def close(self) -> None:
         if self._subscriptions is not None:
@@ -253,54 +258,63 @@ class Client:
     async def list(
         self, status: str | None = None, name: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> WorkflowPage:
-        """Workflows, newest first, optionally by status and name; pass ``next_cursor`` for the next page."""
+        """Workflows, newest first, optionally by status and name; pass ``next_cursor`` for the next page.
+
+        The cursor is the position of the last item returned (created time and id), so pages neither skip
+        nor repeat items when workflows start or change status meanwhile.
+        """
         if status is not None and status not in Status.__members__:
             raise ValueError(f"unknown status {status!r}; use one of {', '.join(Status.__members__)}")
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        shard = self.keys.shard(0)
-        key = shard.index_status(status) if status else shard.index_all
-        redis = self.store.redis
-        max_score: str = "+inf"
-        skip_until: str | None = None
+        after: tuple[int, str] | None = None
         if cursor:
-            try:
-                score_text, _, skip_until = cursor.partition(":")
-                max_score = str(int(score_text))
-            except ValueError:
-                raise ValueError(f"invalid cursor {cursor!r}") from None
-        found: list[tuple[str, float]] = []
-        offset = 0
-        batch = max(limit * 2, 50)
-        more = True
-        while len(found) < limit + 1 and more:
+            score_text, _, member = cursor.partition(":")
+            if not score_text.isdigit() or not member:
+                raise ValueError(f"invalid cursor {cursor!r}")
+            after = (int(score_text), member)
+        found: builtins.list[tuple[int, str, ShardKeys]] = []
+        for shard in self.keys.all_shards():
+            key = shard.index_status(status) if status else shard.index_all
+            found += await self._list_shard(shard, key, name, limit + 1, after)
+        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        page = found[:limit]
+        next_cursor = f"{page[-1][0]}:{page[-1][1]}" if len(found) > limit else None
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for _, member, shard in page:
+                pipe.hgetall(shard.wf(member))
+            rows = await pipe.execute()
+        states = [state_from_hash(member, row) for (_, member, _), row in zip(page, rows, strict=True) if row]
+        return WorkflowPage(states, next_cursor)
+
+    async def _list_shard(
+        self, shard: ShardKeys, key: str, name: str | None, wanted: int, after: tuple[int, str] | None
+    ) -> builtins.list[tuple[int, str, ShardKeys]]:
+        """Up to ``wanted`` index entries of one shard after the cursor, newest first, filtered by name."""
+        redis = self.store.redis
+        max_score = str(after[0]) if after else "+inf"
+        found: builtins.list[tuple[int, str, ShardKeys]] = []
+        offset, batch = 0, max(wanted * 2, 50)
+        while len(found) < wanted:
             page: builtins.list[tuple[str, float]] = await redis.zrevrangebyscore(  # type: ignore[assignment]
                 key, max_score, "-inf", start=offset, num=batch, withscores=True
             )
-            more = len(page) == batch
             offset += len(page)
-            candidates = []
-            for member, score in page:
-                if skip_until is not None:
-                    if int(score) == int(max_score) and member >= skip_until:
-                        continue
-                    skip_until = None if int(score) != int(max_score) else skip_until
-                candidates.append((member, score))
+            candidates = [
+                (int(score), member)
+                for member, score in page
+                if after is None or (int(score), member) < after  # same-ms entries: order by id
+            ]
             if name is not None and candidates:
                 async with redis.pipeline(transaction=False) as pipe:
-                    for member, _ in candidates:
+                    for _, member in candidates:
                         pipe.hget(shard.wf(member), "name")
                     names = await pipe.execute()
                 candidates = [c for c, n in zip(candidates, names, strict=True) if n == name]
-            found.extend(candidates)
-        items = found[:limit]
-        next_cursor = f"{int(items[-1][1])}:{items[-1][0]}" if len(found) > limit else None
-        async with redis.pipeline(transaction=False) as pipe:
-            for member, _ in items:
-                pipe.hgetall(shard.wf(member))
-            rows = await pipe.execute()
-        states = [state_from_hash(member, row) for (member, _), row in zip(items, rows, strict=True) if row]
-        return WorkflowPage(states, next_cursor)
+            found += [(score, member, shard) for score, member in candidates]
+            if len(page) < batch:
+                break
+        return found[:wanted]
 
     async def history(self, workflow_id: str) -> builtins.list[HistoryEntry]:
         """The recorded durable calls of a workflow, in order, with their results."""

@@ -40,8 +40,10 @@ class Settings:
             raise ValueError("heartbeat_timeout must be greater than heartbeat_interval, both positive")
         if self.wait_replicas < 0:
             raise ValueError("wait_replicas must be >= 0")
-        if self.shards < 1:
-            raise ValueError("shards must be >= 1")
+        if self.wait_replicas and self.redis_url.partition("://")[0].endswith("+cluster"):
+            raise ValueError("BDURABLE_WAIT_REPLICAS is not supported on Redis Cluster (WAIT is per node)")
+        if not 1 <= self.shards <= 1024:
+            raise ValueError("shards must be between 1 and 1024")
         if self.log_format not in (None, "console", "json"):
             raise ValueError(f"invalid log format {self.log_format!r}: use 'console' or 'json'")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from bdurable.config import Settings
@@ -32,12 +33,30 @@ class ReplicationError(ConnectionError):
     """
 
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0] in CLUSTER_SCHEMES
+
+
 def connect_redis(url: str, **options: Any) -> aioredis.Redis:
     """A redis-py asyncio client for a ``redis://``/``rediss://``/``unix://`` URL.
 
     User, password (ACL) and TLS come from the URL. Responses are decoded as UTF-8 text. The pool blocks
     (up to 30 s) for a free connection instead of failing when many coroutines use Redis at once.
+    ``redis+cluster://host:port`` (or ``rediss+cluster://``) selects redis-py's cluster client, which finds
+    the other nodes from the one given; the typed interface is the same.
     """
+    scheme, _, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        return RedisCluster.from_url(  # type: ignore[return-value]  # the same command interface as Redis
+            f"{CLUSTER_SCHEMES[scheme]}://{rest}",
+            decode_responses=True,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            **options,
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=options.pop("max_connections", 128),
@@ -48,7 +67,7 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
         health_check_interval=30,
         **options,
     )
-    return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
 @dataclass(slots=True)
@@ -67,7 +86,7 @@ class Store:
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = Keys(settings.prefix, settings.shards)
         self._scripts = load_scripts()
         self._pending: list[ScriptCall] = []
         self._flush_scheduled = False
@@ -76,6 +95,21 @@ class Store:
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
         return cls(connect_redis(settings.redis_url), settings)
+
+    async def check_shards(self) -> None:
+        """Refuse to run with a shard count other than the one this prefix was created with.
+
+        The first process to connect records ``BDURABLE_SHARDS``; a different count would look for
+        workflows in the wrong shards, so every later process must agree.
+        """
+        key = f"{self.global_tag}:shards"
+        await self.redis.set(key, self.settings.shards, nx=True)
+        recorded: str | None = await self.redis.get(key)  # type: ignore[assignment]
+        if recorded is not None and int(recorded) != self.settings.shards:
+            raise ValueError(
+                f"BDURABLE_SHARDS is {self.settings.shards} but prefix {self.settings.prefix!r} was created with "
+                f"{recorded} shards: every process of one prefix must use the same count"
+            )
 
     async def close(self) -> None:
         if self._flushes:

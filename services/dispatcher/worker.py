@@ -65,8 +65,8 @@ class Dispatcher:
         self.worker_id = worker_id or new_worker_id("dispatcher")
         self.drain_timeout = drain_timeout
         self.cache_size = cache_size
-        self.keys = Keys(settings.prefix)
-        self.shard: ShardKeys = self.keys.shard(0)
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.shards: list[ShardKeys] = self.keys.all_shards()
         self.loop = StepLoop()
         self.cache: OrderedDict[str, WorkflowRun] = OrderedDict()
         self.inflight: set[asyncio.Task[None]] = set()
@@ -76,10 +76,14 @@ class Dispatcher:
         self.health = Health(30.0)
         self._last_beat = time.monotonic()
         self.held = [w for w in registry.workflows.values() if w.queue in self.queues]
-        self.ready_lists = [self.shard.step_queue(w.queue, w.name, w.version) for w in self.held] + [
-            self.shard.task_queue(q) for q in self.queues
-        ]
+        # Per shard: the ready lists this dispatcher listens to (its workflow versions' steps, its task queues).
+        self.ready_lists = {
+            shard.tag: [shard.step_queue(w.queue, w.name, w.version) for w in self.held]
+            + [shard.task_queue(q) for q in self.queues]
+            for shard in self.shards
+        }
         self._rotation = 0
+        self._woken = asyncio.Event()
         self.running_tasks: dict[str, asyncio.Task[tuple[str, str, int]]] = {}
         self.committed = 0
         self.stale_commits = 0
@@ -124,6 +128,8 @@ class Dispatcher:
             self.loop.close()
 
     async def _beat_with_registration(self) -> None:
+        assert self.store is not None
+        await self.store.check_shards()
         info = dumps(
             {
                 "workflows": [f"{w.name}@{w.version}" for w in self.held],
@@ -146,7 +152,7 @@ class Dispatcher:
             pairs += [w.name, w.version]
         await asyncio.gather(
             self.store.fleet_script("beat", self.worker_id, timeout_ms, info, *(registrations or [])),
-            self.store.shard_script("beat_shard", self.shard, self.worker_id, timeout_ms, *pairs),
+            *(self.store.shard_script("beat_shard", s, self.worker_id, timeout_ms, *pairs) for s in self.shards),
         )
         self._last_beat = time.monotonic()
 
@@ -175,8 +181,9 @@ class Dispatcher:
         for w in self.held:
             pairs += [w.name, w.version]
         try:
-            await self.store.shard_script("leave", self.shard, self.worker_id, *pairs)
-            await self.store.shard_script("sweep_versions", self.shard)
+            for shard in self.shards:
+                await self.store.shard_script("leave", shard, self.worker_id, *pairs)
+                await self.store.shard_script("sweep_versions", shard)
             await self.store.fleet_script("leave_fleet", self.worker_id)
         except REDIS_ERRORS as exc:
             log.warning("could not unregister; the reaper will recover held work", error=str(exc))
@@ -185,43 +192,67 @@ class Dispatcher:
 
     async def _claim_loop(self, stopping: Stopping) -> None:
         assert self.store is not None
-        wake_lists = [self.shard.wake(lst) for lst in self.ready_lists]
+        waiters = [asyncio.create_task(self._wake_waiter(shard, stopping)) for shard in self.shards]
         delay = 0.05
-        while not stopping.is_set:
-            self.health.tick()
-            self.metrics.in_flight.set(len(self.inflight))
-            budget = self.concurrency - len(self.inflight)
-            if budget <= 0:
-                self.capacity.clear()
-                await _first(self.capacity.wait(), stopping.event.wait())
-                continue
-            try:
-                claims = await self.store.shard_script(
-                    "claim", self.shard, self.worker_id, min(budget, CLAIM_BATCH), *self._rotated()
-                )
-                delay = 0.05
-            except REDIS_ERRORS as exc:
-                log.warning("claim failed, retrying", error=str(exc), retry_in=delay)
-                await stopping.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if claims:
-                crash_point("after_claim")
-            for claim in claims:
-                self._spawn(claim)
-            if not claims:
-                await _first(self._wait_for_wake(wake_lists), stopping.event.wait())
+        try:
+            while not stopping.is_set:
+                self.health.tick()
+                self.metrics.in_flight.set(len(self.inflight))
+                budget = self.concurrency - len(self.inflight)
+                if budget <= 0:
+                    self.capacity.clear()
+                    await _first(self.capacity.wait(), stopping.event.wait())
+                    continue
+                self._woken.clear()
+                try:
+                    claims = await self._claim(budget)
+                    delay = 0.05
+                except REDIS_ERRORS as exc:
+                    log.warning("claim failed, retrying", error=str(exc), retry_in=delay)
+                    await stopping.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if claims:
+                    crash_point("after_claim")
+                for claim in claims:
+                    self._spawn(claim)
+                if not claims:
+                    await _first(self._woken.wait(), stopping.event.wait())
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
 
-    def _rotated(self) -> list[str]:
-        """Ready lists in a rotating order, so that no list starves the others."""
-        self._rotation = (self._rotation + 1) % len(self.ready_lists)
-        return self.ready_lists[self._rotation :] + self.ready_lists[: self._rotation]
-
-    async def _wait_for_wake(self, wake_lists: list[str]) -> None:
+    async def _claim(self, budget: int) -> list[list[Any]]:
+        """Claim from every shard at once (one pipelined round trip), each list in a rotating order."""
         assert self.store is not None
-        with suppress(*REDIS_ERRORS):
-            await self.store.redis.blpop(wake_lists, timeout=WAKE_TIMEOUT)
-        self.health.tick()
+        share = max(1, min(budget, CLAIM_BATCH) // len(self.shards))
+        self._rotation += 1
+        results = await asyncio.gather(
+            *(
+                self.store.shard_script("claim", shard, self.worker_id, share, *self._rotated(shard))
+                for shard in self.shards
+            )
+        )
+        return [claim for claims in results for claim in claims]
+
+    def _rotated(self, shard: ShardKeys) -> list[str]:
+        """A shard's ready lists in a rotating order, so that no list starves the others."""
+        lists = self.ready_lists[shard.tag]
+        turn = self._rotation % len(lists)
+        return lists[turn:] + lists[:turn]
+
+    async def _wake_waiter(self, shard: ShardKeys, stopping: Stopping) -> None:
+        """Block on one shard's wake-up tokens and wake the claim loop (one blocked connection per shard)."""
+        assert self.store is not None
+        wake_lists = [shard.wake(lst) for lst in self.ready_lists[shard.tag]]
+        while not stopping.is_set:
+            try:
+                if await self.store.redis.blpop(wake_lists, timeout=WAKE_TIMEOUT):
+                    self._woken.set()
+            except REDIS_ERRORS:
+                await stopping.sleep(0.5)
+            self.health.tick()
 
     def _spawn(self, claim: list[Any]) -> None:
         coroutine = self._run_step(claim) if claim[0] == "w" else self._run_task(claim)
@@ -270,6 +301,7 @@ class Dispatcher:
                     recorded=recorded,
                     committed_len=committed_len,
                     max_payload=self.settings.max_payload,
+                    shard_of=self.keys.shard_of,
                 )
                 run.start()
             run.feed(entries)
@@ -306,9 +338,10 @@ class Dispatcher:
     async def _load_history(self, workflow_id: str) -> tuple[list[str], list[str]]:
         """Read a workflow's whole inbox and call records (when our cached copy is gone)."""
         assert self.store is not None
+        shard = self.keys.for_workflow(workflow_id)
         async with self.store.redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(self.shard.inbox(workflow_id), 0, -1)
-            pipe.hgetall(self.shard.calls(workflow_id))
+            pipe.lrange(shard.inbox(workflow_id), 0, -1)
+            pipe.hgetall(shard.calls(workflow_id))
             inbox, calls = await pipe.execute()
         flat: list[str] = []
         for key, value in calls.items():
@@ -417,14 +450,16 @@ class Dispatcher:
 
     # -- committing -----------------------------------------------------------------------------------
 
-    async def _commit(self, script: str, *args: Any) -> str:
+    async def _commit(self, script: str, workflow_id: str, *args: Any) -> str:
         """Commit through Redis outages: retried until it lands or the lease is known lost."""
         assert self.store is not None
         crash_point("before_commit")
         delay = 0.05
         while True:
             try:
-                result = await self.store.shard_script(script, self.shard, self.worker_id, *args)
+                result = await self.store.shard_script(
+                    script, self.keys.for_workflow(workflow_id), self.worker_id, workflow_id, *args
+                )
                 crash_point("after_commit")
                 break
             except REDIS_ERRORS as exc:

@@ -17,7 +17,7 @@ from bdurable.keys import Keys
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.role import role_runtime
-from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id
+from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
 from bdurable.store import Store
 
 __all__ = ["Reaper"]
@@ -32,7 +32,7 @@ class Reaper:
     def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id or new_worker_id("reaper")
-        self.keys = Keys(settings.prefix)
+        self.keys = Keys(settings.prefix, settings.shards)
         self.metrics = Metrics("reaper")
         self.health = Health(30.0)
         self.totals = {"workers": 0, "steps": 0, "tasks": 0, "dead_lettered": 0, "failed": 0, "halted": 0}
@@ -48,6 +48,7 @@ class Reaper:
         timeout = self.settings.heartbeat_timeout
         contact_since: float | None = None  # start of the current run of unbroken contact with Redis
         last_contact = 0.0
+        await retry_forever("check shards", store.check_shards, stopping)
         log.info("reaper started")
         self.health.serving = True
         while not await stopping.sleep(self.settings.heartbeat_interval if contact_since else 0):

@@ -7,6 +7,7 @@ scheduler at once. Several schedulers may run: firing is one atomic script, so e
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import suppress
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import structlog
 
 from bdurable.config import Settings
-from bdurable.keys import Keys
+from bdurable.keys import Keys, ShardKeys
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.role import role_runtime
@@ -33,8 +34,8 @@ class Scheduler:
     def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id or new_worker_id("scheduler")
-        self.keys = Keys(settings.prefix)
-        self.shard = self.keys.shard(0)
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.shards = self.keys.all_shards()
         self.fired = 0
         self.metrics = Metrics("scheduler")
         self.health = Health(30.0)
@@ -52,6 +53,7 @@ class Scheduler:
         try:
             pubsub = store.redis.pubsub()
             await retry_forever("subscribe", lambda: pubsub.subscribe(self.keys.timers_channel), stopping)
+            await retry_forever("check shards", store.check_shards, stopping)
             log.info("scheduler started")
             self.health.serving = True
             housekeeping_due = 0.0
@@ -77,9 +79,14 @@ class Scheduler:
                     await pubsub.aclose()
 
     async def _fire_all(self, store: Store) -> int:
-        """Fire every due timer; returns ms until the next one (-1 when none)."""
+        """Fire every due timer of every shard; returns ms until the next one (-1 when none)."""
+        delays = await asyncio.gather(*(self._fire_shard(store, shard) for shard in self.shards))
+        pending = [d for d in delays if d >= 0]
+        return min(pending) if pending else -1
+
+    async def _fire_shard(self, store: Store, shard: ShardKeys) -> int:
         while True:
-            result = await store.shard_script("fire_timers", self.shard, FIRE_BATCH)
+            result = await store.shard_script("fire_timers", shard, FIRE_BATCH)
             next_delay, lags = int(result[0]), [int(x) for x in result[1:]]
             if lags:
                 self.fired += len(lags)
@@ -93,22 +100,36 @@ class Scheduler:
                 return next_delay
 
     async def _housekeeping(self, store: Store) -> None:
-        halted = await store.shard_script("sweep_versions", self.shard)
+        depth: dict[str, int] = {}
+        oldest: dict[str, int] = {}
+        totals = [0, 0, 0]
+        for shard in self.shards:
+            await self._housekeep_shard(store, shard, totals, depth, oldest)
+        self.metrics.timers_pending.set(totals[0])
+        self.metrics.dlq_entries.set(totals[1])
+        self.metrics.live_dispatchers.set(totals[2] / len(self.shards))  # each dispatcher beats in every shard
+        for queue, value in depth.items():
+            self.metrics.queue_depth.labels(queue).set(value)
+            self.metrics.queue_oldest_age.labels(queue).set(max(0, oldest[queue]) / 1000)
+
+    async def _housekeep_shard(
+        self, store: Store, shard: ShardKeys, totals: list[int], depth: dict[str, int], oldest: dict[str, int]
+    ) -> None:
+        halted = await store.shard_script("sweep_versions", shard)
         if halted:
             self.metrics.workflows_halted.inc(halted)
             log.warning("workflows halted: no live dispatcher runs their version", count=halted)
-        expired = await store.shard_script("expire", self.shard, 1000)
+        expired = await store.shard_script("expire", shard, 1000)
         if expired:
             self.metrics.workflows_expired.inc(expired)
             log.info("finished workflows expired", count=expired)
-        gauges = await store.shard_script("gauges", self.shard)
-        self.metrics.timers_pending.set(int(gauges[0]))
-        self.metrics.dlq_entries.set(int(gauges[1]))
-        self.metrics.live_dispatchers.set(int(gauges[2]))
+        gauges = await store.shard_script("gauges", shard)
+        for i in range(3):
+            totals[i] += int(gauges[i])
         for i in range(3, len(gauges), 3):
-            queue, depth, oldest_ms = str(gauges[i]), int(gauges[i + 1]), int(gauges[i + 2])
-            self.metrics.queue_depth.labels(queue).set(depth)
-            self.metrics.queue_oldest_age.labels(queue).set(max(0, oldest_ms) / 1000)
+            queue = str(gauges[i])
+            depth[queue] = depth.get(queue, 0) + int(gauges[i + 1])
+            oldest[queue] = max(oldest.get(queue, -1), int(gauges[i + 2]))
 
     async def _wait(self, store: Store, pubsub: Any, seconds: float, stopping: Stopping) -> Any:
         """Sleep up to ``seconds``, waking on an earlier-timer hint or on stop."""

@@ -9,16 +9,18 @@ crash between the pop and the apply loses nothing: a live bus puts a dead bus's 
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import suppress
 
 import structlog
 
 from bdurable.config import Settings
-from bdurable.keys import Keys
+from bdurable.codec import loads
+from bdurable.keys import Keys, ShardKeys
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.role import role_runtime
-from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id
+from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
 from bdurable.store import Store
 
 __all__ = ["SignalBus"]
@@ -33,8 +35,8 @@ class SignalBus:
     def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id or new_worker_id("signal-bus")
-        self.keys = Keys(settings.prefix)
-        self.shard = self.keys.shard(0)
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.shards = self.keys.all_shards()
         self.metrics = Metrics("signal-bus")
         self.health = Health(30.0)
         self.totals = {"delivered": 0, "buffered": 0, "dropped": 0, "published": 0, "cancelled": 0}
@@ -47,27 +49,42 @@ class SignalBus:
         log.info("signal bus stopped", **self.totals)
 
     async def _serve(self, store: Store, stopping: Stopping) -> None:
-        lease_ms = round(self.settings.heartbeat_timeout * 1000)
-        inbound = f"{self.shard.tag}:bus"
-        own = f"{self.shard.tag}:bus:proc:{self.worker_id}"
-        log.info("signal bus started")
+        await retry_forever("check shards", store.check_shards, stopping)
+        log.info("signal bus started", shards=len(self.shards))
         self.health.serving = True
+        await asyncio.gather(*(self._serve_shard(store, shard, stopping) for shard in self.shards))
+        self.health.serving = False
+
+    async def _serve_shard(self, store: Store, shard: ShardKeys, stopping: Stopping) -> None:
+        """One shard's loop: apply a batch; when there was nothing, block until a message arrives."""
+        lease_ms = round(self.settings.heartbeat_timeout * 1000)
+        inbound = f"{shard.tag}:bus"
+        own = f"{shard.tag}:bus:proc:{self.worker_id}"
         delay = 0.05
         while not stopping.is_set:
             self.health.tick()
             try:
-                counts = await store.shard_script("bus_apply", self.shard, self.worker_id, BATCH, lease_ms)
+                applied = await self._apply(store, shard, BATCH, lease_ms)
                 delay = 0.05
-                if self._count(counts) == 0:
+                if applied == 0:
                     await store.redis.blmove(inbound, own, BLOCK_SECONDS, "RIGHT", "LEFT")
             except REDIS_ERRORS as exc:
                 log.warning("redis unavailable, retrying", error=str(exc), retry_in=delay)
                 await stopping.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        self.health.serving = False
         # A message moved into our list during the last block is applied before leaving.
         with suppress(*REDIS_ERRORS):
-            self._count(await store.shard_script("bus_apply", self.shard, self.worker_id, 0, lease_ms))
+            await self._apply(store, shard, 0, lease_ms)
+
+    async def _apply(self, store: Store, shard: ShardKeys, batch: int, lease_ms: int) -> int:
+        """Apply messages on one shard, then carry its cross-shard operations to their shards."""
+        result = await store.shard_script("bus_apply", shard, self.worker_id, batch, lease_ms)
+        counts, forwarded = result[:5], result[5:]
+        for raw in forwarded:
+            target = self.keys.shard(int(loads(raw)["shard"]))
+            await store.shard_script("x_apply", target, raw)  # idempotent: safe to repeat after a crash
+            await store.redis.lrem(f"{shard.tag}:bus:proc:{self.worker_id}:fwd", 1, raw)
+        return self._count(counts) + len(forwarded)
 
     def _count(self, counts: list[int]) -> int:
         for name, value in zip(self.totals, counts, strict=True):

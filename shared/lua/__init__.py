@@ -32,6 +32,7 @@ SCRIPT_NAMES = (
     "dlq_purge",
     "reap",
     "gauges",
+    "x_apply",
 )
 
 

@@ -3,17 +3,22 @@
 -- applied in this one script, so a crash never applies half of one and never applies one twice.
 -- Messages a bus moved into its own list while blocking (BLMOVE) are applied first; those of buses whose
 -- lease expired are put back for others. KEYS[1] T; ARGV: G, bus id, max messages, lease ms
--- Returns {delivered, buffered, dropped, published, cancelled}
+-- Cross-shard operations ('x') are moved to this bus's forward list and returned: the bus applies them on
+-- their shard (`x_apply.lua`), then removes them from the list (a dead bus's list is put back for others).
+-- Returns {delivered, buffered, dropped, published, cancelled, forwarded message...}
 local bus, budget, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 redis.call('ZADD', K_BUS_ALIVE, int(now + lease), bus)
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', K_BUS_ALIVE, '-inf', '(' .. int(now))) do
-  local proc = k_bus_proc(dead)
-  while redis.call('LMOVE', proc, K_BUS, 'LEFT', 'RIGHT') do end
+  for _, list in ipairs({k_bus_proc(dead), k_bus_proc(dead) .. ':fwd'}) do
+    while redis.call('LMOVE', list, K_BUS, 'LEFT', 'RIGHT') do end
+  end
   redis.call('ZREM', K_BUS_ALIVE, dead)
 end
 
 local counts = {delivered = 0, buffered = 0, dropped = 0, published = 0, cancelled = 0}
+local forward = k_bus_proc(bus) .. ':fwd'
+local forwarded = {}
 
 local function apply_event(id, name, payload)
   local wf = k_wf(id)
@@ -55,6 +60,9 @@ local function apply(raw)
     apply_publish(m.name, m.key, m.p)
   elseif m.t == 'cancel' then
     counts.cancelled = counts.cancelled + request_cancel(m.id, m.reason, now)
+  elseif m.t == 'x' then
+    redis.call('RPUSH', forward, raw)
+    table.insert(forwarded, raw)
   elseif m.t == 'signal' then
     redis.call('PUBLISH', ch_workflow(m.id), '{"signal":' .. m.rec .. '}')
     redis.call('PUBLISH', K_SIGNALS_CHANNEL, '{"workflow_id":' .. cjson.encode(m.id) .. ',"signal":' .. m.rec .. '}')
@@ -69,4 +77,6 @@ local popped = redis.call('RPOP', K_BUS, budget)
 if popped then
   for _, raw in ipairs(popped) do apply(raw) end
 end
-return {counts.delivered, counts.buffered, counts.dropped, counts.published, counts.cancelled}
+local result = {counts.delivered, counts.buffered, counts.dropped, counts.published, counts.cancelled}
+for _, raw in ipairs(forwarded) do table.insert(result, raw) end
+return result

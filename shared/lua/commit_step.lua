@@ -45,12 +45,8 @@ for _, c in ipairs(step.calls) do
       if key == cjson.null then key = nil end
       register_wait(id, seq, c.name, key, c.timeout_ms, now)
     elseif c.kind == 'child' then
-      local created = create_workflow(c.child_id, c.name, c.version, c.queue, c.input, id, seq, now)
-      if created ~= 'created' then
-        deliver(id, seq, cjson.encode({seq = c.seq, ok = false, err = {type = 'ChildWorkflowError',
-          workflow_id = c.child_id, error_type = 'WorkflowAlreadyExistsError',
-          message = 'workflow id ' .. c.child_id .. ' is already used'}}), 'failed', now)
-      end
+      route({shard = c.shard, op = 'start_child', id = c.child_id, name = c.name, version = c.version,
+        queue = c.queue, input = c.input, parent_id = id, parent_seq = seq, parent_shard = shard_number()}, now)
     end
   end
 end

@@ -47,6 +47,16 @@ local function ch_workflow(id) return G .. ':wf:' .. id end
 
 local FINISHED = {COMPLETED = true, FAILED = true, CANCELLED = true}
 
+-- Operations on another shard's workflow (a child in another slot, a parent elsewhere) cannot run in this
+-- script (one script, one slot): `route` applies them here when the target is this shard, else leaves
+-- them on this shard's bus list, and the signal bus carries them over (`x_apply.lua`). Defined below.
+local route
+
+-- The shard number encoded in T ("{prefix:N}").
+local function shard_number()
+  return string.match(T, ':(%d+)}$') or '0'
+end
+
 -- Push an item on a ready list and leave one wake-up token for a dispatcher blocked on it.
 local function push_ready(list, item)
   redis.call('LPUSH', list, item)
@@ -147,13 +157,13 @@ local function add_timer(member, due)
 end
 
 -- Create a workflow record and queue its first step. Returns 'created', or the existing workflow's name.
-local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, now)
+local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, parent_shard, now)
   local wf = k_wf(id)
   local existing = redis.call('HGET', wf, 'name')
   if existing then return existing end
   redis.call('HSET', wf, 'name', name, 'version', version, 'queue', queue, 'input', input, 'status', 'RUNNING',
     'step', '0', 'pending', '0', 'lease', '0', 'parked', '0', 'created_at', int(now), 'updated_at', int(now),
-    'parent_id', parent_id, 'parent_seq', parent_seq)
+    'parent_id', parent_id, 'parent_seq', parent_seq, 'parent_shard', parent_shard)
   redis.call('ZADD', K_INDEX_ALL, int(now), id)
   redis.call('ZADD', k_index_status('RUNNING'), int(now), id)
   enqueue_step(id, now, false)
@@ -171,7 +181,7 @@ local function finish_workflow(id, status, output, error_json, retention_ms, now
     redis.call('PEXPIREAT', key, int(expire_at))
   end
   redis.call('ZADD', K_INDEX_EXPIRE, int(expire_at), id)
-  local parent = redis.call('HMGET', wf, 'parent_id', 'parent_seq')
+  local parent = redis.call('HMGET', wf, 'parent_id', 'parent_seq', 'parent_shard')
   if parent[1] and parent[1] ~= '' then
     local entry
     if status == 'COMPLETED' then
@@ -181,14 +191,11 @@ local function finish_workflow(id, status, output, error_json, retention_ms, now
       entry = cjson.encode({seq = tonumber(parent[2]), ok = false, err = {type = 'ChildWorkflowError',
         workflow_id = id, error_type = e['type'], message = e['message']}})
     end
-    deliver(parent[1], parent[2], entry, status == 'COMPLETED' and 'done' or 'failed', now)
+    route({shard = parent[3] or shard_number(), op = 'deliver', id = parent[1], seq = parent[2], entry = entry,
+      status = status == 'COMPLETED' and 'done' or 'failed'}, now)
   end
 end
 
--- The shard number encoded in T ("{prefix:N}"), used to make dead-letter entry ids globally unique.
-local function shard_number()
-  return string.match(T, ':(%d+)}$') or '0'
-end
 
 -- A task has failed for good: write its dead-letter entry, then either fail the workflow's call with
 -- TaskFailedError or park the workflow on the entry until an operator retries or fails it.
@@ -286,7 +293,8 @@ local function release_call(id, seq, why, now)
   elseif record.k == 'event' then
     unregister_wait(id, seq, record)
   elseif record.k == 'child' then
-    request_cancel(record.id, 'parent workflow ' .. id .. ' was cancelled or ended', now)
+    route({shard = record.shard or shard_number(), op = 'cancel', id = record.id,
+      reason = 'parent workflow ' .. id .. ' was cancelled or ended'}, now)
   end
 end
 
@@ -324,4 +332,36 @@ local function sweep_versions(now)
     end
   end
   return halted
+end
+
+
+-- Apply a cross-shard operation on this shard (idempotent: the bus may carry one twice after a crash).
+local function apply_x(m, now)
+  if m.op == 'deliver' then
+    deliver(m.id, m.seq, m.entry, m.status, now)
+  elseif m.op == 'cancel' then
+    request_cancel(m.id, m.reason, now)
+  elseif m.op == 'start_child' then
+    local created = create_workflow(m.id, m.name, m.version, m.queue, m.input, m.parent_id, m.parent_seq,
+      m.parent_shard, now)
+    if created ~= 'created' then
+      local f = redis.call('HMGET', k_wf(m.id), 'parent_id', 'parent_seq')
+      if f[1] ~= m.parent_id or f[2] ~= m.parent_seq then  -- not a replay of our own start: a conflict
+        route({shard = m.parent_shard, op = 'deliver', id = m.parent_id, seq = m.parent_seq, status = 'failed',
+          entry = cjson.encode({seq = tonumber(m.parent_seq), ok = false, err = {type = 'ChildWorkflowError',
+            workflow_id = m.id, error_type = 'WorkflowAlreadyExistsError',
+            message = 'workflow id ' .. m.id .. ' is already used'}})}, now)
+      end
+    end
+  end
+end
+
+route = function(m, now)
+  if tostring(m.shard) == shard_number() then
+    apply_x(m, now)
+  else
+    m.t = 'x'
+    m.shard = tostring(m.shard)
+    redis.call('LPUSH', K_BUS, cjson.encode(m))
+  end
 end

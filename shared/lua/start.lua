@@ -7,5 +7,5 @@ if existing[1] then
   if existing[1] == name then return {'exists', existing[2]} end
   return {'conflict', existing[1]}
 end
-create_workflow(id, name, version, queue, input, '', '', now_ms())
+create_workflow(id, name, version, queue, input, '', '', '', now_ms())
 return {'created'}

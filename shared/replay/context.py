@@ -108,16 +108,18 @@ class Context:
             max_bytes=run.max_payload,
         )
         child_id = workflow_id or f"{run.workflow_id}:{run.seq + 1}"
+        shard = run.shard_of(child_id)
         result = await run.issue(
             "child",
             child.name,
             command={
                 "child_id": child_id,
+                "shard": shard,
                 "version": child.version,
                 "queue": child.queue,
                 "input": input_json,
             },
-            record={"id": child_id},
+            record={"id": child_id, "shard": shard},
             description=f"child workflow {child.name} ({child_id})",
         )
         return child.convert_output(result)  # type: ignore[no-any-return]

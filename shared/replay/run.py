@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +108,7 @@ class WorkflowRun:
         recorded: dict[int, dict[str, Any]],
         committed_len: int,
         max_payload: int,
+        shard_of: Callable[[str], int] = lambda workflow_id: 0,
     ) -> None:
         from bdurable.replay.context import Context
 
@@ -118,6 +119,7 @@ class WorkflowRun:
         self.recorded = recorded
         self.committed_len = committed_len
         self.max_payload = max_payload
+        self.shard_of = shard_of
         self.context: Context = Context(self)
         self.seq = 0
         self.completed = 0
