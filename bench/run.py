@@ -15,9 +15,9 @@ from typing import Any
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 
-from harness import Timer, command_count, percentile, redis, roles  # noqa: E402
+from harness import Timer, command_count, percentile, redis, roles
 
-from bdurable import Client, Settings  # noqa: E402
+from bdurable import Client, Settings
 
 
 async def drain(settings: Settings, workflow: str, count: int, concurrency: int) -> dict[str, float]:
@@ -34,7 +34,7 @@ async def drain(settings: Settings, workflow: str, count: int, concurrency: int)
         before = await command_count(client.store.redis)
         done_key = client.keys.shard(0).index_status("COMPLETED")
         with roles(settings, "dispatcher", "scheduler", concurrency=concurrency), Timer() as timer:
-            while await client.store.redis.zcard(done_key) < count:
+            while await client.store.redis.zcard(done_key) < count:  # noqa: ASYNC110 - polls Redis, not a local flag
                 await asyncio.sleep(0.01)
         after = await command_count(client.store.redis)
         history = await client.history(ids[0])
@@ -81,7 +81,8 @@ async def timer_lag(settings: Settings, count: int, sleep_ms: int) -> dict[str, 
                 handle = await client.start("sleeper", sleep_ms, workflow_id=f"sleep-{uuid.uuid4().hex}")
                 await handle.result(timeout=10)
                 entry = (await client.history(handle.workflow_id))[0]
-                assert entry.started_at and entry.finished_at
+                assert entry.started_at is not None
+                assert entry.finished_at is not None
                 fired_after = (entry.finished_at - entry.started_at).total_seconds() * 1000
                 lags.append(fired_after - sleep_ms)
                 await asyncio.sleep(0.013 * (i % 5))  # vary the phase against the scheduler

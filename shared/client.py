@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
 
 from bdurable.codec import decode, encode_payload, loads, to_json_value
 from bdurable.config import Settings
@@ -116,6 +118,7 @@ class Client:
         if self._store is None:
             store = Store.from_settings(self.settings)
             try:
+                await store.initialize()
                 await store.check_shards()
             except BaseException:
                 await store.close()
@@ -158,11 +161,7 @@ class Client:
             version, queue, schema = await self._resolve(name, version, workflow_id)
             value = to_json_value(input)
             if schema is not None:
-                try:
-                    jsonschema.validate(value, schema)
-                except jsonschema.ValidationError as exc:
-                    where = "/".join(str(p) for p in exc.absolute_path) or "input"
-                    raise InvalidInputError(f"input of {name}@{version} is invalid at {where}: {exc.message}") from None
+                _validate_against_schema(value, schema, f"{name}@{version}")
         text = encode_payload(value, what=f"input of workflow {name}", max_bytes=self.settings.max_payload)
         shard = self.keys.for_workflow(workflow_id)
         result = await self.store.shard_script("start", shard, workflow_id, name, version, queue, text)
@@ -235,20 +234,31 @@ class Client:
         return _outcome(state)
 
     async def watch(self, workflow_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Status changes and signals of one workflow as they happen, until it finishes."""
+        """Status changes (``{"status", "step", "waiting_on"}``) and signals (``{"signal": {...}}``) of one
+        workflow as they happen, until it finishes. Signals come from the durable log, so none is missed."""
+        shard = self.keys.for_workflow(workflow_id)
+        seen_signals = 0
+        last: tuple[str, int, str | None] | None = None
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as messages:
-            state = await self._require_state(workflow_id)
-            last = (state.status, state.step, state.waiting_on)
-            yield {"status": state.status, "step": state.step, "waiting_on": state.waiting_on}
-            while state.status not in FINISHED:
-                message = await messages.get()
-                if message is not None and "signal" in message:
-                    yield message
-                state = await self._require_state(workflow_id)
+            await self._require_state(workflow_id)
+            while True:
+                async with self.store.redis.pipeline(transaction=False) as pipe:
+                    pipe.lrange(shard.signals(workflow_id), seen_signals, -1)
+                    pipe.hgetall(shard.wf(workflow_id))
+                    fresh, data = await pipe.execute()
+                if not data:
+                    raise WorkflowNotFoundError(f"workflow {workflow_id!r} expired while being watched")
+                for raw in fresh:
+                    seen_signals += 1
+                    yield {"signal": loads(raw)}
+                state = state_from_hash(workflow_id, data)
                 current = (state.status, state.step, state.waiting_on)
                 if current != last:
                     last = current
                     yield {"status": state.status, "step": state.step, "waiting_on": state.waiting_on}
+                if state.status in FINISHED:
+                    return
+                await messages.get()
 
     def _subscriptions_ready(self) -> Subscriptions:
         if self._subscriptions is None:
@@ -479,6 +489,22 @@ class Client:
         if not shard_text.isdigit() or not number.isdigit() or int(shard_text) >= self.keys.shards:
             raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
         return self.keys.shard(int(shard_text))
+
+
+def _validate_against_schema(value: Any, schema: dict[str, Any], what: str) -> None:
+    """Validate a start by name against the registered JSON Schema, fetching nothing.
+
+    The schema is data read from Redis: an empty ``referencing.Registry`` keeps a remote ``$ref`` from
+    turning validation into an HTTP request (local ``#/$defs`` references still resolve).
+    """
+    try:
+        validator_class = jsonschema.validators.validator_for(schema)
+        validator_class(schema, registry=referencing.Registry()).validate(value)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "input"
+        raise InvalidInputError(f"input of {what} is invalid at {where}: {exc.message}") from None
+    except (jsonschema.SchemaError, referencing.exceptions.Unresolvable) as exc:
+        raise DurableError(f"the registered input schema of {what} is unusable: {exc}") from None
 
 
 def _check_event_name(name: str) -> None:

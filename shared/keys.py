@@ -11,7 +11,7 @@ Layout, with ``T = {prefix:shard}`` and ``G = {prefix}``::
     T:wf:<id>:calls           hash   seq -> call record (JSON); seq:s -> status; seq:f -> finished ms
     T:wf:<id>:inbox           list   results delivered to the workflow, in arrival order (replay input)
     T:task:<id>:<seq>         hash   a task call: name, args, attempt, options, lease
-    T:q:<queue>               list   ready task items
+    T:q:<queue>:<task>        list   ready calls of one task
     T:wq:<queue>:<name>@<v>   list   ready workflow steps of one workflow version
     T:wake:<ready list>       list   wake-up token for dispatchers blocked on that ready list
     T:proc:<worker>           hash   item -> lease of what a dispatcher holds (the reliable-queue list)
@@ -77,8 +77,9 @@ class ShardKeys:
     def task(self, workflow_id: str, seq: int) -> str:
         return f"{self.tag}:task:{workflow_id}:{seq}"
 
-    def task_queue(self, queue: str) -> str:
-        return f"{self.tag}:q:{queue}"
+    def task_queue(self, queue: str, task: str) -> str:
+        """Ready calls of one task on one queue: a dispatcher only listens for tasks it has."""
+        return f"{self.tag}:q:{queue}:{task}"
 
     def step_queue(self, queue: str, name: str, version: str) -> str:
         return f"{self.tag}:wq:{queue}:{name}@{version}"

@@ -23,7 +23,7 @@ from bdurable.lua import Script, load_scripts
 __all__ = ["ReplicationError", "ScriptCall", "Store", "connect_redis"]
 
 Arg = str | int | float
-WAIT_TIMEOUT_MS = 10_000
+WAIT_TIMEOUT_MS = 2_000  # below the connections' read timeout, so a short-handed WAIT is reported as such
 
 
 class ReplicationError(ConnectionError):
@@ -87,6 +87,7 @@ class Store:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
+        self.cluster = is_cluster_url(settings.redis_url)
         self._scripts = load_scripts()
         self._pending: list[ScriptCall] = []
         self._flush_scheduled = False
@@ -95,6 +96,11 @@ class Store:
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
         return cls(connect_redis(settings.redis_url), settings)
+
+    async def initialize(self) -> None:
+        """Load the cluster's slot map before first use (pub/sub needs it); a no-op on a single Redis."""
+        if self.cluster:
+            await self.redis.initialize()
 
     async def check_shards(self) -> None:
         """Refuse to run with a shard count other than the one this prefix was created with.
@@ -153,6 +159,11 @@ class Store:
                 call.future.set_result(result)
 
     async def _send(self, batch: list[ScriptCall]) -> list[Any]:
+        if self.cluster:
+            # redis-py's cluster pipeline refuses EVALSHA: send the batch concurrently (one call per node
+            # connection) instead; each call finds its slot's node itself.
+            calls = (self._evalsha_reloading(call) for call in batch)
+            return list(await asyncio.gather(*calls, return_exceptions=True))
         if len(batch) == 1 and self.settings.wait_replicas == 0:
             call = batch[0]
             try:
@@ -171,6 +182,13 @@ class Store:
             for i, result in zip(missing, retried, strict=True):
                 results[i] = result
         return results
+
+    async def _evalsha_reloading(self, call: ScriptCall) -> Any:
+        try:
+            return await self._evalsha(call)
+        except NoScriptError:
+            await self.redis.script_load(call.script.source)
+            return await self._evalsha(call)
 
     async def _evalsha(self, call: ScriptCall) -> Any:
         return await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from support import InProcessRoles, RoleProcesses
+from support import InProcessRoles, LocalCluster, RoleProcesses
 
 from bdurable import Client, Settings
 from bdurable.embedded import RedisServer
@@ -59,3 +59,12 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[RoleProcesses]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    cluster = LocalCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

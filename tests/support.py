@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -121,3 +122,61 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free too."""
+    from bdurable.embedded import free_port, port_is_free
+
+    while True:
+        port = free_port()
+        if port < 55000 and port_is_free(port + 10000):
+            return port
+
+
+class LocalCluster:
+    """A real 3-master Redis Cluster on loopback: three redis-server processes, slots assigned here."""
+
+    def __init__(self, masters: int = 3) -> None:
+        from bdurable.embedded import RedisServer
+
+        self.nodes = [
+            RedisServer(port=_cluster_port(), extra=["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+            for _ in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> LocalCluster:
+        import redis
+
+        for node in self.nodes:
+            node.start()
+        clients = [redis.Redis(port=node.port, decode_responses=True) for node in self.nodes]
+        try:
+            per_node = 16384 // len(self.nodes)
+            for index, client in enumerate(clients):
+                first = index * per_node
+                last = 16383 if index == len(clients) - 1 else first + per_node - 1
+                client.execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
+            for client in clients[1:]:
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            deadline = time.monotonic() + 30
+            while not all(
+                c.cluster("info")["cluster_state"] == "ok"
+                and int(c.cluster("info")["cluster_known_nodes"]) == len(self.nodes)
+                for c in clients
+            ):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the test cluster did not converge")
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

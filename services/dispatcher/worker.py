@@ -79,7 +79,7 @@ class Dispatcher:
         # Per shard: the ready lists this dispatcher listens to (its workflow versions' steps, its task queues).
         self.ready_lists = {
             shard.tag: [shard.step_queue(w.queue, w.name, w.version) for w in self.held]
-            + [shard.task_queue(q) for q in self.queues]
+            + [shard.task_queue(t.queue, t.name) for t in registry.tasks.values() if t.queue in self.queues]
             for shard in self.shards
         }
         self._rotation = 0
@@ -192,7 +192,9 @@ class Dispatcher:
 
     async def _claim_loop(self, stopping: Stopping) -> None:
         assert self.store is not None
-        waiters = [asyncio.create_task(self._wake_waiter(shard, stopping)) for shard in self.shards]
+        claiming = asyncio.Event()  # cleared when this loop ends: the waiters leave within WAKE_TIMEOUT
+        claiming.set()
+        waiters = [asyncio.create_task(self._wake_waiter(shard, claiming)) for shard in self.shards]
         delay = 0.05
         try:
             while not stopping.is_set:
@@ -219,9 +221,11 @@ class Dispatcher:
                 if not claims:
                     await _first(self._woken.wait(), stopping.event.wait())
         finally:
-            for waiter in waiters:
+            # Blocking reads are not cancelled mid-command (redis-py may swallow that); they time out.
+            claiming.clear()
+            _, late = await asyncio.wait(waiters, timeout=WAKE_TIMEOUT + 2)
+            for waiter in late:
                 waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _claim(self, budget: int) -> list[list[Any]]:
         """Claim from every shard at once (one pipelined round trip), each list in a rotating order."""
@@ -242,16 +246,16 @@ class Dispatcher:
         turn = self._rotation % len(lists)
         return lists[turn:] + lists[:turn]
 
-    async def _wake_waiter(self, shard: ShardKeys, stopping: Stopping) -> None:
+    async def _wake_waiter(self, shard: ShardKeys, claiming: asyncio.Event) -> None:
         """Block on one shard's wake-up tokens and wake the claim loop (one blocked connection per shard)."""
         assert self.store is not None
         wake_lists = [shard.wake(lst) for lst in self.ready_lists[shard.tag]]
-        while not stopping.is_set:
+        while claiming.is_set():
             try:
                 if await self.store.redis.blpop(wake_lists, timeout=WAKE_TIMEOUT):
                     self._woken.set()
             except REDIS_ERRORS:
-                await stopping.sleep(0.5)
+                await asyncio.sleep(0.5)
             self.health.tick()
 
     def _spawn(self, claim: list[Any]) -> None:

@@ -14,8 +14,8 @@ from contextlib import suppress
 
 import structlog
 
-from bdurable.config import Settings
 from bdurable.codec import loads
+from bdurable.config import Settings
 from bdurable.keys import Keys, ShardKeys
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics

@@ -8,12 +8,15 @@ code. A traceback is only shown with ``--debug``: an operator needs the message,
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import os
+import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
@@ -28,6 +31,7 @@ from bdurable.durations import parse_duration
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_NOT_FOUND",
@@ -49,6 +53,7 @@ __all__ = [
     "import_app_modules",
     "parse_json",
     "parse_timeout",
+    "redact_url",
     "run",
 ]
 
@@ -62,6 +67,7 @@ EXIT_NOT_FOUND = 3  # no such workflow or dead-letter entry
 EXIT_UNREACHABLE = 4  # Redis cannot be reached
 EXIT_TIMEOUT = 124  # `--timeout` ran out before the workflow finished (as GNU `timeout` does)
 EXIT_INTERRUPTED = 130  # Ctrl-C while a client command waited (128 + SIGINT, as shells do)
+EXIT_BROKEN_PIPE = 141  # stdout closed by its reader (128 + SIGPIPE, as shells report it)
 
 RedisUrl = Annotated[
     str | None,
@@ -74,9 +80,7 @@ RedisUrl = Annotated[
 ]
 Prefix = Annotated[
     str | None,
-    typer.Option(
-        "--prefix", envvar="BDURABLE_PREFIX", show_envvar=True, help="Key prefix (default bdurable)."
-    ),
+    typer.Option("--prefix", envvar="BDURABLE_PREFIX", show_envvar=True, help="Key prefix (default bdurable)."),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON document.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
@@ -97,7 +101,9 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
 
 def console() -> Console:
     """A rich console on the current stdout (looked up per call: test runners swap ``sys.stdout``)."""
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    # Tables keep their natural width, as kubectl's do: ids stay whole and copyable, rows stay one line for
+    # grep/awk, and a narrow terminal wraps long lines itself instead of rich squeezing every column.
+    return Console(file=sys.stdout, highlight=False, width=100_000)
 
 
 def error_console() -> Console:
@@ -134,9 +140,7 @@ def parse_json(text: str | None, option: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CliError(
-            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        raise CliError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
 
 def parse_timeout(text: str | None) -> float | None:
@@ -185,6 +189,9 @@ _BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_NETWORK_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN})
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The contract's exit code for an error raised by a command."""
     if isinstance(exc, CliError):
@@ -195,30 +202,31 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_NOT_FOUND
     if isinstance(exc, _BAD_INPUT_ERRORS):
         return EXIT_BAD_INPUT
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError):
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError | socket.gaierror):
         return EXIT_UNREACHABLE
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+        return EXIT_UNREACHABLE  # socket-level failures to connect: unreachable host or network
     if isinstance(exc, TimeoutError):
         return EXIT_TIMEOUT
-    if isinstance(exc, OSError):
-        return EXIT_UNREACHABLE  # socket-level failures to connect (DNS, unreachable host)
     if isinstance(exc, errors.DurableError | ValueError):
         return EXIT_BAD_INPUT  # e.g. resume of a workflow that is not halted, an invalid id or cursor
     return EXIT_FAILED
 
 
-def message_for(exc: BaseException, redis_url: str | None) -> str:
+def message_for(exc: BaseException, redis_url: str | None, *, debug: bool = False) -> str:
     """One line saying what went wrong, without our internals."""
     code = exit_code_for(exc)
     text = " ".join(str(exc).split()) or type(exc).__name__
     if code == EXIT_UNREACHABLE:
-        where = f" at {_redacted(redis_url)}" if redis_url else ""
+        where = f" at {redact_url(redis_url)}" if redis_url else ""
         return f"cannot reach Redis{where}: {text}"
     if isinstance(exc, CliError | errors.DurableError | ValueError | TimeoutError):
         return text
-    return f"{type(exc).__name__}: {text} (run again with --debug for the traceback)"
+    hint = "" if debug else " (run again with --debug for the traceback)"
+    return f"{type(exc).__name__}: {text}{hint}"
 
 
-def _redacted(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without its password, fit for an error message or a report."""
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
@@ -232,7 +240,7 @@ def report_error(exc: BaseException, *, debug: bool, redis_url: str | None = Non
     """Write the error (one line, or the traceback with ``--debug``) and exit with its code."""
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    typer.echo(f"error: {message_for(exc, redis_url)}", err=True)
+    typer.echo(f"error: {message_for(exc, redis_url, debug=debug)}", err=True)
     raise typer.Exit(exit_code_for(exc))
 
 
@@ -250,6 +258,11 @@ def handles_errors(command: Callable[P, T]) -> Callable[P, T]:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`bdurable list | head`): stop quietly, as Unix tools do.
+            with suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -260,10 +273,6 @@ def handles_errors(command: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-def run(main: Awaitable[T]) -> T:
+def run(main: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine on a fresh event loop (commands are synchronous entry points)."""
-    return asyncio.run(_as_coroutine(main))
-
-
-async def _as_coroutine(main: Awaitable[T]) -> T:
-    return await main
+    return asyncio.run(main)

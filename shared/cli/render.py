@@ -80,7 +80,7 @@ def _error_line(error: Mapping[str, Any] | None) -> str:
 def _key_values(rows: Iterable[tuple[str, Any]]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    table.add_column()
     for key, value in rows:
         table.add_row(key, value if isinstance(value, Text) else escape(str(value)))
     return table
@@ -116,7 +116,7 @@ def print_page(items: list[WorkflowState]) -> None:
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("ID", "NAME", "VERSION", "STATUS", "STEP", "WAITING ON", "UPDATED"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column)
     for state in items:
         table.add_row(
             escape(state.workflow_id),
@@ -137,7 +137,7 @@ def print_history(entries: list[HistoryEntry]) -> None:
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("SEQ", "KIND", "NAME", "STATUS", "RESULT", "STARTED", "FINISHED"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column)
     for entry in entries:
         table.add_row(
             str(entry.seq),
@@ -158,7 +158,7 @@ def print_dead_letters(entries: list[dict[str, Any]]) -> None:
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("ENTRY", "WORKFLOW", "TASK", "ATTEMPTS", "PARKED", "ERROR", "CREATED"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column)
     for entry in entries:
         table.add_row(
             escape(str(entry.get("entry_id", ""))),

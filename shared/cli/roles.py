@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol
 
@@ -27,7 +28,9 @@ from bdurable.cli.common import (
 from bdurable.config import Settings
 from bdurable.runtime.service import Stopping
 
-__all__ = ["ROLES", "register", "role_available"]
+__all__ = ["PARENT_ENV", "ROLES", "register", "role_available"]
+
+PARENT_ENV = "BDURABLE_DEV_PARENT"  # set by `bdurable dev`: stop when this pid is no longer our parent
 
 # command name -> (module, class): where each role's loop lives.
 ROLES: dict[str, tuple[str, str]] = {
@@ -57,11 +60,10 @@ HeartbeatTimeout = Annotated[
     typer.Option("--heartbeat-timeout", help="Silence after which a dispatcher is declared dead (default 10s)."),
 ]
 WaitReplicas = Annotated[
-    int | None, typer.Option("--wait-replicas", min=0, help="Commits wait for this many replicas (default 0).")
+    int | None,
+    typer.Option("--wait-replicas", min=0, help="Commits wait for this many replicas (default 0)."),
 ]
-MaxPayload = Annotated[
-    str | None, typer.Option("--max-payload", help="Largest payload, e.g. 64KiB (default 1MiB).")
-]
+MaxPayload = Annotated[str | None, typer.Option("--max-payload", help="Largest payload, e.g. 64KiB (default 1MiB).")]
 LogFormat = Annotated[
     str | None, typer.Option("--log-format", help="console or json (default: console on a terminal).")
 ]
@@ -103,11 +105,32 @@ def _serve(command: str, settings: Settings, build: Callable[[], Role]) -> None:
     except ValueError as exc:
         raise CliError(f"invalid setting: {exc}") from None
     role = build()
+    parent = os.environ.pop(PARENT_ENV, None)  # popped: the app's own subprocesses must not inherit it
+
+    async def main(stopping: Stopping) -> None:
+        watchdog = asyncio.create_task(_watch_parent(int(parent), stopping)) if parent else None
+        try:
+            await role.run(stopping)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
     try:
-        asyncio.run(run_until_signalled(role.run))
-    except Exception:
-        log.error(f"{command} crashed", exc_info=True)
+        asyncio.run(run_until_signalled(main))
+    except Exception as exc:
+        # One line in the role's log (the traceback only with --debug, from the error handler): log
+        # renderers that show locals would otherwise print settings, credentials in the URL included.
+        log.error(f"{command} crashed", error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+async def _watch_parent(pid: int, stopping: Stopping) -> None:
+    """Under ``bdurable dev``: drain and stop if the supervisor dies (we would be an orphan otherwise)."""
+    while os.getppid() == pid:
+        if await stopping.sleep(0.5):
+            return
+    log.warning("bdurable dev is gone: stopping")
+    stopping.set()
 
 
 def register(app: typer.Typer) -> None:
@@ -120,9 +143,7 @@ def register(app: typer.Typer) -> None:
 
 @handles_errors
 def dispatcher(
-    app: Annotated[
-        list[str], typer.Option("--app", help="Module whose workflows and tasks to run (repeatable).")
-    ],
+    app: Annotated[list[str], typer.Option("--app", help="Module whose workflows and tasks to run (repeatable).")],
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, help="Workflow steps and tasks run at once.")
     ] = 50,
@@ -152,7 +173,11 @@ def dispatcher(
     import_app_modules(app)
     registry = Registry.from_modules(app)
     role = _role_class("dispatcher")
-    _serve("dispatcher", settings, lambda: role(settings, registry, concurrency=concurrency, queues=queue or None))
+    _serve(
+        "dispatcher",
+        settings,
+        lambda: role(settings, registry, concurrency=concurrency, queues=queue or None),
+    )
 
 
 @handles_errors

@@ -18,6 +18,7 @@ import typer
 from bdurable.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    CliError,
     Debug,
     JsonOutput,
     Prefix,
@@ -67,10 +68,10 @@ def _progress_line(change: dict[str, Any]) -> str:
     return text
 
 
-async def _await_result(client: Client, workflow_id: str, timeout: float | None, *, live: bool) -> Any:
+async def _await_result(client: Client, workflow_id: str, limit: float | None, *, live: bool) -> Any:
     """The workflow's output; on a terminal (and only there) a live status line while it runs."""
     if not live:
-        return await client.result(workflow_id, timeout=timeout)
+        return await client.result(workflow_id, timeout=limit)
     with error_console().status(f"waiting for {workflow_id}") as status:
 
         async def follow() -> None:
@@ -80,22 +81,32 @@ async def _await_result(client: Client, workflow_id: str, timeout: float | None,
 
         follower = asyncio.create_task(follow())
         try:
-            return await client.result(workflow_id, timeout=timeout)
+            return await client.result(workflow_id, timeout=limit)
         finally:
             follower.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await follower
 
 
-async def _finish(client: Client, workflow_id: str, timeout: float | None, *, json_output: bool) -> Any:
+async def _finish(client: Client, workflow_id: str, limit: float | None, *, json_output: bool) -> Any:
     """Wait for the result and print it; with ``--json`` a failure still prints its document first."""
     live = sys.stderr.isatty() and not json_output
     try:
-        output = await _await_result(client, workflow_id, timeout, live=live)
-    except (WorkflowFailedError, WorkflowCancelledError):
+        output = await _await_result(client, workflow_id, limit, live=live)
+    except (WorkflowFailedError, WorkflowCancelledError) as exc:
         if json_output:
             final = await _require_state(client, workflow_id)
-            echo_json({"workflow_id": workflow_id, "status": final.status, "output": final.output, "error": final.error})
+            echo_json(
+                {
+                    "workflow_id": workflow_id,
+                    "status": final.status,
+                    "output": final.output,
+                    "error": final.error,
+                }
+            )
+        if isinstance(exc, WorkflowCancelledError):
+            reason = f": {exc.reason}" if exc.reason else ""
+            raise CliError(f"workflow {workflow_id!r} was cancelled{reason}", EXIT_FAILED) from exc
         raise
     if json_output:
         echo_json({"workflow_id": workflow_id, "status": Status.COMPLETED.value, "output": output})
@@ -107,16 +118,17 @@ async def _finish(client: Client, workflow_id: str, timeout: float | None, *, js
 @handles_errors
 def start(
     name: Annotated[str, typer.Argument(help="Registered workflow name.")],
-    input: Annotated[
-        str | None, typer.Option("--input", help="Input as JSON, or @file (@- for stdin).")
-    ] = None,
+    input: Annotated[str | None, typer.Option("--input", help="Input as JSON, or @file (@- for stdin).")] = None,
     workflow_id: Annotated[
         str | None, typer.Option("--id", help="Workflow id (an idempotency key); random when omitted.")
     ] = None,
     version: Annotated[
-        str | None, typer.Option("--version", help="Start this registered version (default: the newest live).")
+        str | None,
+        typer.Option("--version", help="Start this registered version (default: the newest live)."),
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it (exit 1 if it fails).")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the result and print it (exit 1 if it fails).")
+    ] = False,
     timeout: Timeout = None,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
@@ -232,9 +244,7 @@ def _json_text(value: Any) -> str:
 
 @handles_errors
 def list_workflows(
-    status: Annotated[
-        str | None, typer.Option("--status", help="Only this status (RUNNING, FAILED, ...).")
-    ] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only this status (RUNNING, FAILED, ...).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only workflows of this name.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many workflows.")] = 100,
     cursor: Annotated[
@@ -250,9 +260,7 @@ def list_workflows(
 
     async def main() -> Any:
         async with Client(settings=settings) as client:
-            return await client.list(
-                status=status.upper() if status else None, name=name, limit=limit, cursor=cursor
-            )
+            return await client.list(status=status.upper() if status else None, name=name, limit=limit, cursor=cursor)
 
     page = run(main())
     if json_output:

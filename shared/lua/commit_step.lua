@@ -34,7 +34,7 @@ for _, c in ipairs(step.calls) do
       redis.call('HSET', k_task(id, seq), 'name', c.name, 'args', c.args, 'queue', c.queue, 'attempt', '0',
         'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
         'on_exhausted', c.on_exhausted, 'lease', '0')
-      redis.call('SADD', K_TASK_QUEUES, c.queue)
+      redis.call('SADD', K_TASK_QUEUES, c.queue .. '\t' .. c.name)
       push_task(id, seq, now)
     elseif c.kind == 'sleep' then
       local due = c.due_ms

@@ -20,8 +20,9 @@ for _, member in ipairs(redis.call('SMEMBERS', K_STEP_QUEUES)) do
   local queue, name, version = string.match(member, '^(.-)\t(.-)\t(.*)$')
   note(queue, k_step_queue(queue, name, version), function(item) return k_wf(string.sub(item, 3)) end)
 end
-for _, queue in ipairs(redis.call('SMEMBERS', K_TASK_QUEUES)) do
-  note(queue, k_task_queue(queue), function(item)
+for _, member in ipairs(redis.call('SMEMBERS', K_TASK_QUEUES)) do
+  local queue, name = string.match(member, '^(.-)\t(.*)$')
+  note(queue, k_task_queue(queue, name), function(item)
     local rest = string.sub(item, 3)
     local sep = string.find(rest, '|[^|]*$')
     return k_task(string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1))

@@ -20,7 +20,7 @@ local function k_calls(id) return T .. ':wf:' .. id .. ':calls' end
 local function k_inbox(id) return T .. ':wf:' .. id .. ':inbox' end
 local function k_signals(id) return T .. ':wf:' .. id .. ':signals' end
 local function k_task(id, seq) return T .. ':task:' .. id .. ':' .. seq end
-local function k_task_queue(queue) return T .. ':q:' .. queue end
+local function k_task_queue(queue, task) return T .. ':q:' .. queue .. ':' .. task end
 local function k_step_queue(queue, name, version) return T .. ':wq:' .. queue .. ':' .. name .. '@' .. version end
 local function k_wake(list) return T .. ':wake:' .. list end
 local function k_proc(worker) return T .. ':proc:' .. worker end
@@ -69,9 +69,9 @@ end
 -- Put a task call on its queue's ready list, noting when (for the queue-age metric).
 local function push_task(id, seq, now)
   local task = k_task(id, seq)
-  local queue = redis.call('HGET', task, 'queue')
+  local t = redis.call('HMGET', task, 'queue', 'name')
   redis.call('HSET', task, 'queued_at', int(now))
-  push_ready(k_task_queue(queue), 't|' .. id .. '|' .. seq)
+  push_ready(k_task_queue(t[1], t[2]), 't|' .. id .. '|' .. seq)
 end
 
 -- Tell subscribers (result waiters, `bdurable watch`) the workflow's status; a hint, the hash is the truth.

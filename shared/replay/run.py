@@ -283,12 +283,13 @@ class WorkflowRun:
 
     def take_step(self) -> StepResult:
         """What this step commits: new calls, the status, and the outcome if the workflow ended."""
-        if self.outcome is None and self.recorded:
+        if self.fatal is None and self.recorded:
             last_recorded = max(self.recorded)
-            if last_recorded > self.seq:
+            if last_recorded > self.seq:  # the code ended or blocked before making its recorded calls
                 try:
                     self._nondeterminism(f"the history records {last_recorded} calls but the code made only {self.seq}")
                 except NonDeterminismError:
+                    self.outcome = None  # the failure replaces whatever the different code reached
                     self._check_finished()
         if self.outcome is None and not self.pending:
             self.outcome = _failure(

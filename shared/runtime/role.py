@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import structlog
 from bdurable.config import Settings
 from bdurable.runtime.health import Health, HealthServer
 from bdurable.runtime.metrics import Metrics
+from bdurable.runtime.service import REDIS_ERRORS
 from bdurable.store import Store
 
 __all__ = ["RoleRuntime", "role_runtime"]
@@ -25,10 +27,24 @@ class RoleRuntime:
     health: Health
 
 
+async def _initialize(store: Store) -> None:
+    """Retry until Redis answers: a role started before Redis waits for it instead of exiting."""
+    delay = 0.1
+    while True:
+        try:
+            await store.initialize()
+            return
+        except REDIS_ERRORS as exc:
+            log.warning("redis unavailable at start, retrying", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 @asynccontextmanager
 async def role_runtime(role: str, settings: Settings, *, stall_after: float = 30.0) -> AsyncIterator[RoleRuntime]:
     """Connect to Redis, start the metrics/health endpoint when ``metrics_port`` is set, clean up after."""
     store = Store.from_settings(settings)
+    await _initialize(store)
     runtime = RoleRuntime(store, Metrics(role), Health(stall_after))
     server = None
     if settings.metrics_port is not None:

@@ -1,0 +1,278 @@
+"""``bdurable doctor``: is this Redis fit to hold workflow state, and how much could a crash lose?
+
+Workflow state lives only in Redis, so two settings decide whether it is safe: persistence (AOF and/or
+RDB snapshots, and how often the AOF is fsynced) and the eviction policy (anything but ``noeviction``
+lets Redis delete keys, i.e. queued work and workflows, under memory pressure). The report reads
+``INFO`` and ``CONFIG GET``; managed services often refuse ``CONFIG``, and then the report says what it
+could not check and falls back to what ``INFO`` shows. ``evaluate`` is pure (tested with made-up
+servers); ``diagnose`` only fetches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+__all__ = ["CONFIG_PARAMETERS", "MIN_VERSION", "DoctorReport", "diagnose", "evaluate", "merge"]
+
+CONFIG_PARAMETERS = ("appendonly", "appendfsync", "save", "maxmemory-policy")
+MIN_VERSION = (6, 2)  # BLMOVE, used to claim work without losing it on a crash
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorReport:
+    """What the doctor found. ``persisted``/``evictable`` are ``None`` when they could not be checked."""
+
+    redis_url: str
+    server_version: str | None
+    mode: str | None
+    role: str | None
+    connected_replicas: int | None
+    aof_enabled: bool | None
+    appendfsync: str | None
+    save: str | None
+    last_snapshot: datetime | None
+    maxmemory: int | None
+    maxmemory_policy: str | None
+    persisted: bool | None
+    evictable: bool | None
+    loss_window: str
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)  # the primaries judged, on a cluster
+
+    @property
+    def ok(self) -> bool:
+        """True when workflow state survives a Redis restart and cannot be evicted."""
+        return self.persisted is True and self.evictable is False and not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["last_snapshot"] = self.last_snapshot.isoformat() if self.last_snapshot else None
+        data["ok"] = self.ok
+        return data
+
+
+async def diagnose(redis: Any, *, redis_url: str, wait_replicas: int = 0) -> DoctorReport:
+    """Read INFO and CONFIG from a connected ``redis.asyncio`` client (decoded responses) and evaluate.
+
+    On a cluster every primary is read and judged: state is only as safe as its weakest shard. Connection
+    errors propagate (the CLI exits 4); refusals of INFO or CONFIG are reported as unchecked.
+    """
+    await redis.ping()
+    primaries = list(redis.get_primaries()) if hasattr(redis, "get_primaries") else []
+    if not primaries:
+        info, config, refused = await _read(redis, {})
+        return evaluate(info, config, redis_url=redis_url, wait_replicas=wait_replicas, refused=refused)
+    reports = []
+    for node in primaries:
+        info, config, refused = await _read(redis, {"target_nodes": node})
+        reports.append(evaluate(info, config, redis_url=node.name, wait_replicas=wait_replicas, refused=refused))
+    return merge(reports, redis_url=redis_url)
+
+
+async def _read(redis: Any, target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    info: dict[str, Any] = {}
+    refused: dict[str, str] = {}
+    try:
+        info = dict(await redis.info(**target))
+    except ResponseError as exc:
+        refused["INFO"] = str(exc)
+    config: dict[str, str] = {}
+    for parameter in CONFIG_PARAMETERS:
+        try:
+            config.update(await redis.config_get(parameter, **target))
+        except ResponseError as exc:
+            refused.setdefault("CONFIG GET", str(exc))
+    return info, config, refused
+
+
+def merge(reports: list[DoctorReport], *, redis_url: str) -> DoctorReport:
+    """One verdict for several nodes (a cluster's primaries): the weakest node decides."""
+    if len(reports) == 1:
+        return replace(reports[0], redis_url=redis_url)
+
+    def each(items: list[str], report: DoctorReport) -> list[str]:
+        return [f"{report.redis_url}: {item}" for item in items]
+
+    def same(values: list[Any]) -> Any:
+        distinct = list(dict.fromkeys(values))
+        return distinct[0] if len(distinct) == 1 else None
+
+    persisted = [r.persisted for r in reports]
+    evictable = [r.evictable for r in reports]
+    windows = list(dict.fromkeys(r.loss_window for r in reports))
+    replicas = [r.connected_replicas for r in reports]
+    snapshots = [r.last_snapshot for r in reports if r.last_snapshot is not None]
+    return DoctorReport(
+        redis_url=redis_url,
+        server_version=", ".join(dict.fromkeys(r.server_version or "?" for r in reports)),
+        mode=f"cluster ({len(reports)} primaries)",
+        role=same([r.role for r in reports]),
+        connected_replicas=None if None in replicas else sum(r or 0 for r in replicas),
+        aof_enabled=same([r.aof_enabled for r in reports]),
+        appendfsync=same([r.appendfsync for r in reports]),
+        save=same([r.save for r in reports]),
+        last_snapshot=min(snapshots) if snapshots else None,
+        maxmemory=same([r.maxmemory for r in reports]),
+        maxmemory_policy=same([r.maxmemory_policy for r in reports]),
+        persisted=False if False in persisted else (True if all(persisted) else None),
+        evictable=True
+        if True in evictable
+        else (False if evictable and not any(evictable) and None not in evictable else None),
+        loss_window=windows[0] if len(windows) == 1 else "; ".join(f"{r.redis_url}: {r.loss_window}" for r in reports),
+        problems=[item for r in reports for item in each(r.problems, r)],
+        warnings=[item for r in reports for item in each(r.warnings, r)],
+        unchecked=[item for r in reports for item in each(r.unchecked, r)],
+        nodes=[r.redis_url for r in reports],
+    )
+
+
+def evaluate(
+    info: Mapping[str, Any],
+    config: Mapping[str, str],
+    *,
+    redis_url: str,
+    wait_replicas: int = 0,
+    refused: Mapping[str, str] | None = None,
+) -> DoctorReport:
+    """The verdict for a server, from its INFO fields and CONFIG values (either may be partial)."""
+    refused = refused or {}
+    problems: list[str] = []
+    warnings: list[str] = []
+    unchecked = [f"{command} was refused ({reason})" for command, reason in refused.items()]
+
+    aof = _yes(config.get("appendonly"))
+    if aof is None and "aof_enabled" in info:
+        aof = int(info["aof_enabled"]) == 1
+    fsync = config.get("appendfsync")
+    save = config.get("save")
+    rdb = None if save is None else bool(save.strip())
+    policy = config.get("maxmemory-policy") or _text(info.get("maxmemory_policy"))
+    for name, value in (
+        ("appendonly", aof),
+        ("appendfsync", fsync),
+        ("save", save),
+        ("maxmemory-policy", policy),
+    ):
+        if value is None and not (name == "appendfsync" and aof is False):
+            unchecked.append(f"{name} could not be read")
+
+    persisted = True if (aof or rdb) else (False if aof is False and rdb is False else None)
+    evictable = None if policy is None else policy != "noeviction"
+    version = _text(info.get("redis_version"))
+    role = _text(info.get("role"))
+    replicas = _int(info.get("connected_slaves"))
+    last_save = _int(info.get("rdb_last_save_time"))
+    snapshot = datetime.fromtimestamp(last_save, UTC) if last_save and rdb else None
+
+    if persisted is None:
+        problems.append("could not confirm that Redis persists its data (AOF or RDB)")
+    elif not persisted:
+        problems.append("Redis persists nothing: every workflow is lost when it restarts (turn on appendonly)")
+    if evictable:
+        problems.append(
+            f"maxmemory-policy is {policy}: Redis may evict workflow state under memory pressure "
+            "(set maxmemory-policy noeviction)"
+        )
+    if version is not None and _version(version) < MIN_VERSION:
+        problems.append(f"Redis {version} is too old: b-durable needs {'.'.join(map(str, MIN_VERSION))} or newer")
+    if role == "slave":
+        problems.append("this server is a replica: point BDURABLE_REDIS_URL at the primary")
+    if aof and _text(info.get("aof_last_write_status")) not in (None, "ok"):
+        problems.append("the last AOF write failed: Redis may be refusing writes (check its disk)")
+    if rdb and _text(info.get("rdb_last_bgsave_status")) not in (None, "ok"):
+        problems.append("the last RDB snapshot failed (check Redis's disk and logs)")
+    if aof and fsync == "no":
+        warnings.append("appendfsync no leaves flushing to the OS: prefer everysec (or always)")
+    if _int(info.get("maxmemory")) == 0 and policy == "noeviction":
+        warnings.append("no maxmemory is set: Redis can grow until the OS kills it (set maxmemory)")
+    if replicas:
+        warnings.append(
+            f"a failover to one of the {replicas} replica(s) can drop writes not yet replicated; "
+            "BDURABLE_WAIT_REPLICAS narrows that window"
+        )
+    if wait_replicas and (replicas or 0) < wait_replicas:
+        warnings.append(
+            f"BDURABLE_WAIT_REPLICAS={wait_replicas} but {replicas or 0} replica(s) are connected: "
+            "every commit will wait for replicas that are not there"
+        )
+
+    return DoctorReport(
+        redis_url=redis_url,
+        server_version=version,
+        mode=_mode(info),
+        role=role,
+        connected_replicas=replicas,
+        aof_enabled=aof,
+        appendfsync=fsync,
+        save=save,
+        last_snapshot=snapshot,
+        maxmemory=_int(info.get("maxmemory")),
+        maxmemory_policy=policy,
+        persisted=persisted,
+        evictable=evictable,
+        loss_window=_loss_window(aof, fsync, rdb, save, snapshot),
+        problems=problems,
+        warnings=warnings,
+        unchecked=unchecked,
+    )
+
+
+def _loss_window(aof: bool | None, fsync: str | None, rdb: bool | None, save: str | None, at: datetime | None) -> str:
+    """In words: which acknowledged writes a crash or restart can lose with this setup."""
+    if aof:
+        if fsync == "always":
+            return "none: every write is on disk before Redis acknowledges it"
+        if fsync == "everysec":
+            return "about 1 s of acknowledged writes on a host crash or power loss (none if only Redis dies)"
+        if fsync == "no":
+            return "up to about 30 s of acknowledged writes on a host crash (none if only Redis dies)"
+        return (
+            "on a host crash: none with appendfsync always, about 1 s with everysec, up to about 30 s "
+            "with no (appendfsync could not be read)"
+        )
+    if rdb:
+        since = f" (last at {at.isoformat(timespec='seconds')})" if at else ""
+        return f"everything written since the last RDB snapshot{since}, on any crash; snapshots: save {save}"
+    if aof is False and rdb is False:
+        return "everything, on any restart: nothing is persisted"
+    return "unknown: persistence could not be checked"
+
+
+def _mode(info: Mapping[str, Any]) -> str | None:
+    if _int(info.get("cluster_enabled")):
+        return "cluster"
+    return _text(info.get("redis_mode"))
+
+
+def _yes(value: str | None) -> bool | None:
+    return None if value is None else value.strip().lower() == "yes"
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)

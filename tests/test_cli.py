@@ -1,0 +1,440 @@
+"""The ``bdurable`` command line: exit codes, one-line errors, ``--json`` shapes, real role processes, ``dev``.
+
+Client commands run in-process through typer's ``CliRunner`` (fast); the roles they talk to are real
+``python -m bdurable.cli ...`` processes, started once for this module on its own key prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from support import APPS, RoleProcesses
+from typer.testing import CliRunner, Result
+
+from bdurable import Settings
+from bdurable.cli import app
+from bdurable.embedded import RedisServer, free_port
+from bdurable.keys import Keys
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    env: dict[str, str]
+
+
+def cli(env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
+def assert_error(result: Result, code: int, *fragments: str) -> None:
+    """The contract for errors: the exit code, one line on stderr, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    settings = Settings(
+        redis_url=redis_server.url,
+        prefix=f"cli{uuid.uuid4().hex[:8]}",
+        heartbeat_interval=0.2,
+        heartbeat_timeout=1.0,
+    )
+    roles = RoleProcesses(settings, tmp_path_factory.mktemp("roles"))
+    try:
+        roles.start("dispatcher", "--app", "cli_app", "--concurrency", "8")
+        for role in ("scheduler", "signal-bus", "reaper"):
+            roles.start(role)
+        sync = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            wait_for(lambda: sync.hexists(Keys(settings.prefix).registry, "parked@1"), timeout=15)
+        finally:
+            sync.close()
+        yield Fleet(settings, {"BDURABLE_REDIS_URL": settings.redis_url, "BDURABLE_PREFIX": settings.prefix})
+    finally:
+        roles.stop_all()
+
+
+@pytest.fixture
+def env(settings: Settings) -> dict[str, str]:
+    """A fresh prefix with no roles: for errors that need no workflow to run."""
+    return {"BDURABLE_REDIS_URL": settings.redis_url, "BDURABLE_PREFIX": settings.prefix}
+
+
+def new_id() -> str:
+    return f"wf-{uuid.uuid4().hex[:10]}"
+
+
+# -- the command line itself ------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("dispatcher", "scheduler", "reaper", "signal-bus", "dev", "start", "state", "result",
+                    "send-event", "publish-event", "cancel", "resume", "list", "history", "watch", "check",
+                    "doctor", "dlq"):  # fmt: skip
+        assert command in result.stdout
+
+
+def test_python_dash_m_runs_the_cli_and_errors_are_one_line(env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bdurable.cli", "state", "no-such-id"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 3
+    assert done.stderr.strip() == "error: no workflow with id 'no-such-id' (never started, or expired)"
+
+
+def test_usage_errors_exit_2(env: dict[str, str]) -> None:
+    assert cli(env, "start").exit_code == 2
+    assert cli(env, "dispatcher").exit_code == 2  # --app is required
+    assert cli(env, "list", "--limit", "0").exit_code == 2
+
+
+# -- errors and their exit codes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["state", "nope"],
+        ["result", "nope"],
+        ["history", "nope"],
+        ["watch", "nope"],
+        ["resume", "nope"],
+        ["cancel", "nope"],
+        ["send-event", "nope", "approved"],
+        ["dlq", "show", "0-999"],
+        ["dlq", "retry", "0-999"],
+        ["dlq", "fail", "0-999"],
+    ],
+)
+def test_not_found_exits_3(env: dict[str, str], args: list[str]) -> None:
+    assert_error(cli(env, *args), 3)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["start", "adder", "--input", '{"a": 1,\n "b": }'], "line 2 column 7"),
+        (["send-event", "x", "e", "--payload", "[1, 2"], "--payload is not valid JSON"),
+        (["publish-event", "e", "--key", "k", "--payload", "{'a': 1}"], "line 1 column 2"),
+        (["start", "adder", "--input", "@/no/such/file.json"], "cannot read --input @/no/such/file.json"),
+        (["start", "never_registered"], "no dispatcher has registered a workflow named 'never_registered'"),
+        (["start", "adder", "--timeout", "soon"], "invalid --timeout"),
+        (["list", "--status", "SNOOZING"], "unknown status"),
+        (["list", "--cursor", "garbage"], "invalid cursor"),
+        (["state", "x", "--prefix", "has space"], "invalid prefix"),
+        (["scheduler", "--heartbeat-timeout", "forever"], "invalid setting"),
+        (["dispatcher", "--app", "no_such_module_anywhere"], "cannot import --app module 'no_such_module_anywhere'"),
+    ],
+)
+def test_bad_input_exits_2(env: dict[str, str], args: list[str], fragment: str) -> None:
+    assert_error(cli(env, *args), 2, fragment)
+
+
+def test_unreachable_redis_exits_4_and_debug_shows_the_traceback() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    for args in (["state", "x"], ["list"], ["doctor"], ["start", "adder"], ["dlq", "list"]):
+        assert_error(cli({}, *args, "--redis-url", url), 4, f"cannot reach Redis at {url}")
+    debug = cli({}, "state", "x", "--redis-url", url, "--debug")
+    assert debug.exit_code == 4
+    assert "Traceback" in debug.stderr
+
+
+def test_input_from_a_file_and_stdin(fleet: Fleet, tmp_path: Path) -> None:
+    data = tmp_path / "input.json"
+    data.write_text('{"a": 20, "b": 22}')
+    result = cli(fleet.env, "start", "adder", "--input", f"@{data}", "--wait", "--json")
+    assert json.loads(result.stdout)["output"] == 42
+    piped = CliRunner().invoke(app, ["start", "adder", "--input", "@-", "--wait"], input='{"a": 1, "b": 1}',
+                               env=fleet.env)  # fmt: skip
+    assert piped.stdout.splitlines()[-1] == "2"
+
+
+# -- workflows through real role processes ----------------------------------------------------------------
+
+
+def test_start_wait_json_and_plain(fleet: Fleet) -> None:
+    result = cli(fleet.env, "start", "adder", "--input", '{"a": 2, "b": 3}', "--wait", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert set(document) == {"workflow_id", "status", "output"}
+    assert document["status"] == "COMPLETED"
+    assert document["output"] == 5
+    plain = cli(fleet.env, "start", "adder", "--input", '{"a": 1, "b": 1}', "--id", new_id(), "--wait")
+    assert plain.exit_code == 0
+    assert plain.stdout.splitlines()[-1] == "2"
+
+
+def test_start_then_state_result_history(fleet: Fleet) -> None:
+    workflow_id = new_id()
+    started = cli(fleet.env, "start", "adder", "--input", '{"a": 4, "b": 5}', "--id", workflow_id, "--json")
+    assert json.loads(started.stdout) == {"workflow_id": workflow_id, "status": "RUNNING"}
+    assert cli(fleet.env, "result", workflow_id, "--timeout", "10").stdout.strip() == "9"
+    state = json.loads(cli(fleet.env, "state", workflow_id, "--json").stdout)
+    assert set(state) == {"workflow_id", "name", "version", "status", "step", "waiting_on", "input", "output",
+                          "error", "parent_id", "created_at", "updated_at"}  # fmt: skip
+    assert (state["status"], state["output"], state["step"], state["input"]) == ("COMPLETED", 9, 1, {"a": 4, "b": 5})
+    history = json.loads(cli(fleet.env, "history", workflow_id, "--json").stdout)
+    assert [set(entry) for entry in history] == [
+        {"seq", "kind", "name", "status", "result", "started_at", "finished_at"}
+    ]
+    assert (history[0]["kind"], history[0]["name"], history[0]["result"]) == ("task", "cli_app.add", 9)
+    human = cli(fleet.env, "state", workflow_id)
+    assert "COMPLETED" in human.stdout
+    assert "adder@1" in human.stdout
+    assert "cli_app.add" in cli(fleet.env, "history", workflow_id).stdout
+    # the id is an idempotency key: starting it again returns the same run
+    again = cli(fleet.env, "start", "adder", "--input", '{"a": 0, "b": 0}', "--id", workflow_id, "--json")
+    assert json.loads(again.stdout) == {"workflow_id": workflow_id, "status": "COMPLETED"}
+
+
+def test_start_refusals_exit_2(fleet: Fleet) -> None:
+    workflow_id = new_id()
+    assert cli(fleet.env, "start", "adder", "--input", '{"a": 1, "b": 1}', "--id", workflow_id).exit_code == 0
+    assert_error(cli(fleet.env, "start", "failing", "--input", '"x"', "--id", workflow_id), 2, "already used")
+    assert_error(cli(fleet.env, "start", "adder", "--input", '{"a": "x"}'), 2, "invalid")
+    assert_error(cli(fleet.env, "start", "adder", "--version", "9", "--input", "{}"), 2, "no registered version")
+    assert cli(fleet.env, "start", "adder", "--version", "1", "--input", '{"a": 1, "b": 1}').exit_code == 0
+
+
+def test_failed_workflow_exits_1(fleet: Fleet) -> None:
+    result = cli(fleet.env, "start", "failing", "--input", '"kaboom"', "--wait")
+    assert_error(result, 1, "failed", "kaboom")
+    workflow_id = result.stdout.split()[0]
+    assert_error(cli(fleet.env, "result", workflow_id), 1, "kaboom")
+    as_json = cli(fleet.env, "result", workflow_id, "--json")
+    assert as_json.exit_code == 1
+    document = json.loads(as_json.stdout)
+    assert document["status"] == "FAILED"
+    assert document["error"]["type"] == "TaskFailedError"
+
+
+def test_timeout_exits_124(fleet: Fleet) -> None:
+    result = cli(fleet.env, "start", "approval", "--input", '""', "--wait", "--timeout", "0.3")
+    assert_error(result, 124, "did not finish within 0.3s")
+    cli(fleet.env, "cancel", result.stdout.split()[0])
+
+
+def test_list_json_pages_and_filters(fleet: Fleet) -> None:
+    ids = [new_id() for _ in range(3)]
+    for workflow_id in ids:
+        cli(fleet.env, "start", "adder", "--input", '{"a": 1, "b": 2}', "--id", workflow_id, "--wait")
+    first = json.loads(cli(fleet.env, "list", "--json", "--limit", "2", "--name", "adder").stdout)
+    assert set(first) == {"items", "next_cursor"}
+    assert len(first["items"]) == 2
+    assert first["next_cursor"]
+    second = json.loads(
+        cli(fleet.env, "list", "--json", "--limit", "2", "--name", "adder", "--cursor", first["next_cursor"]).stdout
+    )
+    seen = [item["workflow_id"] for item in first["items"] + second["items"]]
+    assert len(set(seen)) == len(seen)
+    assert ids[-1] in seen
+    assert ids[-2] in seen
+    completed = json.loads(cli(fleet.env, "list", "--json", "--status", "completed").stdout)["items"]
+    assert completed
+    assert {item["status"] for item in completed} == {"COMPLETED"}
+    table = cli(fleet.env, "list", "--name", "adder")
+    assert table.exit_code == 0
+    assert ids[-1] in table.stdout
+
+
+def test_watch_prints_signals_and_status_changes(fleet: Fleet) -> None:
+    workflow_id = new_id()
+    cli(fleet.env, "start", "progress", "--input", "4", "--id", workflow_id)
+    result = cli(fleet.env, "watch", workflow_id, "--json")
+    assert result.exit_code == 0, result.stderr
+    changes = [json.loads(line) for line in result.stdout.splitlines()]
+    assert changes[-1]["status"] == "COMPLETED"
+    signals = [change["signal"] for change in changes if "signal" in change]
+    assert signals
+    assert all(s["name"] == "progress" for s in signals)
+    assert signals[-1]["payload"] == {"done": 4, "of": 4}
+    human = cli(fleet.env, "watch", workflow_id)
+    assert human.exit_code == 0
+    assert "COMPLETED" in human.stdout
+
+
+def test_watch_of_a_failed_workflow_exits_1(fleet: Fleet) -> None:
+    started = cli(fleet.env, "start", "failing", "--input", '"no"', "--wait")
+    assert cli(fleet.env, "watch", started.stdout.split()[0]).exit_code == 1
+
+
+def test_send_event_publish_event_and_cancel(fleet: Fleet) -> None:
+    sent, published, cancelled = new_id(), new_id(), new_id()
+    cli(fleet.env, "start", "approval", "--input", '""', "--id", sent)
+    sending = cli(fleet.env, "send-event", sent, "approved", "--payload", '{"by": "ann"}')
+    assert sending.exit_code == 0, sending.stderr
+    assert json.loads(cli(fleet.env, "result", sent, "--timeout", "10").stdout) == {"approved_by": "ann"}
+
+    cli(fleet.env, "start", "approval", "--input", json.dumps(published), "--id", published)
+    wait_for(lambda: "AWAITING_EVENT" in cli(fleet.env, "state", published, "--json").stdout)
+    woken = cli(fleet.env, "publish-event", "approved", "--key", published, "--payload", '{"by": "bob"}', "--json")
+    assert json.loads(woken.stdout) == {"woken": 1}
+    assert json.loads(cli(fleet.env, "result", published, "--timeout", "10").stdout) == {"approved_by": "bob"}
+
+    cli(fleet.env, "start", "approval", "--input", '""', "--id", cancelled)
+    assert cli(fleet.env, "cancel", cancelled, "--reason", "changed my mind").exit_code == 0
+    assert_error(cli(fleet.env, "result", cancelled, "--timeout", "10"), 1, "cancelled: changed my mind")
+    assert_error(cli(fleet.env, "resume", cancelled), 2, "not VERSION_MISMATCH")
+
+
+def test_dead_letter_queue(fleet: Fleet) -> None:
+    workflow_id = new_id()
+    cli(fleet.env, "start", "parked", "--input", '"broken"', "--id", workflow_id)
+
+    def parked_entry() -> dict[str, Any] | None:
+        entries = json.loads(cli(fleet.env, "dlq", "list", "--json").stdout)
+        return next((e for e in entries if e["workflow_id"] == workflow_id and e["parked"]), None)
+
+    entry = wait_for(parked_entry)
+    assert set(entry) == {"entry_id", "workflow_id", "task", "args", "error", "attempts", "parked", "created_at"}
+    shown = json.loads(cli(fleet.env, "dlq", "show", entry["entry_id"], "--json").stdout)
+    assert shown["error"]["message"] == "broken"
+    assert "cli_app.fragile" in cli(fleet.env, "dlq", "list").stdout
+    assert cli(fleet.env, "dlq", "fail", entry["entry_id"]).exit_code == 0
+    assert_error(cli(fleet.env, "result", workflow_id, "--timeout", "10"), 1, "broken")
+
+    other = new_id()  # a task that fails without parking: its entry cannot be retried or failed
+    cli(fleet.env, "start", "failing", "--input", '"plain"', "--id", other, "--wait")
+    plain = next(e for e in json.loads(cli(fleet.env, "dlq", "list", "--json").stdout) if e["workflow_id"] == other)
+    assert_error(cli(fleet.env, "dlq", "retry", plain["entry_id"]), 2, "not parked")
+    assert_error(cli(fleet.env, "dlq", "fail", plain["entry_id"]), 2, "not parked")
+    purged = json.loads(cli(fleet.env, "dlq", "purge", "--yes", "--json").stdout)
+    assert purged["purged"] >= 1
+    assert_error(cli(fleet.env, "dlq", "show", plain["entry_id"]), 3)
+
+
+# -- bdurable dev ----------------------------------------------------------------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def start_dev(tmp_path: Path, *args: str, extra_path: str = "") -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp_path / "dev.log"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BDURABLE_")}
+    environment["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, str(APPS), os.environ.get("PYTHONPATH")) if p)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bdurable.cli", "dev", *args],
+            env=environment, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return process, log
+
+
+def stop_dev(process: subprocess.Popen[bytes], children: list[int]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    for pid in children:
+        if alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_dev_runs_a_workflow_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    port = free_port()
+    process, log = start_dev(tmp_path, "--app", "cli_app", "--port", str(port), "--data-dir", str(tmp_path / "r"))
+    children: list[int] = []
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_for(lambda: f"export BDURABLE_REDIS_URL={url}" in log.read_text(), timeout=15)
+        roles = ("dispatcher", "scheduler", "reaper", "signal bus")
+        wait_for(lambda: all(f"{role} started" in log.read_text() for role in roles), timeout=15)
+        workflow_id = new_id()
+
+        def started() -> bool:
+            args = ["start", "adder", "--input", '{"a": 3, "b": 4}', "--id", workflow_id, "--json", "--redis-url", url]
+            return cli({}, *args).exit_code == 0  # exit 2 until the dispatcher has registered
+
+        wait_for(started, timeout=15)
+        assert cli({}, "result", workflow_id, "--redis-url", url, "--timeout", "10").stdout.strip() == "7"
+        children = children_of(process.pid)
+        assert len(children) == 5  # redis-server and the four roles
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+        output = log.read_text()
+        assert "Traceback" not in output
+        for role in roles:  # each drained and stopped on its own
+            assert f"{role.replace(' ', '-'):<10} |" in output
+            assert f"{role} stopped" in output
+        assert not [pid for pid in children if alive(pid)]
+        with RedisServer(port=port):  # the port is free again: another server can listen on it
+            pass
+    finally:
+        stop_dev(process, children)
+
+
+def test_dev_reports_a_role_that_dies(tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text('raise RuntimeError("cannot start")\n')
+    port = free_port()
+    process, log = start_dev(tmp_path, "--app", "broken_app", "--port", str(port), "--data-dir",
+                             str(tmp_path / "r"), extra_path=str(tmp_path))  # fmt: skip
+    try:
+        assert process.wait(timeout=30) == 1
+        output = log.read_text()
+        assert "dispatcher exited unexpectedly" in output
+        assert "cannot import --app module 'broken_app'" in output
+        with RedisServer(port=port):
+            pass
+    finally:
+        stop_dev(process, [])
+
+
+def test_dev_needs_an_app_and_a_free_port(tmp_path: Path) -> None:
+    assert_error(cli({}, "dev"), 2, "needs --app")
+    assert_error(cli({}, "dev", "--app", "no_such_module_anywhere"), 2, "cannot find --app module")
+    with RedisServer() as busy:
+        assert_error(cli({}, "dev", "--app", "cli_app", "--port", str(busy.port)), 2, "already in use")

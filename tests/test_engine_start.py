@@ -1,0 +1,117 @@
+"""Starting workflows: idempotency, by name and version, typed input validation."""
+
+from __future__ import annotations
+
+import uuid
+
+import engine_app
+import pytest
+from support import InProcessRoles, eventually
+
+from bdurable import (
+    Client,
+    InvalidInputError,
+    Status,
+    UnknownWorkflowError,
+    WorkflowAlreadyExistsError,
+)
+from bdurable.keys import Keys
+
+
+def token() -> str:
+    return uuid.uuid4().hex
+
+
+async def registered(client: Client, prefix: str, *entries: str) -> bool:
+    fields = await client.store.redis.hkeys(Keys(prefix).registry)
+    return all(entry in fields for entry in entries)
+
+
+async def keys_of(client: Client, prefix: str, workflow_id: str) -> list[str]:
+    return [key async for key in client.store.redis.scan_iter(match=f"*{prefix}*{workflow_id}*")]
+
+
+async def test_starting_the_same_id_twice_runs_once(client: Client, roles: InProcessRoles, prefix: str) -> None:
+    t = token()
+    first = await client.start(engine_app.count_flow, {"token": t}, workflow_id="order-1")
+    second = await client.start(engine_app.count_flow, {"token": t}, workflow_id="order-1")
+    assert first.workflow_id == second.workflow_id == "order-1"
+    roles.dispatcher(engine_app)
+    assert await first.result(timeout=5) == "order-1"
+    third = await client.start(engine_app.count_flow, {"token": t}, workflow_id="order-1")
+    assert third.workflow_id == "order-1"
+    assert third.status == Status.COMPLETED
+    state = await third.state()
+    assert state is not None
+    assert state.status == Status.COMPLETED
+    assert engine_app.CALLS[t] == ["order-1"]  # one run, one task execution
+    assert await client.store.redis.zcard(Keys(prefix).shard(0).index_all) == 1
+
+
+async def test_same_id_under_another_workflow_name_is_refused(client: Client) -> None:
+    await client.start(engine_app.quick, 1, workflow_id="shared-id")
+    with pytest.raises(WorkflowAlreadyExistsError):
+        await client.start(engine_app.sleeper, {}, workflow_id="shared-id")
+    state = await client.get_state("shared-id")
+    assert state is not None
+    assert state.name == "quick"
+
+
+async def test_start_by_registered_name_and_by_explicit_version(
+    client: Client, roles: InProcessRoles, prefix: str
+) -> None:
+    with pytest.raises(UnknownWorkflowError):
+        await client.start("quick", 1)  # nothing registered yet
+    roles.dispatcher(engine_app)
+    await eventually(lambda: registered(client, prefix, "quick@1"), timeout=5)
+    by_name = await client.start("quick", {"hello": "world"})
+    assert await by_name.result(timeout=5) == {"hello": "world"}
+    by_version = await client.start("quick", [1, 2], version="1")
+    assert await by_version.result(timeout=5) == [1, 2]
+    state = await by_version.state()
+    assert state is not None
+    assert (state.name, state.version) == ("quick", "1")
+
+    with pytest.raises(UnknownWorkflowError):
+        await client.start("no_such_workflow", {}, workflow_id="never-1")
+    with pytest.raises(UnknownWorkflowError):
+        await client.start("quick", {}, version="9", workflow_id="never-2")
+    assert await client.get_state("never-1") is None
+    assert await client.get_state("never-2") is None
+
+
+async def test_typed_input_is_converted_for_the_workflow(client: Client, roles: InProcessRoles) -> None:
+    roles.dispatcher(engine_app)
+    order = await client.start(engine_app.typed_order, engine_app.Order(order_id="o-1", amount=3))
+    assert await order.result(timeout=5) == {"type": "Order", "order_id": "o-1", "amount": 3}
+    point = await client.start(engine_app.typed_point, {"x": 2, "y": 5})
+    assert await point.result(timeout=5) == {"type": "Point", "sum": 7}
+
+
+async def test_invalid_typed_input_by_object_writes_nothing(client: Client, prefix: str) -> None:
+    with pytest.raises(InvalidInputError):
+        await client.start(engine_app.typed_order, {"order_id": "o-1", "amount": "lots"}, workflow_id="bad-1")
+    with pytest.raises(InvalidInputError):
+        await client.start(engine_app.typed_point, {"x": 1}, workflow_id="bad-2")
+    assert await client.get_state("bad-1") is None
+    assert await client.get_state("bad-2") is None
+    assert await keys_of(client, prefix, "bad-") == []
+
+
+async def test_invalid_typed_input_by_name_is_checked_against_the_registered_schema(
+    client: Client, roles: InProcessRoles, prefix: str
+) -> None:
+    dispatcher = roles.dispatcher(engine_app)
+    await eventually(lambda: registered(client, prefix, "typed_order@1", "typed_point@1"), timeout=5)
+    # no dispatcher has to run anything for the check: it happens in the client, before any write
+    await roles.stop(dispatcher)
+    with pytest.raises(InvalidInputError):
+        await client.start("typed_order", {"order_id": "o-1", "amount": "lots"}, workflow_id="bad-3")
+    with pytest.raises(InvalidInputError):
+        await client.start("typed_point", {"x": 1}, workflow_id="bad-4")
+    assert await client.get_state("bad-3") is None
+    assert await client.get_state("bad-4") is None
+    assert await keys_of(client, prefix, "bad-") == []
+    good = await client.start("typed_order", {"order_id": "o-2", "amount": 4}, workflow_id="good-1")
+    assert good.workflow_id == "good-1"
+    assert await client.get_state("good-1") is not None

@@ -1,0 +1,179 @@
+"""Workflow versions: routing by version, VERSION_MISMATCH and resume, blue/green, waiting for dispatchers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import engine_app
+import engine_app_v2
+import pytest
+from support import InProcessRoles, eventually
+
+from bdurable import Client, DurableError, Status, WorkflowNotFoundError
+from bdurable.keys import Keys
+
+
+async def live_versions(client: Client, prefix: str, name: str) -> set[str]:
+    """Versions of ``name`` a dispatcher currently holds (its liveness entries, not yet expired)."""
+    redis = client.store.redis
+    seconds, micros = await redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    members = await redis.zrangebyscore(Keys(prefix).shard(0).live(name), f"({now_ms}", "+inf")
+    return {member.partition("|")[0] for member in members}
+
+
+async def status_of(client: Client, workflow_id: str) -> str | None:
+    state = await client.get_state(workflow_id)
+    return None if state is None else state.status
+
+
+async def test_version_mismatch_halts_unchanged_until_resumed(
+    client: Client, roles: InProcessRoles, prefix: str
+) -> None:
+    v1 = roles.dispatcher(engine_app)
+    handle = await client.start(engine_app.versioned_v1, {"sleep": "300ms", "task": False}, workflow_id="vm-1")
+    await eventually(lambda: _is(client, "vm-1", Status.SLEEPING), timeout=5)
+    await roles.stop(v1)
+
+    roles.dispatcher(engine_app_v2)
+    await eventually(lambda: _live(client, prefix, {"2"}), timeout=5)
+    roles.scheduler()  # the timer fires now, while only version 2 is live
+    await eventually(lambda: _is(client, "vm-1", Status.VERSION_MISMATCH), timeout=5)
+
+    halted = await client.get_state("vm-1")
+    assert halted is not None
+    assert halted.step == 1  # the sleep completed; nothing else happened
+    assert halted.output is None
+    assert halted.error is None
+    assert halted.waiting_on is not None
+    assert "versioned@1" in halted.waiting_on
+    history = await client.history("vm-1")
+    assert [(h.kind, h.status) for h in history] == [("sleep", "done")]  # version 2 ran none of it
+    assert [s.workflow_id for s in (await client.list(status="VERSION_MISMATCH")).items] == ["vm-1"]
+
+    with pytest.raises(DurableError) as raised:
+        await client.resume("vm-1")  # version 1 is still not deployed
+    assert not isinstance(raised.value, WorkflowNotFoundError)
+    assert await status_of(client, "vm-1") == Status.VERSION_MISMATCH
+    unchanged = await client.get_state("vm-1")
+    assert unchanged is not None
+    assert (unchanged.step, unchanged.updated_at) == (halted.step, halted.updated_at)
+
+    roles.dispatcher(engine_app)  # version 1 is back
+    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    await client.resume("vm-1")
+    assert await handle.result(timeout=5) == {"workflow": "1"}
+
+
+async def test_starting_a_version_nobody_runs_while_another_is_live_halts_at_once(
+    client: Client, roles: InProcessRoles, prefix: str
+) -> None:
+    roles.dispatcher(engine_app_v2)
+    await eventually(lambda: _live(client, prefix, {"2"}), timeout=5)
+    handle = await client.start(engine_app.versioned_v1, {"task": False})
+    state = await handle.state()
+    assert state is not None
+    assert state.status == Status.VERSION_MISMATCH
+    assert state.step == 0
+    roles.dispatcher(engine_app)
+    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    await client.resume(handle.workflow_id)
+    assert await handle.result(timeout=5) == {"workflow": "1"}
+
+
+async def test_blue_green_each_version_runs_its_own_workflows(
+    client: Client, roles: InProcessRoles, prefix: str
+) -> None:
+    """Old and new code side by side: each version's runs finish, their workflow code and tasks included.
+
+    Version 2 calls a task (``engine_app_v2.v2_tag``) that the version 1 dispatchers do not have, and the
+    reverse: a dispatcher must never burn a task's attempts on a task it cannot run (both tags allow a
+    single attempt, so one misrouted claim fails its workflow).
+    """
+    roles.dispatcher(engine_app)
+    roles.dispatcher(engine_app_v2)
+    roles.scheduler()
+    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    old = list(await asyncio.gather(*(client.start(engine_app.versioned_v1, {}) for _ in range(10))))
+    new = list(await asyncio.gather(*(client.start(engine_app_v2.versioned_v2, {}) for _ in range(10))))
+    old += [await client.start("versioned", {}, version="1") for _ in range(3)]
+    old_results = await asyncio.gather(*(h.result(timeout=8) for h in old), return_exceptions=True)
+    new_results = await asyncio.gather(*(h.result(timeout=8) for h in new), return_exceptions=True)
+    assert old_results == [{"workflow": "1", "task": "1"}] * len(old)
+    assert new_results == [{"workflow": "2", "task": "2"}] * len(new)
+    assert await client.store.redis.zcard(Keys(prefix).shard(0).dlq) == 0
+
+
+async def test_a_task_is_only_claimed_by_a_dispatcher_that_has_it(
+    client: Client, roles: InProcessRoles, prefix: str
+) -> None:
+    """The new deploy is busy (one item at a time) while the old one idles: the old one must leave the new
+    code's tasks alone (each allows a single attempt), not fail them for lack of the code."""
+    roles.dispatcher(engine_app)
+    roles.dispatcher(engine_app_v2, concurrency=1)
+    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    handle = await client.start(engine_app_v2.new_feature, None)
+    assert await handle.result(timeout=5) == ["held", "2"]
+
+
+async def test_start_by_name_uses_the_newest_live_version(client: Client, roles: InProcessRoles, prefix: str) -> None:
+    roles.dispatcher(engine_app)
+    await eventually(lambda: _live(client, prefix, {"1"}), timeout=5)
+    v2 = roles.dispatcher(engine_app_v2)
+    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    newest = await client.start("versioned", {"task": False})
+    state = await newest.state()
+    assert state is not None
+    assert state.version == "2"
+    assert await newest.result(timeout=5) == {"workflow": "2"}
+
+    await roles.stop(v2)  # version 2 is still registered, but nobody runs it any more
+    await eventually(lambda: _live(client, prefix, {"1"}), timeout=5)
+    fallback = await client.start("versioned", {"task": False})
+    assert await fallback.result(timeout=5) == {"workflow": "1"}
+
+
+async def test_resume_refuses_workflows_that_are_not_halted(client: Client, roles: InProcessRoles) -> None:
+    running = await client.start(engine_app.sleeper, {"sleep": "1h"})  # no dispatcher: stays RUNNING
+    with pytest.raises(DurableError) as raised:
+        await client.resume(running.workflow_id)
+    assert not isinstance(raised.value, WorkflowNotFoundError)
+    assert "RUNNING" in str(raised.value)
+
+    roles.dispatcher(engine_app)
+    done = await client.start(engine_app.quick, 1)
+    assert await done.result(timeout=5) == 1
+    with pytest.raises(DurableError) as raised:
+        await client.resume(done.workflow_id)
+    assert not isinstance(raised.value, WorkflowNotFoundError)
+    assert await status_of(client, done.workflow_id) == Status.COMPLETED
+
+    with pytest.raises(WorkflowNotFoundError):
+        await client.resume("no-such-workflow")
+
+
+async def test_without_any_live_dispatcher_a_workflow_waits_then_runs(client: Client, roles: InProcessRoles) -> None:
+    handle = await client.start(engine_app.versioned_v1, {})
+    state = await client.get_state(handle.workflow_id)
+    assert state is not None
+    assert state.status == Status.RUNNING
+    assert state.waiting_on is not None
+    assert "live dispatcher" in state.waiting_on
+    roles.scheduler()  # housekeeping (the version sweep) must not halt it: no version of it is live at all
+    await asyncio.sleep(0.5)  # more than two housekeeping rounds (every 0.2 s here)
+    state = await client.get_state(handle.workflow_id)
+    assert state is not None
+    assert state.status == Status.RUNNING
+    roles.dispatcher(engine_app)
+    assert await handle.result(timeout=5) == {"workflow": "1", "task": "1"}
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+
+async def _is(client: Client, workflow_id: str, status: str) -> bool:
+    return await status_of(client, workflow_id) == status
+
+
+async def _live(client: Client, prefix: str, versions: set[str]) -> bool:
+    return await live_versions(client, prefix, "versioned") == versions
