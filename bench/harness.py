@@ -46,7 +46,7 @@ def redis(appendfsync: str = "everysec") -> Iterator[RedisServer]:
 
 
 @contextmanager
-def roles(settings: Settings, *names: str, **options: Any) -> Iterator[list[multiprocessing.Process]]:
+def roles(settings: Settings, *names: str, **options: Any) -> Iterator[list[Any]]:
     context = multiprocessing.get_context("spawn")
     processes = []
     for name in names:

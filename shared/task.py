@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import anyio.to_thread
 
@@ -92,6 +92,16 @@ class Task(Generic[P, R]):
         return await self._run_local(*bound.args, **bound.kwargs)
 
 
+class TaskDecorator(Protocol):
+    """What ``@task(...)`` with options returns: a decorator that keeps the function's signature."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
 @overload
 def task(fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
 
@@ -111,7 +121,7 @@ def task(
     timeout: str | float | None = None,
     on_exhausted: OnExhausted = "raise",
     queue: str = "default",
-) -> Callable[[Callable[P, Awaitable[R]] | Callable[P, R]], Task[P, R]]: ...
+) -> TaskDecorator: ...
 
 
 def task(

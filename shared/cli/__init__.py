@@ -19,7 +19,7 @@ app = typer.Typer(
     help="Durable workflows on Redis. Exit codes: 0 ok, 1 workflow failed or cancelled (or findings), "
     "2 bad usage or input, 3 not found, 4 Redis unreachable, 124 --timeout ran out.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -1,0 +1,130 @@
+"""Metrics, health endpoints and structured logs of real role processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from support import RoleProcesses, eventually
+
+from bdurable import Client, Settings
+from bdurable.embedded import RedisServer, free_port
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+async def _fetch(port: int, path: str) -> tuple[int, str]:
+    return await asyncio.to_thread(_get, port, path)
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+async def test_metrics_move_as_workflows_run(client: Client, processes: RoleProcesses) -> None:
+    dispatcher_port, scheduler_port = free_port(), free_port()
+    processes.start("dispatcher", "--app", "cli_app", "--metrics-port", str(dispatcher_port))
+    processes.start("scheduler", "--metrics-port", str(scheduler_port))
+    await eventually(lambda: _ready(dispatcher_port), timeout=20)
+    for i in range(3):
+        await client.start("adder", {"a": i, "b": 1}, workflow_id=f"m{i}")
+    for i in range(3):
+        assert await client.result(f"m{i}", timeout=10) == i + 1
+    await client.start("failing", "boom", workflow_id="bad")
+    await eventually(lambda: _status(client, "bad", "FAILED"))
+
+    status, text = await _fetch(dispatcher_port, "/metrics")
+    assert status == 200
+    values = _samples(text)
+    assert values[("bdurable_workflows_started_total", (("name", "adder"),))] == 3
+    assert values[("bdurable_workflows_finished_total", (("name", "adder"), ("status", "COMPLETED")))] == 3
+    assert values[("bdurable_workflows_finished_total", (("name", "failing"), ("status", "FAILED")))] == 1
+    assert values[("bdurable_task_attempts_total", (("outcome", "ok"), ("task", "cli_app.add")))] == 3
+    assert values[("bdurable_task_attempts_total", (("outcome", "fail"), ("task", "cli_app.explode")))] == 1
+    assert values[("bdurable_dead_lettered_total", (("task", "cli_app.explode"),))] == 1
+    assert values[("bdurable_step_duration_seconds_count", (("name", "adder"),))] >= 6
+    assert all("workflow_id" not in dict(labels) for _, labels in values)  # bounded label sets: never ids
+
+    async def scheduler_sees_the_dead_letter() -> bool:
+        _, scraped = await _fetch(scheduler_port, "/metrics")
+        gauges = _samples(scraped)
+        return gauges.get(("bdurable_dlq_entries", ())) == 1 and gauges.get(("bdurable_live_dispatchers", ())) == 1
+
+    await eventually(scheduler_sees_the_dead_letter, timeout=10)
+
+
+async def test_readyz_follows_redis_while_livez_does_not(settings: Settings, tmp_path: Path) -> None:
+    """A Redis outage makes a role unready (503), never un-live: Kubernetes must not restart every pod."""
+    server = RedisServer(data_dir=str(tmp_path / "redis")).start()
+    port = free_port()
+    roles = RoleProcesses(replace(settings, redis_url=server.url), tmp_path)
+    try:
+        roles.start("scheduler", "--metrics-port", str(port))
+        await eventually(lambda: _ready(port), timeout=20)
+        assert (await _fetch(port, "/livez"))[0] == 200
+        server.kill()
+        await eventually(lambda: _status_code(port, "/readyz", 503), timeout=10)
+        for _ in range(5):  # stays alive through the outage
+            assert (await _fetch(port, "/livez"))[0] == 200
+            await asyncio.sleep(0.3)
+        server.start()
+        await eventually(lambda: _ready(port), timeout=20)
+    finally:
+        roles.stop_all()
+        server.stop()
+
+
+async def test_json_log_lines_carry_the_bound_fields(client: Client, processes: RoleProcesses) -> None:
+    dispatcher = processes.start("dispatcher", "--app", "cli_app")
+    await eventually(lambda: client.store.redis.zcard(client.keys.versions("failing")), timeout=20)
+    await client.start("failing", "kaboom", workflow_id="logged")
+    await eventually(lambda: _status(client, "logged", "FAILED"))
+
+    def task_failure_logged() -> dict[str, object] | None:
+        for line in processes.log_of(dispatcher).splitlines():
+            record = json.loads(line)  # every line is one JSON document
+            if record.get("event") == "task attempt failed":
+                return record
+        return None
+
+    record = await eventually(task_failure_logged)
+    assert record["level"] == "warning"
+    assert record["role"] == "dispatcher"
+    assert record["workflow_id"] == "logged"
+    assert record["task"] == "cli_app.explode"
+    assert record["attempt"] == 1
+    assert str(record["worker"]).startswith("dispatcher-")
+    assert "timestamp" in record
+    lines = [json.loads(line) for line in processes.log_of(dispatcher).splitlines()]
+    finished = next(r for r in lines if r.get("event") == "workflow finished")
+    assert (finished["name"], finished["version"], finished["status"]) == ("failing", "1", "FAILED")
+
+
+async def _ready(port: int) -> bool:
+    return (await _fetch(port, "/readyz"))[0] == 200
+
+
+async def _status_code(port: int, path: str, code: int) -> bool:
+    return (await _fetch(port, path))[0] == code
+
+
+async def _status(client: Client, workflow_id: str, status: str) -> bool:
+    state = await client.get_state(workflow_id)
+    return state is not None and state.status == status
