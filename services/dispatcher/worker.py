@@ -52,7 +52,7 @@ class Dispatcher:
         queues: list[str] | None = None,
         worker_id: str | None = None,
         drain_timeout: float = 25.0,
-        cache_size: int = 1000,
+        cache_size: int = 10_000,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")

@@ -1,10 +1,10 @@
-"""The signal bus's loop: block on the inbound list, apply messages in atomic batches.
+"""The signal bus's loop: wait for a wake-up token, apply messages in atomic batches.
 
 Producers (clients, the CLI, workflow commits) push messages on the shard's bus list and return; the bus
 applies each with one script (``bus_apply.lua``): an event wakes its waiter or is buffered, a keyed publish
 wakes every waiter of (name, key), a cancellation enters the workflow's inbox, a signal is published on
-pub/sub. While idle the bus blocks with BLMOVE, which moves the next message into the bus's own list, so a
-crash between the pop and the apply loses nothing: a live bus puts a dead bus's list back.
+pub/sub. Only the script pops messages, in order; an idle bus blocks on a wake-up token (BLPOP), so a bus
+never holds a message outside Redis and several buses keep each workflow's events in order.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ class SignalBus:
     async def _serve_shard(self, store: Store, shard: ShardKeys, stopping: Stopping) -> None:
         """One shard's loop: apply a batch; when there was nothing, block until a message arrives."""
         lease_ms = round(self.settings.heartbeat_timeout * 1000)
-        inbound = f"{shard.tag}:bus"
-        own = f"{shard.tag}:bus:proc:{self.worker_id}"
+        wake = f"{shard.tag}:bus:wake"
         delay = 0.05
         while not stopping.is_set:
             self.health.tick()
@@ -67,12 +66,12 @@ class SignalBus:
                 applied = await self._apply(store, shard, BATCH, lease_ms)
                 delay = 0.05
                 if applied == 0:
-                    await store.redis.blmove(inbound, own, BLOCK_SECONDS, "RIGHT", "LEFT")
+                    await store.redis.blpop([wake], BLOCK_SECONDS)
             except REDIS_ERRORS as exc:
                 log.warning("redis unavailable, retrying", error=str(exc), retry_in=delay)
                 await stopping.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        # A message moved into our list during the last block is applied before leaving.
+        # Operations this bus took for another shard are carried over before it leaves.
         with suppress(*REDIS_ERRORS):
             await self._apply(store, shard, 0, lease_ms)
 

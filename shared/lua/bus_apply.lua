@@ -1,8 +1,9 @@
 -- The signal bus applies its messages: events to waiting workflows (or their buffers), keyed publishes
 -- to every waiter of (name, key), cancellations, and signals out to pub/sub. Each message is popped and
 -- applied in this one script, so a crash never applies half of one and never applies one twice.
--- Messages a bus moved into its own list while blocking (BLMOVE) are applied first; those of buses whose
--- lease expired are put back for others. KEYS[1] T; ARGV: G, bus id, max messages, lease ms
+-- Only this script pops messages, a batch at a time and in order (buses block on a wake-up token, never on
+-- the list itself), so events to one workflow are applied in the order they were sent, whatever the number
+-- of buses. When more messages remain, the token is passed on to another blocked bus. KEYS[1] T; ARGV: G, bus id, max messages, lease ms
 -- Cross-shard operations ('x') are moved to this bus's forward list and returned: the bus applies them on
 -- their shard (`x_apply.lua`), then removes them from the list (a dead bus's list is put back for others).
 -- Returns {delivered, buffered, dropped, published, cancelled, forwarded message...}
@@ -70,12 +71,12 @@ local function apply(raw)
   end
 end
 
-local own = k_bus_proc(bus)
-for _, raw in ipairs(redis.call('LRANGE', own, 0, -1)) do apply(raw) end
-redis.call('DEL', own)
-local popped = redis.call('RPOP', K_BUS, budget)
+local popped = budget > 0 and redis.call('RPOP', K_BUS, budget)
 if popped then
   for _, raw in ipairs(popped) do apply(raw) end
+end
+if redis.call('LLEN', K_BUS) > 0 and redis.call('LLEN', K_BUS_WAKE) == 0 then
+  redis.call('LPUSH', K_BUS_WAKE, '1')  -- more is waiting: wake another bus too
 end
 local result = {counts.delivered, counts.buffered, counts.dropped, counts.published, counts.cancelled}
 for _, raw in ipairs(forwarded) do table.insert(result, raw) end

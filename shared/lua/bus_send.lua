@@ -7,7 +7,7 @@ local kind = ARGV[2]
 if kind == 'publish' then
   local waiting = redis.call('SCARD', k_keyed(ARGV[3], ARGV[4]))
   if waiting > 0 then
-    redis.call('LPUSH', K_BUS, cjson.encode({t = 'publish', name = ARGV[3], key = ARGV[4], p = ARGV[5]}))
+    push_bus(cjson.encode({t = 'publish', name = ARGV[3], key = ARGV[4], p = ARGV[5]}))
   end
   return waiting
 end
@@ -16,9 +16,9 @@ local s = redis.call('HMGET', k_wf(id), 'status', 'cancel_requested')
 if not s[1] then return 'missing' end
 if FINISHED[s[1]] then return 'finished' end
 if kind == 'event' then
-  redis.call('LPUSH', K_BUS, cjson.encode({t = 'event', id = id, name = ARGV[4], p = ARGV[5]}))
+  push_bus(cjson.encode({t = 'event', id = id, name = ARGV[4], p = ARGV[5]}))
   return 'ok'
 end
 if s[2] == '1' then return 'already' end
-redis.call('LPUSH', K_BUS, cjson.encode({t = 'cancel', id = id, reason = ARGV[4]}))
+push_bus(cjson.encode({t = 'cancel', id = id, reason = ARGV[4]}))
 return 'ok'

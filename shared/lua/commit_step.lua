@@ -27,7 +27,7 @@ for _, c in ipairs(step.calls) do
     local record = '{"seq":' .. seq .. ',"name":' .. cjson.encode(c.name) .. ',"payload":' .. c.payload ..
       ',"at":' .. int(now) .. '}'
     redis.call('RPUSH', k_signals(id), record)
-    redis.call('LPUSH', K_BUS, cjson.encode({t = 'signal', id = id, rec = record}))  -- the bus publishes it
+    push_bus(cjson.encode({t = 'signal', id = id, rec = record}))  -- the bus publishes it
   else
     redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'pending', seq .. ':t', int(now))
     if c.kind == 'task' then

@@ -38,6 +38,7 @@ local function k_keyed(name, key) return T .. ':kw:' .. name .. '\t' .. key end
 local K_BUS = T .. ':bus'
 local function k_bus_proc(bus) return T .. ':bus:proc:' .. bus end
 local K_BUS_ALIVE = T .. ':bus:alive'
+local K_BUS_WAKE = T .. ':bus:wake'
 local K_WORKERS = T .. ':workers'
 local K_TASK_QUEUES = T .. ':tqueues'
 local K_CANCEL_CHANNEL = G .. ':cancel'
@@ -64,6 +65,14 @@ local function push_ready(list, item)
   if redis.call('LLEN', wake) == 0 then
     redis.call('LPUSH', wake, '1')
   end
+end
+
+-- Leave a message for the signal bus, and one wake-up token for a bus blocked waiting. Only the bus's
+-- script pops messages, one batch at a time and in order, so events to one workflow stay in order
+-- whatever the number of buses (a bus never holds a message outside Redis while blocked).
+local function push_bus(message)
+  redis.call('LPUSH', K_BUS, message)
+  if redis.call('LLEN', K_BUS_WAKE) == 0 then redis.call('LPUSH', K_BUS_WAKE, '1') end
 end
 
 -- Put a task call on its queue's ready list, noting when (for the queue-age metric).
@@ -362,6 +371,6 @@ route = function(m, now)
   else
     m.t = 'x'
     m.shard = tostring(m.shard)
-    redis.call('LPUSH', K_BUS, cjson.encode(m))
+    push_bus(cjson.encode(m))
   end
 end

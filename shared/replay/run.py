@@ -117,6 +117,7 @@ class WorkflowRun:
         self.workflow_id = workflow_id
         self.input_value = input_value
         self.recorded = recorded
+        self.last_recorded = max(recorded, default=0)  # kept up to date: no scan of the history per step
         self.committed_len = committed_len
         self.max_payload = max_payload
         self.shard_of = shard_of
@@ -223,6 +224,7 @@ class WorkflowRun:
             if kind == "value":
                 rec["v"] = value
             self.recorded[seq] = rec
+            self.last_recorded = max(self.last_recorded, seq)
             self.new_calls.append({"seq": seq, "kind": kind, "name": name, "rec": dumps(rec), **(command or {})})
             if kind in IMMEDIATE_KINDS:
                 if kind == "signal":
@@ -284,7 +286,7 @@ class WorkflowRun:
     def take_step(self) -> StepResult:
         """What this step commits: new calls, the status, and the outcome if the workflow ended."""
         if self.fatal is None and self.recorded:
-            last_recorded = max(self.recorded)
+            last_recorded = self.last_recorded
             if last_recorded > self.seq:  # the code ended or blocked before making its recorded calls
                 try:
                     self._nondeterminism(f"the history records {last_recorded} calls but the code made only {self.seq}")
