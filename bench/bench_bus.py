@@ -159,8 +159,9 @@ async def latency(settings: Settings, samples: int, warmup: int = 10) -> dict[st
                 await asyncio.sleep(0.002 * (n % 5))  # vary the phase against the roles' loops
                 sent = time.time()
                 await client.send_event(handle.workflow_id, "go", n)
-                _, raw = await redis_.brpop([key], timeout=10)
-                number, started = json.loads(raw)
+                popped = await redis_.brpop([key], timeout=10)
+                assert popped is not None, "the task did not start within 10 s"
+                number, started = json.loads(popped[1])
                 assert number == n
                 latencies.append((started - sent) * 1000)
             await handle.result(timeout=10)
