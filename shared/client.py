@@ -242,10 +242,11 @@ class Client:
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as messages:
             await self._require_state(workflow_id)
             while True:
+                # The hash first: if it says finished, the log read after it holds every signal.
                 async with self.store.redis.pipeline(transaction=False) as pipe:
-                    pipe.lrange(shard.signals(workflow_id), seen_signals, -1)
                     pipe.hgetall(shard.wf(workflow_id))
-                    fresh, data = await pipe.execute()
+                    pipe.lrange(shard.signals(workflow_id), seen_signals, -1)
+                    data, fresh = await pipe.execute()
                 if not data:
                     raise WorkflowNotFoundError(f"workflow {workflow_id!r} expired while being watched")
                 for raw in fresh:
@@ -423,10 +424,11 @@ class Client:
             await self._require_state(workflow_id)
             while True:
                 # The log is the truth; messages only say "look again". Subscribed first, so nothing slips.
+                # Status first: if it says finished, the log read after it holds every signal.
                 async with self.store.redis.pipeline(transaction=False) as pipe:
-                    pipe.lrange(shard.signals(workflow_id), seen, -1)
                     pipe.hget(shard.wf(workflow_id), "status")
-                    fresh, status = await pipe.execute()
+                    pipe.lrange(shard.signals(workflow_id), seen, -1)
+                    status, fresh = await pipe.execute()
                 for raw in fresh:
                     record = loads(raw)
                     seen += 1

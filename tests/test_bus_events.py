@@ -330,3 +330,15 @@ async def test_event_names_and_payloads_are_checked_before_anything_is_stored(
     with pytest.raises(ValueError, match="key"):
         await client.publish_event("go", 1, key="")
     assert await bus_backlog(client) == 0
+
+
+async def test_publish_counts_waiting_workflows_not_waits(client: Client, roles: InProcessRoles) -> None:
+    """``publish_event`` returns how many workflows it woke: one waiting twice on (name, key) counts once."""
+    roles.dispatcher(bus_app)
+    roles.scheduler()
+    signal_bus(roles)
+    name, key = "paid", token()
+    handle = await client.start(bus_app.wait_keyed_twice, {"name": name, "key": key})
+    await eventually(lambda: status_is(client, handle.workflow_id, "AWAITING_EVENT"))
+    assert await client.publish_event(name, {"ok": 1}, key=key) == 1
+    assert await handle.result(timeout=10) == [{"ok": 1}, {"ok": 1}]

@@ -1,11 +1,16 @@
 -- Accept an inbound message for the signal bus (it is stored durably before the caller returns).
 -- KEYS[1] T; ARGV: G, type, ... :
 --   'event', id, name, payload JSON     -> 'ok' | 'missing' | 'finished'
---   'publish', name, key, payload JSON  -> number of workflows waiting (0: dropped, nothing stored)
+--   'publish', name, key, payload JSON  -> number of distinct workflows waiting (0: dropped, nothing stored)
 --   'cancel', id, reason                -> 'ok' | 'missing' | 'finished' | 'already'
 local kind = ARGV[2]
 if kind == 'publish' then
-  local waiting = redis.call('SCARD', k_keyed(ARGV[3], ARGV[4]))
+  local workflows = {}  -- count workflows, not waits: one may wait twice on the same name and key
+  local waiting = 0
+  for _, member in ipairs(redis.call('SMEMBERS', k_keyed(ARGV[3], ARGV[4]))) do
+    local id = string.match(member, '^(.*)|[^|]*$')
+    if not workflows[id] then workflows[id] = true waiting = waiting + 1 end
+  end
   if waiting > 0 then
     push_bus(cjson.encode({t = 'publish', name = ARGV[3], key = ARGV[4], p = ARGV[5]}))
   end

@@ -234,3 +234,13 @@ async def versioned_wait(ctx: Context, input: dict[str, Any]) -> Any:
     except WorkflowCancelledError as cancelled:
         await cleanup(input["token"], cancelled.reason)
         raise
+
+
+@workflow(version="1")
+async def wait_keyed_twice(ctx: Context, input: dict[str, Any]) -> list[Any]:
+    """Two waits on the same (name, key) at once: one workflow, two waits."""
+    return list(
+        await asyncio.gather(
+            ctx.wait_for_event(input["name"], key=input["key"]), ctx.wait_for_event(input["name"], key=input["key"])
+        )
+    )
