@@ -68,6 +68,10 @@ LogFormat = Annotated[
     str | None, typer.Option("--log-format", help="console or json (default: console on a terminal).")
 ]
 LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error (default info).")]
+Shards = Annotated[
+    int | None,
+    typer.Option("--shards", min=1, max=1024, help="Shards of the keyspace; the same for every process (default 1)."),
+]
 MetricsPort = Annotated[
     int | None,
     typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics, /livez and /readyz on this port."),
@@ -136,9 +140,46 @@ async def _watch_parent(pid: int, stopping: Stopping) -> None:
 def register(app: typer.Typer) -> None:
     """Add the role commands to the ``bdurable`` app."""
     app.command("dispatcher")(dispatcher)
-    app.command("scheduler")(scheduler)
-    app.command("reaper")(reaper)
-    app.command("signal-bus")(signal_bus)
+    for command, summary in SETTINGS_ONLY_ROLES.items():
+        app.command(command, help=summary)(_settings_only_role(command))
+
+
+# Roles configured by settings alone: one command each, built by the same factory.
+SETTINGS_ONLY_ROLES = {
+    "scheduler": "Fire due timers, delayed retries and wait timeouts; expire finished workflows.",
+    "reaper": "Detect dead dispatchers by heartbeat and re-queue their in-flight work.",
+    "signal-bus": "Route incoming events to waiting workflows and fan signals out to subscribers.",
+}
+
+
+def _settings_only_role(command: str) -> Callable[..., None]:
+    """The command that runs one settings-only role (typer reads the parameters below)."""
+
+    @handles_errors
+    def run_role(
+        redis_url: RedisUrl = None,
+        prefix: Prefix = None,
+        retention: Retention = None,
+        heartbeat_interval: HeartbeatInterval = None,
+        heartbeat_timeout: HeartbeatTimeout = None,
+        wait_replicas: WaitReplicas = None,
+        max_payload: MaxPayload = None,
+        log_format: LogFormat = None,
+        log_level: LogLevel = None,
+        metrics_port: MetricsPort = None,
+        shards: Shards = None,
+        debug: Debug = False,
+    ) -> None:
+        settings = _settings(
+            redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
+            log_format=log_format, log_level=log_level, metrics_port=metrics_port, shards=shards,
+        )  # fmt: skip
+        role = _role_class(command)
+        _serve(command, settings, lambda: role(settings))
+
+    run_role.__name__ = command.replace("-", "_")
+    return run_role
 
 
 @handles_errors
@@ -160,6 +201,7 @@ def dispatcher(
     log_format: LogFormat = None,
     log_level: LogLevel = None,
     metrics_port: MetricsPort = None,
+    shards: Shards = None,
     debug: Debug = False,
 ) -> None:
     """Run workflow steps and tasks of the --app modules."""
@@ -168,7 +210,7 @@ def dispatcher(
     settings = _settings(
         redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
-        log_format=log_format, log_level=log_level, metrics_port=metrics_port,
+        log_format=log_format, log_level=log_level, metrics_port=metrics_port, shards=shards,
     )  # fmt: skip
     import_app_modules(app)
     registry = Registry.from_modules(app)
@@ -178,75 +220,3 @@ def dispatcher(
         settings,
         lambda: role(settings, registry, concurrency=concurrency, queues=queue or None),
     )
-
-
-@handles_errors
-def scheduler(
-    redis_url: RedisUrl = None,
-    prefix: Prefix = None,
-    retention: Retention = None,
-    heartbeat_interval: HeartbeatInterval = None,
-    heartbeat_timeout: HeartbeatTimeout = None,
-    wait_replicas: WaitReplicas = None,
-    max_payload: MaxPayload = None,
-    log_format: LogFormat = None,
-    log_level: LogLevel = None,
-    metrics_port: MetricsPort = None,
-    debug: Debug = False,
-) -> None:
-    """Fire due timers, delayed retries and wait timeouts; expire finished workflows."""
-    settings = _settings(
-        redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
-        heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
-        log_format=log_format, log_level=log_level, metrics_port=metrics_port,
-    )  # fmt: skip
-    role = _role_class("scheduler")
-    _serve("scheduler", settings, lambda: role(settings))
-
-
-@handles_errors
-def reaper(
-    redis_url: RedisUrl = None,
-    prefix: Prefix = None,
-    retention: Retention = None,
-    heartbeat_interval: HeartbeatInterval = None,
-    heartbeat_timeout: HeartbeatTimeout = None,
-    wait_replicas: WaitReplicas = None,
-    max_payload: MaxPayload = None,
-    log_format: LogFormat = None,
-    log_level: LogLevel = None,
-    metrics_port: MetricsPort = None,
-    debug: Debug = False,
-) -> None:
-    """Detect dead dispatchers by heartbeat and re-queue their in-flight work."""
-    settings = _settings(
-        redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
-        heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
-        log_format=log_format, log_level=log_level, metrics_port=metrics_port,
-    )  # fmt: skip
-    role = _role_class("reaper")
-    _serve("reaper", settings, lambda: role(settings))
-
-
-@handles_errors
-def signal_bus(
-    redis_url: RedisUrl = None,
-    prefix: Prefix = None,
-    retention: Retention = None,
-    heartbeat_interval: HeartbeatInterval = None,
-    heartbeat_timeout: HeartbeatTimeout = None,
-    wait_replicas: WaitReplicas = None,
-    max_payload: MaxPayload = None,
-    log_format: LogFormat = None,
-    log_level: LogLevel = None,
-    metrics_port: MetricsPort = None,
-    debug: Debug = False,
-) -> None:
-    """Route incoming events to waiting workflows and fan signals out to subscribers."""
-    settings = _settings(
-        redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
-        heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
-        log_format=log_format, log_level=log_level, metrics_port=metrics_port,
-    )  # fmt: skip
-    role = _role_class("signal-bus")
-    _serve("signal-bus", settings, lambda: role(settings))
