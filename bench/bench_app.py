@@ -34,3 +34,39 @@ async def long_chain(ctx: Context, steps: int) -> int:
     for _ in range(steps):
         n = await step(n)
     return n
+
+
+@workflow(version="1")
+async def chain_then_sleep(ctx: Context, spec: dict[str, float]) -> int:
+    """``steps`` tasks, a sleep of ``sleep`` seconds (restart the dispatcher meanwhile), one more task.
+
+    The step after the sleep is a full replay when the dispatcher that runs it has no copy in memory.
+    """
+    n = 0
+    for _ in range(int(spec["steps"])):
+        n = await step(n)
+    await ctx.sleep(spec["sleep"])
+    return await step(n)
+
+
+@task(max_attempts=5, backoff="200ms")
+async def hold(key: str, url: str) -> int:
+    """Record which process runs this attempt and when, then block: the recovery benchmark kills it."""
+    import asyncio
+    import os
+    import time
+
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        await client.rpush(key, f"{os.getpid()} {time.time()}")
+    finally:
+        await client.aclose()
+    await asyncio.sleep(3600)
+    return os.getpid()
+
+
+@workflow(version="1")
+async def held(ctx: Context, input: dict[str, str]) -> int:
+    return await hold(input["key"], input["url"])
