@@ -128,3 +128,23 @@ async def _status_code(port: int, path: str, code: int) -> bool:
 async def _status(client: Client, workflow_id: str, status: str) -> bool:
     state = await client.get_state(workflow_id)
     return state is not None and state.status == status
+
+
+async def test_sigterm_drains_a_dispatcher_process(client: Client, processes: RoleProcesses) -> None:
+    """SIGTERM: the dispatcher stops claiming, finishes the task it runs, commits it and exits 0."""
+    import signal
+
+    dispatcher = processes.start("dispatcher", "--app", "cli_app")
+    await eventually(lambda: client.store.redis.zcard(client.keys.versions("paused")), timeout=20)
+    handle = await client.start("paused", 1.5)
+    await eventually(lambda: _status(client, handle.workflow_id, "RUNNING"))
+    await asyncio.sleep(0.5)  # the task is running now
+    dispatcher.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(dispatcher.wait, 15) == 0
+    history = await client.history(handle.workflow_id)
+    assert [(entry.kind, entry.status, entry.result) for entry in history] == [("task", "done", 1.5)]
+    processes.start("dispatcher", "--app", "cli_app")  # the next step runs on a new dispatcher
+    assert await handle.result(timeout=20) == 1.5
+    log = processes.log_of(dispatcher)
+    assert '"event": "draining"' in log
+    assert '"event": "dispatcher stopped"' in log

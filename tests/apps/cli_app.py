@@ -58,3 +58,17 @@ async def approval(ctx: Context, input: str) -> dict[str, str]:
 async def parked(ctx: Context, input: str) -> str:
     """A task that parks on the dead-letter queue when it fails."""
     return await fragile(input)
+
+
+@task
+async def pause(seconds: float) -> float:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@workflow(version="1")
+async def paused(ctx: Context, seconds: float) -> float:
+    """One slow task: something a dispatcher is busy with when it is told to stop."""
+    return await pause(seconds)
