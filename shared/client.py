@@ -51,6 +51,14 @@ def validate_workflow_id(workflow_id: str) -> str:
     return workflow_id
 
 
+def _json_or_text(text: str | None) -> Any:
+    """Decode a stored JSON value; a corrupt one is shown as its raw text rather than failing the read."""
+    try:
+        return decode(text)
+    except ValueError:
+        return text
+
+
 def _ms(value: str | None) -> datetime:
     return datetime.fromtimestamp(int(value or 0) / 1000, UTC)
 
@@ -64,9 +72,9 @@ def state_from_hash(workflow_id: str, data: dict[str, str]) -> WorkflowState:
         status=data.get("status", ""),
         step=int(data.get("step") or 0),
         waiting_on=data.get("waiting_on") or None,
-        input=decode(data.get("input")),
-        output=decode(data.get("output")) if data.get("output") else None,
-        error=decode(data.get("error")) if data.get("error") else None,
+        input=_json_or_text(data.get("input")),
+        output=_json_or_text(data.get("output")) if data.get("output") else None,
+        error=_json_or_text(data.get("error")) if data.get("error") else None,
         parent_id=data.get("parent_id") or None,
         created_at=_ms(data.get("created_at")),
         updated_at=_ms(data.get("updated_at")),
@@ -150,7 +158,7 @@ class Client:
         version: str | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by definition or registered name); idempotent on ``workflow_id``."""
-        workflow_id = validate_workflow_id(workflow_id or uuid.uuid4().hex)
+        workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
         if isinstance(workflow, Workflow):
             if version is not None and version != workflow.version:
                 raise ValueError(f"version {version!r} differs from the definition's {workflow.version!r}")
@@ -504,7 +512,10 @@ def _validate_against_schema(value: Any, schema: dict[str, Any], what: str) -> N
         validator_class(schema, registry=referencing.Registry()).validate(value)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "input"
-        raise InvalidInputError(f"input of {what} is invalid at {where}: {exc.message}") from None
+        message = exc.message
+        if len(message) > 300:  # the message quotes the value: never echo a huge payload back
+            message = f"the value (too long to show) fails {exc.validator!r}: {exc.validator_value!r}"[:300]
+        raise InvalidInputError(f"input of {what} is invalid at {where}: {message}") from None
     except (jsonschema.SchemaError, referencing.exceptions.Unresolvable) as exc:
         raise DurableError(f"the registered input schema of {what} is unusable: {exc}") from None
 

@@ -53,6 +53,7 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
         return RedisCluster.from_url(  # type: ignore[return-value]  # the same command interface as Redis
             f"{CLUSTER_SCHEMES[scheme]}://{rest}",
             decode_responses=True,
+            encoding_errors="replace",  # bytes that are not UTF-8 become U+FFFD: data errors, never crashes
             socket_connect_timeout=5,
             socket_keepalive=True,
             **options,
@@ -62,6 +63,7 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
         max_connections=options.pop("max_connections", 128),
         timeout=30,
         decode_responses=True,
+        encoding_errors="replace",  # bytes that are not UTF-8 become U+FFFD: data errors, never crashes
         socket_connect_timeout=5,
         socket_keepalive=True,
         health_check_interval=30,

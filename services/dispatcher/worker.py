@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import traceback
 from collections import OrderedDict
+from collections.abc import Coroutine
 from contextlib import suppress
 from typing import Any
 
@@ -23,7 +25,7 @@ from bdurable.errors import NonRetryableError, PayloadTooLargeError
 from bdurable.keys import Keys, ShardKeys
 from bdurable.registry import Registry
 from bdurable.replay.loop import StepLoop
-from bdurable.replay.run import WorkflowRun
+from bdurable.replay.run import StepResult, WorkflowRun
 from bdurable.runtime.faults import crash_point
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
@@ -84,6 +86,7 @@ class Dispatcher:
         }
         self._rotation = 0
         self._woken = asyncio.Event()
+        self._exclusive = False  # a suspect is running alone: claim nothing until it is done
         self.running_tasks: dict[str, asyncio.Task[tuple[str, str, int]]] = {}
         self.committed = 0
         self.stale_commits = 0
@@ -200,7 +203,7 @@ class Dispatcher:
             while not stopping.is_set:
                 self.health.tick()
                 self.metrics.in_flight.set(len(self.inflight))
-                budget = self.concurrency - len(self.inflight)
+                budget = 0 if self._exclusive else self.concurrency - len(self.inflight)
                 if budget <= 0:
                     self.capacity.clear()
                     await _first(self.capacity.wait(), stopping.event.wait())
@@ -209,8 +212,8 @@ class Dispatcher:
                 try:
                     claims = await self._claim(budget)
                     delay = 0.05
-                except REDIS_ERRORS as exc:
-                    log.warning("claim failed, retrying", error=str(exc), retry_in=delay)
+                except Exception as exc:  # an outage, or a reply that cannot be decoded: back off, go on
+                    log.warning("claim failed, retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
                     await stopping.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
@@ -259,10 +262,29 @@ class Dispatcher:
             self.health.tick()
 
     def _spawn(self, claim: list[Any]) -> None:
+        kind = claim[0]
+        suspect = kind in ("W", "T")
+        claim[0] = kind.lower()
         coroutine = self._run_step(claim) if claim[0] == "w" else self._run_task(claim)
+        if suspect:  # a dispatcher died holding it with other work: run it alone, so a crash is its own
+            self._exclusive = True
+            coroutine = self._alone(coroutine)
         task = asyncio.create_task(coroutine)
         self.inflight.add(task)
         task.add_done_callback(self._done)
+
+    async def _alone(self, work: Coroutine[Any, Any, None]) -> None:
+        """Wait until nothing else is in flight, run ``work``, then let claiming resume."""
+        try:
+            current = asyncio.current_task()
+            others = [task for task in self.inflight if task is not current]
+            if others:
+                await asyncio.wait(others)
+            await work
+        finally:
+            work.close()  # no-op when it ran; frees it when the wait was cancelled
+            self._exclusive = False
+            self.capacity.set()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.inflight.discard(task)
@@ -291,62 +313,75 @@ class Dispatcher:
                 run = None
             if run is None and start >= 0:
                 entries, call_fields = await self._load_history(workflow_id)
-            if run is None:
-                recorded = {
-                    int(call_fields[i]): loads(call_fields[i + 1])
-                    for i in range(0, len(call_fields), 2)
-                    if call_fields[i].isdigit()
-                }
-                run = WorkflowRun(
-                    loop=self.loop,
-                    definition=definition,
-                    workflow_id=workflow_id,
-                    input_value=loads(input_text),
-                    recorded=recorded,
-                    committed_len=committed_len,
-                    max_payload=self.settings.max_payload,
-                    shard_of=self.keys.shard_of,
-                )
-                run.start()
-            run.feed(entries)
-            step = run.take_step()
-            payload = dumps(
-                {
-                    "calls": step.calls,
-                    "status": step.status,
-                    "waiting_on": step.waiting_on,
-                    "outcome": None
-                    if step.outcome is None
-                    else {
-                        "status": step.outcome.status,
-                        "output": step.outcome.output,
-                        "error": step.outcome.error,
-                    },
-                    "abandon": step.abandon,
-                    "cancelled": step.cancelled,
-                }
-            )
+            try:
+                if run is None:
+                    run = self._rebuild(definition, workflow_id, input_text, call_fields, committed_len)
+                run.feed(entries)
+                step = run.take_step()
+                payload, based_on = _step_payload(step), run.delivered
+            except Exception as exc:
+                # Corrupt history (or an engine bug): fail this workflow with a clear error rather than
+                # leaving it held and RUNNING forever; the others run on.
+                log.exception("cannot replay the workflow's history: failing it")
+                if run is not None:
+                    run.close()
+                run, step = None, None
+                payload, based_on = _corrupt_history_payload(exc), len(entries) if start < 0 else start
             retention_ms = round(self.settings.retention * 1000)
-            result = await self._commit("commit_step", workflow_id, lease, run.delivered, payload, retention_ms)
-            if result == "ok":
-                self._remember(workflow_id, run)
-            else:
-                run.close()
+            result = await self._commit("commit_step", workflow_id, lease, based_on, payload, retention_ms)
+            if run is not None:
+                if result == "ok":
+                    self._remember(workflow_id, run)
+                else:
+                    run.close()
             if result != "stale":
                 self.metrics.steps.labels(name).inc()
                 self.metrics.step_duration.labels(name).observe(time.perf_counter() - began)
-            if step.outcome is not None and result == "finished":
-                self.metrics.workflows_finished.labels(name, step.outcome.status).inc()
-                log.info("workflow finished", status=step.outcome.status)
+            if result == "finished":
+                status = step.outcome.status if step is not None and step.outcome is not None else "FAILED"
+                self.metrics.workflows_finished.labels(name, status).inc()
+                log.info("workflow finished", status=status)
+
+    def _rebuild(
+        self, definition: Any, workflow_id: str, input_text: str, call_fields: list[str], committed_len: int
+    ) -> WorkflowRun:
+        """A run replayed from the recorded call records (when no cached copy is current)."""
+        recorded = {
+            int(call_fields[i]): loads(call_fields[i + 1])
+            for i in range(0, len(call_fields), 2)
+            if call_fields[i].isdigit()
+        }
+        if any(not isinstance(record, dict) for record in recorded.values()):
+            raise ValueError("a call record is not a JSON object")
+        run = WorkflowRun(
+            loop=self.loop,
+            definition=definition,
+            workflow_id=workflow_id,
+            input_value=loads(input_text),
+            recorded=recorded,
+            committed_len=committed_len,
+            max_payload=self.settings.max_payload,
+            shard_of=self.keys.shard_of,
+        )
+        run.start()
+        return run
 
     async def _load_history(self, workflow_id: str) -> tuple[list[str], list[str]]:
         """Read a workflow's whole inbox and call records (when our cached copy is gone)."""
         assert self.store is not None
         shard = self.keys.for_workflow(workflow_id)
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(shard.inbox(workflow_id), 0, -1)
-            pipe.hgetall(shard.calls(workflow_id))
-            inbox, calls = await pipe.execute()
+        delay = 0.05
+        while True:  # through outages: the claimed step stays ours (leased) until we commit it
+            try:
+                async with self.store.redis.pipeline(transaction=False) as pipe:
+                    pipe.lrange(shard.inbox(workflow_id), 0, -1)
+                    pipe.hgetall(shard.calls(workflow_id))
+                    inbox, calls = await pipe.execute()
+                break
+            except REDIS_ERRORS as exc:
+                log.warning("reading history failed, retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         flat: list[str] = []
         for key, value in calls.items():
             flat += [key, value]
@@ -478,6 +513,36 @@ class Dispatcher:
         else:
             self.committed += 1
         return status
+
+
+def _step_payload(step: StepResult) -> str:
+    """The JSON document ``commit_step.lua`` applies."""
+    outcome = step.outcome
+    return dumps(
+        {
+            "calls": step.calls,
+            "status": step.status,
+            "waiting_on": step.waiting_on,
+            "outcome": None
+            if outcome is None
+            else {"status": outcome.status, "output": outcome.output, "error": outcome.error},
+            "abandon": step.abandon,
+            "cancelled": step.cancelled,
+        }
+    )
+
+
+def _corrupt_history_payload(exc: BaseException) -> str:
+    """A step that fails the workflow because its recorded state cannot be read."""
+    error = {
+        "type": "CorruptHistoryError",
+        "message": f"the workflow's recorded state in Redis cannot be replayed: {type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+    outcome = {"status": "FAILED", "output": "null", "error": dumps(error)}
+    return dumps(
+        {"calls": [], "status": "FAILED", "waiting_on": "", "outcome": outcome, "abandon": [], "cancelled": []}
+    )
 
 
 async def _first(*awaitables: Any) -> None:

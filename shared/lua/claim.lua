@@ -7,6 +7,7 @@
 --   inbox_start is where the dispatcher's cached copy stopped, or -1 (no copy: whole inbox and the call
 --   records follow); committed_len is -1 before the first commit
 --   {'t', id, seq, lease, task hash fields...}
+-- 'W' and 'T' mark a suspect, claimed alone: the dispatcher must run it with nothing else in flight.
 local worker, budget = ARGV[2], tonumber(ARGV[3])
 local proc = k_proc(worker)
 local now = now_ms()
@@ -44,12 +45,38 @@ local function claim_task(id, seq, item)
   table.insert(claims, claim)
 end
 
+-- Whether the reaper found this item twice in a row on a dispatcher that died with other work.
+local function suspect_of(item)
+  local rest = string.sub(item, 3)
+  local marks
+  if string.sub(item, 1, 1) == 'w' then
+    marks = redis.call('HGET', k_wf(rest), 'suspect')
+  else
+    local sep = string.find(rest, '|[^|]*$')
+    marks = redis.call('HGET', k_task(string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1)), 'suspect')
+  end
+  return tonumber(marks or '0') >= 2
+end
+
+-- Put popped items back at the head of their list, in their order, from position `from` on.
+local function put_back(list, items, from)
+  for k = #items, from, -1 do redis.call('RPUSH', list, items[k]) end
+end
+
 for i = 4, #ARGV do
   if budget <= 0 then break end
   local list = ARGV[i]
   local items = redis.call('RPOP', list, budget)
   if items then
-    for _, item in ipairs(items) do
+    for position, item in ipairs(items) do
+      -- A suspect (held by a dispatcher that died with other work) is claimed alone, as the first item of a
+      -- claim, flagged in upper case: the dispatcher then runs it by itself, so a crash can be blamed on it.
+      local suspect = suspect_of(item)
+      if suspect and #claims > 0 then
+        put_back(list, items, position)
+        budget = 0
+        break
+      end
       budget = budget - 1
       local kind = string.sub(item, 1, 1)
       if kind == 'w' then
@@ -58,6 +85,12 @@ for i = 4, #ARGV do
         local rest = string.sub(item, 3)
         local sep = string.find(rest, '|[^|]*$')
         claim_task(string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1), item)
+      end
+      if suspect then
+        if #claims > 0 then claims[#claims][1] = string.upper(claims[#claims][1]) end
+        put_back(list, items, position + 1)
+        budget = 0
+        break
       end
     end
     if redis.call('LLEN', list) > 0 and redis.call('LLEN', k_wake(list)) == 0 then

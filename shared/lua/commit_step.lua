@@ -57,6 +57,7 @@ for _, seq in ipairs(step.cancelled) do release_call(id, int(seq), 'cancelled', 
 for _, seq in ipairs(step.abandon) do release_call(id, int(seq), 'abandoned', now) end
 
 redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on), 'step_crashes', '0')
+redis.call('HDEL', wf, 'suspect')  -- it ran to the end: not the item that killed its dispatcher
 if step.outcome ~= cjson.null then
   finish_workflow(id, step.outcome.status, step.outcome.output, step.outcome.error, retention_ms, now)
   return {'finished'}

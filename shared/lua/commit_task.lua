@@ -24,6 +24,7 @@ if outcome == 'ok' then
 end
 if outcome == 'retry' then
   redis.call('HSET', task, 'last_error', payload, 'lease', '0')
+  redis.call('HDEL', task, 'suspect')  -- it ran to the end: not the item that killed its dispatcher
   add_timer('r|' .. id .. '|' .. seq, now + tonumber(ARGV[8]))
   return {'ok'}
 end

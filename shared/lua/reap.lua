@@ -2,7 +2,10 @@
 -- every item they held goes back on a ready list with a new lease, so a late commit from the silent
 -- dispatcher is rejected. A task attempt cut short by the crash counts as failed (retried with backoff,
 -- dead-lettered after max_attempts); a workflow step that keeps killing its dispatcher fails the workflow
--- after `max_step_crashes` instead of crash-looping the fleet.
+-- after `max_step_crashes` instead of crash-looping the fleet. A crash is only blamed on an item when the
+-- dispatcher held nothing else; items held together only count a `suspect` mark. An item marked twice in a
+-- row (it keeps dying in company) is then run on its own (see claim.lua), so a poison item is found without
+-- failing the innocent work that shared its dispatcher, while a one-off crash or stall recovers at full speed.
 -- KEYS[1] T; ARGV: G, max workers, max step crashes, retention ms
 -- Returns {workers reaped, steps re-queued, tasks re-queued, tasks dead-lettered, workflows failed, halted}
 local max_workers, max_crashes, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -12,6 +15,7 @@ local steps, tasks, dead_lettered, failed = 0, 0, 0, 0
 for _, worker in ipairs(dead) do
   local proc = k_proc(worker)
   local held = redis.call('HGETALL', proc)
+  local alone = #held == 2  -- one item: the crash is certainly its own
   for i = 1, #held, 2 do
     local item = held[i]
     local kind, rest = string.sub(item, 1, 1), string.sub(item, 3)
@@ -19,7 +23,11 @@ for _, worker in ipairs(dead) do
       local wf = k_wf(rest)
       if redis.call('EXISTS', wf) == 1 then
         redis.call('HSET', wf, 'lease', redis.call('INCR', K_SEQ))
-        if redis.call('HINCRBY', wf, 'step_crashes', 1) >= max_crashes then
+        if not alone then
+          redis.call('HINCRBY', wf, 'suspect', 1)
+          enqueue_step(rest, now, true)
+          steps = steps + 1
+        elseif redis.call('HINCRBY', wf, 'step_crashes', 1) >= max_crashes then
           local err = cjson.encode({type = 'PoisonStepError', traceback = '', message = 'a step of this workflow was ' ..
             'running on a dispatcher that died ' .. max_crashes .. ' times in a row; it was failed to protect the fleet'})
           finish_workflow(rest, 'FAILED', 'null', err, retention_ms, now)
@@ -39,11 +47,17 @@ for _, worker in ipairs(dead) do
         local attempt = tonumber(t[1])
         local err = cjson.encode({type = 'WorkerLostError', traceback = '',
           message = 'the dispatcher running attempt ' .. attempt .. ' died (' .. worker .. ')'})
-        redis.call('HSET', task, 'last_error', err)
-        if attempt >= tonumber(t[2]) then
+        if not alone then  -- not counted: it will run on its own next, and count then if it kills again
+          redis.call('HINCRBY', task, 'suspect', 1)
+          redis.call('HINCRBY', task, 'attempt', -1)
+          push_task(id, seq, now)
+          tasks = tasks + 1
+        elseif attempt >= tonumber(t[2]) then
+          redis.call('HSET', task, 'last_error', err)
           exhaust_task(id, seq, err, now)
           dead_lettered = dead_lettered + 1
         else
+          redis.call('HSET', task, 'last_error', err)
           add_timer('r|' .. id .. '|' .. seq, now + math.min(tonumber(t[3]) * 2 ^ (attempt - 1), 300000))
           tasks = tasks + 1
         end
