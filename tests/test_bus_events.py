@@ -215,8 +215,13 @@ async def test_a_keyed_publish_wakes_waiters_on_every_shard(settings: Settings) 
     sharded = dataclasses.replace(settings, shards=3)
     keys = Keys(sharded.prefix, 3)
     key = token()
-    ids = [f"w{n}-{key}" for n in range(12)]
-    assert {keys.shard_of(i) for i in ids} == {0, 1, 2}
+    candidates = (f"w{n}-{key}" for n in range(1000))
+    by_shard: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    for candidate in candidates:  # four workflows on each shard, by construction
+        if len(by_shard[keys.shard_of(candidate)]) < 4:
+            by_shard[keys.shard_of(candidate)].append(candidate)
+    ids = [workflow_id for group in by_shard.values() for workflow_id in group]
+    assert len(ids) == 12
     roles = InProcessRoles(sharded)
     try:
         async with Client(settings=sharded) as client:
