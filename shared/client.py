@@ -185,11 +185,11 @@ class Client:
         """Pick the version to start by name: the one asked for, else the newest registered that is live."""
         redis = self.store.redis
         shard = self.keys.for_workflow(workflow_id)
+        now = await redis.time()  # the Redis clock, like every liveness expiry (TIME cannot be pipelined on a cluster)
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.time()
             pipe.zrevrange(self.keys.versions(name), 0, -1)
             pipe.zrange(shard.live(name), 0, -1, withscores=True)
-            now, versions, live = await pipe.execute()
+            versions, live = await pipe.execute()
         if not versions:
             raise UnknownWorkflowError(f"no dispatcher has registered a workflow named {name!r}")
         if version is not None:

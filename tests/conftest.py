@@ -5,6 +5,7 @@ No test assumes a server on 6379; nothing is flushed: tests are isolated by pref
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,14 +28,18 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+# BDURABLE_TEST_TARGET=cluster runs the end-to-end suites against the real 3-master Redis Cluster with the
+# keyspace split into 6 shards (`.ci/run` does, for the suites marked `cluster_e2e`).
+TARGET = os.environ.get("BDURABLE_TEST_TARGET", "single")
+
+
 @pytest.fixture
-def settings(redis_server: RedisServer, prefix: str) -> Settings:
-    return Settings(
-        redis_url=redis_server.url,
-        prefix=prefix,
-        heartbeat_interval=0.2,
-        heartbeat_timeout=1.0,
-    )
+def settings(request: pytest.FixtureRequest, prefix: str) -> Settings:
+    if TARGET == "cluster":
+        url, shards = request.getfixturevalue("redis_cluster").url, 6
+    else:
+        url, shards = request.getfixturevalue("redis_server").url, 1
+    return Settings(redis_url=url, prefix=prefix, shards=shards, heartbeat_interval=0.2, heartbeat_timeout=1.0)
 
 
 @pytest.fixture

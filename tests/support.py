@@ -32,10 +32,18 @@ class InProcessRoles:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.running: list[tuple[Stopping, asyncio.Task[None], Any]] = []
+        self._bus_started = False
 
-    def dispatcher(self, *modules: Any, **options: Any) -> Dispatcher:
+    def dispatcher(self, *modules: Any, with_bus: bool = True, **options: Any) -> Dispatcher:
         dispatcher = Dispatcher(self.settings, Registry.from_modules(modules), **options)
         self._run(dispatcher)
+        if with_bus and self.settings.shards > 1 and not self._bus_started:
+            # With several shards the signal bus carries cross-shard operations (a child in another
+            # shard): a deployment always runs one, so the tests of the programming model do too.
+            from bdurable.services.signal_bus import SignalBus
+
+            self._bus_started = True
+            self._run(SignalBus(self.settings))
         return dispatcher
 
     def scheduler(self) -> Scheduler:
@@ -78,6 +86,7 @@ class RoleProcesses:
             BDURABLE_HEARTBEAT_INTERVAL=str(self.settings.heartbeat_interval),
             BDURABLE_HEARTBEAT_TIMEOUT=str(self.settings.heartbeat_timeout),
             BDURABLE_RETENTION=str(self.settings.retention),
+            BDURABLE_SHARDS=str(self.settings.shards),
             BDURABLE_LOG_FORMAT="json",
             PYTHONPATH=os.pathsep.join([str(APPS), env.get("PYTHONPATH", "")]),
         )

@@ -12,7 +12,6 @@ from support import InProcessRoles
 
 from bdurable import Client, Status, WorkflowFailedError
 from bdurable.durations import parse_duration
-from bdurable.keys import Keys
 
 
 def token() -> str:
@@ -217,7 +216,8 @@ async def test_signal_is_recorded_exactly_once_across_replays(
         ("sleep", "50ms", "done"),
         ("task", "engine_app.echo", "done"),
     ]
-    signals = await client.store.redis.lrange(Keys(prefix).shard(0).signals(handle.workflow_id), 0, -1)
+    shard = client.keys.for_workflow(handle.workflow_id)
+    signals = await client.store.redis.lrange(shard.signals(handle.workflow_id), 0, -1)
     assert len(signals) == 1
     assert '"pct":50' in signals[0]
     state = await client.get_state(handle.workflow_id)

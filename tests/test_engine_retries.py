@@ -50,7 +50,7 @@ async def test_task_failing_twice_then_succeeding_is_retried_with_backoff(
     assert attempts[2] - attempts[1] >= 0.1
     history = await client.history(handle.workflow_id)
     assert [(h.kind, h.status, h.result) for h in history] == [("task", "done", 3)]
-    assert await client.store.redis.zcard(Keys(prefix).shard(0).dlq) == 0
+    assert await client.dlq_list() == []
 
 
 async def test_exhausted_task_goes_to_the_dead_letter_queue_and_raises_in_the_workflow(
@@ -69,7 +69,7 @@ async def test_exhausted_task_goes_to_the_dead_letter_queue_and_raises_in_the_wo
     }
     assert engine_app.CALLS[t] == ["attempt", "attempt"]
 
-    shard = Keys(prefix).shard(0)
+    shard = client.keys.for_workflow(handle.workflow_id)
     redis = client.store.redis
     entries = await redis.zrange(shard.dlq, 0, -1)
     assert len(entries) == 1
