@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
 from bdurable import errors
+from bdurable.client import Client
 from bdurable.config import DEFAULT_REDIS_URL, Settings
 from bdurable.durations import parse_duration
 
@@ -55,6 +56,7 @@ __all__ = [
     "parse_timeout",
     "redact_url",
     "run",
+    "with_client",
 ]
 
 T = TypeVar("T")
@@ -276,3 +278,14 @@ def handles_errors(command: Callable[P, T]) -> Callable[P, T]:
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine on a fresh event loop (commands are synchronous entry points)."""
     return asyncio.run(main)
+
+
+def with_client(redis_url: str | None, prefix: str | None, operation: Callable[[Client], Awaitable[T]]) -> T:
+    """Connect a client with the command's settings, await one operation on it, and return its result."""
+    settings = client_settings(redis_url, prefix)
+
+    async def main() -> T:
+        async with Client(settings=settings) as client:
+            return await operation(client)
+
+    return run(main())

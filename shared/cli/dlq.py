@@ -21,6 +21,7 @@ from bdurable.cli.common import (
     echo_json,
     handles_errors,
     run,
+    with_client,
 )
 from bdurable.cli.render import print_dead_letter, print_dead_letters
 from bdurable.client import Client
@@ -70,13 +71,7 @@ def show(
     debug: Debug = False,
 ) -> None:
     """Show one entry: the task, its arguments, the error and its traceback."""
-    settings = client_settings(redis_url, prefix)
-
-    async def main() -> DeadLetter:
-        async with Client(settings=settings) as client:
-            return await client.dlq_show(entry_id)
-
-    entry = run(main()).to_json()
+    entry = with_client(redis_url, prefix, lambda client: client.dlq_show(entry_id)).to_json()
     if json_output:
         echo_json(entry)
     else:
@@ -92,13 +87,7 @@ def retry(
     debug: Debug = False,
 ) -> None:
     """Run a parked task again; its workflow goes on with the result."""
-    settings = client_settings(redis_url, prefix)
-
-    async def main() -> None:
-        async with Client(settings=settings) as client:
-            await client.dlq_retry(entry_id)
-
-    run(main())
+    with_client(redis_url, prefix, lambda client: client.dlq_retry(entry_id))
     typer.echo(f"entry {entry_id} re-queued: its task runs again")
 
 
@@ -111,13 +100,7 @@ def fail_entry(
     debug: Debug = False,
 ) -> None:
     """Give up on a parked task; its workflow receives TaskFailedError."""
-    settings = client_settings(redis_url, prefix)
-
-    async def main() -> None:
-        async with Client(settings=settings) as client:
-            await client.dlq_fail(entry_id)
-
-    run(main())
+    with_client(redis_url, prefix, lambda client: client.dlq_fail(entry_id))
     typer.echo(f"entry {entry_id} failed: its workflow receives TaskFailedError")
 
 

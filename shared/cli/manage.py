@@ -20,6 +20,7 @@ from bdurable.cli.common import (
     handles_errors,
     parse_json,
     run,
+    with_client,
 )
 from bdurable.client import Client
 
@@ -92,13 +93,7 @@ def cancel(
     debug: Debug = False,
 ) -> None:
     """Cancel a workflow: it receives WorkflowCancelledError where it waits and may clean up."""
-    settings = client_settings(redis_url, prefix)
-
-    async def main() -> None:
-        async with Client(settings=settings) as client:
-            await client.cancel(workflow_id, reason=reason)
-
-    run(main())
+    with_client(redis_url, prefix, lambda client: client.cancel(workflow_id, reason=reason))
     typer.echo(f"cancellation of {workflow_id} requested")
 
 
@@ -110,11 +105,5 @@ def resume(
     debug: Debug = False,
 ) -> None:
     """Re-queue a VERSION_MISMATCH workflow once a dispatcher with its version is running."""
-    settings = client_settings(redis_url, prefix)
-
-    async def main() -> None:
-        async with Client(settings=settings) as client:
-            await client.resume(workflow_id)
-
-    run(main())
+    with_client(redis_url, prefix, lambda client: client.resume(workflow_id))
     typer.echo(f"workflow {workflow_id} resumed")

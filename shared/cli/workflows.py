@@ -30,6 +30,7 @@ from bdurable.cli.common import (
     parse_json,
     parse_timeout,
     run,
+    with_client,
 )
 from bdurable.cli.render import print_history, print_page, print_state
 from bdurable.client import Client
@@ -256,13 +257,10 @@ def list_workflows(
     debug: Debug = False,
 ) -> None:
     """List workflows, newest first."""
-    settings = client_settings(redis_url, prefix)
-
-    async def main() -> Any:
-        async with Client(settings=settings) as client:
-            return await client.list(status=status.upper() if status else None, name=name, limit=limit, cursor=cursor)
-
-    page = run(main())
+    wanted = status.upper() if status else None
+    page = with_client(
+        redis_url, prefix, lambda client: client.list(status=wanted, name=name, limit=limit, cursor=cursor)
+    )
     if json_output:
         echo_json({"items": [item.to_json() for item in page.items], "next_cursor": page.next_cursor})
         return
@@ -280,13 +278,7 @@ def history(
     debug: Debug = False,
 ) -> None:
     """Show the recorded durable steps of a workflow (tasks, children, sleeps, events, signals)."""
-    settings = client_settings(redis_url, prefix)
-
-    async def main() -> Any:
-        async with Client(settings=settings) as client:
-            return await client.history(workflow_id)
-
-    entries = run(main())
+    entries = with_client(redis_url, prefix, lambda client: client.history(workflow_id))
     if json_output:
         echo_json([entry.to_json() for entry in entries])
     else:
