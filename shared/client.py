@@ -293,9 +293,10 @@ class Client:
                 raise ValueError(f"invalid cursor {cursor!r}")
             after = (int(score_text), member)
         found: builtins.list[tuple[int, str, ShardKeys]] = []
+        statuses = [status] if status else list(Status)  # every workflow is in exactly one status index
         for shard in self.keys.all_shards():
-            key = shard.index_status(status) if status else shard.index_all
-            found += await self._list_shard(shard, key, name, limit + 1, after)
+            for each in statuses:
+                found += await self._list_shard(shard, shard.index_status(each), name, limit + 1, after)
         found.sort(key=lambda item: (item[0], item[1]), reverse=True)
         page = found[:limit]
         next_cursor = f"{page[-1][0]}:{page[-1][1]}" if len(found) > limit else None

@@ -18,7 +18,7 @@ Layout, with ``T = {prefix:shard}`` and ``G = {prefix}``::
     T:timers                  zset   timer member -> due time (ms, Redis clock)
     T:live:<name>             zset   "<version>|<worker>" -> lease expiry (ms): who can run this workflow
     T:wqueues                 set    every workflow-step ready list (for the version sweep)
-    T:idx:all / T:idx:s:<S>   zset   workflow id -> created ms, for listing
+    T:idx:s:<STATUS>          zset   workflow id -> created ms, for listing (one index per status)
     T:idx:expire              zset   finished workflow id -> expiry ms (retention)
     T:dlq / T:dlq:<entry>     zset / hash  dead-letter entries
     G:workers                 zset   worker -> heartbeat expiry (ms)
@@ -100,10 +100,6 @@ class ShardKeys:
     @property
     def step_queues(self) -> str:
         return f"{self.tag}:wqueues"
-
-    @property
-    def index_all(self) -> str:
-        return f"{self.tag}:idx:all"
 
     def index_status(self, status: str) -> str:
         return f"{self.tag}:idx:s:{status}"

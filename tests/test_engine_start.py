@@ -45,7 +45,7 @@ async def test_starting_the_same_id_twice_runs_once(client: Client, roles: InPro
     assert state is not None
     assert state.status == Status.COMPLETED
     assert engine_app.CALLS[t] == ["order-1"]  # one run, one task execution
-    assert await client.store.redis.zcard(client.keys.for_workflow("order-1").index_all) == 1
+    assert [state.workflow_id for state in (await client.list()).items] == ["order-1"]
 
 
 async def test_same_id_under_another_workflow_name_is_refused(client: Client) -> None:

@@ -56,8 +56,8 @@ if signals > 0 then redis.call('HINCRBY', wf, 'step', signals) end
 for _, seq in ipairs(step.cancelled) do release_call(id, int(seq), 'cancelled', now) end
 for _, seq in ipairs(step.abandon) do release_call(id, int(seq), 'abandoned', now) end
 
-redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on), 'step_crashes', '0')
-redis.call('HDEL', wf, 'suspect')  -- it ran to the end: not the item that killed its dispatcher
+redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on))
+redis.call('HDEL', wf, 'step_crashes', 'suspect')  -- it ran to the end: not what killed its dispatchers
 if step.outcome ~= cjson.null then
   finish_workflow(id, step.outcome.status, step.outcome.output, step.outcome.error, retention_ms, now)
   return {'finished'}

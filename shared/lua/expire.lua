@@ -8,7 +8,6 @@ for _, id in ipairs(ids) do
   local status = redis.call('HGET', k_wf(id), 'status')
   if not status or FINISHED[status] then
     redis.call('DEL', k_wf(id), k_calls(id), k_inbox(id), k_signals(id))
-    redis.call('ZREM', K_INDEX_ALL, id)
     for s, _ in pairs(FINISHED) do redis.call('ZREM', k_index_status(s), id) end
   end
 end

@@ -27,7 +27,6 @@ local function k_proc(worker) return T .. ':proc:' .. worker end
 local K_TIMERS = T .. ':timers'
 local function k_live(name) return T .. ':live:' .. name end
 local K_STEP_QUEUES = T .. ':wqueues'
-local K_INDEX_ALL = T .. ':idx:all'
 local function k_index_status(status) return T .. ':idx:s:' .. status end
 local K_INDEX_EXPIRE = T .. ':idx:expire'
 local K_DLQ = T .. ':dlq'
@@ -170,10 +169,13 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
   local wf = k_wf(id)
   local existing = redis.call('HGET', wf, 'name')
   if existing then return existing end
+  -- Only what is known now: absent fields read as their defaults (no parent, nothing parked, no lease yet),
+  -- which keeps a waiting workflow's footprint small.
   redis.call('HSET', wf, 'name', name, 'version', version, 'queue', queue, 'input', input, 'status', 'RUNNING',
-    'step', '0', 'pending', '0', 'lease', '0', 'parked', '0', 'created_at', int(now), 'updated_at', int(now),
-    'parent_id', parent_id, 'parent_seq', parent_seq, 'parent_shard', parent_shard)
-  redis.call('ZADD', K_INDEX_ALL, int(now), id)
+    'step', '0', 'created_at', int(now), 'updated_at', int(now))
+  if parent_id ~= '' then
+    redis.call('HSET', wf, 'parent_id', parent_id, 'parent_seq', parent_seq, 'parent_shard', parent_shard)
+  end
   redis.call('ZADD', k_index_status('RUNNING'), int(now), id)
   enqueue_step(id, now, false)
   return 'created'
