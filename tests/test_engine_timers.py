@@ -130,5 +130,5 @@ async def test_finished_workflows_expire_after_the_retention_period(
 
 async def keys_with(client: Client, prefix: str, workflow_id: str) -> list[str]:
     """Every key of this prefix that names the workflow (its hashes, lists and task records)."""
-    pattern = f"{Keys(prefix).shard(0).tag}:*{workflow_id}*"
+    pattern = f"{Keys(prefix, client.settings.shards).for_workflow(workflow_id).tag}:*{workflow_id}*"
     return [key async for key in client.store.redis.scan_iter(match=pattern.replace("{", "\\{").replace("}", "\\}"))]
