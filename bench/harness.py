@@ -1,27 +1,44 @@
-"""Start a Redis and role processes for a benchmark, count Redis commands, time things."""
+"""Start Redis (one server or a 3-node cluster) and role processes for a benchmark; read Redis's own figures.
+
+Roles run as separate processes (multiprocessing ``spawn``), as in production, logging JSON at ``warning``
+to ``bench/results/logs/`` (``log_level`` changes that). A role can run under cProfile (``profile=PATH``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import re
+import signal
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from bdurable import Settings
 from bdurable.embedded import RedisServer
 
-BENCH = Path(__file__).parent
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"  # gitignored: logs and profiles of the last run
+LOGS = RESULTS / "logs"
 
 
-def _run_role(role: str, settings: Settings, options: dict[str, Any]) -> None:
+def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: str, profile: str | None) -> None:
     sys.path.insert(0, str(BENCH))
     from bdurable.registry import Registry
+    from bdurable.runtime.logging import configure_logging
     from bdurable.runtime.service import run_until_signalled
 
+    options = dict(options)
+    stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    configure_logging(level=options.pop("log_level", "warning"), fmt="json", stream=stream)
     if role == "dispatcher":
         import bench_app
 
@@ -36,7 +53,18 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any]) -> None:
         from bdurable.services.signal_bus import SignalBus
 
         instance = SignalBus(settings)
-    asyncio.run(run_until_signalled(instance.run))
+    if profile is None:
+        asyncio.run(run_until_signalled(instance.run))
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(run_until_signalled(instance.run))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
 
 
 @contextmanager
@@ -46,36 +74,200 @@ def redis(appendfsync: str = "everysec") -> Iterator[RedisServer]:
 
 
 @contextmanager
-def roles(settings: Settings, *names: str, **options: Any) -> Iterator[list[Any]]:
+def cluster() -> Iterator[Any]:
+    """The test suite's 3-master Redis Cluster on loopback (AOF everysec on every node)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support import LocalCluster  # type: ignore[import-not-found]  # tests/, on sys.path just above
+
+    nodes = LocalCluster().start()
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Roles(list[Any]):
+    """The role processes of one ``roles()`` block."""
+
+    def pause(self) -> None:
+        for process in self:
+            os.kill(process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for process in self:
+            os.kill(process.pid, signal.SIGCONT)
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(process.pid) for process in self)
+
+
+_counter = 0
+
+
+@contextmanager
+def roles(
+    settings: Settings, *names: str, profile: str | None = None, count: int = 1, **options: Any
+) -> Iterator[Roles]:
+    """Start role processes (``count`` of each name); SIGTERM (a drained stop) when the block ends."""
+    global _counter
+    LOGS.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
-    processes = []
+    processes = Roles()
     for name in names:
-        process = context.Process(target=_run_role, args=(name, settings, options if name == "dispatcher" else {}))
-        process.start()
-        processes.append(process)
+        for _ in range(count):
+            _counter += 1
+            log_path = str(LOGS / f"{settings.prefix}-{name}-{_counter}.log")
+            role_options = options if name == "dispatcher" else {"log_level": options.get("log_level", "warning")}
+            process = context.Process(
+                target=_run_role,
+                args=(name, settings, role_options, log_path, profile if name == "dispatcher" else None),
+            )
+            process.start()
+            processes.append(process)
     try:
         yield processes
     finally:
         for process in processes:
-            process.terminate()
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGCONT)
+                process.terminate()
         for process in processes:
             process.join(30)
             if process.is_alive():
                 process.kill()
+                process.join(5)
 
 
-TOP_LEVEL = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_blpop", "cmdstat_blmove")
+# -- Redis's own figures ------------------------------------------------------------------------------------
+
+
+def lua_commands() -> frozenset[str]:
+    """Every command b-durable's scripts call: the rest of INFO commandstats is sent by clients."""
+    import bdurable.lua
+
+    names: set[str] = set()
+    for path in Path(bdurable.lua.__file__).parent.glob("*.lua"):
+        names.update(m.lower() for m in re.findall(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]", path.read_text()))
+    return frozenset(names)
+
+
+LUA_COMMANDS = lua_commands()
+OWN_COMMANDS = frozenset({"info"})  # what the benchmark itself sends to read the figures
+
+
+@dataclass
+class Snapshot:
+    calls: dict[str, int] = field(default_factory=dict)
+    usec: dict[str, int] = field(default_factory=dict)
+    reads: int = 0
+    commands: int = 0
+    cpu: float = 0.0
+    used_memory: int = 0
+    forks: int = 0
+    at: float = 0.0
+
+    def __sub__(self, before: Snapshot) -> Delta:
+        names = set(self.calls) | set(before.calls)
+        calls = {n: self.calls.get(n, 0) - before.calls.get(n, 0) for n in names}
+        usec = {n: self.usec.get(n, 0) - before.usec.get(n, 0) for n in names}
+        return Delta(
+            calls={n: c for n, c in calls.items() if c},
+            usec=usec,
+            reads=self.reads - before.reads,
+            commands=self.commands - before.commands,
+            cpu=self.cpu - before.cpu,
+            memory=self.used_memory - before.used_memory,
+            forks=self.forks - before.forks,
+            seconds=self.at - before.at,
+        )
+
+
+@dataclass
+class Delta:
+    calls: dict[str, int]
+    usec: dict[str, int]
+    reads: int  # socket read events: one per round trip (a pipeline is one), however many commands
+    commands: int  # every command executed, those run inside scripts included
+    cpu: float  # Redis's own CPU seconds (user + system), summed over the nodes
+    memory: int
+    forks: int  # AOF rewrites (a forked child competing for the cores) during the interval
+    seconds: float
+
+    @property
+    def top_level(self) -> int:
+        """Commands sent by clients: script calls, blocking reads, pub/sub... (never those scripts run)."""
+        return sum(c for n, c in self.calls.items() if n not in LUA_COMMANDS and n not in OWN_COMMANDS)
+
+    @property
+    def script_calls(self) -> int:
+        return self.calls.get("evalsha", 0) + self.calls.get("eval", 0)
+
+    @property
+    def script_usec(self) -> int:
+        return self.usec.get("evalsha", 0) + self.usec.get("eval", 0)
+
+
+INFO_SECTIONS = ("commandstats", "stats", "cpu", "memory")  # a snapshot's own round trips, per node
+
+
+async def snapshot(nodes: list[aioredis.Redis]) -> Snapshot:
+    """INFO of every node (one server, or each cluster master), summed."""
+    total = Snapshot(at=time.perf_counter())
+
+    async def read_info(node: aioredis.Redis) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for section in INFO_SECTIONS:  # one each: Redis 6.2 takes only one
+            merged.update(await node.info(section))
+        return merged
+
+    infos = await asyncio.gather(*(read_info(n) for n in nodes))
+    for info in infos:
+        for key, value in info.items():
+            if key.startswith("cmdstat_"):
+                name = key[8:]
+                total.calls[name] = total.calls.get(name, 0) + int(value["calls"])
+                total.usec[name] = total.usec.get(name, 0) + int(value["usec"])
+        total.reads += int(info["total_reads_processed"])
+        total.commands += int(info["total_commands_processed"])
+        total.cpu += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        total.used_memory += int(info["used_memory"])
+        total.forks += int(info.get("total_forks", 0))
+    total.at = time.perf_counter()
+    return total
+
+
+async def settle(nodes: list[aioredis.Redis], rewrite_above: int = 16 * 2**20) -> None:
+    """Rewrite a grown AOF now and wait for it, so that no automatic rewrite (a fork) lands in a measure."""
+    for node in nodes:
+        info = await node.info("persistence")
+        if int(info.get("aof_current_size", 0)) > rewrite_above and not int(info["aof_rewrite_in_progress"]):
+            await node.bgrewriteaof()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        infos = [await node.info("persistence") for node in nodes]
+        if not any(int(i["aof_rewrite_in_progress"]) or int(i["aof_rewrite_scheduled"]) for i in infos):
+            return
+        await asyncio.sleep(0.1)
+
+
+def node_clients(urls: list[str]) -> list[aioredis.Redis]:
+    return [aioredis.from_url(url, decode_responses=True) for url in urls]
 
 
 async def command_count(redis: Any) -> int:
-    """Commands the roles sent to Redis so far, from INFO commandstats.
-
-    Redis counts the commands a script runs under their own names, so only commands that scripts never
-    issue are summed: script calls (every claim, commit, timer firing) and blocking waits. An upper bound
-    on round trips: pipelined commands share one.
-    """
-    stats = await redis.info("commandstats")
-    return sum(int(stats[name]["calls"]) for name in TOP_LEVEL if name in stats)
+    """Commands clients sent to Redis so far (INFO commandstats, without those scripts run)."""
+    snap = await snapshot([redis])
+    return sum(c for n, c in snap.calls.items() if n not in LUA_COMMANDS and n not in OWN_COMMANDS)
 
 
 def percentile(values: list[float], p: float) -> float:

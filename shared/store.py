@@ -56,6 +56,7 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
             encoding_errors="replace",  # bytes that are not UTF-8 become U+FFFD: data errors, never crashes
             socket_connect_timeout=5,
             socket_keepalive=True,
+            max_connections=options.pop("max_connections", 1024),  # per node: script batches go out concurrently
             **options,
         )
     pool = aioredis.BlockingConnectionPool.from_url(

@@ -87,7 +87,8 @@ class Dispatcher:
         self._rotation = 0
         self._woken = asyncio.Event()
         self._exclusive = False  # a suspect is running alone: claim nothing until it is done
-        self.running_tasks: dict[str, asyncio.Task[tuple[str, str, int]]] = {}
+        self.running_tasks: dict[str, asyncio.Task[Any]] = {}  # "id|seq" -> the handler running it
+        self.released: set[str] = set()  # running calls whose cancel hint arrived
         self.committed = 0
         self.stale_commits = 0
 
@@ -210,7 +211,7 @@ class Dispatcher:
                     continue
                 self._woken.clear()
                 try:
-                    claims = await self._claim(budget)
+                    claims, drained = await self._claim(budget)
                     delay = 0.05
                 except Exception as exc:  # an outage, or a reply that cannot be decoded: back off, go on
                     log.warning("claim failed, retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
@@ -221,7 +222,7 @@ class Dispatcher:
                     crash_point("after_claim")
                 for claim in claims:
                     self._spawn(claim)
-                if not claims:
+                if drained:  # every list gave less than asked: wait for a wake-up, no empty re-claim
                     await _first(self._woken.wait(), stopping.event.wait())
         finally:
             # Blocking reads are not cancelled mid-command (redis-py may swallow that); they time out.
@@ -230,8 +231,12 @@ class Dispatcher:
             for waiter in late:
                 waiter.cancel()
 
-    async def _claim(self, budget: int) -> list[list[Any]]:
-        """Claim from every shard at once (one pipelined round trip), each list in a rotating order."""
+    async def _claim(self, budget: int) -> tuple[list[list[Any]], bool]:
+        """Claim from every shard at once (one pipelined round trip), each list in a rotating order.
+
+        Also says whether every shard gave less than its share: its lists were empty a moment ago, and
+        anything queued since leaves a wake-up token, so the loop can block instead of claiming again.
+        """
         assert self.store is not None
         share = max(1, min(budget, CLAIM_BATCH) // len(self.shards))
         self._rotation += 1
@@ -241,7 +246,8 @@ class Dispatcher:
                 for shard in self.shards
             )
         )
-        return [claim for claims in results for claim in claims]
+        drained = all(len(claims) < share for claims in results)
+        return [claim for claims in results for claim in claims], drained
 
     def _rotated(self, shard: ShardKeys) -> list[str]:
         """A shard's ready lists in a rotating order, so that no list starves the others."""
@@ -408,6 +414,7 @@ class Dispatcher:
                     if message is not None and message.get("type") == "message":
                         running = self.running_tasks.get(str(message["data"]))
                         if running is not None:
+                            self.released.add(str(message["data"]))
                             log.info("cancelling a running task: its call was released", item=message["data"])
                             running.cancel()
             except REDIS_ERRORS:
@@ -425,20 +432,19 @@ class Dispatcher:
         key = f"{workflow_id}|{seq}"
         with structlog.contextvars.bound_contextvars(workflow_id=workflow_id, task=name, attempt=attempt):
             began = time.perf_counter()
-            execution = asyncio.create_task(self._execute_task(fields, attempt, max_attempts, seq))
-            self.running_tasks[key] = execution
+            handler = asyncio.current_task()
+            assert handler is not None
+            self.running_tasks[key] = handler
             try:
-                outcome, payload, delay_ms = await execution
+                outcome, payload, delay_ms = await self._execute_task(fields, attempt, max_attempts, seq)
             except asyncio.CancelledError:
-                if not execution.cancelled():
+                if key not in self.released:
                     raise  # this handler itself is being cancelled (drain timeout): the work is handed back
-                outcome, payload, delay_ms = (
-                    "fail",
-                    dumps({"type": "CancelledError", "message": "released"}),
-                    0,
-                )
+                handler.uncancel()  # a cancel hint stopped the task: its call was released; report and go on
+                outcome, payload, delay_ms = "fail", dumps({"type": "CancelledError", "message": "released"}), 0
             finally:
                 self.running_tasks.pop(key, None)
+                self.released.discard(key)
             self.metrics.task_duration.labels(name).observe(time.perf_counter() - began)
             self.metrics.task_attempts.labels(name, outcome).inc()
             if outcome != "ok":
@@ -458,9 +464,13 @@ class Dispatcher:
             return self._failed(exc, attempt, max_attempts, fields)
         timeout_ms = int(fields.get("timeout_ms") or 0)
         try:
-            async with asyncio.timeout(timeout_ms / 1000 if timeout_ms else None):
-                crash_point("in_task")
-                result = await task.invoke(loads(fields.get("args", "{}")))
+            crash_point("in_task")
+            arguments = loads(fields.get("args", "{}"))
+            if timeout_ms:
+                async with asyncio.timeout(timeout_ms / 1000):
+                    result = await task.invoke(arguments)
+            else:
+                result = await task.invoke(arguments)
             text = dumps(to_json_value(result))
         except NonRetryableError as error:
             return "fail", dumps(error_record(error)), 0
