@@ -15,6 +15,8 @@ from support import eventually
 
 from bdurable import Client, Settings
 
+SLEEP = 4.0  # long enough that the scheduler is surely killed before the sleepers' timers fall due
+
 
 @pytest.mark.timeout(120)
 async def test_scheduler_bus_and_reaper_killed_while_work_is_due(
@@ -28,7 +30,7 @@ async def test_scheduler_bus_and_reaper_killed_while_work_is_due(
     waiters = [f"waiter-{i}" for i in range(10)]
     workers = [f"worker-{i}" for i in range(10)]
     for wf in sleepers:
-        await client.start(fault_app.sleeper, {"seconds": 2.0}, workflow_id=wf)
+        await client.start(fault_app.sleeper, {"seconds": SLEEP}, workflow_id=wf)
     for wf in waiters:
         await client.start(fault_app.waiter, {}, workflow_id=wf)
     for wf in workers:
@@ -39,9 +41,10 @@ async def test_scheduler_bus_and_reaper_killed_while_work_is_due(
         return all(found[wf] == "SLEEPING" for wf in sleepers) and all(found[wf] == "AWAITING_EVENT" for wf in waiters)
 
     await eventually(settled, timeout=15)
+    fleet.kill(fleet.roles["scheduler"])  # at once: the sleepers' timers must fall due while it is dead
     await eventually(lambda: held_by(raw, prefix, doomed.pid), timeout=15)
 
-    for name in ("scheduler", "signal-bus", "reaper"):
+    for name in ("signal-bus", "reaper"):
         fleet.kill(fleet.roles[name])
     for wf in waiters:  # accepted durably by the bus's inbound list although no bus runs
         await client.send_event(wf, "go", {"for": wf})
@@ -49,7 +52,9 @@ async def test_scheduler_bus_and_reaper_killed_while_work_is_due(
     fleet.kill(doomed)  # its work would be recovered by the reaper, which is dead
     killed_at = time.monotonic()
 
-    await asyncio.sleep(3.0)  # the sleepers' timers are now overdue
+    timers = await raw.zrange(f"{t}:timers", 0, -1, withscores=True)
+    due = [score for member, score in timers if str(member).startswith("s|sleeper-")]  # the sleepers' due times
+    await asyncio.sleep(max(3.0, max(due, default=0) / 1000 - time.time() + 0.5))  # all of them overdue now
     found = await statuses(raw, prefix, [*sleepers, *waiters])
     assert all(found[wf] == "SLEEPING" for wf in sleepers), found
     assert all(found[wf] == "AWAITING_EVENT" for wf in waiters), found
