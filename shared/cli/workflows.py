@@ -166,13 +166,7 @@ def state(
     debug: Debug = False,
 ) -> None:
     """Show a workflow's status, step, what it waits on, and its output or error."""
-    settings = client_settings(redis_url, prefix)
-
-    async def main() -> WorkflowState:
-        async with Client(settings=settings) as client:
-            return await _require_state(client, workflow_id)
-
-    found = run(main())
+    found = with_client(redis_url, prefix, lambda client: _require_state(client, workflow_id))
     if json_output:
         echo_json(found.to_json())
     else:
@@ -189,14 +183,8 @@ def result(
     debug: Debug = False,
 ) -> None:
     """Wait for a workflow to finish and print its output; exit 1 if it failed or was cancelled."""
-    settings = client_settings(redis_url, prefix)
     seconds = parse_timeout(timeout)
-
-    async def main() -> None:
-        async with Client(settings=settings) as client:
-            await _finish(client, workflow_id, seconds, json_output=json_output)
-
-    run(main())
+    with_client(redis_url, prefix, lambda client: _finish(client, workflow_id, seconds, json_output=json_output))
 
 
 @handles_errors
