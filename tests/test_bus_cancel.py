@@ -69,8 +69,10 @@ async def _idle(client: Client, workflow_id: str) -> bool:
     return pending == "0"
 
 
-async def timers(client: Client) -> list[str]:
-    return await client.store.redis.zrange(f"{client.keys.shard(0).tag}:timers", 0, -1)  # type: ignore[no-any-return]
+async def timers(client: Client, workflow_id: str) -> list[str]:
+    """The timers pending on the workflow's own shard."""
+    shard = keys_of(client, workflow_id)
+    return await client.store.redis.zrange(f"{shard.tag}:timers", 0, -1)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("at", WAITS)
@@ -109,7 +111,7 @@ async def test_cancellation_is_raised_at_the_await_and_the_cleanup_task_runs(
     assert all(h.status == "cancelled" for h in released), released
 
     # The work behind every released call stopped.
-    assert await timers(client) == []
+    assert await timers(client, handle.workflow_id) == []
     if at in ("task", "gather"):
         await eventually(lambda: any(c[0] == "slow cancelled" for c in bus_app.CALLS[t] if isinstance(c, tuple)))
         assert await client.store.redis.exists(keys_of(client, handle.workflow_id).task(handle.workflow_id, 1)) == 0
@@ -269,7 +271,7 @@ async def test_a_cancel_of_a_version_mismatch_workflow_takes_effect_once_it_is_r
     await eventually(lambda: status_is(client, handle.workflow_id, Status.AWAITING_EVENT), timeout=5)
     await roles.stop(v1)  # blue/green: version 1 is gone, only version 2 runs
     roles.dispatcher(bus_app_v2)
-    await eventually(lambda: client.store.redis.zcard(client.keys.shard(0).live("versioned_wait")), timeout=5)
+    await eventually(lambda: _live(client, handle.workflow_id, "versioned_wait", "2"), timeout=5)
 
     await client.cancel(handle.workflow_id, reason="halted anyway")
     await eventually(lambda: status_is(client, handle.workflow_id, Status.VERSION_MISMATCH), timeout=5)
@@ -281,7 +283,7 @@ async def test_a_cancel_of_a_version_mismatch_workflow_takes_effect_once_it_is_r
         await client.resume(handle.workflow_id)
 
     roles.dispatcher(bus_app)  # version 1 is deployed again
-    await eventually(lambda: _live(client, "versioned_wait", "1"), timeout=5)
+    await eventually(lambda: _live(client, handle.workflow_id, "versioned_wait", "1"), timeout=5)
     await client.resume(handle.workflow_id)
     with pytest.raises(WorkflowCancelledError) as caught:
         await client.result(handle.workflow_id, timeout=5)
@@ -289,8 +291,12 @@ async def test_a_cancel_of_a_version_mismatch_workflow_takes_effect_once_it_is_r
     assert bus_app.CALLS[t] == [("cleanup", "halted anyway")]
 
 
-async def _live(client: Client, name: str, version: str) -> bool:
-    members = await client.store.redis.zrange(client.keys.shard(0).live(name), 0, -1)
+async def _live(client: Client, workflow_id: str, name: str, version: str) -> bool:
+    """Whether a dispatcher of ``name@version`` has announced itself on the workflow's own shard.
+
+    A dispatcher beats every shard concurrently, so on a cluster one shard can see it before another.
+    """
+    members = await client.store.redis.zrange(keys_of(client, workflow_id).live(name), 0, -1)
     return any(m.startswith(f"{version}|") for m in members)
 
 
@@ -336,7 +342,7 @@ async def test_a_cancel_before_the_first_step_is_raised_at_the_first_await(
     assert caught.value.reason == "early"
     history = await client.history(handle.workflow_id)
     assert [(h.kind, h.status) for h in history] == [("sleep", "cancelled"), ("task", "done"), ("signal", "done")]
-    assert await timers(client) == []
+    assert await timers(client, handle.workflow_id) == []
 
 
 async def _cancel_requested(client: Client, workflow_id: str) -> bool:

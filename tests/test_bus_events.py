@@ -270,7 +270,7 @@ async def test_an_event_before_its_timeout_cancels_the_timer(client: Client, rol
     await eventually(lambda: status_is(client, handle.workflow_id, Status.AWAITING_EVENT), timeout=5)
     await client.send_event(handle.workflow_id, "go", "in time")
     assert await client.result(handle.workflow_id, timeout=5) == {"timed_out": False, "value": "in time"}
-    assert await client.store.redis.zcard(f"{client.keys.shard(0).tag}:timers") == 0
+    assert await client.store.redis.zcard(f"{client.keys.for_workflow(handle.workflow_id).tag}:timers") == 0
 
 
 async def test_an_event_racing_its_timeout_is_never_lost_and_never_delivered_twice(

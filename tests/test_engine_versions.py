@@ -10,16 +10,21 @@ import pytest
 from support import InProcessRoles, eventually
 
 from bdurable import Client, DurableError, Status, WorkflowNotFoundError
-from bdurable.keys import Keys
 
 
-async def live_versions(client: Client, prefix: str, name: str) -> set[str]:
-    """Versions of ``name`` a dispatcher currently holds (its liveness entries, not yet expired)."""
+async def live_versions(client: Client, name: str) -> list[set[str]]:
+    """Versions of ``name`` a dispatcher currently holds, per shard (liveness entries not yet expired).
+
+    A dispatcher beats every shard concurrently, so on a cluster the shards may briefly disagree.
+    """
     redis = client.store.redis
     seconds, micros = await redis.time()
     now_ms = seconds * 1000 + micros // 1000
-    members = await redis.zrangebyscore(Keys(prefix).shard(0).live(name), f"({now_ms}", "+inf")
-    return {member.partition("|")[0] for member in members}
+    per_shard = []
+    for shard in client.keys.all_shards():
+        members = await redis.zrangebyscore(shard.live(name), f"({now_ms}", "+inf")
+        per_shard.append({member.partition("|")[0] for member in members})
+    return per_shard
 
 
 async def status_of(client: Client, workflow_id: str) -> str | None:
@@ -27,16 +32,14 @@ async def status_of(client: Client, workflow_id: str) -> str | None:
     return None if state is None else state.status
 
 
-async def test_version_mismatch_halts_unchanged_until_resumed(
-    client: Client, roles: InProcessRoles, prefix: str
-) -> None:
+async def test_version_mismatch_halts_unchanged_until_resumed(client: Client, roles: InProcessRoles) -> None:
     v1 = roles.dispatcher(engine_app)
     handle = await client.start(engine_app.versioned_v1, {"sleep": "300ms", "task": False}, workflow_id="vm-1")
     await eventually(lambda: _is(client, "vm-1", Status.SLEEPING), timeout=5)
     await roles.stop(v1)
 
     roles.dispatcher(engine_app_v2)
-    await eventually(lambda: _live(client, prefix, {"2"}), timeout=5)
+    await eventually(lambda: _live(client, {"2"}), timeout=5)
     roles.scheduler()  # the timer fires now, while only version 2 is live
     await eventually(lambda: _is(client, "vm-1", Status.VERSION_MISMATCH), timeout=5)
 
@@ -60,30 +63,28 @@ async def test_version_mismatch_halts_unchanged_until_resumed(
     assert (unchanged.step, unchanged.updated_at) == (halted.step, halted.updated_at)
 
     roles.dispatcher(engine_app)  # version 1 is back
-    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    await eventually(lambda: _live(client, {"1", "2"}), timeout=5)
     await client.resume("vm-1")
     assert await handle.result(timeout=5) == {"workflow": "1"}
 
 
 async def test_starting_a_version_nobody_runs_while_another_is_live_halts_at_once(
-    client: Client, roles: InProcessRoles, prefix: str
+    client: Client, roles: InProcessRoles
 ) -> None:
     roles.dispatcher(engine_app_v2)
-    await eventually(lambda: _live(client, prefix, {"2"}), timeout=5)
+    await eventually(lambda: _live(client, {"2"}), timeout=5)
     handle = await client.start(engine_app.versioned_v1, {"task": False})
     state = await handle.state()
     assert state is not None
     assert state.status == Status.VERSION_MISMATCH
     assert state.step == 0
     roles.dispatcher(engine_app)
-    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    await eventually(lambda: _live(client, {"1", "2"}), timeout=5)
     await client.resume(handle.workflow_id)
     assert await handle.result(timeout=5) == {"workflow": "1"}
 
 
-async def test_blue_green_each_version_runs_its_own_workflows(
-    client: Client, roles: InProcessRoles, prefix: str
-) -> None:
+async def test_blue_green_each_version_runs_its_own_workflows(client: Client, roles: InProcessRoles) -> None:
     """Old and new code side by side: each version's runs finish, their workflow code and tasks included.
 
     Version 2 calls a task (``engine_app_v2.v2_tag``) that the version 1 dispatchers do not have, and the
@@ -93,7 +94,7 @@ async def test_blue_green_each_version_runs_its_own_workflows(
     roles.dispatcher(engine_app)
     roles.dispatcher(engine_app_v2)
     roles.scheduler()
-    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    await eventually(lambda: _live(client, {"1", "2"}), timeout=5)
     old = list(await asyncio.gather(*(client.start(engine_app.versioned_v1, {}) for _ in range(10))))
     new = list(await asyncio.gather(*(client.start(engine_app_v2.versioned_v2, {}) for _ in range(10))))
     old += [await client.start("versioned", {}, version="1") for _ in range(3)]
@@ -101,26 +102,24 @@ async def test_blue_green_each_version_runs_its_own_workflows(
     new_results = await asyncio.gather(*(h.result(timeout=8) for h in new), return_exceptions=True)
     assert old_results == [{"workflow": "1", "task": "1"}] * len(old)
     assert new_results == [{"workflow": "2", "task": "2"}] * len(new)
-    assert await client.store.redis.zcard(Keys(prefix).shard(0).dlq) == 0
+    assert [await client.store.redis.zcard(shard.dlq) for shard in client.keys.all_shards()] == [0] * client.keys.shards
 
 
-async def test_a_task_is_only_claimed_by_a_dispatcher_that_has_it(
-    client: Client, roles: InProcessRoles, prefix: str
-) -> None:
+async def test_a_task_is_only_claimed_by_a_dispatcher_that_has_it(client: Client, roles: InProcessRoles) -> None:
     """The new deploy is busy (one item at a time) while the old one idles: the old one must leave the new
     code's tasks alone (each allows a single attempt), not fail them for lack of the code."""
     roles.dispatcher(engine_app)
     roles.dispatcher(engine_app_v2, concurrency=1)
-    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    await eventually(lambda: _live(client, {"1", "2"}), timeout=5)
     handle = await client.start(engine_app_v2.new_feature, None)
     assert await handle.result(timeout=5) == ["held", "2"]
 
 
-async def test_start_by_name_uses_the_newest_live_version(client: Client, roles: InProcessRoles, prefix: str) -> None:
+async def test_start_by_name_uses_the_newest_live_version(client: Client, roles: InProcessRoles) -> None:
     roles.dispatcher(engine_app)
-    await eventually(lambda: _live(client, prefix, {"1"}), timeout=5)
+    await eventually(lambda: _live(client, {"1"}), timeout=5)
     v2 = roles.dispatcher(engine_app_v2)
-    await eventually(lambda: _live(client, prefix, {"1", "2"}), timeout=5)
+    await eventually(lambda: _live(client, {"1", "2"}), timeout=5)
     newest = await client.start("versioned", {"task": False})
     state = await newest.state()
     assert state is not None
@@ -128,7 +127,7 @@ async def test_start_by_name_uses_the_newest_live_version(client: Client, roles:
     assert await newest.result(timeout=5) == {"workflow": "2"}
 
     await roles.stop(v2)  # version 2 is still registered, but nobody runs it any more
-    await eventually(lambda: _live(client, prefix, {"1"}), timeout=5)
+    await eventually(lambda: _live(client, {"1"}), timeout=5)
     fallback = await client.start("versioned", {"task": False})
     assert await fallback.result(timeout=5) == {"workflow": "1"}
 
@@ -175,5 +174,6 @@ async def _is(client: Client, workflow_id: str, status: str) -> bool:
     return await status_of(client, workflow_id) == status
 
 
-async def _live(client: Client, prefix: str, versions: set[str]) -> bool:
-    return await live_versions(client, prefix, "versioned") == versions
+async def _live(client: Client, versions: set[str]) -> bool:
+    """Whether exactly ``versions`` of ``versioned`` are live on every shard."""
+    return all(live == versions for live in await live_versions(client, "versioned"))
