@@ -229,15 +229,18 @@ def reading(extra: dict[str, Any]) -> list[str]:
     if saq_lat:
         lines.append(
             f"- **Idle latency is a chain of hops.** A 1-task workflow on an idle system costs "
-            f"{lat['round_trips']:.0f} round trips ({lat['commands']:.0f} client commands): start, subscribe, then "
-            f"three times wake-up (BLPOP) + claim + commit (step, task, final step), each claim followed by an "
-            f"empty re-claim, then the result read. At ~0.1-0.2 ms per round trip with the Python around it, "
-            f"that is {lat['p50_ms']:.1f} ms against saq's {saq_lat['p50_ms']:.1f} ms for ~6 round trips."
+            f"{lat['round_trips']:.0f} round trips ({lat['commands']:.0f} client commands): start, subscribe, the "
+            f"wake-up (BLPOP) and claim of the first step, its commit (which hands the task straight to the same "
+            f"dispatcher), the task's commit (which hands over the final step), the final commit, then the result "
+            f"read. At ~0.1-0.2 ms per round trip with the Python around it, that is {lat['p50_ms']:.1f} ms "
+            f"against saq's {saq_lat['p50_ms']:.1f} ms for ~6 round trips."
             + (
-                " Beating saq at p50 needs fewer serial hops per workflow (e.g. a commit that returns the next "
-                "claim, no empty re-claim when idle, the task run from the step's own commit), not faster ones."
+                " What remains between them is Python per hop (three replays or task runs, each with its asyncio "
+                "task, JSON and logging context) and the client's subscribe-then-read; a cheaper per-item path "
+                "(see the profile) is the next step, not fewer round trips."
                 if lat["p50_ms"] > saq_lat["p50_ms"]
-                else ""
+                else " The direct hand-off (a commit claims the work it made ready for its own dispatcher) is what "
+                "brought it there: before it, each of the three items paid a wake-up and a claim."
             )
         )
     rep = extra.get("replay")

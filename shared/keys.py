@@ -15,6 +15,7 @@ Layout, with ``T = {prefix:shard}`` and ``G = {prefix}``::
     T:wq:<queue>:<name>@<v>   list   ready workflow steps of one workflow version
     T:wake:<ready list>       list   wake-up token for dispatchers blocked on that ready list
     T:proc:<worker>           hash   item -> lease of what a dispatcher holds (the reliable-queue list)
+    T:holds:<worker>          set    the ready lists a dispatcher listens to (its commits hand off from them)
     T:timers                  zset   timer member -> due time (ms, Redis clock)
     T:live:<name>             zset   "<version>|<worker>" -> lease expiry (ms): who can run this workflow
     T:wqueues                 set    every workflow-step ready list (for the version sweep)
@@ -89,6 +90,9 @@ class ShardKeys:
 
     def processing(self, worker_id: str) -> str:
         return f"{self.tag}:proc:{worker_id}"
+
+    def holds(self, worker_id: str) -> str:
+        return f"{self.tag}:holds:{worker_id}"
 
     @property
     def timers(self) -> str:

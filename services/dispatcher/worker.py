@@ -3,12 +3,16 @@
 A dispatcher listens on the ready lists of the workflow versions and task queues it holds. It claims
 ready items in batches with one script call (the items move into its processing hash with a lease), runs
 workflow steps by replay and tasks as coroutines or threads, and commits each result with one script that
-checks the lease. Concurrent commits share pipelined round trips (see ``Store.script``).
+checks the lease. Concurrent commits share pipelined round trips (see ``Store.script``). A commit also
+claims the work it made ready on lists this dispatcher listens to (direct hand-off), so a workflow's next
+step or task starts without a wake-up and a claim round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import random
 import time
 import traceback
@@ -40,6 +44,7 @@ log = structlog.get_logger("bdurable.dispatcher")
 MAX_BACKOFF_MS = 300_000
 CLAIM_BATCH = 64
 WAKE_TIMEOUT = 1.0
+LOST_CLAIM_CHECKS = 25  # heartbeat intervals between two checks for claims whose reply never arrived
 
 
 class Dispatcher:
@@ -85,8 +90,13 @@ class Dispatcher:
             for shard in self.shards
         }
         self._rotation = 0
+        self._accepting = False  # claiming new work (false while starting and draining)
+        self._reserved = 0  # slots promised to hand-offs whose commit is still in flight
+        self._context = contextvars.copy_context()
         self._woken = asyncio.Event()
         self._exclusive = False  # a suspect is running alone: claim nothing until it is done
+        self.holding: dict[str, str] = {}  # item -> lease of every claim this dispatcher is running
+        self._check_held = asyncio.Event()  # a claim or commit failed: its reply may have been lost
         self.running_tasks: dict[str, asyncio.Task[Any]] = {}  # "id|seq" -> the handler running it
         self.released: set[str] = set()  # running calls whose cancel hint arrived
         self.committed = 0
@@ -96,6 +106,7 @@ class Dispatcher:
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="dispatcher", worker=self.worker_id)
+        self._context = contextvars.copy_context()  # work items start from this, not from their spawner's
         async with role_runtime("dispatcher", self.settings) as runtime:
             self.store, self.metrics, self.health = runtime.store, runtime.metrics, runtime.health
             await self._serve(stopping)
@@ -115,12 +126,13 @@ class Dispatcher:
             )
             heartbeat = asyncio.create_task(self._heartbeat_loop(stopping))
             hints = asyncio.create_task(self._cancel_hints(stopping))
+            lost_claims = asyncio.create_task(self._lost_claims_loop(stopping))
             try:
                 await self._claim_loop(stopping)
                 self.health.serving = False
                 await self._drain()
             finally:
-                for loop_task in (heartbeat, hints):
+                for loop_task in (heartbeat, hints, lost_claims):
                     loop_task.cancel()
                     with suppress(asyncio.CancelledError):
                         await loop_task
@@ -156,7 +168,12 @@ class Dispatcher:
             pairs += [w.name, w.version]
         await asyncio.gather(
             self.store.fleet_script("beat", self.worker_id, timeout_ms, info, *(registrations or [])),
-            *(self.store.shard_script("beat_shard", s, self.worker_id, timeout_ms, *pairs) for s in self.shards),
+            *(
+                self.store.shard_script(
+                    "beat_shard", s, self.worker_id, timeout_ms, len(self.held), *pairs, *self.ready_lists[s.tag]
+                )
+                for s in self.shards
+            ),
         )
         self._last_beat = time.monotonic()
 
@@ -169,14 +186,20 @@ class Dispatcher:
             self.metrics.heartbeat_age.set(time.monotonic() - self._last_beat)
 
     async def _drain(self) -> None:
-        if self.inflight:
-            log.info("draining", in_flight=len(self.inflight))
-            _, pending = await asyncio.wait(self.inflight, timeout=self.drain_timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                log.warning("drain timed out; unfinished work is handed back", handed_back=len(pending))
+        """Let the work in flight finish, up to ``drain_timeout`` (including work handed off by commits that
+        were already on their way when claiming stopped); cancel what is left, which ``leave`` hands back."""
+        if not self.inflight:
+            return
+        log.info("draining", in_flight=len(self.inflight))
+        deadline = time.monotonic() + self.drain_timeout
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.wait(set(self.inflight), timeout=deadline - time.monotonic())
+        pending = set(self.inflight)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            log.warning("drain timed out; unfinished work is handed back", handed_back=len(pending))
 
     async def _leave(self) -> None:
         """Hand back what is still held, stop being live for our versions, halt orphaned steps."""
@@ -198,13 +221,14 @@ class Dispatcher:
         assert self.store is not None
         claiming = asyncio.Event()  # cleared when this loop ends: the waiters leave within WAKE_TIMEOUT
         claiming.set()
+        self._accepting = True
         waiters = [asyncio.create_task(self._wake_waiter(shard, claiming)) for shard in self.shards]
         delay = 0.05
         try:
             while not stopping.is_set:
                 self.health.tick()
                 self.metrics.in_flight.set(len(self.inflight))
-                budget = 0 if self._exclusive else self.concurrency - len(self.inflight)
+                budget = 0 if self._exclusive else self.concurrency - len(self.inflight) - self._reserved
                 if budget <= 0:
                     self.capacity.clear()
                     await _first(self.capacity.wait(), stopping.event.wait())
@@ -215,6 +239,7 @@ class Dispatcher:
                     delay = 0.05
                 except Exception as exc:  # an outage, or a reply that cannot be decoded: back off, go on
                     log.warning("claim failed, retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                    self._check_held.set()
                     await stopping.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
@@ -226,28 +251,45 @@ class Dispatcher:
                     await _first(self._woken.wait(), stopping.event.wait())
         finally:
             # Blocking reads are not cancelled mid-command (redis-py may swallow that); they time out.
+            self._accepting = False
             claiming.clear()
             _, late = await asyncio.wait(waiters, timeout=WAKE_TIMEOUT + 2)
             for waiter in late:
                 waiter.cancel()
 
     async def _claim(self, budget: int) -> tuple[list[list[Any]], bool]:
-        """Claim from every shard at once (one pipelined round trip), each list in a rotating order.
+        """Claim up to ``budget`` items over the shards, each shard's lists in a rotating order.
 
-        Also says whether every shard gave less than its share: its lists were empty a moment ago, and
-        anything queued since leaves a wake-up token, so the loop can block instead of claiming again.
+        With at least one item per shard to ask for, every shard is asked at once (one pipelined round
+        trip); with fewer, shards are asked one after the other until the budget is met, so that the
+        dispatcher never holds more than its concurrency. Also says whether every shard gave less than it
+        was asked: its lists were empty a moment ago, and anything queued since leaves a wake-up token, so
+        the loop can block instead of claiming again.
         """
         assert self.store is not None
-        share = max(1, min(budget, CLAIM_BATCH) // len(self.shards))
+        budget = min(budget, CLAIM_BATCH)
         self._rotation += 1
-        results = await asyncio.gather(
-            *(
-                self.store.shard_script("claim", shard, self.worker_id, share, *self._rotated(shard))
-                for shard in self.shards
+        turn = self._rotation % len(self.shards)
+        shards = self.shards[turn:] + self.shards[:turn]
+        if budget >= len(shards):
+            base, extra = divmod(budget, len(shards))
+            shares = [base + (1 if i < extra else 0) for i in range(len(shards))]
+            results = await asyncio.gather(
+                *(
+                    self.store.shard_script("claim", shard, self.worker_id, share, *self._rotated(shard))
+                    for shard, share in zip(shards, shares, strict=True)
+                )
             )
-        )
-        drained = all(len(claims) < share for claims in results)
-        return [claim for claims in results for claim in claims], drained
+            drained = all(len(claims) < share for claims, share in zip(results, shares, strict=True))
+            return [claim for claims in results for claim in claims], drained
+        taken: list[list[Any]] = []
+        for shard in shards:
+            taken += await self.store.shard_script(
+                "claim", shard, self.worker_id, budget - len(taken), *self._rotated(shard)
+            )
+            if len(taken) >= budget:
+                return taken, False
+        return taken, True
 
     def _rotated(self, shard: ShardKeys) -> list[str]:
         """A shard's ready lists in a rotating order, so that no list starves the others."""
@@ -260,6 +302,12 @@ class Dispatcher:
         assert self.store is not None
         wake_lists = [shard.wake(lst) for lst in self.ready_lists[shard.tag]]
         while claiming.is_set():
+            if self._exclusive or len(self.inflight) + self._reserved >= self.concurrency:
+                # Full: leave wake-up tokens to dispatchers that can claim, until a slot frees up.
+                self.capacity.clear()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self.capacity.wait(), WAKE_TIMEOUT)
+                continue
             try:
                 if await self.store.redis.blpop(wake_lists, timeout=WAKE_TIMEOUT):
                     self._woken.set()
@@ -267,24 +315,67 @@ class Dispatcher:
                 await asyncio.sleep(0.5)
             self.health.tick()
 
+    async def _lost_claims_loop(self, stopping: Stopping) -> None:
+        """Now and then, and soon after a claim or commit failed, hand back lost claims (see below)."""
+        every = self.settings.heartbeat_interval * LOST_CLAIM_CHECKS
+        while True:
+            await _first(self._check_held.wait(), stopping.event.wait(), asyncio.sleep(every))
+            self._check_held.clear()
+            if stopping.is_set:
+                return
+            try:
+                await self._hand_back_lost_claims(stopping)
+            except REDIS_ERRORS as exc:
+                log.warning("could not check for lost claims", error=str(exc))
+                self._check_held.set()
+                await stopping.sleep(1.0)
+
+    async def _hand_back_lost_claims(self, stopping: Stopping) -> None:
+        """Hand back items our processing hash holds that we are not running.
+
+        A script runs whole even when its reply is lost (the connection broke, Redis was killed right after
+        an fsync): the claim then holds items this dispatcher never heard of, and since the dispatcher is
+        alive, the reaper never recovers them. Claims whose replies were already on their way when the
+        hash was read are given a grace period to arrive; the script hands back only an entry whose lease
+        is unchanged, so a commit meanwhile wins, and a late reply loses to the new lease (fenced).
+        """
+        assert self.store is not None
+        reads = [self.store.redis.hgetall(shard.processing(self.worker_id)) for shard in self.shards]
+        snapshots: list[dict[str, str]] = list(await asyncio.gather(*reads))  # type: ignore[arg-type]
+        if not any(snapshots) or await stopping.sleep(max(self.settings.heartbeat_interval, 1.0)):
+            return
+        for shard, held in zip(self.shards, snapshots, strict=True):
+            lost = [value for item, lease in held.items() if self.holding.get(item) != lease for value in (item, lease)]
+            if lost:
+                handed = await self.store.shard_script("hand_back", shard, self.worker_id, *lost)
+                if handed:
+                    log.warning("handed back claims whose reply never reached this dispatcher", items=handed)
+
     def _spawn(self, claim: list[Any]) -> None:
         kind = claim[0]
         suspect = kind in ("W", "T")
         claim[0] = kind.lower()
-        coroutine = self._run_step(claim) if claim[0] == "w" else self._run_task(claim)
+        if claim[0] == "w":
+            coroutine, item, lease = self._run_step(claim), f"w|{claim[1]}", str(claim[2])
+        else:
+            coroutine, item, lease = self._run_task(claim), f"t|{claim[1]}|{claim[2]}", str(claim[3])
         if suspect:  # a dispatcher died holding it with other work: run it alone, so a crash is its own
             self._exclusive = True
             coroutine = self._alone(coroutine)
-        task = asyncio.create_task(coroutine)
+        self.holding[item] = lease
+        task = asyncio.create_task(coroutine, context=self._context.copy())
         self.inflight.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(functools.partial(self._done, item, lease))
 
     async def _alone(self, work: Coroutine[Any, Any, None]) -> None:
-        """Wait until nothing else is in flight, run ``work``, then let claiming resume."""
+        """Wait until nothing else is in flight, run ``work``, then let claiming resume.
+
+        Items can still arrive meanwhile (handed off by commits that were on their way), so this waits
+        until none is left rather than for the ones in flight when it began.
+        """
         try:
             current = asyncio.current_task()
-            others = [task for task in self.inflight if task is not current]
-            if others:
+            while others := [task for task in self.inflight if task is not current]:
                 await asyncio.wait(others)
             await work
         finally:
@@ -292,7 +383,9 @@ class Dispatcher:
             self._exclusive = False
             self.capacity.set()
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, item: str, lease: str, task: asyncio.Task[None]) -> None:
+        if self.holding.get(item) == lease:
+            del self.holding[item]
         self.inflight.discard(task)
         self.capacity.set()
         if not task.cancelled() and task.exception() is not None:
@@ -499,23 +592,45 @@ class Dispatcher:
 
     # -- committing -----------------------------------------------------------------------------------
 
+    def _handoff_budget(self) -> int:
+        """How many items a commit may claim for this dispatcher: the slot its own item frees, plus any
+        free capacity not promised to another claim. None while a suspect runs alone or while draining."""
+        if not self._accepting or self._exclusive:
+            return 0
+        free = self.concurrency - len(self.inflight) - self._reserved
+        return 1 + max(0, min(free, CLAIM_BATCH - 1))
+
     async def _commit(self, script: str, workflow_id: str, *args: Any) -> str:
-        """Commit through Redis outages: retried until it lands or the lease is known lost."""
+        """Commit through Redis outages: retried until it lands or the lease is known lost.
+
+        The work handed off by the commit (see ``hand_off`` in lib.lua) is started here; it begins running
+        once the caller next yields, after the caller's own bookkeeping (such as caching its run).
+        """
         assert self.store is not None
         crash_point("before_commit")
+        budget = self._handoff_budget()
+        self._reserved += budget - 1 if budget else 0
         delay = 0.05
-        while True:
-            try:
-                result = await self.store.shard_script(
-                    script, self.keys.for_workflow(workflow_id), self.worker_id, workflow_id, *args
-                )
-                crash_point("after_commit")
-                break
-            except REDIS_ERRORS as exc:
-                log.warning("commit failed, retrying", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        try:
+            while True:
+                try:
+                    result = await self.store.shard_script(
+                        script, self.keys.for_workflow(workflow_id), self.worker_id, workflow_id, *args, budget
+                    )
+                    crash_point("after_commit")
+                    break
+                except REDIS_ERRORS as exc:
+                    log.warning("commit failed, retrying", error=str(exc), retry_in=delay)
+                    self._check_held.set()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            self._reserved -= budget - 1 if budget else 0
         status = str(result[0])
+        if status in ("ok", "finished", "dead") and result[1]:
+            self.metrics.handoffs.inc(len(result[1]))
+            for claim in result[1]:
+                self._spawn(claim)
         if status == "stale":
             self.stale_commits += 1
             self.metrics.stale_commits.inc()

@@ -22,6 +22,7 @@ SCRIPT_NAMES = (
     "beat",
     "beat_shard",
     "leave",
+    "hand_back",
     "leave_fleet",
     "sweep_versions",
     "resume",

@@ -1,11 +1,13 @@
 -- Commit one workflow step atomically: record its new durable calls, schedule what they need (tasks on
 -- ready lists, timers, child workflows, signals), set the status, and finish the workflow when it returned.
--- Rejected when the lease is stale. KEYS[1] T; ARGV: G, worker, id, lease, based_on, step JSON, retention ms
+-- Rejected when the lease is stale.
+-- KEYS[1] T; ARGV: G, worker, id, lease, based_on, step JSON, retention ms, hand-off budget
 -- based_on is how many inbox entries the step consumed; if more arrived meanwhile the step is re-queued.
--- Returns {'ok'} | {'stale'} | {'finished'}
+-- Returns {'ok', claims} | {'finished', claims} | {'stale'}; claims: work this step made ready that the
+-- dispatcher takes over at once (`hand_off`, up to the budget), in the format of claim.lua.
 local worker, id, lease, based_on = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local step = cjson.decode(ARGV[6])
-local retention_ms = tonumber(ARGV[7])
+local retention_ms, handoff = tonumber(ARGV[7]), tonumber(ARGV[8]) or 0
 local wf = k_wf(id)
 local proc = k_proc(worker)
 local item = 'w|' .. id
@@ -60,7 +62,7 @@ redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on))
 redis.call('HDEL', wf, 'step_crashes', 'suspect')  -- it ran to the end: not what killed its dispatchers
 if step.outcome ~= cjson.null then
   finish_workflow(id, step.outcome.status, step.outcome.output, step.outcome.error, retention_ms, now)
-  return {'finished'}
+  return {'finished', hand_off(worker, handoff)}
 end
 if redis.call('LLEN', k_inbox(id)) > based_on then
   enqueue_step(id, now, true)  -- results arrived while the step ran: run the next step now
@@ -71,4 +73,4 @@ else
   redis.call('HSET', wf, 'pending', '0')
   set_status(id, step.status, step.waiting_on, now)
 end
-return {'ok'}
+return {'ok', hand_off(worker, handoff)}

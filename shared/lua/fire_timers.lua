@@ -10,8 +10,7 @@ for i = 1, #due, 2 do
   if redis.call('ZREM', K_TIMERS, member) == 1 then
     local kind = string.sub(member, 1, 1)
     local rest = string.sub(member, 3)
-    local sep = string.find(rest, '|[^|]*$')
-    local id, seq = string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1)
+    local id, seq = split_task_item(rest)
     if kind == 's' then
       deliver(id, seq, '{"seq":' .. seq .. ',"ok":true,"v":null}', 'done', now)
     elseif kind == 'r' then

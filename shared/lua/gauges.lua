@@ -24,8 +24,7 @@ for _, member in ipairs(redis.call('SMEMBERS', K_TASK_QUEUES)) do
   local queue, name = string.match(member, '^(.-)\t(.*)$')
   note(queue, k_task_queue(queue, name), function(item)
     local rest = string.sub(item, 3)
-    local sep = string.find(rest, '|[^|]*$')
-    return k_task(string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1))
+    return k_task(split_task_item(rest))
   end)
 end
 for _, queue in ipairs(order) do

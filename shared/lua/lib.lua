@@ -24,6 +24,7 @@ local function k_task_queue(queue, task) return T .. ':q:' .. queue .. ':' .. ta
 local function k_step_queue(queue, name, version) return T .. ':wq:' .. queue .. ':' .. name .. '@' .. version end
 local function k_wake(list) return T .. ':wake:' .. list end
 local function k_proc(worker) return T .. ':proc:' .. worker end
+local function k_holds(worker) return T .. ':holds:' .. worker end
 local K_TIMERS = T .. ':timers'
 local function k_live(name) return T .. ':live:' .. name end
 local K_STEP_QUEUES = T .. ':wqueues'
@@ -57,6 +58,9 @@ local function shard_number()
   return string.match(T, ':(%d+)}$') or '0'
 end
 
+-- The ready lists this script pushed to, in order, once each (for `hand_off`).
+local PUSHED, PUSHED_SEEN = {}, {}
+
 -- Push an item on a ready list and leave one wake-up token for a dispatcher blocked on it.
 local function push_ready(list, item)
   redis.call('LPUSH', list, item)
@@ -64,6 +68,124 @@ local function push_ready(list, item)
   if redis.call('LLEN', wake) == 0 then
     redis.call('LPUSH', wake, '1')
   end
+  if not PUSHED_SEEN[list] then
+    PUSHED_SEEN[list] = true
+    table.insert(PUSHED, list)
+  end
+end
+
+-- Claiming (the reliable-queue pattern): an item moves from its ready list into the dispatcher's
+-- processing hash with a fresh lease token; a commit must present that token, so work handed to someone
+-- else can never be committed by its former holder. Claims, as returned to the dispatcher:
+--   {'w', id, lease, name, version, status, input, inbox_start, committed_len, inbox..., '|', calls...}
+--   inbox_start is where the dispatcher's cached copy stopped, or -1 (no copy: whole inbox and the call
+--   records follow); committed_len is -1 before the first commit
+--   {'t', id, seq, lease, task hash fields...}
+-- 'W' and 'T' mark a suspect, claimed alone: the dispatcher must run it with nothing else in flight.
+
+local function claim_step(worker, id, item, claims)
+  local wf = k_wf(id)
+  local f = redis.call('HMGET', wf, 'name', 'version', 'status', 'input', 'cache_owner', 'cache_len')
+  if not f[1] then return end  -- expired or removed while queued: nothing to run
+  local lease = redis.call('INCR', K_SEQ)
+  redis.call('HSET', k_proc(worker), item, lease)
+  redis.call('HSET', wf, 'lease', lease)
+  local start = -1  -- -1: this dispatcher has no copy in memory; send the whole history
+  if f[5] == worker and f[6] then start = tonumber(f[6]) end
+  local claim = {'w', id, lease, f[1], f[2], f[3], f[4], start, f[6] or '-1'}
+  for _, entry in ipairs(redis.call('LRANGE', k_inbox(id), math.max(start, 0), -1)) do
+    table.insert(claim, entry)
+  end
+  table.insert(claim, '|')
+  if start < 0 then
+    for _, v in ipairs(redis.call('HGETALL', k_calls(id))) do table.insert(claim, v) end
+  end
+  table.insert(claims, claim)
+end
+
+local function claim_task(worker, id, seq, item, claims)
+  local task = k_task(id, seq)
+  if redis.call('EXISTS', task) == 0 then return end  -- its workflow finished or was cancelled
+  local lease = redis.call('INCR', K_SEQ)
+  redis.call('HINCRBY', task, 'attempt', 1)
+  redis.call('HSET', task, 'lease', lease)
+  redis.call('HSET', k_proc(worker), item, lease)
+  local claim = {'t', id, seq, lease}
+  for _, v in ipairs(redis.call('HGETALL', task)) do table.insert(claim, v) end
+  table.insert(claims, claim)
+end
+
+-- Split a task item's rest ("id|seq") at its last '|' (workflow ids may contain '|').
+local function split_task_item(rest)
+  local sep = string.find(rest, '|[^|]*$')
+  return string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1)
+end
+
+-- Whether the reaper found this item twice in a row on a dispatcher that died with other work.
+local function is_suspect(item)
+  local rest = string.sub(item, 3)
+  local marks
+  if string.sub(item, 1, 1) == 'w' then
+    marks = redis.call('HGET', k_wf(rest), 'suspect')
+  else
+    local id, seq = split_task_item(rest)
+    marks = redis.call('HGET', k_task(id, seq), 'suspect')
+  end
+  return tonumber(marks or '0') >= 2
+end
+
+-- Claim up to `budget` items from one ready list (oldest first) into `claims`; returns the budget left.
+-- A suspect is claimed alone, as the first item of a claim, flagged in upper case: the dispatcher then
+-- runs it by itself, so a crash can be blamed on it; `no_suspects` leaves suspects for a claim proper
+-- (a hand-off cannot know whether its dispatcher is running something else). Leaves a wake-up token when
+-- items remain.
+local function claim_from(list, worker, budget, claims, no_suspects)
+  local items = redis.call('RPOP', list, budget)
+  if not items then return budget end
+  for position, item in ipairs(items) do
+    local suspect = is_suspect(item)
+    if suspect and (no_suspects or #claims > 0) then
+      for k = #items, position, -1 do redis.call('RPUSH', list, items[k]) end  -- back at the head, in order
+      budget = 0
+      break
+    end
+    budget = budget - 1
+    local rest = string.sub(item, 3)
+    if string.sub(item, 1, 1) == 'w' then
+      claim_step(worker, rest, item, claims)
+    else
+      local id, seq = split_task_item(rest)
+      claim_task(worker, id, seq, item, claims)
+    end
+    if suspect then
+      if #claims > 0 then claims[#claims][1] = string.upper(claims[#claims][1]) end
+      for k = #items, position + 1, -1 do redis.call('RPUSH', list, items[k]) end
+      budget = 0
+      break
+    end
+  end
+  if redis.call('LLEN', list) > 0 then
+    if redis.call('LLEN', k_wake(list)) == 0 then
+      redis.call('LPUSH', k_wake(list), '1')  -- more is waiting: pass the baton to another dispatcher
+    end
+  else
+    redis.call('DEL', k_wake(list))  -- nothing left to wake anyone for
+  end
+  return budget
+end
+
+-- Direct hand-off: a commit that made work ready on lists its own dispatcher listens to claims up to
+-- `budget` items of it in the same script, so the next step or task of a workflow starts without a
+-- wake-up and a claim round trip. Oldest items first, as a claim would take them; never a suspect.
+local function hand_off(worker, budget)
+  local claims = {}
+  if budget <= 0 or #PUSHED == 0 then return claims end
+  local holds = k_holds(worker)
+  for _, list in ipairs(PUSHED) do
+    if budget <= 0 then break end
+    if redis.call('SISMEMBER', holds, list) == 1 then budget = claim_from(list, worker, budget, claims, true) end
+  end
+  return claims
 end
 
 -- Leave a message for the signal bus, and one wake-up token for a bus blocked waiting. Only the bus's
@@ -138,6 +260,27 @@ local function enqueue_step(id, now, force)
   if liveness == 'none' then waiting = 'a live dispatcher that runs ' .. name .. '@' .. version end
   set_status(id, 'RUNNING', waiting, now)
   return 1
+end
+
+-- Put an item a dispatcher holds back on its ready list, with a new lease so that a late commit from that
+-- dispatcher is rejected (a drain that timed out, or a claim whose reply never reached the dispatcher).
+local function hand_back(worker, item, now)
+  redis.call('HDEL', k_proc(worker), item)
+  local rest = string.sub(item, 3)
+  if string.sub(item, 1, 1) == 'w' then
+    if redis.call('EXISTS', k_wf(rest)) == 1 then
+      redis.call('HSET', k_wf(rest), 'lease', redis.call('INCR', K_SEQ))
+      enqueue_step(rest, now, true)
+    end
+  else
+    local id, seq = split_task_item(rest)
+    local task = k_task(id, seq)
+    if redis.call('EXISTS', task) == 1 then
+      redis.call('HSET', task, 'lease', redis.call('INCR', K_SEQ))
+      redis.call('HINCRBY', task, 'attempt', -1)  -- a handed-back attempt was never tried to its end
+      push_task(id, seq, now)
+    end
+  end
 end
 
 -- Deliver the result of durable call `seq` (an inbox entry, JSON built by Python) unless it was already

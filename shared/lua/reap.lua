@@ -38,8 +38,7 @@ for _, worker in ipairs(dead) do
         end
       end
     else
-      local sep = string.find(rest, '|[^|]*$')
-      local id, seq = string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1)
+      local id, seq = split_task_item(rest)
       local task = k_task(id, seq)
       if redis.call('EXISTS', task) == 1 then
         redis.call('HSET', task, 'lease', redis.call('INCR', K_SEQ))
@@ -64,7 +63,7 @@ for _, worker in ipairs(dead) do
       end
     end
   end
-  redis.call('DEL', proc)
+  redis.call('DEL', proc, k_holds(worker))
   redis.call('ZREM', K_WORKERS, worker)
 end
 local halted = 0

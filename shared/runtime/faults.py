@@ -7,7 +7,8 @@ every named point of its cycle and prove that recovery keeps every guarantee. Po
 - ``after_claim``: items claimed (moved into the processing hash), nothing run yet
 - ``in_task``: inside a task attempt, before the task's function returns
 - ``before_commit``: a step or task attempt finished, its commit not yet sent
-- ``after_commit``: the commit applied (and with it what comes next enqueued), not yet acknowledged locally
+- ``after_commit``: the commit applied (what comes next enqueued, or handed off to this dispatcher and so
+  held by it), not yet acknowledged locally
 """
 
 from __future__ import annotations

@@ -57,6 +57,9 @@ class Metrics:
             "bdurable_stale_commits_total", "Commits rejected because the lease had passed to another dispatcher",
             registry=r,
         )  # fmt: skip
+        self.handoffs = Counter(
+            "bdurable_handoffs_total", "Items a commit claimed for its own dispatcher (direct hand-off)", registry=r
+        )
         self.heartbeat_age = Gauge(
             "bdurable_heartbeat_age_seconds",
             "Seconds since this dispatcher's last successful heartbeat",

@@ -24,8 +24,10 @@ async def test_scheduler_bus_and_reaper_killed_while_work_is_due(
 ) -> None:
     prefix, t = settings.prefix, tag(settings.prefix)
     fleet.support_roles()
-    fleet.dispatcher()
-    doomed = fleet.dispatcher()
+    # Each can run 5 items at once: the 10 five-step workflows' tasks (1.5 s each) must spread over both
+    # (a dispatcher keeps its workflows' next steps and tasks while it has room: the direct hand-off).
+    fleet.dispatcher(concurrency=5)
+    doomed = fleet.dispatcher(concurrency=5)
     sleepers = [f"sleeper-{i}" for i in range(10)]
     waiters = [f"waiter-{i}" for i in range(10)]
     workers = [f"worker-{i}" for i in range(10)]
