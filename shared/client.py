@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -232,8 +233,19 @@ class Client:
                     # Subscribed first, then read: a completion between the two is never missed.
                     state = await self._require_state(workflow_id)
                     while state.status not in FINISHED:
-                        await messages.get()
-                        state = await self._require_state(workflow_id)
+                        message = await messages.get()
+                        if message is not None and message.get("status") not in FINISHED:
+                            continue  # progress on the way: nothing to read yet
+                        if message is not None and isinstance(message.get("output"), str):
+                            # the finish carried its outcome (see publish_state in lib.lua): no read needed
+                            state = dataclasses.replace(
+                                state,
+                                status=message["status"],
+                                output=_json_or_text(message["output"]) if message["output"] else None,
+                                error=_json_or_text(message["error"]) if message.get("error") else None,
+                            )
+                            break
+                        state = await self._require_state(workflow_id)  # finished, or a reconnect: look
             except TimeoutError:
                 raise TimeoutError(
                     f"workflow {workflow_id!r} did not finish within {timeout:g}s "

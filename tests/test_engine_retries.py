@@ -155,3 +155,13 @@ async def test_oversized_input_is_refused_before_anything_is_written(small_setti
         redis = small_client.store.redis
         assert [key async for key in redis.scan_iter(match=f"*{prefix}*too-big*")] == []
         assert (await small_client.list()).items == []
+
+
+@pytest.mark.parametrize("size", [10, 70_000])  # the finish message carries outputs up to 64 KiB; beyond, a read
+async def test_result_returns_the_output_whether_or_not_the_finish_message_carries_it(
+    client: Client, roles: InProcessRoles, size: int
+) -> None:
+    roles.dispatcher(engine_app)
+    handle = await client.start(engine_app.big_output_flow, {"size": size})
+    assert await client.result(handle.workflow_id, timeout=5) == "x" * size
+    assert await client.result(handle.workflow_id, timeout=5) == "x" * size  # already finished: read

@@ -223,6 +223,7 @@ class Dispatcher:
         claiming.set()
         self._accepting = True
         waiters = [asyncio.create_task(self._wake_waiter(shard, claiming)) for shard in self.shards]
+        stop_watch = asyncio.create_task(self._wake_on_stop(stopping))
         delay = 0.05
         try:
             while not stopping.is_set:
@@ -231,7 +232,7 @@ class Dispatcher:
                 budget = 0 if self._exclusive else self.concurrency - len(self.inflight) - self._reserved
                 if budget <= 0:
                     self.capacity.clear()
-                    await _first(self.capacity.wait(), stopping.event.wait())
+                    await self.capacity.wait()  # a slot frees up, or stopping (see _wake_on_stop)
                     continue
                 self._woken.clear()
                 try:
@@ -248,14 +249,21 @@ class Dispatcher:
                 for claim in claims:
                     self._spawn(claim)
                 if drained:  # every list gave less than asked: wait for a wake-up, no empty re-claim
-                    await _first(self._woken.wait(), stopping.event.wait())
+                    await self._woken.wait()  # a wake-up token, or stopping (see _wake_on_stop)
         finally:
+            stop_watch.cancel()
             # Blocking reads are not cancelled mid-command (redis-py may swallow that); they time out.
             self._accepting = False
             claiming.clear()
             _, late = await asyncio.wait(waiters, timeout=WAKE_TIMEOUT + 2)
             for waiter in late:
                 waiter.cancel()
+
+    async def _wake_on_stop(self, stopping: Stopping) -> None:
+        """Wake the claim loop when stopping, wherever it waits (one waiter, not one per wait)."""
+        await stopping.event.wait()
+        self._woken.set()
+        self.capacity.set()
 
     async def _claim(self, budget: int) -> tuple[list[list[Any]], bool]:
         """Claim up to ``budget`` items over the shards, each shard's lists in a rotating order.
@@ -271,6 +279,10 @@ class Dispatcher:
         self._rotation += 1
         turn = self._rotation % len(self.shards)
         shards = self.shards[turn:] + self.shards[:turn]
+        if len(shards) == 1:
+            lists = self._rotated(shards[0])
+            claims = await self.store.shard_script("claim", shards[0], self.worker_id, budget, *lists)
+            return claims, len(claims) < budget
         if budget >= len(shards):
             base, extra = divmod(budget, len(shards))
             shares = [base + (1 if i < extra else 0) for i in range(len(shards))]

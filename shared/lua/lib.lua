@@ -205,9 +205,15 @@ local function push_task(id, seq, now)
 end
 
 -- Tell subscribers (result waiters, `bdurable watch`) the workflow's status; a hint, the hash is the truth.
+-- A finish carries the output and error texts too (when small), so a result waiter needs no extra read.
+local MAX_PUBLISHED_OUTCOME = 65536
 local function publish_state(id, wf)
-  local s = redis.call('HMGET', wf, 'status', 'step', 'waiting_on')
-  redis.call('PUBLISH', ch_workflow(id), cjson.encode({status = s[1], step = tonumber(s[2]), waiting_on = s[3]}))
+  local s = redis.call('HMGET', wf, 'status', 'step', 'waiting_on', 'output', 'error')
+  local message = {status = s[1], step = tonumber(s[2]), waiting_on = s[3]}
+  if FINISHED[s[1]] and #(s[4] or '') + #(s[5] or '') <= MAX_PUBLISHED_OUTCOME then
+    message.output, message.error = s[4] or '', s[5] or ''
+  end
+  redis.call('PUBLISH', ch_workflow(id), cjson.encode(message))
 end
 
 -- Change status, keeping the per-status index in step.
