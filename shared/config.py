@@ -31,6 +31,7 @@ class Settings:
     log_format: str | None = None
     log_level: str = "info"
     metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"  # all interfaces, for Prometheus in a pod; 127.0.0.1 keeps it local
     shards: int = 1
 
     def __post_init__(self) -> None:

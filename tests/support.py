@@ -88,6 +88,7 @@ class RoleProcesses:
             BDURABLE_RETENTION=str(self.settings.retention),
             BDURABLE_SHARDS=str(self.settings.shards),
             BDURABLE_LOG_FORMAT="json",
+            BDURABLE_METRICS_HOST="127.0.0.1",  # test servers listen on loopback only
             PYTHONPATH=os.pathsep.join([str(APPS), env.get("PYTHONPATH", "")]),
         )
         env.update(extra)

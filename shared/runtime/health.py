@@ -42,7 +42,7 @@ class HealthServer:
         health: Health,
         metrics: Metrics,
         ping: Callable[[], Awaitable[object]],
-        host: str = "0.0.0.0",
+        host: str,
     ) -> None:
         self.port = port
         self.host = host

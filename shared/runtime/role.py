@@ -49,10 +49,14 @@ async def role_runtime(role: str, settings: Settings, *, stall_after: float = 30
     server = None
     if settings.metrics_port is not None:
         server = HealthServer(
-            port=settings.metrics_port, health=runtime.health, metrics=runtime.metrics, ping=store.redis.ping
+            port=settings.metrics_port,
+            host=settings.metrics_host,
+            health=runtime.health,
+            metrics=runtime.metrics,
+            ping=store.redis.ping,
         )
         await server.start()
-        log.info("metrics and health endpoint listening", port=settings.metrics_port)
+        log.info("metrics and health endpoint listening", host=settings.metrics_host, port=settings.metrics_port)
     try:
         yield runtime
     finally:
