@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -63,6 +65,29 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a pre-exec hook that makes the child get SIGTERM when its parent dies.
+
+    So a ``bdurable dev`` or a test run that is SIGKILLed does not leave its Redis behind. Linux sends the
+    signal when the *thread* that forked exits, so this is only used from the main thread.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return hook
+
+
 @dataclass
 class RedisServer:
     """A redis-server process on loopback, with its data in its own directory; stop() kills it by PID.
@@ -103,7 +128,11 @@ class RedisServer:
             *self.extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),  # only prctl, no locks taken in the child
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
