@@ -413,7 +413,7 @@ class Dispatcher:
         began = time.perf_counter()
         with structlog.contextvars.bound_contextvars(workflow_id=workflow_id, name=name, version=version):
             if committed_len < 0:
-                self.metrics.workflows_started.labels(name).inc()
+                self.metrics.child(self.metrics.workflows_started, name).inc()
             definition = self.registry.workflow(name, version)
             if definition is None:  # cannot happen through version routing; never guess
                 log.error("claimed a step of a version this dispatcher does not hold")
@@ -446,11 +446,11 @@ class Dispatcher:
                 else:
                     run.close()
             if result != "stale":
-                self.metrics.steps.labels(name).inc()
-                self.metrics.step_duration.labels(name).observe(time.perf_counter() - began)
+                self.metrics.child(self.metrics.steps, name).inc()
+                self.metrics.child(self.metrics.step_duration, name).observe(time.perf_counter() - began)
             if result == "finished":
                 status = step.outcome.status if step is not None and step.outcome is not None else "FAILED"
-                self.metrics.workflows_finished.labels(name, status).inc()
+                self.metrics.child(self.metrics.workflows_finished, name, status).inc()
                 log.info("workflow finished", status=status)
 
     def _rebuild(
@@ -550,13 +550,13 @@ class Dispatcher:
             finally:
                 self.running_tasks.pop(key, None)
                 self.released.discard(key)
-            self.metrics.task_duration.labels(name).observe(time.perf_counter() - began)
-            self.metrics.task_attempts.labels(name, outcome).inc()
+            self.metrics.child(self.metrics.task_duration, name).observe(time.perf_counter() - began)
+            self.metrics.child(self.metrics.task_attempts, name, outcome).inc()
             if outcome != "ok":
                 log.warning("task attempt failed", outcome=outcome, error=loads(payload).get("message"))
             result = await self._commit("commit_task", workflow_id, seq, lease, outcome, payload, delay_ms)
             if result == "dead":
-                self.metrics.dead_lettered.labels(name).inc()
+                self.metrics.child(self.metrics.dead_lettered, name).inc()
                 log.error("task dead-lettered", task=name, attempts=attempt)
 
     async def _execute_task(

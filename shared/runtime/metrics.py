@@ -7,9 +7,13 @@ and bounded labels only (workflow and task names, queue, status, outcome; never 
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
+
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 _STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _TASK_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -19,6 +23,7 @@ _LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0
 class Metrics:
     def __init__(self, role: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.up = Gauge("bdurable_role_up", "1 while this role process runs", ["role"], registry=r)
         self.up.labels(role).set(1)
@@ -99,6 +104,15 @@ class Metrics:
         )
         self.signals_published = Counter("bdurable_signals_published_total", "Signals published", registry=r)
         self.cancellations = Counter("bdurable_cancellations_total", "Cancellations applied", registry=r)
+
+    def child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, cached: the dispatcher updates several labelled metrics per item,
+        and label sets are bounded (names, statuses, outcomes), so the cache is too."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
