@@ -61,7 +61,7 @@ async def test_a_workflows_next_task_and_step_start_on_the_dispatcher_that_commi
 async def test_hand_offs_stay_within_the_dispatchers_concurrency(client: Client, roles: InProcessRoles) -> None:
     RUNNING.update(now=0, most=0)
     roles.dispatcher(APP, concurrency=2)
-    handles = [await client.start(fan_out, 6) for _ in range(3)]
+    handles = [await client.start(fan_out, 6) for _ in range(6)]
     for handle in handles:
         assert await handle.result(timeout=10) == [i * i for i in range(6)]
     assert RUNNING["most"] == 2

@@ -235,6 +235,7 @@ class Dispatcher:
                     await self.capacity.wait()  # a slot frees up, or stopping (see _wake_on_stop)
                     continue
                 self._woken.clear()
+                self._reserved += budget  # hand-offs meanwhile must not take these slots too
                 try:
                     claims, drained = await self._claim(budget)
                     delay = 0.05
@@ -244,6 +245,9 @@ class Dispatcher:
                     await stopping.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
+                finally:
+                    self._reserved -= budget
+                    self.capacity.set()  # whatever was not claimed is free again (see _wake_waiter)
                 if claims:
                     crash_point("after_claim")
                 for claim in claims:
@@ -621,7 +625,7 @@ class Dispatcher:
         assert self.store is not None
         crash_point("before_commit")
         budget = self._handoff_budget()
-        self._reserved += budget - 1 if budget else 0
+        self._reserved += max(0, budget - 1)
         delay = 0.05
         try:
             while True:
@@ -637,7 +641,9 @@ class Dispatcher:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
         finally:
-            self._reserved -= budget - 1 if budget else 0
+            if budget > 1:
+                self._reserved -= budget - 1
+                self.capacity.set()
         status = str(result[0])
         if status in ("ok", "finished", "dead") and result[1]:
             self.metrics.handoffs.inc(len(result[1]))
