@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import random
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Coroutine
 from contextlib import suppress
@@ -23,25 +21,25 @@ from typing import Any
 
 import structlog
 
-from bdurable.codec import dumps, error_record, loads, to_json_value
+from bdurable.codec import dumps, loads
 from bdurable.config import Settings
-from bdurable.errors import NonRetryableError, PayloadTooLargeError
 from bdurable.keys import Keys, ShardKeys
 from bdurable.registry import Registry
 from bdurable.replay.loop import StepLoop
-from bdurable.replay.run import StepResult, WorkflowRun
+from bdurable.replay.run import WorkflowRun
 from bdurable.runtime.faults import crash_point
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.role import role_runtime
 from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
+from bdurable.services.dispatcher.attempts import run_attempt
+from bdurable.services.dispatcher.payloads import corrupt_history_payload, step_payload
 from bdurable.store import Store
 
 __all__ = ["Dispatcher"]
 
 log = structlog.get_logger("bdurable.dispatcher")
 
-MAX_BACKOFF_MS = 300_000
 CLAIM_BATCH = 64
 WAKE_TIMEOUT = 1.0
 LOST_CLAIM_CHECKS = 25  # heartbeat intervals between two checks for claims whose reply never arrived
@@ -433,7 +431,7 @@ class Dispatcher:
                     run = self._rebuild(definition, workflow_id, input_text, call_fields, committed_len)
                 run.feed(entries)
                 step = run.take_step()
-                payload, based_on = _step_payload(step), run.delivered
+                payload, based_on = step_payload(step), run.delivered
             except Exception as exc:
                 # Corrupt history (or an engine bug): fail this workflow with a clear error rather than
                 # leaving it held and RUNNING forever; the others run on.
@@ -441,7 +439,7 @@ class Dispatcher:
                 if run is not None:
                     run.close()
                 run, step = None, None
-                payload, based_on = _corrupt_history_payload(exc), len(entries) if start < 0 else start
+                payload, based_on = corrupt_history_payload(exc), len(entries) if start < 0 else start
             retention_ms = round(self.settings.retention * 1000)
             result = await self._commit("commit_step", workflow_id, lease, based_on, payload, retention_ms)
             if run is not None:
@@ -545,7 +543,9 @@ class Dispatcher:
             assert handler is not None
             self.running_tasks[key] = handler
             try:
-                outcome, payload, delay_ms = await self._execute_task(fields, attempt, max_attempts, seq)
+                outcome, payload, delay_ms = await run_attempt(
+                    self.registry.task(name), fields, attempt, max_attempts, seq, self.settings.max_payload
+                )
             except asyncio.CancelledError:
                 if key not in self.released:
                     raise  # this handler itself is being cancelled (drain timeout): the work is handed back
@@ -562,49 +562,6 @@ class Dispatcher:
             if result == "dead":
                 self.metrics.child(self.metrics.dead_lettered, name).inc()
                 log.error("task dead-lettered", task=name, attempts=attempt)
-
-    async def _execute_task(
-        self, fields: dict[str, str], attempt: int, max_attempts: int, seq: str
-    ) -> tuple[str, str, int]:
-        """Run one attempt; returns (outcome, payload, retry delay ms) for ``commit_task``."""
-        task = self.registry.task(fields.get("name", ""))
-        if task is None:
-            exc: BaseException = LookupError(f"no task named {fields.get('name')!r} in this dispatcher's --app modules")
-            return self._failed(exc, attempt, max_attempts, fields)
-        timeout_ms = int(fields.get("timeout_ms") or 0)
-        try:
-            crash_point("in_task")
-            arguments = loads(fields.get("args", "{}"))
-            if timeout_ms:
-                async with asyncio.timeout(timeout_ms / 1000):
-                    result = await task.invoke(arguments)
-            else:
-                result = await task.invoke(arguments)
-            text = dumps(to_json_value(result))
-        except NonRetryableError as error:
-            return "fail", dumps(error_record(error)), 0
-        except TimeoutError:
-            timed_out = TimeoutError(f"task attempt timed out after {timeout_ms / 1000:g}s")
-            return self._failed(timed_out, attempt, max_attempts, fields)
-        except Exception as error:
-            return self._failed(error, attempt, max_attempts, fields)
-        if len(text.encode()) > self.settings.max_payload:
-            too_big = PayloadTooLargeError(
-                f"the result of task {task.name} is {len(text.encode())} bytes, over the limit of "
-                f"{self.settings.max_payload} bytes (BDURABLE_MAX_PAYLOAD)"
-            )
-            return "fail", dumps(error_record(too_big)), 0
-        return "ok", f'{{"seq":{int(seq)},"ok":true,"v":{text}}}', 0
-
-    def _failed(
-        self, error: BaseException, attempt: int, max_attempts: int, fields: dict[str, str]
-    ) -> tuple[str, str, int]:
-        payload = dumps(error_record(error))
-        if attempt >= max_attempts:
-            return "fail", payload, 0
-        base = int(fields.get("backoff_ms") or 1000) * 2 ** (attempt - 1)
-        delay = min(base, MAX_BACKOFF_MS)
-        return "retry", payload, round(delay + random.random() * delay * 0.1)
 
     # -- committing -----------------------------------------------------------------------------------
 
@@ -656,36 +613,6 @@ class Dispatcher:
         else:
             self.committed += 1
         return status
-
-
-def _step_payload(step: StepResult) -> str:
-    """The JSON document ``commit_step.lua`` applies."""
-    outcome = step.outcome
-    return dumps(
-        {
-            "calls": step.calls,
-            "status": step.status,
-            "waiting_on": step.waiting_on,
-            "outcome": None
-            if outcome is None
-            else {"status": outcome.status, "output": outcome.output, "error": outcome.error},
-            "abandon": step.abandon,
-            "cancelled": step.cancelled,
-        }
-    )
-
-
-def _corrupt_history_payload(exc: BaseException) -> str:
-    """A step that fails the workflow because its recorded state cannot be read."""
-    error = {
-        "type": "CorruptHistoryError",
-        "message": f"the workflow's recorded state in Redis cannot be replayed: {type(exc).__name__}: {exc}",
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
-    outcome = {"status": "FAILED", "output": "null", "error": dumps(error)}
-    return dumps(
-        {"calls": [], "status": "FAILED", "waiting_on": "", "outcome": outcome, "abandon": [], "cancelled": []}
-    )
 
 
 async def _first(*awaitables: Any) -> None:
