@@ -8,16 +8,18 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from bdurable import Settings
+from bdurable import Client, Settings
 from bdurable.registry import Registry
 from bdurable.runtime.service import Stopping
 from bdurable.services.dispatcher import Dispatcher
 from bdurable.services.scheduler import Scheduler
+from bdurable.services.signal_bus import SignalBus
 
 TESTS = Path(__file__).parent
 APPS = TESTS / "apps"
@@ -40,16 +42,19 @@ class InProcessRoles:
         if with_bus and self.settings.shards > 1 and not self._bus_started:
             # With several shards the signal bus carries cross-shard operations (a child in another
             # shard): a deployment always runs one, so the tests of the programming model do too.
-            from bdurable.services.signal_bus import SignalBus
-
             self._bus_started = True
-            self._run(SignalBus(self.settings))
+            self.signal_bus()
         return dispatcher
 
     def scheduler(self) -> Scheduler:
         scheduler = Scheduler(self.settings)
         self._run(scheduler)
         return scheduler
+
+    def signal_bus(self) -> SignalBus:
+        bus = SignalBus(self.settings)
+        self._run(bus)
+        return bus
 
     def _run(self, role: Any) -> None:
         stopping = Stopping()
@@ -118,6 +123,17 @@ class RoleProcesses:
                 with suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+
+
+def token() -> str:
+    """A unique value, to tell one test's calls and side effects from another's."""
+    return uuid.uuid4().hex
+
+
+async def status_is(client: Client, workflow_id: str, *statuses: str) -> bool:
+    """Whether the workflow exists and is in one of ``statuses`` (for ``eventually``)."""
+    state = await client.get_state(workflow_id)
+    return state is not None and state.status in statuses
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import bus_app
 import pytest
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, status_is, token
 
 from bdurable import (
     Client,
@@ -19,19 +18,8 @@ from bdurable import (
 )
 from bdurable.codec import loads
 from bdurable.keys import ShardKeys
-from bdurable.services.signal_bus import SignalBus
 
 WAITS = ["task", "sleep", "event", "keyed event", "child", "gather"]
-
-
-def token() -> str:
-    return uuid.uuid4().hex
-
-
-def signal_bus(roles: InProcessRoles) -> SignalBus:
-    bus = SignalBus(roles.settings)
-    roles._run(bus)
-    return bus
 
 
 def keys_of(client: Client, workflow_id: str) -> ShardKeys:
@@ -42,11 +30,6 @@ async def state_of(client: Client, workflow_id: str) -> Any:
     state = await client.get_state(workflow_id)
     assert state is not None
     return state
-
-
-async def status_is(client: Client, workflow_id: str, *statuses: str) -> bool:
-    state = await client.get_state(workflow_id)
-    return state is not None and state.status in statuses
 
 
 async def waiting(client: Client, workflow_id: str, at: str, t: str) -> None:
@@ -80,7 +63,7 @@ async def timers(client: Client, workflow_id: str) -> list[str]:
 async def test_cancellation_is_raised_at_the_await_and_the_cleanup_task_runs(
     client: Client, roles: InProcessRoles, at: str, style: str
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     roles.scheduler()
     t = token()
@@ -129,7 +112,7 @@ async def test_cancellation_is_raised_at_the_await_and_the_cleanup_task_runs(
 async def test_a_workflow_that_catches_the_cancellation_and_returns_ends_cancelled_with_its_output(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     t = token()
     handle = await client.start(bus_app.cancel_returns, {"at": "event", "token": t})
@@ -145,7 +128,7 @@ async def test_a_workflow_that_catches_the_cancellation_and_returns_ends_cancell
 
 
 async def test_a_cancel_without_reason(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     t = token()
     handle = await client.start(bus_app.cancel_returns, {"at": "event", "token": t})
@@ -159,7 +142,7 @@ async def test_a_cancel_without_reason(client: Client, roles: InProcessRoles) ->
 
 
 async def test_cancelling_a_parent_cancels_its_running_children(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     t = token()
     handle = await client.start(bus_app.cancel_except, {"at": "child", "token": t}, workflow_id=f"p-{t}")
@@ -180,7 +163,7 @@ async def test_cancelling_a_parent_cancels_its_running_children(client: Client, 
 
 
 async def test_cancelling_twice_is_harmless(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     t = token()
     handle = await client.start(bus_app.cancel_except, {"at": "event", "token": t})
@@ -198,7 +181,7 @@ async def test_cancelling_twice_is_harmless(client: Client, roles: InProcessRole
 
 
 async def test_cancelling_a_finished_workflow_raises_and_changes_nothing(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     handle = await client.start(bus_app.quick, {"v": 1})
     assert await client.result(handle.workflow_id, timeout=5) == {"v": 1}
@@ -213,13 +196,13 @@ async def test_cancelling_a_finished_workflow_raises_and_changes_nothing(client:
 
 
 async def test_cancelling_an_unknown_workflow_raises_not_found(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     with pytest.raises(WorkflowNotFoundError):
         await client.cancel("no-such-workflow", reason="x")
 
 
 async def test_a_running_task_is_cancelled_on_its_dispatcher(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     t = token()
     handle = await client.start(bus_app.cancel_except, {"at": "task", "token": t})
@@ -238,7 +221,7 @@ async def test_a_running_task_is_cancelled_on_its_dispatcher(client: Client, rol
 async def test_the_late_result_of_a_task_that_ignores_its_cancellation_is_discarded(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     dispatcher = roles.dispatcher(bus_app)
     t = token()
     handle = await client.start(bus_app.stubborn_flow, {"token": t, "seconds": 1.0})
@@ -264,7 +247,7 @@ async def test_a_cancel_of_a_version_mismatch_workflow_takes_effect_once_it_is_r
 ) -> None:
     import bus_app_v2
 
-    signal_bus(roles)
+    roles.signal_bus()
     v1 = roles.dispatcher(bus_app)
     t = token()
     handle = await client.start(bus_app.versioned_wait, {"token": t})
@@ -313,7 +296,7 @@ async def test_cancelling_a_parent_cancels_its_child_on_another_shard(settings: 
     roles = InProcessRoles(sharded)
     try:
         async with Client(settings=sharded) as client:
-            signal_bus(roles)
+            roles.signal_bus()
             roles.dispatcher(bus_app)
             await client.start(bus_app.cancel_except, {"at": "child", "token": t}, workflow_id=parent_id)
             await eventually(lambda: status_is(client, child_id, Status.AWAITING_EVENT), timeout=5)
@@ -331,7 +314,7 @@ async def test_cancelling_a_parent_cancels_its_child_on_another_shard(settings: 
 async def test_a_cancel_before_the_first_step_is_raised_at_the_first_await(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     t = token()
     handle = await client.start(bus_app.cancel_except, {"at": "sleep", "token": t})
     await client.cancel(handle.workflow_id, reason="early")  # no dispatcher has run it yet
@@ -352,7 +335,7 @@ async def _cancel_requested(client: Client, workflow_id: str) -> bool:
 async def test_cancelling_a_parked_workflow_releases_its_dead_letter_entry(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     t = token()
     handle = await client.start(bus_app.cancel_except, {"at": "parked", "token": t})
@@ -371,7 +354,7 @@ async def test_cancelling_a_parked_workflow_releases_its_dead_letter_entry(
 
 
 async def test_a_child_cancelled_on_its_own_fails_its_parents_call(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     handle = await client.start(bus_app.parent_catches, {})
     child_id = f"{handle.workflow_id}-child"

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-import uuid
 from typing import Any
 
 import bus_app
 import pytest
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, status_is, token
 
 from bdurable import (
     Client,
@@ -21,22 +20,6 @@ from bdurable import (
     WorkflowNotFoundError,
 )
 from bdurable.keys import Keys
-from bdurable.services.signal_bus import SignalBus
-
-
-def token() -> str:
-    return uuid.uuid4().hex
-
-
-def signal_bus(roles: InProcessRoles) -> SignalBus:
-    bus = SignalBus(roles.settings)
-    roles._run(bus)
-    return bus
-
-
-async def status_is(client: Client, workflow_id: str, *statuses: str) -> bool:
-    state = await client.get_state(workflow_id)
-    return state is not None and state.status in statuses
 
 
 async def buffered(client: Client, workflow_id: str) -> list[str]:
@@ -54,7 +37,7 @@ async def bus_backlog(client: Client) -> int:
 async def test_an_event_sent_before_the_wait_is_buffered_and_returned_at_once(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     t = token()
     handle = await client.start(bus_app.wait_after_task, {"token": t, "task_seconds": 0.8})
@@ -72,7 +55,7 @@ async def test_an_event_sent_before_the_wait_is_buffered_and_returned_at_once(
 
 
 async def test_an_event_sent_after_the_wait_wakes_the_workflow(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     handle = await client.start(bus_app.wait_events, {"name": "go"})
     await eventually(lambda: status_is(client, handle.workflow_id, Status.AWAITING_EVENT), timeout=5)
@@ -85,7 +68,7 @@ async def test_an_event_sent_after_the_wait_wakes_the_workflow(client: Client, r
 
 
 async def test_events_are_delivered_in_the_order_they_were_sent(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     # Two events before the first wait (both buffered), and a burst while the workflow is waiting.
     early = await client.start(bus_app.wait_events, {"name": "go", "count": 2})
@@ -100,7 +83,7 @@ async def test_events_are_delivered_in_the_order_they_were_sent(client: Client, 
 
 
 async def test_an_event_of_another_name_is_kept_for_a_later_wait(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     handle = await client.start(bus_app.wait_events, {"name": "go"})
     await eventually(lambda: status_is(client, handle.workflow_id, Status.AWAITING_EVENT), timeout=5)
@@ -112,14 +95,14 @@ async def test_an_event_of_another_name_is_kept_for_a_later_wait(client: Client,
 
 
 async def test_an_event_to_an_unknown_workflow_raises_not_found(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     with pytest.raises(WorkflowNotFoundError):
         await client.send_event("no-such-workflow", "go", 1)
     assert await bus_backlog(client) == 0  # nothing was stored
 
 
 async def test_an_event_to_a_finished_workflow_raises_not_found(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     handle = await client.start(bus_app.quick, "x")
     assert await client.result(handle.workflow_id, timeout=5) == "x"
@@ -139,7 +122,7 @@ async def test_an_event_is_durable_while_no_bus_runs(client: Client, roles: InPr
     assert await bus_backlog(client) == 1
     await asyncio.sleep(0.2)
     assert await status_is(client, handle.workflow_id, Status.AWAITING_EVENT)
-    signal_bus(roles)
+    roles.signal_bus()
     assert await client.result(handle.workflow_id, timeout=5) == ["kept"]
 
 
@@ -149,7 +132,7 @@ async def test_an_event_is_durable_while_no_bus_runs(client: Client, roles: InPr
 async def test_a_keyed_publish_wakes_every_waiter_on_that_key_and_no_one_else(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     key, other_key = token(), token()
     same = [await client.start(bus_app.wait_keyed, {"name": "paid", "key": key}) for _ in range(3)]
@@ -178,7 +161,7 @@ async def test_a_keyed_publish_wakes_every_waiter_on_that_key_and_no_one_else(
 
 
 async def test_a_publish_with_no_one_waiting_returns_zero_and_is_dropped(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     key = token()
     assert await client.publish_event("paid", {"early": True}, key=key) == 0
@@ -194,7 +177,7 @@ async def test_a_publish_with_no_one_waiting_returns_zero_and_is_dropped(client:
 async def test_keyed_waits_ignore_send_event_and_unkeyed_waits_ignore_publish(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     key = token()
     keyed = await client.start(bus_app.wait_keyed, {"name": "paid", "key": key})
@@ -225,7 +208,7 @@ async def test_a_keyed_publish_wakes_waiters_on_every_shard(settings: Settings) 
     roles = InProcessRoles(sharded)
     try:
         async with Client(settings=sharded) as client:
-            signal_bus(roles)
+            roles.signal_bus()
             roles.dispatcher(bus_app)
             for workflow_id in ids:
                 await client.start(bus_app.wait_keyed, {"name": "paid", "key": key}, workflow_id=workflow_id)
@@ -247,7 +230,7 @@ async def test_a_keyed_publish_wakes_waiters_on_every_shard(settings: Settings) 
 
 
 async def test_an_event_timeout_raises_a_catchable_event_timeout_error(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     roles.scheduler()
     handle = await client.start(bus_app.wait_with_timeout, {"timeout": "200ms"})
@@ -263,7 +246,7 @@ async def test_an_event_timeout_raises_a_catchable_event_timeout_error(client: C
 
 
 async def test_an_event_before_its_timeout_cancels_the_timer(client: Client, roles: InProcessRoles) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     roles.scheduler()
     handle = await client.start(bus_app.wait_with_timeout, {"timeout": "2s"})
@@ -276,7 +259,7 @@ async def test_an_event_before_its_timeout_cancels_the_timer(client: Client, rol
 async def test_an_event_racing_its_timeout_is_never_lost_and_never_delivered_twice(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app, concurrency=100)
     roles.scheduler()
     redis = client.store.redis
@@ -341,7 +324,7 @@ async def test_publish_counts_waiting_workflows_not_waits(client: Client, roles:
     """``publish_event`` returns how many workflows it woke: one waiting twice on (name, key) counts once."""
     roles.dispatcher(bus_app)
     roles.scheduler()
-    signal_bus(roles)
+    roles.signal_bus()
     name, key = "paid", token()
     handle = await client.start(bus_app.wait_keyed_twice, {"name": name, "key": key})
     await eventually(lambda: status_is(client, handle.workflow_id, "AWAITING_EVENT"))

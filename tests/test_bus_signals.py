@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import bus_app
 import pytest
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, status_is, token
 
 from bdurable import Client, Signal, Status, WorkflowNotFoundError
 from bdurable.codec import loads
 from bdurable.pubsub import Subscriptions
-from bdurable.services.signal_bus import SignalBus
-
-
-def token() -> str:
-    return uuid.uuid4().hex
-
-
-def signal_bus(roles: InProcessRoles) -> SignalBus:
-    bus = SignalBus(roles.settings)
-    roles._run(bus)
-    return bus
-
-
-async def status_is(client: Client, workflow_id: str, *statuses: str) -> bool:
-    state = await client.get_state(workflow_id)
-    return state is not None and state.status in statuses
 
 
 async def signal_log(client: Client, workflow_id: str) -> list[dict[str, Any]]:
@@ -48,7 +31,7 @@ async def collect(stream: AsyncIterator[Signal], into: list[Signal], count: int 
 async def test_a_late_subscriber_gets_every_signal_from_the_first_then_live_ones(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     handle = await client.start(bus_app.signal_steps, {"before": 3, "rounds": 3})
     await eventually(lambda: status_is(client, handle.workflow_id, Status.AWAITING_EVENT), timeout=5)
@@ -75,7 +58,7 @@ async def test_a_late_subscriber_gets_every_signal_from_the_first_then_live_ones
 async def test_subscribing_to_a_finished_workflow_replays_its_log_and_ends(
     client: Client, roles: InProcessRoles
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     handle = await client.start(bus_app.signal_steps, {"before": 4})
     assert await client.result(handle.workflow_id, timeout=5) == 4
@@ -99,7 +82,7 @@ async def test_the_bus_publishes_each_signal_once_on_the_workflow_channel_and_th
     await pubsub.subscribe(client.keys.workflow_channel(handle.workflow_id), f"{{{client.settings.prefix}}}:signals")
     try:
         await eventually(lambda: status_is(client, handle.workflow_id, Status.AWAITING_EVENT), timeout=5)
-        signal_bus(roles)
+        roles.signal_bus()
         await client.send_event(handle.workflow_id, "go")
         await client.send_event(handle.workflow_id, "go")
         assert await client.result(handle.workflow_id, timeout=5) == 2
@@ -134,7 +117,7 @@ async def test_the_bus_publishes_each_signal_once_on_the_workflow_channel_and_th
 async def test_signals_are_emitted_exactly_once_across_replays_from_scratch(
     client: Client, roles: InProcessRoles, cache_size: int
 ) -> None:
-    signal_bus(roles)
+    roles.signal_bus()
     roles.scheduler()
     roles.dispatcher(bus_app, cache_size=cache_size)
     rounds = 4
@@ -176,7 +159,7 @@ async def test_a_subscriber_survives_its_pubsub_connection_being_killed(
         await original(self)
 
     monkeypatch.setattr(Subscriptions, "_reconnect", counted)
-    signal_bus(roles)
+    roles.signal_bus()
     roles.dispatcher(bus_app)
     rounds = 6
     handle = await client.start(bus_app.signal_steps, {"before": 1, "rounds": rounds})

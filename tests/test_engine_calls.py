@@ -8,15 +8,10 @@ from datetime import datetime, timedelta
 
 import engine_app
 import pytest
-from support import InProcessRoles
+from support import InProcessRoles, token
 
 from bdurable import Client, Status, WorkflowFailedError
 from bdurable.durations import parse_duration
-
-
-def token() -> str:
-    return uuid.uuid4().hex
-
 
 # -- durations --------------------------------------------------------------------------------------------
 

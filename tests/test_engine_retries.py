@@ -5,18 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import engine_app
 import pytest
-from support import InProcessRoles
+from support import InProcessRoles, token
 
 from bdurable import Client, PayloadTooLargeError, Settings, Status, WorkflowFailedError
-
-
-def token() -> str:
-    return uuid.uuid4().hex
 
 
 @pytest.fixture

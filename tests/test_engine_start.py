@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 import engine_app
 import pytest
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, token
 
 from bdurable import (
     Client,
@@ -16,10 +14,6 @@ from bdurable import (
     WorkflowAlreadyExistsError,
 )
 from bdurable.keys import Keys
-
-
-def token() -> str:
-    return uuid.uuid4().hex
 
 
 async def registered(client: Client, prefix: str, *entries: str) -> bool:

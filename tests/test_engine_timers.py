@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import engine_app
 import pytest
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, token
 
 from bdurable import Client, Settings, Status, WorkflowNotFoundError
 from bdurable.keys import Keys
-
-
-def token() -> str:
-    return uuid.uuid4().hex
 
 
 async def test_a_sleep_fires_after_its_due_time_and_not_before(client: Client, roles: InProcessRoles) -> None:

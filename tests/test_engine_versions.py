@@ -7,7 +7,7 @@ import asyncio
 import engine_app
 import engine_app_v2
 import pytest
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, status_is
 
 from bdurable import Client, DurableError, Status, WorkflowNotFoundError
 
@@ -35,13 +35,13 @@ async def status_of(client: Client, workflow_id: str) -> str | None:
 async def test_version_mismatch_halts_unchanged_until_resumed(client: Client, roles: InProcessRoles) -> None:
     v1 = roles.dispatcher(engine_app)
     handle = await client.start(engine_app.versioned_v1, {"sleep": "300ms", "task": False}, workflow_id="vm-1")
-    await eventually(lambda: _is(client, "vm-1", Status.SLEEPING), timeout=5)
+    await eventually(lambda: status_is(client, "vm-1", Status.SLEEPING), timeout=5)
     await roles.stop(v1)
 
     roles.dispatcher(engine_app_v2)
     await eventually(lambda: _live(client, {"2"}), timeout=5)
     roles.scheduler()  # the timer fires now, while only version 2 is live
-    await eventually(lambda: _is(client, "vm-1", Status.VERSION_MISMATCH), timeout=5)
+    await eventually(lambda: status_is(client, "vm-1", Status.VERSION_MISMATCH), timeout=5)
 
     halted = await client.get_state("vm-1")
     assert halted is not None
@@ -168,10 +168,6 @@ async def test_without_any_live_dispatcher_a_workflow_waits_then_runs(client: Cl
 
 
 # -- helpers --------------------------------------------------------------------------------------------
-
-
-async def _is(client: Client, workflow_id: str, status: str) -> bool:
-    return await status_of(client, workflow_id) == status
 
 
 async def _live(client: Client, versions: set[str]) -> bool:

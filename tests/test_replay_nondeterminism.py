@@ -5,7 +5,7 @@ from __future__ import annotations
 import engine_app
 import engine_app_altered
 import pytest
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, status_is
 
 from bdurable import Client, Status, WorkflowFailedError
 
@@ -16,11 +16,7 @@ async def test_different_code_under_the_same_version_fails_with_nondeterminism(
     original = roles.dispatcher(engine_app)
     handle = await client.start(engine_app.nd_flow, None)
 
-    async def sleeping() -> bool:
-        state = await client.get_state(handle.workflow_id)
-        return state is not None and state.status == Status.SLEEPING
-
-    await eventually(sleeping, timeout=5)
+    await eventually(lambda: status_is(client, handle.workflow_id, Status.SLEEPING), timeout=5)
     await roles.stop(original)
 
     # a redeploy that changed the code without bumping the version
@@ -49,11 +45,7 @@ async def test_code_that_returns_without_its_recorded_calls_fails_with_nondeterm
     original = roles.dispatcher(engine_app)
     handle = await client.start(engine_app.nd_short, None)
 
-    async def sleeping() -> bool:
-        state = await client.get_state(handle.workflow_id)
-        return state is not None and state.status == Status.SLEEPING
-
-    await eventually(sleeping, timeout=5)
+    await eventually(lambda: status_is(client, handle.workflow_id, Status.SLEEPING), timeout=5)
     await roles.stop(original)
     roles.dispatcher(engine_app_altered)
     roles.scheduler()
@@ -71,11 +63,7 @@ async def test_unchanged_code_replays_to_completion_on_a_new_dispatcher(client: 
     first = roles.dispatcher(engine_app)
     handle = await client.start(engine_app.nd_flow, None)
 
-    async def sleeping() -> bool:
-        state = await client.get_state(handle.workflow_id)
-        return state is not None and state.status == Status.SLEEPING
-
-    await eventually(sleeping, timeout=5)
+    await eventually(lambda: status_is(client, handle.workflow_id, Status.SLEEPING), timeout=5)
     await roles.stop(first)
     roles.dispatcher(engine_app)
     roles.scheduler()

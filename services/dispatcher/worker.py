@@ -227,7 +227,7 @@ class Dispatcher:
             while not stopping.is_set:
                 self.health.tick()
                 self.metrics.in_flight.set(len(self.inflight))
-                budget = 0 if self._exclusive else self.concurrency - len(self.inflight) - self._reserved
+                budget = 0 if self._exclusive else self._free_slots()
                 if budget <= 0:
                     self.capacity.clear()
                     await self.capacity.wait()  # a slot frees up, or stopping (see _wake_on_stop)
@@ -281,19 +281,14 @@ class Dispatcher:
         self._rotation += 1
         turn = self._rotation % len(self.shards)
         shards = self.shards[turn:] + self.shards[:turn]
-        if len(shards) == 1:
-            lists = self._rotated(shards[0])
-            claims = await self.store.shard_script("claim", shards[0], self.worker_id, budget, *lists)
-            return claims, len(claims) < budget
         if budget >= len(shards):
             base, extra = divmod(budget, len(shards))
             shares = [base + (1 if i < extra else 0) for i in range(len(shards))]
-            results = await asyncio.gather(
-                *(
-                    self.store.shard_script("claim", shard, self.worker_id, share, *self._rotated(shard))
-                    for shard, share in zip(shards, shares, strict=True)
-                )
-            )
+            calls = [
+                self.store.shard_script("claim", shard, self.worker_id, share, *self._rotated(shard))
+                for shard, share in zip(shards, shares, strict=True)
+            ]
+            results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)  # one: no task
             drained = all(len(claims) < share for claims, share in zip(results, shares, strict=True))
             return [claim for claims in results for claim in claims], drained
         taken: list[list[Any]] = []
@@ -316,7 +311,7 @@ class Dispatcher:
         assert self.store is not None
         wake_lists = [shard.wake(lst) for lst in self.ready_lists[shard.tag]]
         while claiming.is_set():
-            if self._exclusive or len(self.inflight) + self._reserved >= self.concurrency:
+            if self._exclusive or self._free_slots() <= 0:
                 # Full: leave wake-up tokens to dispatchers that can claim, until a slot frees up.
                 self.capacity.clear()
                 with suppress(TimeoutError):
@@ -570,8 +565,11 @@ class Dispatcher:
         free capacity not promised to another claim. None while a suspect runs alone or while draining."""
         if not self._accepting or self._exclusive:
             return 0
-        free = self.concurrency - len(self.inflight) - self._reserved
-        return 1 + max(0, min(free, CLAIM_BATCH - 1))
+        return 1 + max(0, min(self._free_slots(), CLAIM_BATCH - 1))
+
+    def _free_slots(self) -> int:
+        """Slots neither running an item nor promised to a claim or hand-off in flight."""
+        return self.concurrency - len(self.inflight) - self._reserved
 
     async def _commit(self, script: str, workflow_id: str, *args: Any) -> str:
         """Commit through Redis outages: retried until it lands or the lease is known lost.

@@ -121,17 +121,16 @@ local function split_task_item(rest)
   return string.sub(rest, 1, sep - 1), string.sub(rest, sep + 1)
 end
 
+-- The hash of a work item ("w|id": its workflow; "t|id|seq": its task call).
+local function item_hash(item)
+  local rest = string.sub(item, 3)
+  if string.sub(item, 1, 1) == 'w' then return k_wf(rest) end
+  return k_task(split_task_item(rest))
+end
+
 -- Whether the reaper found this item twice in a row on a dispatcher that died with other work.
 local function is_suspect(item)
-  local rest = string.sub(item, 3)
-  local marks
-  if string.sub(item, 1, 1) == 'w' then
-    marks = redis.call('HGET', k_wf(rest), 'suspect')
-  else
-    local id, seq = split_task_item(rest)
-    marks = redis.call('HGET', k_task(id, seq), 'suspect')
-  end
-  return tonumber(marks or '0') >= 2
+  return tonumber(redis.call('HGET', item_hash(item), 'suspect') or '0') >= 2
 end
 
 -- Claim up to `budget` items from one ready list (oldest first) into `claims`; returns the budget left.
@@ -272,20 +271,16 @@ end
 -- dispatcher is rejected (a drain that timed out, or a claim whose reply never reached the dispatcher).
 local function hand_back(worker, item, now)
   redis.call('HDEL', k_proc(worker), item)
+  local hash = item_hash(item)
+  if redis.call('EXISTS', hash) == 0 then return end  -- finished, cancelled or expired meanwhile
+  redis.call('HSET', hash, 'lease', redis.call('INCR', K_SEQ))
   local rest = string.sub(item, 3)
   if string.sub(item, 1, 1) == 'w' then
-    if redis.call('EXISTS', k_wf(rest)) == 1 then
-      redis.call('HSET', k_wf(rest), 'lease', redis.call('INCR', K_SEQ))
-      enqueue_step(rest, now, true)
-    end
+    enqueue_step(rest, now, true)
   else
+    redis.call('HINCRBY', hash, 'attempt', -1)  -- a handed-back attempt was never tried to its end
     local id, seq = split_task_item(rest)
-    local task = k_task(id, seq)
-    if redis.call('EXISTS', task) == 1 then
-      redis.call('HSET', task, 'lease', redis.call('INCR', K_SEQ))
-      redis.call('HINCRBY', task, 'attempt', -1)  -- a handed-back attempt was never tried to its end
-      push_task(id, seq, now)
-    end
+    push_task(id, seq, now)
   end
 end
 

@@ -19,47 +19,38 @@ for _, worker in ipairs(dead) do
   for i = 1, #held, 2 do
     local item = held[i]
     local kind, rest = string.sub(item, 1, 1), string.sub(item, 3)
-    if kind == 'w' then
-      local wf = k_wf(rest)
-      if redis.call('EXISTS', wf) == 1 then
-        redis.call('HSET', wf, 'lease', redis.call('INCR', K_SEQ))
-        if not alone then
-          redis.call('HINCRBY', wf, 'suspect', 1)
-          enqueue_step(rest, now, true)
-          steps = steps + 1
-        elseif redis.call('HINCRBY', wf, 'step_crashes', 1) >= max_crashes then
-          local err = cjson.encode({type = 'PoisonStepError', traceback = '', message = 'a step of this workflow was ' ..
-            'running on a dispatcher that died ' .. max_crashes .. ' times in a row; it was failed to protect the fleet'})
-          finish_workflow(rest, 'FAILED', 'null', err, retention_ms, now)
-          failed = failed + 1
-        else
-          enqueue_step(rest, now, true)
-          steps = steps + 1
-        end
+    local hash = item_hash(item)
+    if redis.call('EXISTS', hash) == 0 then
+      -- finished, cancelled or expired meanwhile: nothing to recover
+    elseif not alone then  -- not blamed, not counted: marked, and run on its own next if it keeps dying
+      redis.call('HINCRBY', hash, 'suspect', 1)
+      hand_back(worker, item, now)
+      if kind == 'w' then steps = steps + 1 else tasks = tasks + 1 end
+    elseif kind == 'w' then
+      redis.call('HSET', hash, 'lease', redis.call('INCR', K_SEQ))
+      if redis.call('HINCRBY', hash, 'step_crashes', 1) >= max_crashes then
+        local err = cjson.encode({type = 'PoisonStepError', traceback = '', message = 'a step of this workflow was ' ..
+          'running on a dispatcher that died ' .. max_crashes .. ' times in a row; it was failed to protect the fleet'})
+        finish_workflow(rest, 'FAILED', 'null', err, retention_ms, now)
+        failed = failed + 1
+      else
+        enqueue_step(rest, now, true)
+        steps = steps + 1
       end
     else
       local id, seq = split_task_item(rest)
-      local task = k_task(id, seq)
-      if redis.call('EXISTS', task) == 1 then
-        redis.call('HSET', task, 'lease', redis.call('INCR', K_SEQ))
-        local t = redis.call('HMGET', task, 'attempt', 'max_attempts', 'backoff_ms')
-        local attempt = tonumber(t[1])
-        local err = cjson.encode({type = 'WorkerLostError', traceback = '',
-          message = 'the dispatcher running attempt ' .. attempt .. ' died (' .. worker .. ')'})
-        if not alone then  -- not counted: it will run on its own next, and count then if it kills again
-          redis.call('HINCRBY', task, 'suspect', 1)
-          redis.call('HINCRBY', task, 'attempt', -1)
-          push_task(id, seq, now)
-          tasks = tasks + 1
-        elseif attempt >= tonumber(t[2]) then
-          redis.call('HSET', task, 'last_error', err)
-          exhaust_task(id, seq, err, now)
-          dead_lettered = dead_lettered + 1
-        else
-          redis.call('HSET', task, 'last_error', err)
-          add_timer('r|' .. id .. '|' .. seq, now + math.min(tonumber(t[3]) * 2 ^ (attempt - 1), 300000))
-          tasks = tasks + 1
-        end
+      redis.call('HSET', hash, 'lease', redis.call('INCR', K_SEQ))
+      local t = redis.call('HMGET', hash, 'attempt', 'max_attempts', 'backoff_ms')
+      local attempt = tonumber(t[1])
+      local err = cjson.encode({type = 'WorkerLostError', traceback = '',
+        message = 'the dispatcher running attempt ' .. attempt .. ' died (' .. worker .. ')'})
+      redis.call('HSET', hash, 'last_error', err)
+      if attempt >= tonumber(t[2]) then
+        exhaust_task(id, seq, err, now)
+        dead_lettered = dead_lettered + 1
+      else
+        add_timer('r|' .. id .. '|' .. seq, now + math.min(tonumber(t[3]) * 2 ^ (attempt - 1), 300000))
+        tasks = tasks + 1
       end
     end
   end
