@@ -122,7 +122,7 @@ async def registered(client: Client, name: str) -> None:
 
 async def bus_ready(client: Client) -> None:
     async def alive() -> bool:
-        return bool(await client.store.redis.zcard(f"{client.keys.shard(0).tag}:bus:alive"))
+        return bool(await client.store.redis.zcard(client.keys.shard(0).bus_alive))
 
     await until(alive, timeout=30, interval=0.05)
 
@@ -137,7 +137,7 @@ async def count_status(client: Client, status: str) -> int:
 async def latency(settings: Settings, samples: int, warmup: int = 10) -> dict[str, float]:
     """send_event -> the next task starts, one event at a time, the workflow waiting each time."""
     rounds = samples + warmup
-    key = f"{{{settings.prefix}}}:bench:stamps"
+    key = f"bench:{settings.prefix}:stamps"  # the benchmark app's own key, outside the engine's
     async with Client(settings=settings) as client:
         with (
             role(settings, "dispatcher", "--app", "bench_bus"),
@@ -223,7 +223,7 @@ async def throughput(settings: Settings, count: int) -> dict[str, float]:
             figures["wake_per_s"] = count / (time.perf_counter() - began)
 
             # N events to one workflow that waits for something else: each is buffered.
-            events = client.keys.shard(0).tag + f":wf:{buffer_id}:events"
+            events = client.keys.shard(0).events(buffer_id)
             with paused(bus):
                 for chunk in range(0, count, 500):
                     await asyncio.gather(

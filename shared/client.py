@@ -1,85 +1,73 @@
-"""The client: start workflows, inspect them, wait for their results."""
+"""The client: start workflows, inspect them, wait for their results, act on them.
+
+Writes go through :mod:`bdurable.store` (one script each), reads through :mod:`bdurable.reads`, waits through
+:mod:`bdurable.pubsub` (one shared subscription connection, never polling, never missing a finish).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import dataclasses
+import functools
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import jsonschema
 import referencing
 import referencing.exceptions
 
-from bdurable.codec import decode, encode_payload, loads, to_json_value
+from bdurable.codec import encode_payload, to_json_value
 from bdurable.config import Settings
 from bdurable.errors import (
     DeadLetterNotFoundError,
-    DurableError,
+    DeadLetterNotParkedError,
+    FinishedWorkflowNotFoundError,
     InvalidInputError,
+    RegistrationError,
     UnknownWorkflowError,
+    VersionNotLiveError,
     WorkflowAlreadyExistsError,
     WorkflowCancelledError,
     WorkflowFailedError,
+    WorkflowFinishedError,
     WorkflowNotFoundError,
+    WorkflowNotHaltedError,
 )
 from bdurable.keys import Keys, ShardKeys
 from bdurable.model import FINISHED, DeadLetter, HistoryEntry, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.pubsub import Subscriptions
-from bdurable.store import Store
+from bdurable.reads import Reads, ms, outcome_from_message
+from bdurable.store import REDIS_ERRORS, Store
 from bdurable.workflow import Workflow
 
 __all__ = ["Client", "WorkflowHandle", "validate_workflow_id"]
 
+T = TypeVar("T")
+
 MAX_ID_LENGTH = 256
-
-
-def _is_text(value: object) -> bool:
-    """Runtime check for callers without a type checker."""
-    return isinstance(value, str) and bool(value)
+PRIORITY_RANGE = range(-1000, 1001)  # the ready queues' score keeps priorities within this range exact
 
 
 def validate_workflow_id(workflow_id: str) -> str:
-    if not _is_text(workflow_id):
-        raise ValueError("a workflow id must be a non-empty string")
+    """A workflow id is 1 to 256 characters, none of them a control character; anything else is refused.
+
+    Any other character is fine (``:``, ``|``, ``{``, ``}``, spaces, any Unicode): the key schema keeps every
+    id to its own keys (see :mod:`bdurable.keys`).
+    """
+    if not isinstance(workflow_id, str):
+        raise InvalidInputError(f"a workflow id must be a string, not {type(workflow_id).__name__}")
+    if not workflow_id:
+        raise InvalidInputError("a workflow id must not be empty")
     if len(workflow_id) > MAX_ID_LENGTH:
-        raise ValueError(f"a workflow id is at most {MAX_ID_LENGTH} characters")
-    if any(ord(c) < 32 or c == "\x7f" for c in workflow_id):
-        raise ValueError("a workflow id may not contain control characters")
+        raise InvalidInputError(f"a workflow id is at most {MAX_ID_LENGTH} characters (got {len(workflow_id)})")
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in workflow_id):
+        raise InvalidInputError("a workflow id may not contain control characters")
     return workflow_id
 
 
-def _json_or_text(text: str | None) -> Any:
-    """Decode a stored JSON value; a corrupt one is shown as its raw text rather than failing the read."""
-    try:
-        return decode(text)
-    except ValueError:
-        return text
-
-
-def _ms(value: str | None) -> datetime:
-    return datetime.fromtimestamp(int(value or 0) / 1000, UTC)
-
-
-def state_from_hash(workflow_id: str, data: dict[str, str]) -> WorkflowState:
-    """A ``WorkflowState`` from the workflow's Redis hash."""
-    return WorkflowState(
-        workflow_id=workflow_id,
-        name=data.get("name", ""),
-        version=data.get("version", ""),
-        status=data.get("status", ""),
-        step=int(data.get("step") or 0),
-        waiting_on=data.get("waiting_on") or None,
-        input=_json_or_text(data.get("input")),
-        output=_json_or_text(data.get("output")) if data.get("output") else None,
-        error=_json_or_text(data.get("error")) if data.get("error") else None,
-        parent_id=data.get("parent_id") or None,
-        created_at=_ms(data.get("created_at")),
-        updated_at=_ms(data.get("updated_at")),
-    )
+def _not_found(workflow_id: str) -> WorkflowNotFoundError:
+    return WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
 
 
 class WorkflowHandle:
@@ -114,6 +102,7 @@ class Client:
         self.settings = base.with_overrides(redis_url=redis_url, prefix=prefix)
         self.keys = Keys(self.settings.prefix, self.settings.shards)
         self._store: Store | None = None
+        self._reads: Reads | None = None
         self._subscriptions: Subscriptions | None = None
 
     async def __aenter__(self) -> Client:
@@ -132,7 +121,7 @@ class Client:
             except BaseException:
                 await store.close()
                 raise
-            self._store = store
+            self._store, self._reads = store, Reads(store.redis, self.keys)
 
     async def close(self) -> None:
         if self._subscriptions is not None:
@@ -140,13 +129,19 @@ class Client:
             self._subscriptions = None
         if self._store is not None:
             await self._store.close()
-            self._store = None
+            self._store, self._reads = None, None
 
     @property
     def store(self) -> Store:
         if self._store is None:
             raise RuntimeError("the client is not connected: use `async with Client(...) as client`")
         return self._store
+
+    @property
+    def reads(self) -> Reads:
+        if self._reads is None:
+            raise RuntimeError("the client is not connected: use `async with Client(...) as client`")
+        return self._reads
 
     # -- starting ---------------------------------------------------------------------------------------
 
@@ -157,333 +152,221 @@ class Client:
         *,
         workflow_id: str | None = None,
         version: str | None = None,
+        priority: int = 0,
     ) -> WorkflowHandle:
-        """Start a workflow (by definition or registered name); idempotent on ``workflow_id``."""
+        """Start a workflow (by definition or registered name); idempotent on ``workflow_id``.
+
+        ``priority`` (-1000 to 1000, default 0): higher runs first within its queue, for the run's steps and
+        tasks alike (see docs/programming-model.md, "Order of work").
+        """
         workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
+        if not _is_int(priority) or priority not in PRIORITY_RANGE:
+            raise InvalidInputError(f"priority must be an integer from -1000 to 1000, not {priority!r}")
         if isinstance(workflow, Workflow):
             if version is not None and version != workflow.version:
-                raise ValueError(f"version {version!r} differs from the definition's {workflow.version!r}")
+                raise InvalidInputError(f"version {version!r} differs from the definition's {workflow.version!r}")
             name, version, queue = workflow.name, workflow.version, workflow.queue
             value = workflow.validate_input(input)
         else:
             name = workflow
-            version, queue, schema = await self._resolve(name, version, workflow_id)
+            registration = await self.reads.registration(name, version, workflow_id)
+            if registration is None:
+                raise await self._unknown(name, version)
+            version, queue = registration.version, registration.queue
             value = to_json_value(input)
-            if schema is not None:
-                _validate_against_schema(value, schema, f"{name}@{version}")
-        text = encode_payload(value, what=f"input of workflow {name}", max_bytes=self.settings.max_payload)
-        shard = self.keys.for_workflow(workflow_id)
-        result = await self.store.shard_script("start", shard, workflow_id, name, version, queue, text)
-        if result[0] == "conflict":
+            if registration.schema is not None:
+                _validate_against_schema(value, registration.schema, f"{name}@{version}")
+        text = encode_payload(
+            value, what=f"input of workflow {name}", max_bytes=self.settings.max_payload, json_ready=True
+        )
+        reply = await self.store.start(
+            workflow_id, name=name, version=version, queue=queue, input=text, priority=priority
+        )
+        if reply.outcome == "conflict":
             raise WorkflowAlreadyExistsError(
-                f"workflow id {workflow_id!r} is already used by a workflow named {result[1]!r}"
+                f"workflow id {workflow_id!r} is already used by a workflow named {reply.detail!r}"
             )
-        return WorkflowHandle(self, workflow_id, Status.RUNNING if result[0] == "created" else result[1])
+        return WorkflowHandle(self, workflow_id, Status.RUNNING if reply.outcome == "created" else reply.detail)
 
-    async def _resolve(
-        self, name: str, version: str | None, workflow_id: str
-    ) -> tuple[str, str, dict[str, Any] | None]:
-        """Pick the version to start by name: the one asked for, else the newest registered that is live."""
-        redis = self.store.redis
-        shard = self.keys.for_workflow(workflow_id)
-        now = await redis.time()  # the Redis clock, like every liveness expiry (TIME cannot be pipelined on a cluster)
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zrevrange(self.keys.versions(name), 0, -1)
-            pipe.zrange(shard.live(name), 0, -1, withscores=True)
-            versions, live = await pipe.execute()
+    async def _unknown(self, name: str, version: str | None) -> UnknownWorkflowError:
+        versions = await self.reads.registered_versions(name)
         if not versions:
-            raise UnknownWorkflowError(f"no dispatcher has registered a workflow named {name!r}")
-        if version is not None:
-            if version not in versions:
-                raise UnknownWorkflowError(
-                    f"workflow {name!r} has no registered version {version!r} (registered: {', '.join(versions)})"
-                )
-            chosen = version
-        else:
-            now_ms = now[0] * 1000 + now[1] // 1000
-            live_versions = {member.rpartition("|")[0] for member, expiry in live if expiry > now_ms}
-            chosen = next((v for v in versions if v in live_versions), versions[0])
-        entry = await redis.hget(self.keys.registry, f"{name}@{chosen}")
-        info = loads(entry) if entry else {}
-        return chosen, str(info.get("queue", "default")), info.get("schema")
+            return UnknownWorkflowError(f"no dispatcher has registered a workflow named {name!r}")
+        return UnknownWorkflowError(
+            f"workflow {name!r} has no registered version {version!r} (registered: {', '.join(versions)})"
+        )
 
     # -- reading ----------------------------------------------------------------------------------------
 
     async def get_state(self, workflow_id: str) -> WorkflowState | None:
         """The workflow's current state, or ``None`` if it is unknown or expired."""
-        data: dict[str, str] = await self.store.redis.hgetall(  # type: ignore[assignment]
-            self.keys.for_workflow(workflow_id).wf(workflow_id)
-        )
-        if not data or "name" not in data:
-            return None
-        return state_from_hash(workflow_id, data)
+        return await self.reads.state(workflow_id)
 
     async def _require_state(self, workflow_id: str) -> WorkflowState:
         state = await self.get_state(workflow_id)
         if state is None:
-            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
+            raise _not_found(workflow_id)
         return state
 
     async def result(self, workflow_id: str, timeout: float | None = None) -> Any:
-        """Wait for the workflow to finish and return its output (pub/sub, no polling)."""
-        state = None
-        async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as messages:
-            try:
-                async with asyncio.timeout(timeout):
-                    # Subscribed first, then read: a completion between the two is never missed.
-                    state = await self._require_state(workflow_id)
+        """Wait for the workflow to finish and return its output (pub/sub, no polling).
+
+        Never misses the finish: the subscription is confirmed before the first read, and the waiter looks
+        again after every reconnection and on a slow timer (see :mod:`bdurable.pubsub`); a Redis restart
+        while waiting is ridden out.
+        """
+        state: WorkflowState | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
+                    state = await self._require_state(workflow_id)  # an outage now fails fast
                     while state.status not in FINISHED:
-                        message = await messages.get()
+                        message = await waiter.next()
                         if message is not None and message.get("status") not in FINISHED:
                             continue  # progress on the way: nothing to read yet
                         if message is not None and isinstance(message.get("output"), str):
-                            # the finish carried its outcome (see publish_state in lib.lua): no read needed
-                            state = dataclasses.replace(
-                                state,
-                                status=message["status"],
-                                output=_json_or_text(message["output"]) if message["output"] else None,
-                                error=_json_or_text(message["error"]) if message.get("error") else None,
-                            )
+                            state = outcome_from_message(state, message)  # the finish carried its outcome
                             break
-                        state = await self._require_state(workflow_id)  # finished, or a reconnect: look
-            except TimeoutError:
-                raise TimeoutError(
-                    f"workflow {workflow_id!r} did not finish within {timeout:g}s "
-                    f"(status {state.status if state else 'unknown'})"
-                ) from None
+                        state = await self._riding_out(lambda: self._require_state(workflow_id))
+        except TimeoutError:
+            raise TimeoutError(
+                f"workflow {workflow_id!r} did not finish within {timeout:g}s "
+                f"(status {state.status if state else 'unknown'})"
+            ) from None
         return _outcome(state)
+
+    async def _riding_out(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read made while waiting: through a Redis outage it is retried (the caller's timeout bounds it)."""
+        delay = 0.05
+        while True:
+            try:
+                return await read()
+            except REDIS_ERRORS:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def watch(self, workflow_id: str) -> AsyncIterator[dict[str, Any]]:
         """Status changes (``{"status", "step", "waiting_on"}``) and signals (``{"signal": {...}}``) of one
         workflow as they happen, until it finishes. Signals come from the durable log, so none is missed."""
-        shard = self.keys.for_workflow(workflow_id)
         seen_signals = 0
         last: tuple[str, int, str | None] | None = None
-        async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as messages:
+        async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
             await self._require_state(workflow_id)
             while True:
-                # The hash first: if it says finished, the log read after it holds every signal.
-                async with self.store.redis.pipeline(transaction=False) as pipe:
-                    pipe.hgetall(shard.wf(workflow_id))
-                    pipe.lrange(shard.signals(workflow_id), seen_signals, -1)
-                    data, fresh = await pipe.execute()
-                if not data:
+                read = functools.partial(self.reads.snapshot_since, workflow_id, seen_signals)
+                state, fresh = await self._riding_out(read)
+                if state is None:
                     raise WorkflowNotFoundError(f"workflow {workflow_id!r} expired while being watched")
-                for raw in fresh:
+                for record in fresh:
                     seen_signals += 1
-                    yield {"signal": loads(raw)}
-                state = state_from_hash(workflow_id, data)
+                    yield {"signal": {"seq": record.seq, "name": record.name, "payload": record.payload,
+                                      "at": record.at_ms}}  # fmt: skip
                 current = (state.status, state.step, state.waiting_on)
                 if current != last:
                     last = current
                     yield {"status": state.status, "step": state.step, "waiting_on": state.waiting_on}
                 if state.status in FINISHED:
                     return
-                await messages.get()
+                await waiter.next()
+
+    async def signals(self, workflow_id: str) -> AsyncIterator[Signal]:
+        """Every signal of the workflow from the first, then live ones, each once, in order; ends when
+        the workflow finishes."""
+        seen = 0  # how many entries of the durable signal log were yielded
+        async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
+            await self._require_state(workflow_id)
+            while True:
+                # The log is the truth; messages only say "look again". Subscribed first, so nothing slips.
+                status, fresh = await self._riding_out(functools.partial(self.reads.signals_since, workflow_id, seen))
+                for record in fresh:
+                    seen += 1
+                    yield Signal(name=record.name, payload=record.payload, at=ms(record.at_ms), seq=record.seq)
+                if status is None or status in FINISHED:
+                    return
+                await waiter.next()
 
     def _subscriptions_ready(self) -> Subscriptions:
         if self._subscriptions is None:
-            self._subscriptions = Subscriptions(self.store.redis)
+            self._subscriptions = Subscriptions(self.store.redis, self.keys.keepalive_channel)
         return self._subscriptions
 
     async def list(
         self, status: str | None = None, name: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> WorkflowPage:
-        """Workflows, newest first, optionally by status and name; pass ``next_cursor`` for the next page.
-
-        The cursor is the position of the last item returned (created time and id), so pages neither skip
-        nor repeat items when workflows start or change status meanwhile.
-        """
-        if status is not None and status not in Status.__members__:
-            raise ValueError(f"unknown status {status!r}; use one of {', '.join(Status.__members__)}")
-        if limit < 1:
-            raise ValueError("limit must be >= 1")
-        after: tuple[int, str] | None = None
-        if cursor:
-            score_text, _, member = cursor.partition(":")
-            if not score_text.isdigit() or not member:
-                raise ValueError(f"invalid cursor {cursor!r}")
-            after = (int(score_text), member)
-        found: builtins.list[tuple[int, str, ShardKeys]] = []
-        statuses = [status] if status else list(Status)  # every workflow is in exactly one status index
-        for shard in self.keys.all_shards():
-            for each in statuses:
-                found += await self._list_shard(shard, shard.index_status(each), name, limit + 1, after)
-        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        page = found[:limit]
-        next_cursor = f"{page[-1][0]}:{page[-1][1]}" if len(found) > limit else None
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for _, member, shard in page:
-                pipe.hgetall(shard.wf(member))
-            rows = await pipe.execute()
-        states = [state_from_hash(member, row) for (_, member, _), row in zip(page, rows, strict=True) if row]
-        return WorkflowPage(states, next_cursor)
-
-    async def _list_shard(
-        self, shard: ShardKeys, key: str, name: str | None, wanted: int, after: tuple[int, str] | None
-    ) -> builtins.list[tuple[int, str, ShardKeys]]:
-        """Up to ``wanted`` index entries of one shard after the cursor, newest first, filtered by name."""
-        redis = self.store.redis
-        max_score = str(after[0]) if after else "+inf"
-        found: builtins.list[tuple[int, str, ShardKeys]] = []
-        offset, batch = 0, max(wanted * 2, 50)
-        while len(found) < wanted:
-            page: builtins.list[tuple[str, float]] = await redis.zrevrangebyscore(  # type: ignore[assignment]
-                key, max_score, "-inf", start=offset, num=batch, withscores=True
-            )
-            offset += len(page)
-            candidates = [
-                (int(score), member)
-                for member, score in page
-                if after is None or (int(score), member) < after  # same-ms entries: order by id
-            ]
-            if name is not None and candidates:
-                async with redis.pipeline(transaction=False) as pipe:
-                    for _, member in candidates:
-                        pipe.hget(shard.wf(member), "name")
-                    names = await pipe.execute()
-                candidates = [c for c, n in zip(candidates, names, strict=True) if n == name]
-            found += [(score, member, shard) for score, member in candidates]
-            if len(page) < batch:
-                break
-        return found[:wanted]
+        """Workflows, newest first, optionally by status and name; pass ``next_cursor`` for the next page."""
+        return await self.reads.page(status, name, limit, cursor)
 
     async def history(self, workflow_id: str) -> builtins.list[HistoryEntry]:
         """The recorded durable calls of a workflow, in order, with their results."""
         await self._require_state(workflow_id)
-        shard = self.keys.for_workflow(workflow_id)
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(shard.calls(workflow_id))
-            pipe.lrange(shard.inbox(workflow_id), 0, -1)
-            calls, inbox = await pipe.execute()
-        results: dict[int, Any] = {}
-        for raw in inbox:
-            entry = loads(raw)
-            if "seq" in entry:
-                results[int(entry["seq"])] = entry.get("v") if entry.get("ok") else entry.get("err")
-        entries = []
-        for field, raw in calls.items():
-            if not field.isdigit():
-                continue
-            seq = int(field)
-            record = loads(raw)
-            if record.get("k") == "value":
-                continue
-            started, finished = calls.get(f"{seq}:t"), calls.get(f"{seq}:f")
-            entries.append(
-                HistoryEntry(
-                    seq=seq,
-                    kind=str(record.get("k")),
-                    name=str(record.get("n")),
-                    status=calls.get(f"{seq}:s", "pending"),
-                    result=results.get(seq),
-                    started_at=_ms(started) if started else None,
-                    finished_at=_ms(finished) if finished else None,
-                )
-            )
-        return sorted(entries, key=lambda e: e.seq)
+        return await self.reads.history(workflow_id)
 
     # -- managing ---------------------------------------------------------------------------------------
 
     async def resume(self, workflow_id: str) -> None:
         """Re-queue a ``VERSION_MISMATCH`` workflow once its version is deployed again."""
-        shard = self.keys.for_workflow(workflow_id)
-        result = await self.store.shard_script("resume", shard, workflow_id)
-        if result[0] == "missing":
-            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
-        if result[0] == "not_halted":
-            raise DurableError(f"workflow {workflow_id!r} is {result[1]}, not VERSION_MISMATCH: nothing to resume")
-        if result[0] == "still_missing":
-            raise DurableError(
-                f"no live dispatcher runs {result[1]} yet: deploy a dispatcher with that version, then resume"
+        verdict = await self.store.resume(workflow_id)
+        if verdict.word == "missing":
+            raise _not_found(workflow_id)
+        if verdict.word == "not_halted":
+            raise WorkflowNotHaltedError(
+                f"workflow {workflow_id!r} is {verdict.detail}, not VERSION_MISMATCH: nothing to resume"
+            )
+        if verdict.word == "still_missing":
+            raise VersionNotLiveError(
+                f"no live dispatcher runs {verdict.detail} yet: deploy a dispatcher with that version, then resume"
             )
 
     async def send_event(self, workflow_id: str, name: str, payload: Any = None) -> None:
-        """Deliver an event to one workflow; returns once the signal bus's inbound list holds it."""
+        """Send an event to one workflow; returns once it is durably accepted (the signal bus delivers it
+        when the workflow waits for it)."""
         _check_event_name(name)
         text = encode_payload(payload, what=f"payload of event {name!r}", max_bytes=self.settings.max_payload)
-        shard = self.keys.for_workflow(workflow_id)
-        result = await self.store.shard_script("bus_send", shard, "event", workflow_id, name, text)
-        if result == "missing":
-            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
-        if result == "finished":
-            raise WorkflowNotFoundError(f"workflow {workflow_id!r} has already finished: it takes no more events")
+        verdict = await self.store.send_event(validate_workflow_id(workflow_id), name, text)
+        if verdict.word == "missing":
+            raise _not_found(workflow_id)
+        if verdict.word == "finished":
+            raise FinishedWorkflowNotFoundError(
+                f"workflow {workflow_id!r} has already finished: it takes no more events"
+            )
 
     async def publish_event(self, name: str, payload: Any = None, *, key: str) -> int:
         """Wake every workflow waiting on ``(name, key)``; returns how many were waiting (0: dropped)."""
         _check_event_name(name)
         if not _is_text(key):
-            raise ValueError("publish_event needs a non-empty string key")
+            raise InvalidInputError("publish_event needs a non-empty string key")
         text = encode_payload(payload, what=f"payload of event {name!r}", max_bytes=self.settings.max_payload)
         woken = 0
         for shard in self.keys.all_shards():
-            woken += int(await self.store.shard_script("bus_send", shard, "publish", name, key, text))
+            woken += await self.store.publish_event(shard, name, key, text)
         return woken
 
     async def cancel(self, workflow_id: str, *, reason: str | None = None) -> None:
         """Cancel a workflow: ``WorkflowCancelledError`` is raised inside it where it waits.
 
-        Cancelling twice is harmless; cancelling a finished workflow raises ``DurableError`` and changes nothing.
+        Cancelling twice is harmless; cancelling a finished workflow raises ``WorkflowFinishedError`` and
+        changes nothing.
         """
-        shard = self.keys.for_workflow(workflow_id)
-        result = await self.store.shard_script("bus_send", shard, "cancel", workflow_id, reason or "")
-        if result == "missing":
-            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
-        if result == "finished":
-            state = await self.get_state(workflow_id)
-            raise DurableError(
-                f"workflow {workflow_id!r} has already finished ({state.status if state else 'expired'}); "
-                "nothing to cancel"
+        verdict = await self.store.cancel(validate_workflow_id(workflow_id), reason or "")
+        if verdict.word == "missing":
+            raise _not_found(workflow_id)
+        if verdict.word == "finished":
+            status = await self.reads.status(workflow_id)
+            raise WorkflowFinishedError(
+                f"workflow {workflow_id!r} has already finished ({status or 'expired'}); nothing to cancel"
             )
-
-    async def signals(self, workflow_id: str) -> AsyncIterator[Signal]:
-        """Every signal of the workflow from the first, then live ones, each once, in order; ends when
-        the workflow finishes."""
-        shard = self.keys.for_workflow(workflow_id)
-        seen = 0  # how many entries of the durable signal log were yielded
-        async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as messages:
-            await self._require_state(workflow_id)
-            while True:
-                # The log is the truth; messages only say "look again". Subscribed first, so nothing slips.
-                # Status first: if it says finished, the log read after it holds every signal.
-                async with self.store.redis.pipeline(transaction=False) as pipe:
-                    pipe.hget(shard.wf(workflow_id), "status")
-                    pipe.lrange(shard.signals(workflow_id), seen, -1)
-                    status, fresh = await pipe.execute()
-                for raw in fresh:
-                    record = loads(raw)
-                    seen += 1
-                    yield Signal(
-                        name=record["name"],
-                        payload=record.get("payload"),
-                        at=_ms(str(record.get("at", 0))),
-                        seq=int(record.get("seq", 0)),
-                    )
-                if status is None or status in FINISHED:
-                    return
-                await messages.get()
 
     # -- dead-letter queue ------------------------------------------------------------------------------
 
     async def dlq_list(self) -> builtins.list[DeadLetter]:
         """Every dead-letter entry, oldest first."""
-        entries: builtins.list[DeadLetter] = []
-        for shard in self.keys.all_shards():
-            ids: builtins.list[str] = await self.store.redis.zrange(shard.dlq, 0, -1)  # type: ignore[assignment]
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                for entry_id in ids:
-                    pipe.hgetall(shard.dlq_entry(entry_id))
-                rows = await pipe.execute()
-            entries += [_dead_letter(entry_id, row) for entry_id, row in zip(ids, rows, strict=True) if row]
-        return sorted(entries, key=lambda e: e.created_at)
+        return await self.reads.dead_letters()
 
     async def dlq_show(self, entry_id: str) -> DeadLetter:
-        row: dict[str, str] = await self.store.redis.hgetall(  # type: ignore[assignment]
-            self._dlq_shard(entry_id).dlq_entry(entry_id)
-        )
-        if not row:
+        entry = await self.reads.dead_letter(self._dlq_shard(entry_id), entry_id)
+        if entry is None:
             raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
-        return _dead_letter(entry_id, row)
+        return entry
 
     async def dlq_retry(self, entry_id: str) -> None:
         """Run a parked task again; the workflow continues with its result."""
@@ -497,15 +380,15 @@ class Client:
         """Remove every entry no workflow is parked on; returns how many."""
         removed = 0
         for shard in self.keys.all_shards():
-            removed += int(await self.store.shard_script("dlq_purge", shard))
+            removed += await self.store.dlq_purge(shard)
         return removed
 
     async def _dlq_resolve(self, entry_id: str, action: str) -> None:
-        result = await self.store.shard_script("dlq_resolve", self._dlq_shard(entry_id), entry_id, action)
-        if result[0] == "missing":
+        verdict = await self.store.dlq_resolve(self._dlq_shard(entry_id), entry_id, action)
+        if verdict.word == "missing":
             raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
-        if result[0] == "not_parked":
-            raise DurableError(f"cannot {action} dead-letter entry {entry_id!r}: {result[1]}")
+        if verdict.word == "not_parked":
+            raise DeadLetterNotParkedError(f"cannot {action} dead-letter entry {entry_id!r}: {verdict.detail}")
 
     def _dlq_shard(self, entry_id: str) -> ShardKeys:
         shard_text, _, number = entry_id.partition("-")
@@ -530,25 +413,21 @@ def _validate_against_schema(value: Any, schema: dict[str, Any], what: str) -> N
             message = f"the value (too long to show) fails {exc.validator!r}: {exc.validator_value!r}"[:300]
         raise InvalidInputError(f"input of {what} is invalid at {where}: {message}") from None
     except (jsonschema.SchemaError, referencing.exceptions.Unresolvable) as exc:
-        raise DurableError(f"the registered input schema of {what} is unusable: {exc}") from None
+        raise RegistrationError(f"the registered input schema of {what} is unusable: {exc}") from None
+
+
+def _is_text(value: object) -> bool:
+    """Runtime check for callers without a type checker."""
+    return isinstance(value, str) and bool(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_event_name(name: str) -> None:
     if not _is_text(name) or "\n" in name or "\t" in name:
-        raise ValueError(f"invalid event name {name!r}: a non-empty string without tabs or newlines")
-
-
-def _dead_letter(entry_id: str, row: dict[str, str]) -> DeadLetter:
-    return DeadLetter(
-        entry_id=entry_id,
-        workflow_id=row.get("workflow_id", ""),
-        task=row.get("task", ""),
-        args=decode(row.get("args")),
-        error=decode(row.get("error")),
-        attempts=int(row.get("attempts") or 0),
-        parked=row.get("parked") == "1",
-        created_at=_ms(row.get("created_at")),
-    )
+        raise InvalidInputError(f"invalid event name {name!r}: a non-empty string without tabs or newlines")
 
 
 def _outcome(state: WorkflowState) -> Any:

@@ -8,7 +8,6 @@ dataclass and the workflow receives that dataclass back.
 from __future__ import annotations
 
 import json
-import traceback as traceback_module
 from functools import lru_cache
 from typing import Any
 
@@ -21,7 +20,6 @@ __all__ = [
     "decode",
     "dumps",
     "encode_payload",
-    "error_record",
     "from_json_value",
     "loads",
     "to_json_value",
@@ -46,10 +44,13 @@ def to_json_value(value: Any) -> Any:
         raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable: {exc}") from None
 
 
-def encode_payload(value: Any, *, what: str, max_bytes: int) -> str:
-    """Encode a payload to JSON text, refusing it before anything is written when it is too large."""
+def encode_payload(value: Any, *, what: str, max_bytes: int, json_ready: bool = False) -> str:
+    """Encode a payload to JSON text, once, refusing it before anything is written when it is too large.
+
+    ``json_ready``: the value is plain JSON data already (a validated input), so it is not converted again.
+    """
     try:
-        text = dumps(to_json_value(value))
+        text = dumps(value if json_ready else to_json_value(value))
     except ValueError as exc:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
     size = len(text.encode())
@@ -110,12 +111,3 @@ def _short(exc: ValidationError) -> str:
         parts.append(f"{location}: {error.get('msg', 'invalid')}")
     more = exc.error_count() - 3
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
-def error_record(exc: BaseException) -> dict[str, str]:
-    """The JSON record of an exception: its type name, message and formatted traceback."""
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback_module.format_exception(exc)),
-    }

@@ -10,23 +10,35 @@ from __future__ import annotations
 __all__ = [
     "ChildWorkflowError",
     "DeadLetterNotFoundError",
+    "DeadLetterNotParkedError",
     "DurableError",
     "EventTimeoutError",
     "InvalidInputError",
     "NonDeterminismError",
     "NonRetryableError",
     "PayloadTooLargeError",
+    "RegistrationError",
+    "ReplicationError",
     "TaskFailedError",
     "UnknownWorkflowError",
+    "VersionNotLiveError",
     "WorkflowAlreadyExistsError",
     "WorkflowCancelledError",
     "WorkflowFailedError",
+    "WorkflowFinishedError",
     "WorkflowNotFoundError",
+    "WorkflowNotHaltedError",
 ]
 
 
 class DurableError(Exception):
-    """Root of every b-durable error."""
+    """Root of every b-durable error.
+
+    ``is_cancellation`` is ``False`` on every error but :class:`WorkflowCancelledError`, so workflow code can
+    write ``except Exception as e: if e.is_cancellation: ...`` whatever it caught from a durable call.
+    """
+
+    is_cancellation = False
 
 
 class TaskFailedError(DurableError):
@@ -79,6 +91,39 @@ class WorkflowNotFoundError(DurableError):
     """No workflow with that id exists (never started, or expired after its retention)."""
 
 
+class WorkflowFinishedError(DurableError):
+    """The workflow has already finished (``COMPLETED``, ``FAILED`` or ``CANCELLED``): too late to cancel it or
+    to send it an event. From ``send_event`` it is also a :class:`WorkflowNotFoundError`, as the contract says
+    (the event has no workflow left to go to)."""
+
+
+class FinishedWorkflowNotFoundError(WorkflowFinishedError, WorkflowNotFoundError):
+    """What ``send_event`` raises for a finished workflow: catch it as either of its two bases."""
+
+
+class WorkflowNotHaltedError(DurableError):
+    """``resume`` of a workflow that is not ``VERSION_MISMATCH``: there is nothing to resume."""
+
+
+class VersionNotLiveError(DurableError):
+    """``resume`` while no live dispatcher runs the workflow's version yet: deploy it first."""
+
+
+class DeadLetterNotParkedError(DurableError):
+    """``dlq retry``/``dlq fail`` of an entry whose workflow is not parked on it (it raised, or was resolved)."""
+
+
+class RegistrationError(DurableError):
+    """What dispatchers registered for a workflow cannot be used (e.g. an input schema that does not load)."""
+
+
+class ReplicationError(DurableError, ConnectionError):
+    """A write was applied but fewer replicas than ``BDURABLE_WAIT_REPLICAS`` confirmed it in time.
+
+    Also a ``ConnectionError``: callers treat it like an outage and retry; every b-durable write is idempotent.
+    """
+
+
 class DeadLetterNotFoundError(DurableError):
     """No dead-letter entry with that id (never existed, purged, or already retried or failed)."""
 
@@ -91,8 +136,9 @@ class UnknownWorkflowError(DurableError):
     """No dispatcher has registered a workflow of that name (or that version)."""
 
 
-class InvalidInputError(DurableError):
-    """The input does not match the workflow's annotated input type."""
+class InvalidInputError(DurableError, ValueError):
+    """Bad input, refused before anything is written: a workflow input that does not match its annotated type,
+    an invalid workflow id, event name, status, cursor or option. Also a ``ValueError``."""
 
 
 class PayloadTooLargeError(DurableError):

@@ -1,60 +1,115 @@
 """The Redis key schema: every key and channel name b-durable uses, in one place.
 
-Keys of one shard share the hash tag ``{<prefix>:<shard>}``: everything one atomic script touches (a
-workflow's hashes and lists, its shard's queues, timers and indexes) lies in one Redis Cluster slot. The few
-fleet-wide keys (dispatcher registrations, the workflow registry) use the tag ``{<prefix>}``. Every key and
-channel starts with the prefix's tag, so two prefixes on one Redis never see each other.
+This table is the only spelling of the schema. The Python builders below read it, and the Lua helpers every
+script uses (``k_wf(id)``, ``K_TIMERS``, ``ch_workflow(id)``, ...) are generated from it when the scripts are
+loaded (:func:`lua_prelude`), so the two languages cannot drift apart.
 
-Layout, with ``T = {prefix:shard}`` and ``G = {prefix}``::
+Keys of one shard share the hash tag ``{<prefix>:<shard>}`` (``T`` below): everything one atomic script touches
+lies in one Redis Cluster slot. The few fleet-wide keys use the tag ``{<prefix>}`` (``G``). Every key and
+channel starts with its prefix's tag, so two prefixes on one Redis never see each other.
 
-    T:wf:<id>                 hash   status, name, version, input, output, error, step, lease, ...
-    T:wf:<id>:calls           hash   seq -> call record (JSON); seq:s -> status; seq:f -> finished ms
-    T:wf:<id>:inbox           list   results delivered to the workflow, in arrival order (replay input)
-    T:task:<id>:<seq>         hash   a task call: name, args, attempt, options, lease
-    T:q:<queue>:<task>        list   ready calls of one task
-    T:wq:<queue>:<name>@<v>   list   ready workflow steps of one workflow version
-    T:wake:<ready list>       list   wake-up token for dispatchers blocked on that ready list
-    T:proc:<worker>           hash   item -> lease of what a dispatcher holds (the reliable-queue list)
-    T:holds:<worker>          set    the ready lists a dispatcher listens to (its commits hand off from them)
-    T:timers                  zset   timer member -> due time (ms, Redis clock)
-    T:live:<name>             zset   "<version>|<worker>" -> lease expiry (ms): who can run this workflow
-    T:wqueues                 set    every workflow-step ready list (for the version sweep)
-    T:idx:s:<STATUS>          zset   workflow id -> created ms, for listing (one index per status)
-    T:idx:expire              zset   finished workflow id -> expiry ms (retention)
-    T:dlq / T:dlq:<entry>     zset / hash  dead-letter entries
-    G:workers                 zset   worker -> heartbeat expiry (ms)
-    G:worker:<id>             hash   what a dispatcher runs (for operators and the reaper)
-    G:registry                hash   "<name>@<version>" -> JSON (queue, input schema, registered ms)
-    G:versions:<name>         zset   version -> registered ms
-    channel G:timers          a hint that an earlier timer was added (the scheduler sleeps until it)
-    channel G:wf:<id>         status changes and completion of one workflow
+Every name is ``<tag>:<kind>:<part>:...:<last part>``. The kind is a fixed word per entry of the table, every
+part but the last is escaped (``%`` -> ``%25``, ``:`` -> ``%3A``), and the last part is taken as it is. So a
+name splits back into (tag, kind, parts) in exactly one way, and two different (kind, parts) can never give the
+same name, whatever the parts contain: a workflow id (always a last part) of ``a:calls``, ``x}{y`` or any other
+text names that workflow's own keys and nothing else (the property test in ``tests/unit/test_keys.py`` holds
+every builder to it).
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["Keys", "ShardKeys", "parse_item", "step_item", "task_item"]
+__all__ = ["CHANNELS", "FLEET_KEYS", "SHARD_KEYS", "KeySpec", "Keys", "ShardKeys", "escape", "lua_prelude"]
 
-
-def step_item(workflow_id: str) -> str:
-    """The ready-list item that asks for one step of a workflow."""
-    return f"w|{workflow_id}"
+Scope = Literal["shard", "fleet"]
 
 
-def task_item(workflow_id: str, seq: int) -> str:
-    """The ready-list item of one task call."""
-    return f"t|{workflow_id}|{seq}"
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One entry of the schema: the kind word, the parts that follow it, and what lives there."""
+
+    kind: str
+    params: tuple[str, ...]
+    redis_type: str
+    content: str
+    #: params that are always decimal numbers: never escaped (a cheaper Lua builder on hot paths)
+    numeric: tuple[str, ...] = ()
 
 
-def parse_item(item: str) -> tuple[str, str, int]:
-    """Split an item into ``(kind, workflow_id, seq)``; ``seq`` is 0 for workflow steps."""
-    kind, _, rest = item.partition("|")
-    if kind == "t":
-        workflow_id, _, seq = rest.rpartition("|")
-        return kind, workflow_id, int(seq)
-    return kind, rest, 0
+# -- the schema ------------------------------------------------------------------------------------------------
+
+SHARD_KEYS: dict[str, KeySpec] = {
+    "wf": KeySpec("wf", ("workflow_id",), "hash", "status, name, version, input, output, error, step, lease, ..."),
+    "calls": KeySpec("calls", ("workflow_id",), "hash", "seq -> call record; seq:s status; seq:t/seq:f times"),
+    "inbox": KeySpec("inbox", ("workflow_id",), "list", "results delivered to the workflow, in arrival order"),
+    "signals": KeySpec("signals", ("workflow_id",), "list", "the workflow's signal log"),
+    "events": KeySpec("events", ("workflow_id",), "list", "events sent before anyone waited, oldest first"),
+    "task": KeySpec("task", ("seq", "workflow_id"), "hash", "one task call", numeric=("seq",)),
+    "task_queue": KeySpec("q", ("queue", "task"), "zset", "ready calls of one task"),
+    "step_queue": KeySpec("wq", ("queue", "version", "name"), "zset", "ready steps of running workflows of a version"),
+    "step_new": KeySpec("wn", ("queue", "version", "name"), "zset", "ready first steps of new workflows of a version"),
+    "order": KeySpec("order", (), "string", "counter that orders ready items: first in, first out"),
+    "wake": KeySpec("wake", ("ready_list",), "list", "wake-up token for dispatchers blocked on a ready queue"),
+    "processing": KeySpec("proc", ("worker_id",), "hash", "item -> lease of what a dispatcher holds"),
+    "holds": KeySpec("holds", ("worker_id",), "hash", "ready queues a dispatcher listens to (direct hand-off)"),
+    "lost": KeySpec("lost", (), "hash", "task attempts lost with their dispatcher, until the reaper decides"),
+    "stats": KeySpec("stats", (), "hash", "engine totals exported as metrics (halted, ...)"),
+    "timers": KeySpec("timers", (), "zset", "timer member -> due ms (Redis clock)"),
+    "live": KeySpec("live", ("name",), "zset", "'<version>|<worker>' -> lease expiry: who runs a workflow"),
+    "step_queues": KeySpec("wqueues", (), "set", "every step ready list, as 'queue\\tname\\tversion'"),
+    "task_queues": KeySpec("tqueues", (), "set", "every task ready list, as 'queue\\ttask'"),
+    "index_status": KeySpec("idx", ("status",), "zset", "workflow id -> created ms, one index per status"),
+    "index_expire": KeySpec("expiry", (), "zset", "finished workflow id -> expiry ms (retention)"),
+    "dlq": KeySpec("dlq", (), "zset", "dead-letter entry id -> created ms"),
+    "dlq_entry": KeySpec("dlqe", ("entry_id",), "hash", "one dead-letter entry"),
+    "sequence": KeySpec("seq", (), "string", "counter of lease tokens and dead-letter entry ids"),
+    "keyed": KeySpec("kw", ("event", "key"), "set", "'<id>|<seq>' of workflows waiting on a keyed event"),
+    "bus": KeySpec("bus", (), "list", "the signal bus's inbound messages"),
+    "bus_wake": KeySpec("buswake", (), "list", "wake-up token for a blocked signal bus"),
+    "bus_alive": KeySpec("busalive", (), "zset", "signal bus -> lease expiry"),
+    "bus_forward": KeySpec("busfwd", ("bus_id",), "list", "cross-shard operations one bus is carrying"),
+    "workers": KeySpec("workers", (), "zset", "dispatcher -> heartbeat expiry, the reaper's view of the shard"),
+    "test_clock": KeySpec("testclock", (), "string", "ms added to the clock; read only by bdurable.testing's scripts"),
+}
+
+FLEET_KEYS: dict[str, KeySpec] = {
+    "workers": KeySpec("workers", (), "zset", "dispatcher -> heartbeat expiry (for operators)"),
+    "worker": KeySpec("worker", ("worker_id",), "hash", "what one dispatcher runs"),
+    "registry": KeySpec("registry", (), "hash", "'<name>@<version>' -> JSON (queue, input schema)"),
+    "versions": KeySpec("versions", ("name",), "zset", "version -> first registration ms"),
+    "shards": KeySpec("shards", (), "string", "the shard count the prefix was created with"),
+}
+
+CHANNELS: dict[str, KeySpec] = {
+    "workflow": KeySpec("wf", ("workflow_id",), "channel", "status changes, the finish and signals of one workflow"),
+    "signals": KeySpec("signals", (), "channel", "every signal of every workflow (the firehose)"),
+    "timers": KeySpec("timers", (), "channel", "an earlier timer was added (wakes the schedulers)"),
+    "cancel": KeySpec("cancel", (), "channel", "'<seq>|<id>' of task calls to stop wherever they run"),
+    "keepalive": KeySpec("keepalive", (), "channel", "nobody publishes here: keeps a shared subscription open"),
+}
+
+
+# -- building names --------------------------------------------------------------------------------------------
+
+
+def escape(part: str) -> str:
+    """A part that is not the last one, made free of ``:`` so that it ends where the next ``:`` begins."""
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def _name(tag: str, spec: KeySpec, parts: tuple[str | int, ...]) -> str:
+    if len(parts) != len(spec.params):
+        raise TypeError(f"key {spec.kind!r} takes {len(spec.params)} parts ({', '.join(spec.params)}), got {parts!r}")
+    if not parts:
+        return f"{tag}:{spec.kind}"
+    middle = "".join(
+        f":{int(part)}" if name in spec.numeric else f":{escape(str(part))}"
+        for name, part in zip(spec.params[:-1], parts[:-1], strict=True)
+    )
+    return f"{tag}:{spec.kind}{middle}:{parts[-1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,66 +118,134 @@ class ShardKeys:
 
     tag: str
 
+    def _key(self, entry: str, *parts: str | int) -> str:
+        return _name(self.tag, SHARD_KEYS[entry], parts)
+
+    def pattern(self, entry: str) -> str:
+        """A ``SCAN MATCH`` pattern for every key of one entry of the schema in this shard (tools, tests)."""
+        spec = SHARD_KEYS[entry]
+        return f"{self.tag}:{spec.kind}" + (":*" if spec.params else "")
+
+    @staticmethod
+    def entry_of(key_suffix: str) -> str | None:
+        """Which entry of the schema a key belongs to, from what follows its tag (``None``: not ours)."""
+        kind = key_suffix.lstrip(":").split(":", 1)[0]
+        return next((entry for entry, spec in SHARD_KEYS.items() if spec.kind == kind), None)
+
+    # a workflow's own keys (its id always comes last)
     def wf(self, workflow_id: str) -> str:
-        return f"{self.tag}:wf:{workflow_id}"
+        return self._key("wf", workflow_id)
 
     def calls(self, workflow_id: str) -> str:
-        return f"{self.tag}:wf:{workflow_id}:calls"
+        return self._key("calls", workflow_id)
 
     def inbox(self, workflow_id: str) -> str:
-        return f"{self.tag}:wf:{workflow_id}:inbox"
+        return self._key("inbox", workflow_id)
 
     def signals(self, workflow_id: str) -> str:
-        return f"{self.tag}:wf:{workflow_id}:signals"
+        return self._key("signals", workflow_id)
+
+    def events(self, workflow_id: str) -> str:
+        return self._key("events", workflow_id)
 
     def task(self, workflow_id: str, seq: int) -> str:
-        return f"{self.tag}:task:{workflow_id}:{seq}"
+        return self._key("task", seq, workflow_id)
 
+    # queues and what dispatchers hold
     def task_queue(self, queue: str, task: str) -> str:
         """Ready calls of one task on one queue: a dispatcher only listens for tasks it has."""
-        return f"{self.tag}:q:{queue}:{task}"
+        return self._key("task_queue", queue, task)
 
     def step_queue(self, queue: str, name: str, version: str) -> str:
-        return f"{self.tag}:wq:{queue}:{name}@{version}"
+        """Ready steps of running workflows of one version: a dispatcher only listens for versions it holds."""
+        return self._key("step_queue", queue, version, name)
+
+    def step_new(self, queue: str, name: str, version: str) -> str:
+        """Ready first steps of new workflows of one version: served after the continuations."""
+        return self._key("step_new", queue, version, name)
+
+    @property
+    def order(self) -> str:
+        return self._key("order")
+
+    @property
+    def lost(self) -> str:
+        return self._key("lost")
+
+    @property
+    def stats(self) -> str:
+        return self._key("stats")
+
+    @property
+    def test_clock(self) -> str:
+        return self._key("test_clock")
 
     def wake(self, ready_list: str) -> str:
-        return f"{self.tag}:wake:{ready_list}"
+        return self._key("wake", ready_list)
 
     def processing(self, worker_id: str) -> str:
-        return f"{self.tag}:proc:{worker_id}"
+        return self._key("processing", worker_id)
 
     def holds(self, worker_id: str) -> str:
-        return f"{self.tag}:holds:{worker_id}"
+        return self._key("holds", worker_id)
+
+    def live(self, name: str) -> str:
+        return self._key("live", name)
+
+    @property
+    def workers(self) -> str:
+        return self._key("workers")
 
     @property
     def timers(self) -> str:
-        return f"{self.tag}:timers"
-
-    def live(self, name: str) -> str:
-        return f"{self.tag}:live:{name}"
+        return self._key("timers")
 
     @property
     def step_queues(self) -> str:
-        return f"{self.tag}:wqueues"
+        return self._key("step_queues")
 
+    @property
+    def task_queues(self) -> str:
+        return self._key("task_queues")
+
+    # listing, retention, dead letters
     def index_status(self, status: str) -> str:
-        return f"{self.tag}:idx:s:{status}"
+        return self._key("index_status", status)
 
     @property
     def index_expire(self) -> str:
-        return f"{self.tag}:idx:expire"
+        return self._key("index_expire")
 
     @property
     def dlq(self) -> str:
-        return f"{self.tag}:dlq"
+        return self._key("dlq")
 
     def dlq_entry(self, entry_id: str) -> str:
-        return f"{self.tag}:dlq:{entry_id}"
+        return self._key("dlq_entry", entry_id)
 
     @property
     def sequence(self) -> str:
         """A counter for lease tokens and dead-letter entry ids."""
-        return f"{self.tag}:seq"
+        return self._key("sequence")
+
+    # events and the signal bus
+    def keyed(self, event: str, key: str) -> str:
+        return self._key("keyed", event, key)
+
+    @property
+    def bus(self) -> str:
+        return self._key("bus")
+
+    @property
+    def bus_wake(self) -> str:
+        return self._key("bus_wake")
+
+    @property
+    def bus_alive(self) -> str:
+        return self._key("bus_alive")
+
+    def bus_forward(self, bus_id: str) -> str:
+        return self._key("bus_forward", bus_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +262,7 @@ class Keys:
         return zlib.crc32(workflow_id.encode()) % self.shards
 
     def shard(self, index: int) -> ShardKeys:
-        return ShardKeys(f"{{{self.prefix}:{index}}}")
+        return ShardKeys(shard_tag(self.prefix, index))
 
     def for_workflow(self, workflow_id: str) -> ShardKeys:
         return self.shard(self.shard_of(workflow_id))
@@ -148,26 +271,104 @@ class Keys:
         return [self.shard(i) for i in range(self.shards)]
 
     @property
-    def _global(self) -> str:
-        return f"{{{self.prefix}}}"
+    def tag(self) -> str:
+        """The fleet-wide hash tag, ``{<prefix>}``."""
+        return fleet_tag(self.prefix)
+
+    def _key(self, entry: str, *parts: str) -> str:
+        return _name(self.tag, FLEET_KEYS[entry], parts)
+
+    def _channel(self, entry: str, *parts: str) -> str:
+        return _name(self.tag, CHANNELS[entry], parts)
 
     @property
     def workers(self) -> str:
-        return f"{self._global}:workers"
+        return self._key("workers")
 
     def worker(self, worker_id: str) -> str:
-        return f"{self._global}:worker:{worker_id}"
+        return self._key("worker", worker_id)
 
     @property
     def registry(self) -> str:
-        return f"{self._global}:registry"
+        return self._key("registry")
 
     def versions(self, name: str) -> str:
-        return f"{self._global}:versions:{name}"
+        return self._key("versions", name)
+
+    @property
+    def shard_count(self) -> str:
+        return self._key("shards")
+
+    # channels
+    def workflow_channel(self, workflow_id: str) -> str:
+        return self._channel("workflow", workflow_id)
+
+    @property
+    def signals_channel(self) -> str:
+        return self._channel("signals")
 
     @property
     def timers_channel(self) -> str:
-        return f"{self._global}:timers"
+        return self._channel("timers")
 
-    def workflow_channel(self, workflow_id: str) -> str:
-        return f"{self._global}:wf:{workflow_id}"
+    @property
+    def cancel_channel(self) -> str:
+        return self._channel("cancel")
+
+    @property
+    def keepalive_channel(self) -> str:
+        return self._channel("keepalive")
+
+
+def shard_tag(prefix: str, index: int) -> str:
+    return f"{{{prefix}:{index}}}"
+
+
+def fleet_tag(prefix: str) -> str:
+    return f"{{{prefix}}}"
+
+
+# -- the Lua mirror, generated ---------------------------------------------------------------------------------
+
+_LUA_NAMES = {  # Lua names that differ from the Python entry name (kept short where scripts use them a lot)
+    ("shard", "processing"): "proc",
+    ("shard", "sequence"): "seq",
+    ("fleet", "workers"): "fleet_workers",
+    ("fleet", "worker"): "fleet_worker",
+}
+
+
+def _lua_entry(scope: str, entry: str, spec: KeySpec, tag: str, prefix: str) -> str:
+    name = _LUA_NAMES.get((scope, entry), entry)
+    if not spec.params:
+        return f"local {prefix.upper()}{name.upper()} = {tag} .. ':{spec.kind}'"
+    pieces = [f"'{':'}{spec.kind}:'"]
+    for index, param in enumerate(spec.params):
+        last = index == len(spec.params) - 1
+        if last or param in spec.numeric:
+            pieces.append(param)
+        else:
+            pieces.append(f"esc({param})")
+        if not last:
+            pieces.append("':'")
+    body = " .. ".join(pieces)
+    return f"local function {prefix.lower()}{name}({', '.join(spec.params)}) return {tag} .. {body} end"
+
+
+def lua_prelude() -> str:
+    """The Lua helpers of every key and channel, prepended to every script (see :mod:`bdurable.lua`).
+
+    Convention: ``KEYS[1]`` is the shard's tag ``T`` and ``ARGV[1]`` the fleet tag ``G``; shard keys are
+    ``k_<entry>(...)``/``K_<ENTRY>``, fleet keys ``g_<entry>(...)``/``G_<ENTRY>``, channels ``ch_<entry>(...)``.
+    """
+    lines = [
+        "-- Generated from bdurable/keys.py when the scripts are loaded: the key schema's only spelling.",
+        "local T = KEYS[1]",
+        "local G = ARGV[1]",
+        "local ESCAPES = {['%'] = '%25', [':'] = '%3A'}",
+        "local function esc(part) return (string.gsub(part, '[%%:]', ESCAPES)) end",
+    ]
+    lines += [_lua_entry("shard", entry, spec, "T", "k_") for entry, spec in SHARD_KEYS.items()]
+    lines += [_lua_entry("fleet", entry, spec, "G", "g_") for entry, spec in FLEET_KEYS.items()]
+    lines += [_lua_entry("channel", entry, spec, "G", "ch_") for entry, spec in CHANNELS.items()]
+    return "\n".join(lines) + "\n"

@@ -1,37 +1,54 @@
-"""The only module that talks to Redis.
+"""The engine's writes: every state transition, as a typed call of one Lua script.
 
-Every state transition is one Lua script (see :mod:`bdurable.lua`); reads are plain commands. Script calls
-made in the same event-loop tick by concurrent coroutines are sent together in one pipeline
-(auto-pipelining): a dispatcher committing fifty steps pays one round trip, not fifty.
+Each method below sends one script (see :mod:`bdurable.lua`) and returns its reply decoded into the types of
+:mod:`bdurable.wire`; nothing else calls a script. Script calls made in the same event-loop tick by
+concurrent coroutines are sent together in one pipeline (auto-pipelining): a dispatcher committing fifty
+steps pays one round trip, not fifty. Reads are plain commands, in :mod:`bdurable.reads`; pub/sub waits are in
+:mod:`bdurable.pubsub`. Those three modules are the only ones that talk to Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from bdurable.config import Settings
+from bdurable.errors import ReplicationError
 from bdurable.keys import Keys, ShardKeys
 from bdurable.lua import Script, load_scripts
+from bdurable.wire import (
+    BusApplyReply,
+    Claim,
+    CommitReply,
+    ErrorRecord,
+    FireReply,
+    GaugesReply,
+    LostAttempt,
+    ReapReply,
+    StartReply,
+    StepDocument,
+    Verdict,
+    decode_claims,
+)
 
-__all__ = ["ReplicationError", "ScriptCall", "Store", "connect_redis"]
+__all__ = ["REDIS_ERRORS", "ReadyQueue", "ScriptCall", "Store", "connect_redis"]
+
+#: What an outage looks like to a caller (refused or broken connections, timeouts): retry, never give up.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 Arg = str | int | float
 WAIT_TIMEOUT_MS = 2_000  # below the connections' read timeout, so a short-handed WAIT is reported as such
 
-
-class ReplicationError(ConnectionError):
-    """A write was applied but fewer replicas than ``BDURABLE_WAIT_REPLICAS`` confirmed it in time.
-
-    A ``ConnectionError``: callers treat it like an outage and retry; every b-durable write is idempotent.
-    """
-
+_NO_MAINTENANCE_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -44,7 +61,10 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
     """A redis-py asyncio client for a ``redis://``/``rediss://``/``unix://`` URL.
 
     User, password (ACL) and TLS come from the URL. Responses are decoded as UTF-8 text. The pool blocks
-    (up to 30 s) for a free connection instead of failing when many coroutines use Redis at once.
+    (up to 30 s) for a free connection instead of failing when many coroutines use Redis at once. Connections
+    do not announce the client library (``CLIENT SETINFO``) nor ask for maintenance notifications
+    (``CLIENT MAINT_NOTIFICATIONS``): the least-privilege ACL users of docs/security.md grant data commands only,
+    and Redis 7.0 would refuse an ACL line that names those subcommands.
     ``redis+cluster://host:port`` (or ``rediss+cluster://``) selects redis-py's cluster client, which finds
     the other nodes from the one given; the typed interface is the same.
     """
@@ -56,6 +76,8 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
             encoding_errors="replace",  # bytes that are not UTF-8 become U+FFFD: data errors, never crashes
             socket_connect_timeout=5,
             socket_keepalive=True,
+            driver_info=None,  # no CLIENT SETINFO (see above)
+            maint_notifications_config=_NO_MAINTENANCE_NOTIFICATIONS,
             max_connections=options.pop("max_connections", 1024),  # per node: script batches go out concurrently
             **options,
         )
@@ -67,10 +89,20 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
         encoding_errors="replace",  # bytes that are not UTF-8 become U+FFFD: data errors, never crashes
         socket_connect_timeout=5,
         socket_keepalive=True,
+        driver_info=None,  # no CLIENT SETINFO (see above)
+        maint_notifications_config=_NO_MAINTENANCE_NOTIFICATIONS,
         health_check_interval=30,
         **options,
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyQueue:
+    """One ready queue a dispatcher listens to: its continuation set, and its new-start set ('' for tasks)."""
+
+    continuations: str
+    new_starts: str = ""
 
 
 @dataclass(slots=True)
@@ -84,21 +116,21 @@ class ScriptCall:
 
 
 class Store:
-    """Typed access to b-durable's Redis state for one prefix."""
+    """The state transitions of one prefix, each a typed script call."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, redis: aioredis.Redis, settings: Settings, *, test_clock: bool = False) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.cluster = is_cluster_url(settings.redis_url)
-        self._scripts = load_scripts()
+        self._scripts = load_scripts(test_clock=test_clock)
         self._pending: list[ScriptCall] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
-        return cls(connect_redis(settings.redis_url), settings)
+    def from_settings(cls, settings: Settings, *, test_clock: bool = False) -> Store:
+        return cls(connect_redis(settings.redis_url), settings, test_clock=test_clock)
 
     async def initialize(self) -> None:
         """Load the cluster's slot map before first use (pub/sub needs it); a no-op on a single Redis."""
@@ -111,7 +143,7 @@ class Store:
         The first process to connect records ``BDURABLE_SHARDS``; a different count would look for
         workflows in the wrong shards, so every later process must agree.
         """
-        key = f"{self.global_tag}:shards"
+        key = self.keys.shard_count
         await self.redis.set(key, self.settings.shards, nx=True)
         recorded: str | None = await self.redis.get(key)  # type: ignore[assignment]
         if recorded is not None and int(recorded) != self.settings.shards:
@@ -125,9 +157,161 @@ class Store:
             await asyncio.gather(*self._flushes, return_exceptions=True)
         await self.redis.aclose()
 
-    # -- scripts ---------------------------------------------------------------------------------------
+    # -- workflows -------------------------------------------------------------------------------------
 
-    async def script(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def start(
+        self, workflow_id: str, *, name: str, version: str, queue: str, input: str, priority: int = 0
+    ) -> StartReply:
+        shard = self.keys.for_workflow(workflow_id)
+        raw = await self._shard(shard, "start", workflow_id, name, version, queue, input, priority)
+        return StartReply.decode(raw)
+
+    async def resume(self, workflow_id: str) -> Verdict:
+        return Verdict.decode(await self._shard(self.keys.for_workflow(workflow_id), "resume", workflow_id))
+
+    async def send_event(self, workflow_id: str, name: str, payload: str) -> Verdict:
+        shard = self.keys.for_workflow(workflow_id)
+        return Verdict.decode(await self._shard(shard, "bus_send", "event", workflow_id, name, payload))
+
+    async def cancel(self, workflow_id: str, reason: str) -> Verdict:
+        shard = self.keys.for_workflow(workflow_id)
+        return Verdict.decode(await self._shard(shard, "bus_send", "cancel", workflow_id, reason))
+
+    async def publish_event(self, shard: ShardKeys, name: str, key: str, payload: str) -> int:
+        """How many workflows of this shard wait on (name, key): 0 means nothing was stored."""
+        return int(await self._shard(shard, "bus_send", "publish", name, key, payload))
+
+    # -- dispatchers -----------------------------------------------------------------------------------
+
+    async def claim(self, shard: ShardKeys, worker: str, budget: int, queues: Iterable[ReadyQueue]) -> list[Claim]:
+        flat = [name for queue in queues for name in (queue.continuations, queue.new_starts)]
+        return decode_claims(await self._shard(shard, "claim", worker, budget, *flat))
+
+    async def commit_step(
+        self,
+        worker: str,
+        workflow_id: str,
+        *,
+        lease: str,
+        based_on: int,
+        document: StepDocument,
+        retention_ms: int,
+        handoff: int,
+    ) -> CommitReply:
+        text, payloads = document.encode()
+        raw = await self._shard(
+            self.keys.for_workflow(workflow_id), "commit_step",
+            worker, workflow_id, lease, based_on, retention_ms, handoff, text, *payloads,
+        )  # fmt: skip
+        return CommitReply.decode(raw)
+
+    async def commit_task(
+        self,
+        worker: str,
+        workflow_id: str,
+        seq: int,
+        *,
+        lease: str,
+        outcome: str,
+        payload: str,
+        delay_ms: int,
+        handoff: int,
+    ) -> CommitReply:
+        """``outcome``: 'ok' (payload: the result), 'retry' after ``delay_ms`` or 'fail' (payload: the error)."""
+        raw = await self._shard(
+            self.keys.for_workflow(workflow_id), "commit_task",
+            worker, workflow_id, seq, lease, outcome, payload, delay_ms, handoff,
+        )  # fmt: skip
+        return CommitReply.decode(raw)
+
+    async def hand_back(self, shard: ShardKeys, worker: str, items: dict[str, str]) -> int:
+        """Put back held items (item -> the lease we saw) whose claim never reached us; returns how many."""
+        flat = [value for pair in items.items() for value in pair]
+        return int(await self._shard(shard, "hand_back", worker, *flat))
+
+    async def beat(self, worker: str, timeout_ms: int, info: str = "", registrations: Sequence[str] = ()) -> None:
+        await self._fleet("beat", worker, timeout_ms, info, *registrations)
+
+    async def beat_shard(
+        self,
+        shard: ShardKeys,
+        worker: str,
+        timeout_ms: int,
+        versions: Sequence[tuple[str, str]],
+        queues: Iterable[ReadyQueue],
+    ) -> None:
+        flat_versions = [part for pair in versions for part in pair]
+        flat_queues = [name for queue in queues for name in (queue.continuations, queue.new_starts)]
+        await self._shard(shard, "beat_shard", worker, timeout_ms, len(versions), *flat_versions, *flat_queues)
+
+    async def leave(self, shard: ShardKeys, worker: str, versions: Sequence[tuple[str, str]]) -> None:
+        await self._shard(shard, "leave", worker, *(part for pair in versions for part in pair))
+
+    async def leave_fleet(self, worker: str) -> None:
+        await self._fleet("leave_fleet", worker)
+
+    # -- scheduler -------------------------------------------------------------------------------------
+
+    async def fire_timers(self, shard: ShardKeys, batch: int) -> FireReply:
+        return FireReply.decode(await self._shard(shard, "fire_timers", batch))
+
+    async def sweep_versions(self, shard: ShardKeys) -> int:
+        return int(await self._shard(shard, "sweep_versions"))
+
+    async def expire(self, shard: ShardKeys, batch: int) -> int:
+        return int(await self._shard(shard, "expire", batch))
+
+    async def gauges(self, shard: ShardKeys) -> GaugesReply:
+        return GaugesReply.decode(await self._shard(shard, "gauges"))
+
+    # -- reaper ----------------------------------------------------------------------------------------
+
+    async def reap(self, shard: ShardKeys, *, max_workers: int, max_step_crashes: int, retention_ms: int) -> ReapReply:
+        return ReapReply.decode(await self._shard(shard, "reap", max_workers, max_step_crashes, retention_ms))
+
+    async def settle_lost(
+        self, shard: ShardKeys, decisions: Sequence[tuple[LostAttempt, int | None, ErrorRecord]]
+    ) -> tuple[int, int]:
+        """Settle lost attempts: retry each after its delay, or give it up (``None``). Returns (retried, dead)."""
+        flat: list[Arg] = []
+        for lost, delay, error in decisions:
+            flat += [lost.item.encode(), lost.lease, -1 if delay is None else delay, error.encode()]
+        retried, dead = await self._shard(shard, "settle_lost", *flat)
+        return int(retried), int(dead)
+
+    # -- signal bus ------------------------------------------------------------------------------------
+
+    async def bus_apply(self, shard: ShardKeys, bus: str, batch: int, lease_ms: int) -> BusApplyReply:
+        return BusApplyReply.decode(await self._shard(shard, "bus_apply", bus, batch, lease_ms))
+
+    async def apply_forwarded(self, shard: ShardKeys, message: str) -> None:
+        """Apply on ``shard`` an operation another shard left for it (idempotent: safe to repeat)."""
+        await self._shard(shard, "x_apply", message)
+
+    async def forwarded(self, shard: ShardKeys, bus: str, message: str) -> None:
+        """Drop a carried operation from the bus's transit list once applied (one command: atomic by itself;
+        a crash before it only means the operation is applied once more, which is idempotent)."""
+        await self.redis.lrem(shard.bus_forward(bus), 1, message)
+
+    # -- dead letters ----------------------------------------------------------------------------------
+
+    async def dlq_resolve(self, shard: ShardKeys, entry_id: str, action: str) -> Verdict:
+        return Verdict.decode(await self._shard(shard, "dlq_resolve", entry_id, action))
+
+    async def dlq_purge(self, shard: ShardKeys) -> int:
+        return int(await self._shard(shard, "dlq_purge"))
+
+    # -- the transport ---------------------------------------------------------------------------------
+
+    async def _shard(self, shard: ShardKeys, name: str, *args: Arg) -> Any:
+        """Call a per-shard script: KEYS[1] is the shard tag, ARGV[1] the fleet tag."""
+        return await self._script(name, [shard.tag], [self.keys.tag, *args])
+
+    async def _fleet(self, name: str, *args: Arg) -> Any:
+        """Call a fleet-wide script (keys under the prefix's own tag)."""
+        return await self._script(name, [self.keys.tag], [self.keys.tag, *args])
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Call a script; concurrent calls in one loop tick share one pipelined round trip."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -214,15 +398,3 @@ class Store:
                     f"{WAIT_TIMEOUT_MS} ms (BDURABLE_WAIT_REPLICAS)"
                 )
         return results
-
-    async def shard_script(self, name: str, shard: ShardKeys, *args: Arg) -> Any:
-        """Call a per-shard script: KEYS[1] is the shard tag, ARGV[1] the fleet tag."""
-        return await self.script(name, [shard.tag], [self.global_tag, *args])
-
-    async def fleet_script(self, name: str, *args: Arg) -> Any:
-        """Call a fleet-wide script (keys under the prefix's own tag)."""
-        return await self.script(name, [self.global_tag], [self.global_tag, *args])
-
-    @property
-    def global_tag(self) -> str:
-        return f"{{{self.settings.prefix}}}"

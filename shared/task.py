@@ -7,9 +7,11 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
+import anyio
 import anyio.to_thread
 
-from bdurable.codec import from_json_value, to_json_value
+from bdurable.codec import from_json_value
+from bdurable.current import current_run
 from bdurable.durations import parse_duration
 
 __all__ = ["Task", "task"]
@@ -66,30 +68,35 @@ class Task(Generic[P, R]):
         return self._hints.get("return")
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        from bdurable.replay.run import current_run
-
         run = current_run()
         if run is None:
             return self._run_local(*args, **kwargs)
-        return run.context.call_task(self, args, kwargs)
+        return run.call_task(self, args, kwargs)
 
     async def _run_local(self, *args: Any, **kwargs: Any) -> R:
+        return await self._call(args, kwargs, None)
+
+    async def _call(self, args: Any, kwargs: Any, threads: anyio.CapacityLimiter | None) -> R:
+        """Run the function: a coroutine function on the loop, a plain one in a worker thread (``threads``
+        limits how many at once; the dispatcher sizes it from its concurrency)."""
         if self.is_async:
             return await self.fn(*args, **kwargs)  # type: ignore[no-any-return, misc]
-        return await anyio.to_thread.run_sync(functools.partial(self.fn, *args, **kwargs))  # type: ignore[arg-type]
+        call = functools.partial(self.fn, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, limiter=threads)  # type: ignore[arg-type]
 
-    def encode_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Bind and JSON-encode a call's arguments (a wrong call raises ``TypeError`` in the workflow)."""
+    def bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A call's arguments as they are stored, ``{"args", "kwargs"}`` (a wrong call raises ``TypeError`` in
+        the workflow); the payload encoder turns the values into JSON, once."""
         bound = self.signature.bind(*args, **kwargs)
-        return {"args": [to_json_value(a) for a in bound.args], "kwargs": to_json_value(bound.kwargs)}
+        return {"args": list(bound.args), "kwargs": bound.kwargs}
 
-    async def invoke(self, arguments: dict[str, Any]) -> Any:
+    async def invoke(self, arguments: dict[str, Any], *, threads: anyio.CapacityLimiter | None = None) -> Any:
         """Run the task with JSON arguments converted back to the parameters' annotated types."""
         bound = self.signature.bind(*arguments.get("args", []), **arguments.get("kwargs", {}))
         for name, value in bound.arguments.items():
             annotation = self._hints.get(name)
             bound.arguments[name] = from_json_value(value, annotation, what=f"argument {name!r} of {self.name}")
-        return await self._run_local(*bound.args, **bound.kwargs)
+        return await self._call(bound.args, bound.kwargs, threads)
 
 
 class TaskDecorator(Protocol):

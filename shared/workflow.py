@@ -60,8 +60,10 @@ class Workflow(Generic[I, O]):
 
     def validate_input(self, value: Any) -> Any:
         """Validate and convert an input (raises ``InvalidInputError``); returns its JSON form."""
-        converted = from_json_value(to_json_value(value), self.input_annotation, what=f"input of {self.name}")
-        return to_json_value(converted)
+        data = to_json_value(value)
+        if self.input_annotation is None or self.input_annotation is Any:
+            return data  # nothing to validate: converted once
+        return to_json_value(from_json_value(data, self.input_annotation, what=f"input of {self.name}"))
 
     def convert_input(self, value: Any) -> Any:
         """JSON input to the annotated input type, as the workflow function receives it."""

@@ -55,7 +55,7 @@ async def _idle(client: Client, workflow_id: str) -> bool:
 async def timers(client: Client, workflow_id: str) -> list[str]:
     """The timers pending on the workflow's own shard."""
     shard = keys_of(client, workflow_id)
-    return await client.store.redis.zrange(f"{shard.tag}:timers", 0, -1)  # type: ignore[no-any-return]
+    return await client.store.redis.zrange(shard.timers, 0, -1)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("at", WAITS)

@@ -24,11 +24,11 @@ from bdurable.keys import Keys
 
 async def buffered(client: Client, workflow_id: str) -> list[str]:
     shard = client.keys.for_workflow(workflow_id)
-    return await client.store.redis.lrange(f"{shard.tag}:wf:{workflow_id}:events", 0, -1)  # type: ignore[no-any-return]
+    return await client.store.redis.lrange(shard.events(workflow_id), 0, -1)  # type: ignore[no-any-return]
 
 
 async def bus_backlog(client: Client) -> int:
-    return sum([int(await client.store.redis.llen(f"{shard.tag}:bus")) for shard in client.keys.all_shards()])
+    return sum([int(await client.store.redis.llen(shard.bus)) for shard in client.keys.all_shards()])
 
 
 # -- unkeyed events ---------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ async def test_an_event_before_its_timeout_cancels_the_timer(client: Client, rol
     await eventually(lambda: status_is(client, handle.workflow_id, Status.AWAITING_EVENT), timeout=5)
     await client.send_event(handle.workflow_id, "go", "in time")
     assert await client.result(handle.workflow_id, timeout=5) == {"timed_out": False, "value": "in time"}
-    assert await client.store.redis.zcard(f"{client.keys.for_workflow(handle.workflow_id).tag}:timers") == 0
+    assert await client.store.redis.zcard(client.keys.for_workflow(handle.workflow_id).timers) == 0
 
 
 async def test_an_event_racing_its_timeout_is_never_lost_and_never_delivered_twice(

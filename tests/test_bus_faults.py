@@ -20,7 +20,7 @@ async def bus_started(
 ) -> list[subprocess.Popen[bytes]]:
     """Start ``count`` signal-bus processes and wait until each has leased itself on the shard."""
     redis = client.store.redis
-    alive = f"{client.keys.shard(0).tag}:bus:alive"
+    alive = client.keys.shard(0).bus_alive
     before = set(await redis.zrange(alive, 0, -1))
     started = [processes.start("signal-bus", **env) for _ in range(count)]
 
@@ -49,7 +49,7 @@ async def all_waiting(client: Client, ids: list[str]) -> bool:
 
 async def buffered(client: Client, workflow_id: str) -> list[str]:
     shard = client.keys.for_workflow(workflow_id)
-    return await client.store.redis.lrange(f"{shard.tag}:wf:{workflow_id}:events", 0, -1)  # type: ignore[no-any-return]
+    return await client.store.redis.lrange(shard.events(workflow_id), 0, -1)  # type: ignore[no-any-return]
 
 
 def connection_ports(pid: int) -> set[int]:
@@ -88,7 +88,7 @@ async def freeze_while_waiting(client: Client, bus: subprocess.Popen[bytes]) -> 
 async def in_flight(client: Client) -> list[str]:
     """Messages in buses' own lists (taken from the bus list, not applied yet)."""
     redis = client.store.redis
-    keys = [k async for k in redis.scan_iter(match=f"{client.keys.shard(0).tag}:bus:proc:*")]
+    keys = [k async for k in redis.scan_iter(match=client.keys.shard(0).pattern("bus_forward"))]
     return [m for k in keys for m in await redis.lrange(k, 0, -1)]
 
 
@@ -131,7 +131,7 @@ async def test_a_bus_killed_with_events_in_flight_loses_nothing_and_applies_noth
         assert state is not None
         assert state.step == events
     assert await in_flight(client) == []
-    assert await client.store.redis.llen(f"{client.keys.shard(0).tag}:bus") == 0
+    assert await client.store.redis.llen(client.keys.shard(0).bus) == 0
 
 
 async def test_events_to_one_workflow_keep_their_order_across_a_bus_crash(

@@ -79,7 +79,7 @@ async def test_the_bus_publishes_each_signal_once_on_the_workflow_channel_and_th
     pubsub = redis.pubsub()
     roles.dispatcher(bus_app)
     handle = await client.start(bus_app.signal_steps, {"rounds": 2})
-    await pubsub.subscribe(client.keys.workflow_channel(handle.workflow_id), f"{{{client.settings.prefix}}}:signals")
+    await pubsub.subscribe(client.keys.workflow_channel(handle.workflow_id), client.keys.signals_channel)
     try:
         await eventually(lambda: status_is(client, handle.workflow_id, Status.AWAITING_EVENT), timeout=5)
         roles.signal_bus()
@@ -95,7 +95,7 @@ async def test_the_bus_publishes_each_signal_once_on_the_workflow_channel_and_th
                 if message is None:
                     continue
                 data = loads(message["data"])
-                if message["channel"].endswith(":signals"):
+                if message["channel"] == client.keys.signals_channel:
                     on_firehose.append(data)
                 elif "signal" in data:
                     on_channel.append(data["signal"])
@@ -104,7 +104,7 @@ async def test_the_bus_publishes_each_signal_once_on_the_workflow_channel_and_th
         await asyncio.sleep(0.2)
         while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)) is not None:
             data = loads(message["data"])
-            assert message["channel"].endswith(":signals") is False
+            assert message["channel"] != client.keys.signals_channel
             assert "signal" not in data, f"a signal was published twice: {data}"
         assert [s["payload"] for s in on_channel] == [{"n": 0}, {"n": 1}]
         assert [(f["workflow_id"], f["signal"]) for f in on_firehose] == [(handle.workflow_id, s) for s in on_channel]

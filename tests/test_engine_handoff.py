@@ -13,6 +13,7 @@ import types
 from support import InProcessRoles
 
 from bdurable import Client, Context, Settings, task, workflow
+from bdurable.store import ReadyQueue
 
 
 @task(name="handoff.add_one")
@@ -75,10 +76,12 @@ async def test_a_claim_whose_reply_never_arrived_is_handed_back_by_its_live_disp
             handle = await client.start(one_task, 41)
             shard = client.keys.for_workflow(handle.workflow_id)
             worker = "dispatcher-with-a-lost-reply"
-            ready = shard.step_queue("default", "handoff_one_task", "1")
+            ready = ReadyQueue(
+                shard.step_queue("default", "handoff_one_task", "1"), shard.step_new("default", "handoff_one_task", "1")
+            )
             # The claim lands in Redis, as the dispatcher's, but its reply is lost: the dispatcher never sees it.
-            [claim] = await client.store.shard_script("claim", shard, worker, 1, ready)
-            assert claim[:2] == ["w", handle.workflow_id]
+            [claim] = await client.store.claim(shard, worker, 1, [ready])
+            assert claim.workflow_id == handle.workflow_id
             roles.dispatcher(APP, worker_id=worker)  # alive and heartbeating: the reaper will not step in
             assert await handle.result(timeout=8) == 42
             assert await client.store.redis.hlen(shard.processing(worker)) == 0

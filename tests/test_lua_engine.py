@@ -1,16 +1,25 @@
-"""The Lua transitions at unit level: script-cache loss (NOSCRIPT), lease fencing of commits, direct hand-off."""
+"""The Lua transitions through the store's typed calls: script-cache loss (NOSCRIPT), lease fencing of commits,
+the direct hand-off, and the order in which claims serve work (continuations before new starts, priorities)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import engine_app
 from support import InProcessRoles
 
 from bdurable import Client, Status
 from bdurable.keys import Keys, ShardKeys
-from bdurable.store import Store
+from bdurable.store import ReadyQueue, Store
+from bdurable.wire import (
+    CallRecord,
+    SleepCommand,
+    StepClaim,
+    StepDocument,
+    TaskClaim,
+    TaskCommand,
+    WorkItem,
+)
 
 
 async def test_engine_keeps_working_after_the_script_cache_is_flushed(client: Client, roles: InProcessRoles) -> None:
@@ -34,32 +43,49 @@ async def test_engine_keeps_working_after_the_script_cache_is_flushed(client: Cl
 # -- lease fencing ----------------------------------------------------------------------------------------
 
 WORKER_A = "worker-a"
+WORKER_B = "worker-b"
 
 
-def sleep_step(seq: int = 1) -> str:
+def sleep_step(seq: int = 1) -> StepDocument:
     """The step a workflow commits when its code reached ``await ctx.sleep(60)``."""
-    record = json.dumps({"k": "sleep", "n": "60s"})
-    return json.dumps(
-        {
-            "calls": [{"seq": seq, "kind": "sleep", "name": "60s", "rec": record, "delay_ms": 60_000}],
-            "status": "SLEEPING",
-            "waiting_on": "timer 60s",
-            "outcome": None,
-            "abandon": [],
-            "cancelled": [],
-        }
+    record = CallRecord("sleep", "60s")
+    return StepDocument([SleepCommand(seq, "60s", record, delay_ms=60_000)], "SLEEPING", "timer 60s", None)
+
+
+def long_task_step(argument: str) -> StepDocument:
+    """The step a ``drain_flow`` workflow commits when it calls ``long_task(argument)``."""
+    name = "engine_app.long_task"
+    args = f'{{"args":["{argument}"],"kwargs":{{}}}}'
+    task = TaskCommand(1, name, CallRecord("task", name), args, "default", 3, 1000, 0, "raise")
+    return StepDocument([task], "RUNNING", f"task {name}", None)
+
+
+def steps_of(shard: ShardKeys, name: str) -> ReadyQueue:
+    return ReadyQueue(shard.step_queue("default", name, "1"), shard.step_new("default", name, "1"))
+
+
+def task_queue(shard: ShardKeys) -> ReadyQueue:
+    return ReadyQueue(shard.task_queue("default", "engine_app.long_task"))
+
+
+async def commit(
+    store: Store, worker: str, workflow_id: str, lease: str, document: StepDocument, handoff: int = 0
+) -> tuple[str, list[StepClaim | TaskClaim]]:
+    reply = await store.commit_step(
+        worker, workflow_id, lease=lease, based_on=0, document=document, retention_ms=60_000, handoff=handoff
     )
+    return reply.status, reply.claims
 
 
-async def claim_one(store: Store, keys: Keys, worker: str) -> list[str]:
-    ready = keys.shard(0).step_queue("default", "sleeper", "1")
-    claims = await store.shard_script("claim", keys.shard(0), worker, 10, ready)
-    assert len(claims) == 1
-    return list(claims[0])
+async def first_step(store: Store, shard: ShardKeys, worker: str, name: str, workflow_id: str) -> str:
+    """Claim the first step of a started workflow; returns its lease."""
+    [step] = await store.claim(shard, worker, 1, [steps_of(shard, name)])
+    assert isinstance(step, StepClaim)
+    assert step.workflow_id == workflow_id
+    return step.lease
 
 
-async def snapshot(client: Client, keys: Keys, workflow_id: str) -> tuple[object, ...]:
-    shard = keys.shard(0)
+async def snapshot(client: Client, shard: ShardKeys, workflow_id: str) -> tuple[object, ...]:
     redis = client.store.redis
     return (
         await redis.hgetall(shard.wf(workflow_id)),
@@ -71,54 +97,44 @@ async def snapshot(client: Client, keys: Keys, workflow_id: str) -> tuple[object
 
 
 async def test_a_commit_with_a_stale_lease_is_rejected_and_changes_nothing(client: Client, prefix: str) -> None:
-    keys = Keys(prefix)
-    shard = keys.shard(0)
+    shard = Keys(prefix).shard(0)
     store = client.store
     await client.start(engine_app.sleeper, {"sleep": "60s"}, workflow_id="fenced")
-    claim = await claim_one(store, keys, WORKER_A)
-    assert claim[:2] == ["w", "fenced"]
-    lease = str(claim[2])
+    lease = await first_step(store, shard, WORKER_A, "sleeper", "fenced")
     assert await store.redis.hget(shard.wf("fenced"), "lease") == lease
 
     # another dispatcher took the workflow over meanwhile: its claim bumped the lease
     await store.redis.hset(shard.wf("fenced"), "lease", "999")
-    before = await snapshot(client, keys, "fenced")
-    result = await store.shard_script("commit_step", shard, WORKER_A, "fenced", lease, 0, sleep_step(), 60_000)
-    assert result == ["stale"]
-    assert await snapshot(client, keys, "fenced") == before  # no call, no timer, no status change
+    before = await snapshot(client, shard, "fenced")
+    assert await commit(store, WORKER_A, "fenced", lease, sleep_step()) == ("stale", [])
+    assert await snapshot(client, shard, "fenced") == before  # no call, no timer, no status change
 
     # the control case: with the lease it was given, the same commit lands
     await store.redis.hset(shard.wf("fenced"), "lease", lease)
-    result = await store.shard_script("commit_step", shard, WORKER_A, "fenced", lease, 0, sleep_step(), 60_000)
-    assert result == ["ok", []]
+    assert await commit(store, WORKER_A, "fenced", lease, sleep_step()) == ("ok", [])
     state = await client.get_state("fenced")
     assert state is not None
     assert state.status == Status.SLEEPING
     assert await store.redis.zcard(shard.timers) == 1
     assert await store.redis.hget(shard.calls("fenced"), "1") is not None
     # and a second, replayed commit of the same step is refused: the claim was used up
-    again = await store.shard_script("commit_step", shard, WORKER_A, "fenced", lease, 0, sleep_step(), 60_000)
-    assert again == ["stale"]
+    assert await commit(store, WORKER_A, "fenced", lease, sleep_step()) == ("stale", [])
 
 
 async def test_a_task_commit_with_a_stale_lease_is_rejected(client: Client, prefix: str) -> None:
-    keys = Keys(prefix)
-    shard = keys.shard(0)
+    shard = Keys(prefix).shard(0)
     store = client.store
     await client.start(engine_app.drain_flow, {"token": "fencing"}, workflow_id="fenced-task")
-    ready = shard.step_queue("default", "drain_flow", "1")
-    [step] = await store.shard_script("claim", shard, WORKER_A, 10, ready)
-    task_step = long_task_step("fencing")
-    committed = await store.shard_script("commit_step", shard, WORKER_A, "fenced-task", step[2], 0, task_step, 1000)
-    assert committed == ["ok", []]
-    task_list = await ready_list_holding(client, shard.tag, "t|fenced-task|1")
-    [task_claim] = await store.shard_script("claim", shard, WORKER_A, 10, task_list)
-    assert task_claim[:3] == ["t", "fenced-task", "1"]
-    lease = str(task_claim[3])
+    lease = await first_step(store, shard, WORKER_A, "drain_flow", "fenced-task")
+    assert await commit(store, WORKER_A, "fenced-task", lease, long_task_step("fencing")) == ("ok", [])
+    [task_claim] = await store.claim(shard, WORKER_A, 10, [task_queue(shard)])
+    assert isinstance(task_claim, TaskClaim)
+    assert (task_claim.workflow_id, task_claim.seq, task_claim.call.attempt) == ("fenced-task", 1, 1)
     await store.redis.hset(shard.task("fenced-task", 1), "lease", "999")  # handed to someone else
-    entry = '{"seq":1,"ok":true,"v":"finished"}'
-    result = await store.shard_script("commit_task", shard, WORKER_A, "fenced-task", 1, lease, "ok", entry, 0)
-    assert result == ["stale"]
+    reply = await store.commit_task(
+        WORKER_A, "fenced-task", 1, lease=task_claim.lease, outcome="ok", payload='"finished"', delay_ms=0, handoff=0
+    )
+    assert reply.status == "stale"
     assert await store.redis.lrange(shard.inbox("fenced-task"), 0, -1) == []
     assert await store.redis.hget(shard.calls("fenced-task"), "1:s") == "pending"
     state = await client.get_state("fenced-task")
@@ -126,115 +142,55 @@ async def test_a_task_commit_with_a_stale_lease_is_rejected(client: Client, pref
     assert state.step == 0
 
 
-async def ready_list_holding(client: Client, tag: str, item: str) -> str:
-    """The task ready list the commit put ``item`` on (however task lists are split up)."""
-    redis = client.store.redis
-    pattern = f"{tag}:q:*".replace("{", "\\{").replace("}", "\\}")
-    async for key in redis.scan_iter(match=pattern, _type="list"):
-        if item in await redis.lrange(key, 0, -1):
-            return str(key)
-    raise AssertionError(f"{item} is on no task ready list")
-
-
-def long_task_step(argument: str) -> str:
-    """The step a ``drain_flow`` workflow commits when it calls ``long_task(argument)``."""
-    return json.dumps(
-        {
-            "calls": [
-                {
-                    "seq": 1,
-                    "kind": "task",
-                    "name": "engine_app.long_task",
-                    "rec": json.dumps({"k": "task", "n": "engine_app.long_task"}),
-                    "args": json.dumps({"args": [argument], "kwargs": {}}),
-                    "queue": "default",
-                    "max_attempts": 3,
-                    "backoff_ms": 1000,
-                    "timeout_ms": 0,
-                    "on_exhausted": "raise",
-                }
-            ],
-            "status": "RUNNING",
-            "waiting_on": "task engine_app.long_task",
-            "outcome": None,
-            "abandon": [],
-            "cancelled": [],
-        }
-    )
-
-
 # -- direct hand-off ----------------------------------------------------------------------------------
 
-WORKER_B = "worker-b"
+
+async def listen(store: Store, shard: ShardKeys, worker: str, *queues: ReadyQueue) -> None:
+    """Register ``worker`` as listening to ``queues`` (what a dispatcher's heartbeat does)."""
+    await store.beat_shard(shard, worker, 10_000, [], queues)
 
 
-async def listen(store: Store, shard: ShardKeys, worker: str, *ready_lists: str) -> None:
-    """Register ``worker`` as listening to ``ready_lists`` (what a dispatcher's heartbeat does)."""
-    await store.shard_script("beat_shard", shard, worker, 10_000, 0, *ready_lists)
-
-
-async def first_step(store: Store, shard: ShardKeys, worker: str, workflow_id: str) -> str:
-    """Claim the first step of a started ``drain_flow`` workflow; returns its lease."""
-    [step] = await store.shard_script("claim", shard, worker, 1, shard.step_queue("default", "drain_flow", "1"))
-    assert step[:2] == ["w", workflow_id]
-    return str(step[2])
-
-
-async def test_a_commit_hands_off_the_oldest_ready_work_on_lists_its_dispatcher_listens_to(
+async def test_a_commit_hands_off_the_oldest_ready_work_on_queues_its_dispatcher_listens_to(
     client: Client, prefix: str
 ) -> None:
     shard = Keys(prefix).shard(0)
     store, redis = client.store, client.store.redis
-    tasks = shard.task_queue("default", "engine_app.long_task")
+    tasks = task_queue(shard)
     await listen(store, shard, WORKER_A, tasks)
     for workflow_id in ("older", "newer"):
         await client.start(engine_app.drain_flow, {"token": workflow_id}, workflow_id=workflow_id)
 
-    # worker B does not listen to the task list: its commit leaves the task there, with a wake-up token
-    lease = await first_step(store, shard, WORKER_B, "older")
-    assert await store.shard_script(
-        "commit_step", shard, WORKER_B, "older", lease, 0, long_task_step("o"), 1000, 1
-    ) == [
-        "ok",
-        [],
-    ]
-    assert await redis.lrange(tasks, 0, -1) == ["t|older|1"]
-    assert await redis.llen(shard.wake(tasks)) == 1
+    # worker B does not listen to the task queue: its commit leaves the task there, with a wake-up token
+    lease = await first_step(store, shard, WORKER_B, "drain_flow", "older")
+    assert await commit(store, WORKER_B, "older", lease, long_task_step("o"), handoff=1) == ("ok", [])
+    assert await redis.zrange(tasks.continuations, 0, -1) == [WorkItem("t", "older", 1).encode()]
+    assert await redis.llen(shard.wake(tasks.continuations)) == 1
 
     # worker A listens to it: its commit claims the oldest ready task (B's, first in line), not its own
-    lease = await first_step(store, shard, WORKER_A, "newer")
-    status, [claim] = await store.shard_script(
-        "commit_step", shard, WORKER_A, "newer", lease, 0, long_task_step("n"), 1000, 1
-    )
+    lease = await first_step(store, shard, WORKER_A, "drain_flow", "newer")
+    status, [claim] = await commit(store, WORKER_A, "newer", lease, long_task_step("n"), handoff=1)
     assert status == "ok"
-    assert claim[:3] == ["t", "older", "1"]
-    fields = dict(zip(claim[4::2], claim[5::2], strict=True))
-    assert (fields["attempt"], fields["lease"]) == ("1", str(claim[3]))
-    assert await redis.hget(shard.processing(WORKER_A), "t|older|1") == str(claim[3])
-    assert await redis.lrange(tasks, 0, -1) == ["t|newer|1"]  # still ready for anyone, still signalled
-    assert await redis.llen(shard.wake(tasks)) == 1
+    assert isinstance(claim, TaskClaim)
+    assert (claim.workflow_id, claim.seq, claim.call.attempt) == ("older", 1, 1)
+    assert await redis.hget(shard.processing(WORKER_A), claim.item.encode()) == claim.lease
+    assert await redis.zrange(tasks.continuations, 0, -1) == ["t|1|newer"]  # still ready for anyone, signalled
+    assert await redis.llen(shard.wake(tasks.continuations)) == 1
 
     # a budget of 0 (the dispatcher is draining, or runs a suspect alone) hands nothing off
     await client.start(engine_app.drain_flow, {"token": "third"}, workflow_id="third")
-    lease = await first_step(store, shard, WORKER_A, "third")
-    assert await store.shard_script(
-        "commit_step", shard, WORKER_A, "third", lease, 0, long_task_step("t"), 1000, 0
-    ) == [
-        "ok",
-        [],
-    ]
-    assert await redis.lrange(tasks, 0, -1) == ["t|third|1", "t|newer|1"]
+    lease = await first_step(store, shard, WORKER_A, "drain_flow", "third")
+    assert await commit(store, WORKER_A, "third", lease, long_task_step("t"), handoff=0) == ("ok", [])
+    assert await redis.zrange(tasks.continuations, 0, -1) == ["t|1|newer", "t|1|third"]
 
     # a suspect (marked twice by the reaper) is never handed off: only a claim can give it out alone
     await redis.hset(shard.task("newer", 1), "suspect", 2)
     await client.start(engine_app.drain_flow, {"token": "fourth"}, workflow_id="fourth")
-    lease = await first_step(store, shard, WORKER_A, "fourth")
-    step = long_task_step("f")
-    assert await store.shard_script("commit_step", shard, WORKER_A, "fourth", lease, 0, step, 1000, 5) == ["ok", []]
-    assert await redis.lrange(tasks, 0, -1) == ["t|fourth|1", "t|third|1", "t|newer|1"]
-    assert await redis.llen(shard.wake(tasks)) == 1
-    [suspect] = await store.shard_script("claim", shard, WORKER_A, 5, tasks)
-    assert suspect[:3] == ["T", "newer", "1"]  # claimed alone, flagged
+    lease = await first_step(store, shard, WORKER_A, "drain_flow", "fourth")
+    assert await commit(store, WORKER_A, "fourth", lease, long_task_step("f"), handoff=5) == ("ok", [])
+    assert await redis.zrange(tasks.continuations, 0, -1) == ["t|1|newer", "t|1|third", "t|1|fourth"]
+    assert await redis.llen(shard.wake(tasks.continuations)) == 1
+    [suspect] = await store.claim(shard, WORKER_A, 5, [tasks])
+    assert (suspect.workflow_id, suspect.suspect) == ("newer", True)  # claimed alone, flagged
 
 
 async def test_a_task_commit_hands_off_the_workflows_next_step_and_clears_the_wake_up_token(
@@ -242,29 +198,68 @@ async def test_a_task_commit_hands_off_the_workflows_next_step_and_clears_the_wa
 ) -> None:
     shard = Keys(prefix).shard(0)
     store, redis = client.store, client.store.redis
-    steps = shard.step_queue("default", "drain_flow", "1")
-    tasks = shard.task_queue("default", "engine_app.long_task")
+    steps, tasks = steps_of(shard, "drain_flow"), task_queue(shard)
     await listen(store, shard, WORKER_A, steps, tasks)
     await client.start(engine_app.drain_flow, {"token": "chain"}, workflow_id="chain")
-    lease = await first_step(store, shard, WORKER_A, "chain")
-    status, [task] = await store.shard_script(
-        "commit_step", shard, WORKER_A, "chain", lease, 0, long_task_step("c"), 1000, 1
-    )
-    assert (status, task[:3]) == ("ok", ["t", "chain", "1"])
-    assert await redis.llen(shard.wake(tasks)) == 0  # nothing left to wake another dispatcher for
+    lease = await first_step(store, shard, WORKER_A, "drain_flow", "chain")
+    status, [task] = await commit(store, WORKER_A, "chain", lease, long_task_step("c"), handoff=1)
+    assert isinstance(task, TaskClaim)
+    assert (status, task.workflow_id, task.seq) == ("ok", "chain", 1)
+    assert await redis.llen(shard.wake(tasks.continuations)) == 0  # nothing left to wake another dispatcher for
 
-    entry = '{"seq":1,"ok":true,"v":"done"}'
-    status, [step] = await store.shard_script("commit_task", shard, WORKER_A, "chain", 1, task[3], "ok", entry, 0, 1)
-    assert status == "ok"
-    assert step[:2] == ["w", "chain"]
-    assert step[7] == 0  # A committed the step before: its cached run is current, only new entries follow
-    assert step[9 : step.index("|")] == [entry]  # the task's result travels with the claim
-    assert await redis.hget(shard.processing(WORKER_A), "w|chain") == str(step[2])
-    assert await redis.llen(steps) == 0
-    assert await redis.llen(shard.wake(steps)) == 0
+    reply = await store.commit_task(
+        WORKER_A, "chain", 1, lease=task.lease, outcome="ok", payload='"done"', delay_ms=0, handoff=1
+    )
+    [step] = reply.claims
+    assert reply.status == "ok"
+    assert isinstance(step, StepClaim)
+    assert step.workflow_id == "chain"
+    assert step.inbox_start == 0  # A committed the step before: its cached run is current, only new entries follow
+    assert step.entries == ['{"seq":1,"ok":true,"v":"done"}']  # the task's result travels with the claim
+    assert await redis.hget(shard.processing(WORKER_A), "w|chain") == step.lease
+    assert await redis.zcard(steps.continuations) == 0
+    assert await redis.llen(shard.wake(steps.continuations)) == 0
 
     # the workflow's state says the next step runs, exactly as after an ordinary claim
     state = await client.get_state("chain")
     assert state is not None
     assert state.status == Status.RUNNING
     assert state.step == 1
+
+
+# -- the order of work ------------------------------------------------------------------------------
+
+
+async def test_claims_serve_continuations_before_new_starts_and_higher_priority_first(
+    client: Client, prefix: str
+) -> None:
+    shard = Keys(prefix).shard(0)
+    store = client.store
+    queues = [steps_of(shard, "sleeper")]
+    for index in range(3):
+        await client.start(engine_app.sleeper, {"sleep": "60s"}, workflow_id=f"new-{index}")
+    await client.start(engine_app.sleeper, {"sleep": "60s"}, workflow_id="urgent", priority=5)
+    # a running workflow whose step is queued again (its sleep ended): a continuation, started last
+    await client.start(engine_app.sleeper, {"sleep": "60s"}, workflow_id="running")
+    [claim] = await store.claim(shard, WORKER_A, 1, queues)
+    assert claim.workflow_id == "urgent"  # new starts: higher priority first
+    [claim] = await store.claim(shard, WORKER_A, 1, queues)
+    assert claim.workflow_id == "new-0"  # then first in, first out
+    await redis_claim_and_requeue(client, shard, "running", queues)
+
+    order = [c.workflow_id for c in await store.claim(shard, WORKER_A, 4, queues)]
+    assert order == ["running", "new-1", "new-2"]  # the continuation first, however late it came
+
+
+async def redis_claim_and_requeue(client: Client, shard: ShardKeys, workflow_id: str, queues: list[ReadyQueue]) -> None:
+    """Run the workflow's first step (commit a sleep), then fire its timer: its next step is a continuation."""
+    store = client.store
+    claims = await store.claim(shard, WORKER_B, 10, queues)
+    lease = next(c.lease for c in claims if c.workflow_id == workflow_id)
+    assert await commit(store, WORKER_B, workflow_id, lease, sleep_step()) == ("ok", [])
+    for other in claims:  # hand back what this helper took besides its workflow, keeping its place in line
+        if other.workflow_id != workflow_id:
+            await store.hand_back(shard, WORKER_B, {other.item.encode(): other.lease})
+    await client.store.redis.zadd(shard.timers, {f"s|1|{workflow_id}": 0})  # due now
+    fired = await store.fire_timers(shard, 10)
+    assert len(fired.lags_ms) == 1

@@ -14,10 +14,10 @@ import redis
 import security_app
 from support import InProcessRoles
 
-from bdurable import Client, Settings, Status
+from bdurable import Client, ReplicationError, Settings, Status
 from bdurable.embedded import RedisServer
 from bdurable.keys import Keys
-from bdurable.store import WAIT_TIMEOUT_MS, ReplicationError
+from bdurable.store import WAIT_TIMEOUT_MS
 
 
 @dataclasses.dataclass

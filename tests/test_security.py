@@ -46,7 +46,7 @@ from support import APPS, RoleProcesses, eventually
 from bdurable import Client, Settings, Status, WorkflowCancelledError
 from bdurable.embedded import RedisServer, find_redis_server, free_port
 from bdurable.keys import Keys
-from bdurable.lua import SCRIPT_NAMES
+from bdurable.lua import SCRIPT_NAMES, load_scripts
 from bdurable.registry import Registry
 from bdurable.runtime.service import Stopping
 from bdurable.services.dispatcher import Dispatcher
@@ -57,10 +57,11 @@ from bdurable.store import connect_redis
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "security.md"
-LUA = REPO / "shared" / "lua"
-STORE = REPO / "shared" / "store.py"
+# The modules that talk to Redis for the others: a role's code reaches Redis through their functions.
+ACCESS = [REPO / "shared" / "store.py", REPO / "shared" / "reads.py"]
 
-# Where each documented user's commands come from. Every role talks to Redis through `bdurable.store`.
+# Where each documented user's commands come from. Every role talks to Redis through `bdurable.store` (the
+# scripts), `bdurable.reads` and `bdurable.pubsub`.
 ROLE_SOURCES = {
     "bdurable-dispatcher": ["services/dispatcher"],
     "bdurable-scheduler": ["services/scheduler"],
@@ -128,19 +129,20 @@ def for_prefix(rules: list[str], prefix: str, password: str) -> list[str]:
 # -- what the code sends, derived from the sources ---------------------------------------------------------
 
 
-def _lua_functions() -> dict[str, str]:
-    library = (LUA / "lib.lua").read_text(encoding="utf-8")
-    starts = list(LUA_FUNCTION.finditer(library))
+def _lua_functions(source: str) -> dict[str, str]:
+    starts = list(LUA_FUNCTION.finditer(source))
     return {
-        m.group(1): library[m.end() : starts[i + 1].start() if i + 1 < len(starts) else len(library)]
+        m.group(1): source[m.end() : starts[i + 1].start() if i + 1 < len(starts) else len(source)]
         for i, m in enumerate(starts)
     }
 
 
 def lua_commands(script: str) -> set[str]:
-    """Every command a script can send: its own and those of the lib.lua functions it calls, transitively."""
-    functions = _lua_functions()
-    body = (LUA / f"{script}.lua").read_text(encoding="utf-8")
+    """Every command a script can send: its own and those of the library functions it calls, transitively
+    (the script as production loads it: generated key helpers, the clock, lib.lua, the script)."""
+    source = load_scripts()[script].source
+    library, _, body = source.partition(f"-- ---- {script}.lua ----")
+    functions = _lua_functions(library)
     commands = {c.lower() for c in LUA_CALL.findall(body)}
     todo = {name for name in functions if re.search(rf"\b{name}\(", body)}
     seen: set[str] = set()
@@ -164,23 +166,31 @@ def python_commands(text: str) -> set[str]:
     return commands
 
 
-def _store_commands(text: str) -> set[str]:
-    """Commands of the ``bdurable.store`` functions that ``text`` uses, following calls inside the store."""
-    source = STORE.read_text(encoding="utf-8")
-    starts = list(PY_FUNCTION.finditer(source))
-    functions = {
-        m.group(1): source[m.start() : starts[i + 1].start() if i + 1 < len(starts) else len(source)]
-        for i, m in enumerate(starts)
-    }
+def _access_functions() -> dict[str, str]:
+    functions: dict[str, str] = {}
+    for module in ACCESS:
+        source = module.read_text(encoding="utf-8")
+        starts = list(PY_FUNCTION.finditer(source))
+        for i, m in enumerate(starts):
+            body = source[m.start() : starts[i + 1].start() if i + 1 < len(starts) else len(source)]
+            functions[m.group(1)] = functions.get(m.group(1), "") + body
+    return functions
+
+
+def _access_used(text: str) -> tuple[set[str], set[str]]:
+    """``(commands, scripts)`` of the store's and reads' functions that ``text`` calls, followed inside them."""
+    functions = _access_functions()
     todo = set(ATTRIBUTE.findall(text)) & set(functions)
     seen: set[str] = set()
     commands: set[str] = set()
+    scripts: set[str] = set()
     while todo:
         name = todo.pop()
         seen.add(name)
         commands |= python_commands(functions[name])
+        scripts |= set(QUOTED.findall(functions[name])) & set(SCRIPT_NAMES)
         todo |= (set(ATTRIBUTE.findall(functions[name])) & set(functions)) - seen
-    return commands
+    return commands, scripts
 
 
 def required_commands(user: str) -> tuple[set[str], set[str]]:
@@ -190,8 +200,9 @@ def required_commands(user: str) -> tuple[set[str], set[str]]:
         path = REPO / source
         files = sorted(path.glob("*.py")) if path.is_dir() else [path]
         text += "".join(f.read_text(encoding="utf-8") for f in files)
-    scripts = set(QUOTED.findall(text)) & set(SCRIPT_NAMES)
-    commands = ALWAYS | python_commands(text) | _store_commands(text)
+    used, scripts = _access_used(text)
+    scripts |= set(QUOTED.findall(text)) & set(SCRIPT_NAMES)
+    commands = ALWAYS | python_commands(text) | used
     for script in scripts:
         commands |= lua_commands(script)
     return commands, scripts
@@ -452,8 +463,11 @@ def probe_command(granted: set[str]) -> tuple[str, ...]:
 
 async def test_role_users_cannot_reach_keys_channels_or_commands_outside_their_prefix(acl: AclUsers) -> None:
     other = f"o{uuid.uuid4().hex[:8]}"
-    inside_key, inside_channel = f"{{{acl.prefix}}}:probe", f"{{{acl.prefix}}}:wf:probe"
-    outside_keys = ["plain-application-key", f"{{{other}}}:registry", f"{{{other}:0}}:wf:x", f"{acl.prefix}:0:wf:x"]
+    ours, theirs = Keys(acl.prefix), Keys(other)
+    inside_key, inside_channel = ours.registry, ours.workflow_channel("probe")
+    outside_channel = theirs.workflow_channel("probe")
+    # another prefix's keys, an application's key, and a look-alike of ours without the hash tag's braces
+    outside_keys = ["plain-application-key", theirs.registry, theirs.shard(0).wf("x"), f"{acl.prefix}:0:wf:x"]
     for user, rules in acl.rules.items():
         granted = granted_commands(rules)
         async with connect_redis(acl.url(user.removeprefix("bdurable-"))) as conn:
@@ -474,7 +488,7 @@ async def test_role_users_cannot_reach_keys_channels_or_commands_outside_their_p
                 publisher = await conn.script_load("return redis.call('PUBLISH', ARGV[1], 'x')")
                 await conn.evalsha(publisher, 1, inside_key, inside_channel)
                 with refused():
-                    await conn.evalsha(publisher, 1, inside_key, f"{{{other}}}:wf:probe")
+                    await conn.evalsha(publisher, 1, inside_key, outside_channel)
             for forbidden in (
                 ("FLUSHALL",),
                 ("KEYS", "*"),
@@ -495,7 +509,7 @@ async def test_role_users_cannot_reach_keys_channels_or_commands_outside_their_p
                 confirmation = await pubsub.get_message(timeout=5)
                 assert confirmation is not None
                 assert confirmation["type"] == "subscribe"
-                await pubsub.subscribe(f"{{{other}}}:wf:probe")
+                await pubsub.subscribe(outside_channel)
                 with refused():
                     await pubsub.get_message(timeout=5)
                 await pubsub.aclose()

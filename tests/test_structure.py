@@ -11,11 +11,13 @@ from bdurable import errors
 ROOT = Path(__file__).resolve().parent.parent
 
 PUBLIC = {
-    "ChildWorkflowError", "Client", "Context", "DeadLetter", "DeadLetterNotFoundError", "DurableError",
-    "EventTimeoutError", "HistoryEntry", "InvalidInputError", "NonDeterminismError", "NonRetryableError",
-    "PayloadTooLargeError", "Settings", "Signal", "Status", "Task", "TaskFailedError", "UnknownWorkflowError",
-    "Workflow", "WorkflowAlreadyExistsError", "WorkflowCancelledError", "WorkflowFailedError", "WorkflowHandle",
-    "WorkflowNotFoundError", "WorkflowPage", "WorkflowState", "task", "workflow",
+    "ChildWorkflowError", "Client", "Context", "DeadLetter", "DeadLetterNotFoundError", "DeadLetterNotParkedError",
+    "DurableError", "EventTimeoutError", "HistoryEntry", "InvalidInputError", "NonDeterminismError",
+    "NonRetryableError", "PayloadTooLargeError", "RegistrationError", "ReplicationError", "Settings", "Signal",
+    "Status", "Task", "TaskFailedError", "UnknownWorkflowError", "VersionNotLiveError", "Workflow",
+    "WorkflowAlreadyExistsError", "WorkflowCancelledError", "WorkflowFailedError", "WorkflowFinishedError",
+    "WorkflowHandle", "WorkflowNotFoundError", "WorkflowNotHaltedError", "WorkflowPage", "WorkflowState", "task",
+    "workflow",
 }  # fmt: skip
 
 
@@ -31,6 +33,9 @@ def test_every_contract_error_is_a_durable_error_importable_from_both_places() -
         assert issubclass(error, errors.DurableError)
         assert getattr(bdurable, name) is error
     assert errors.WorkflowCancelledError.is_cancellation is True
+    for name in errors.__all__:  # the seed's `except Exception as e: if e.is_cancellation:` works for every error
+        if name != "WorkflowCancelledError":
+            assert getattr(errors, name).is_cancellation is False, name
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,5 +1,5 @@
 """The dispatcher role: claims ready workflow steps and tasks, runs them, commits their results."""
 
-from bdurable.services.dispatcher.worker import Dispatcher
+from bdurable.services.dispatcher.dispatcher import Dispatcher
 
 __all__ = ["Dispatcher"]

@@ -13,12 +13,15 @@ import time
 import structlog
 
 from bdurable.config import Settings
-from bdurable.keys import Keys
+from bdurable.keys import Keys, ShardKeys
+from bdurable.reads import Reads
+from bdurable.retry import RetryPolicy
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.role import role_runtime
 from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
 from bdurable.store import Store
+from bdurable.wire import ErrorRecord, LostAttempt
 
 __all__ = ["Reaper"]
 
@@ -79,23 +82,41 @@ class Reaper:
         found = dict.fromkeys(self.totals, 0)
         retention_ms = round(self.settings.retention * 1000)
         for shard in self.keys.all_shards():
-            result = await store.shard_script("reap", shard, MAX_WORKERS_PER_PASS, MAX_STEP_CRASHES, retention_ms)
-            for name, value in zip(found, result, strict=True):
-                found[name] += int(value)
-        if found["workers"]:
+            reaped = await store.reap(
+                shard, max_workers=MAX_WORKERS_PER_PASS, max_step_crashes=MAX_STEP_CRASHES, retention_ms=retention_ms
+            )
+            retried, dead = await self._settle(store, shard, reaped.lost)
+            found["workers"] += reaped.workers
+            found["steps"] += reaped.steps
+            found["tasks"] += reaped.tasks + retried
+            found["dead_lettered"] += dead
+            found["failed"] += reaped.failed
+            found["halted"] += reaped.halted
+        if found["workers"] or found["tasks"] or found["dead_lettered"]:
             log.warning("dead dispatchers reaped", **found)
             self.metrics.reaped_workers.inc(found["workers"])
             self.metrics.reaped_items.labels("step").inc(found["steps"] + found["failed"])
             self.metrics.reaped_items.labels("task").inc(found["tasks"] + found["dead_lettered"])
             for name, value in found.items():
                 self.totals[name] += value
+        if found["workers"]:
             await self._forget_dead(store)
         return found
 
+    async def _settle(self, store: Store, shard: ShardKeys, lost: list[LostAttempt]) -> tuple[int, int]:
+        """Task attempts that died with their dispatcher failed: the retry policy says when to retry each."""
+        if not lost:
+            return 0, 0
+        decisions = []
+        for attempt in lost:
+            error = ErrorRecord(
+                "WorkerLostError", f"the dispatcher running attempt {attempt.attempts} died ({attempt.worker})"
+            )
+            delay = RetryPolicy(attempt.max_attempts, attempt.backoff_ms).delay_after(attempt.attempts)
+            decisions.append((attempt, delay, error))
+        return await store.settle_lost(shard, decisions)
+
     async def _forget_dead(self, store: Store) -> None:
         """Drop expired dispatchers from the fleet-wide registry that operators read."""
-        redis = store.redis
-        seconds, micros = await redis.time()
-        now_ms = seconds * 1000 + micros // 1000
-        for worker in await redis.zrangebyscore(self.keys.workers, "-inf", f"({now_ms}"):
-            await store.fleet_script("leave_fleet", str(worker))
+        for worker in await Reads(store.redis, self.keys).expired_workers():
+            await store.leave_fleet(worker)

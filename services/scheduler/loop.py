@@ -86,8 +86,8 @@ class Scheduler:
 
     async def _fire_shard(self, store: Store, shard: ShardKeys) -> int:
         while True:
-            result = await store.shard_script("fire_timers", shard, FIRE_BATCH)
-            next_delay, lags = int(result[0]), [int(x) for x in result[1:]]
+            fired = await store.fire_timers(shard, FIRE_BATCH)
+            next_delay, lags = fired.next_in_ms, fired.lags_ms
             if lags:
                 self.fired += len(lags)
                 self.metrics.timers_fired.inc(len(lags))
@@ -102,34 +102,30 @@ class Scheduler:
     async def _housekeeping(self, store: Store) -> None:
         depth: dict[str, int] = {}
         oldest: dict[str, int] = {}
-        totals = [0, 0, 0]
+        timers = dlq = live = 0
+        totals: dict[str, int] = {}
         for shard in self.shards:
-            await self._housekeep_shard(store, shard, totals, depth, oldest)
-        self.metrics.timers_pending.set(totals[0])
-        self.metrics.dlq_entries.set(totals[1])
-        self.metrics.live_dispatchers.set(totals[2] / len(self.shards))  # each dispatcher beats in every shard
+            halted = await store.sweep_versions(shard)
+            if halted:
+                log.warning("workflows halted: no live dispatcher runs their version", count=halted)
+            expired = await store.expire(shard, 1000)
+            if expired:
+                self.metrics.workflows_expired.inc(expired)
+                log.info("finished workflows expired", count=expired)
+            gauges = await store.gauges(shard)
+            timers, dlq, live = timers + gauges.timers, dlq + gauges.dlq, live + gauges.live_dispatchers
+            for name, value in gauges.totals.items():
+                totals[name] = totals.get(name, 0) + value
+            for gauge in gauges.queues:
+                depth[gauge.queue] = depth.get(gauge.queue, 0) + gauge.depth
+                oldest[gauge.queue] = max(oldest.get(gauge.queue, -1), gauge.oldest_age_ms)
+        self.metrics.timers_pending.set(timers)
+        self.metrics.dlq_entries.set(dlq)
+        self.metrics.live_dispatchers.set(live / len(self.shards))  # each dispatcher beats in every shard
+        self.metrics.halted_total.set(totals.get("halted", 0))
         for queue, value in depth.items():
             self.metrics.queue_depth.labels(queue).set(value)
             self.metrics.queue_oldest_age.labels(queue).set(max(0, oldest[queue]) / 1000)
-
-    async def _housekeep_shard(
-        self, store: Store, shard: ShardKeys, totals: list[int], depth: dict[str, int], oldest: dict[str, int]
-    ) -> None:
-        halted = await store.shard_script("sweep_versions", shard)
-        if halted:
-            self.metrics.workflows_halted.inc(halted)
-            log.warning("workflows halted: no live dispatcher runs their version", count=halted)
-        expired = await store.shard_script("expire", shard, 1000)
-        if expired:
-            self.metrics.workflows_expired.inc(expired)
-            log.info("finished workflows expired", count=expired)
-        gauges = await store.shard_script("gauges", shard)
-        for i in range(3):
-            totals[i] += int(gauges[i])
-        for i in range(3, len(gauges), 3):
-            queue = str(gauges[i])
-            depth[queue] = depth.get(queue, 0) + int(gauges[i + 1])
-            oldest[queue] = max(oldest.get(queue, -1), int(gauges[i + 2]))
 
     async def _wait(self, store: Store, pubsub: Any, seconds: float, stopping: Stopping) -> Any:
         """Sleep up to ``seconds``, waking on an earlier-timer hint or on stop."""

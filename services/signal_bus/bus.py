@@ -14,7 +14,6 @@ from contextlib import suppress
 
 import structlog
 
-from bdurable.codec import loads
 from bdurable.config import Settings
 from bdurable.keys import Keys, ShardKeys
 from bdurable.runtime.health import Health
@@ -22,6 +21,7 @@ from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.role import role_runtime
 from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
 from bdurable.store import Store
+from bdurable.wire import forwarded_shard
 
 __all__ = ["SignalBus"]
 
@@ -58,7 +58,7 @@ class SignalBus:
     async def _serve_shard(self, store: Store, shard: ShardKeys, stopping: Stopping) -> None:
         """One shard's loop: apply a batch; when there was nothing, block until a message arrives."""
         lease_ms = round(self.settings.heartbeat_timeout * 1000)
-        wake = f"{shard.tag}:bus:wake"
+        wake = shard.bus_wake
         delay = 0.05
         while not stopping.is_set:
             self.health.tick()
@@ -77,21 +77,19 @@ class SignalBus:
 
     async def _apply(self, store: Store, shard: ShardKeys, batch: int, lease_ms: int) -> int:
         """Apply messages on one shard, then carry its cross-shard operations to their shards."""
-        result = await store.shard_script("bus_apply", shard, self.worker_id, batch, lease_ms)
-        counts, forwarded = result[:5], result[5:]
-        for raw in forwarded:
-            target = self.keys.shard(int(loads(raw)["shard"]))
-            await store.shard_script("x_apply", target, raw)  # idempotent: safe to repeat after a crash
-            await store.redis.lrem(f"{shard.tag}:bus:proc:{self.worker_id}:fwd", 1, raw)
-        return self._count(counts) + len(forwarded)
-
-    def _count(self, counts: list[int]) -> int:
-        for name, value in zip(self.totals, counts, strict=True):
-            self.totals[name] += int(value)
-        delivered, buffered, dropped, published, cancelled = (int(v) for v in counts)
-        self.metrics.events.labels("delivered").inc(delivered)
-        self.metrics.events.labels("buffered").inc(buffered)
-        self.metrics.events.labels("dropped").inc(dropped)
-        self.metrics.signals_published.inc(published)
-        self.metrics.cancellations.inc(cancelled)
-        return sum(int(v) for v in counts)
+        applied = await store.bus_apply(shard, self.worker_id, batch, lease_ms)
+        for message in applied.forwarded:
+            target = self.keys.shard(forwarded_shard(message))
+            await store.apply_forwarded(target, message)  # idempotent: safe to repeat after a crash
+            await store.forwarded(shard, self.worker_id, message)
+        counts = {
+            "delivered": applied.delivered, "buffered": applied.buffered, "dropped": applied.dropped,
+            "published": applied.published, "cancelled": applied.cancelled,
+        }  # fmt: skip
+        for name, value in counts.items():
+            self.totals[name] += value
+        for outcome in ("delivered", "buffered", "dropped"):
+            self.metrics.events.labels(outcome).inc(counts[outcome])
+        self.metrics.signals_published.inc(applied.published)
+        self.metrics.cancellations.inc(applied.cancelled)
+        return sum(counts.values()) + len(applied.forwarded)

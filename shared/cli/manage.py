@@ -56,7 +56,9 @@ def send_event(
             await client.send_event(workflow_id, event, value)
 
     run(main())
-    typer.echo(f"event {event!r} delivered to {workflow_id}")
+    # Accepted, not delivered: it is stored durably for the signal bus, which hands it to the workflow when it
+    # waits for that event (at once if it already waits and a bus runs).
+    typer.echo(f"event {event!r} accepted for {workflow_id}")
 
 
 @handles_errors

@@ -4,13 +4,13 @@
 -- (name@version, registry JSON) to register. Returns the server time in ms.
 local worker, timeout = ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
-redis.call('ZADD', G .. ':workers', int(now + timeout), worker)
-if ARGV[4] ~= '' then redis.call('HSET', G .. ':worker:' .. worker, 'info', ARGV[4], 'started_at', int(now)) end
+redis.call('ZADD', G_FLEET_WORKERS, int(now + timeout), worker)
+if ARGV[4] ~= '' then redis.call('HSET', g_fleet_worker(worker), 'info', ARGV[4], 'started_at', int(now)) end
 for i = 5, #ARGV, 2 do
   local key = ARGV[i]
   local at = string.find(key, '@[^@]*$')
   local name, version = string.sub(key, 1, at - 1), string.sub(key, at + 1)
-  redis.call('HSET', G .. ':registry', key, ARGV[i + 1])
-  redis.call('ZADD', G .. ':versions:' .. name, 'NX', int(now), version)
+  redis.call('HSET', G_REGISTRY, key, ARGV[i + 1])
+  redis.call('ZADD', g_versions(name), 'NX', int(now), version)
 end
 return now

@@ -6,19 +6,17 @@
 -- of buses. When more messages remain, the token is passed on to another blocked bus. KEYS[1] T; ARGV: G, bus id, max messages, lease ms
 -- Cross-shard operations ('x') are moved to this bus's forward list and returned: the bus applies them on
 -- their shard (`x_apply.lua`), then removes them from the list (a dead bus's list is put back for others).
--- Returns {delivered, buffered, dropped, published, cancelled, forwarded message...}
+-- Returns {delivered, buffered, dropped, published, cancelled, {forwarded message...}}
 local bus, budget, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 redis.call('ZADD', K_BUS_ALIVE, int(now + lease), bus)
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', K_BUS_ALIVE, '-inf', '(' .. int(now))) do
-  for _, list in ipairs({k_bus_proc(dead), k_bus_proc(dead) .. ':fwd'}) do
-    while redis.call('LMOVE', list, K_BUS, 'LEFT', 'RIGHT') do end
-  end
+  while redis.call('LMOVE', k_bus_forward(dead), K_BUS, 'LEFT', 'RIGHT') do end
   redis.call('ZREM', K_BUS_ALIVE, dead)
 end
 
 local counts = {delivered = 0, buffered = 0, dropped = 0, published = 0, cancelled = 0}
-local forward = k_bus_proc(bus) .. ':fwd'
+local forward = k_bus_forward(bus)
 local forwarded = {}
 
 local function apply_event(id, name, payload)
@@ -27,13 +25,13 @@ local function apply_event(id, name, payload)
   if not status or FINISHED[status] then counts.dropped = counts.dropped + 1 return end
   for seq in string.gmatch(redis.call('HGET', wf, 'w:' .. name) or '', '%S+') do
     drop_waiter(id, name, seq)
-    if deliver(id, seq, '{"seq":' .. seq .. ',"ok":true,"v":' .. payload .. '}', 'done', now) == 1 then
-      redis.call('ZREM', K_TIMERS, 'e|' .. id .. '|' .. seq)
+    if deliver(id, seq, inbox_ok(seq, payload), 'done', now) == 1 then
+      redis.call('ZREM', K_TIMERS, timer_call('e', seq, id))
       counts.delivered = counts.delivered + 1
       return
     end
   end
-  redis.call('RPUSH', k_events(id), name .. '\n' .. payload)  -- kept, in order, for a later wait
+  redis.call('RPUSH', k_events(id), event_entry(name, payload))  -- kept, in order, for a later wait
   counts.buffered = counts.buffered + 1
 end
 
@@ -41,10 +39,9 @@ local function apply_publish(name, key, payload)
   local index = k_keyed(name, key)
   local woken = 0
   for _, member in ipairs(redis.call('SMEMBERS', index)) do
-    local sep = string.find(member, '|[^|]*$')
-    local id, seq = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
-    if deliver(id, seq, '{"seq":' .. seq .. ',"ok":true,"v":' .. payload .. '}', 'done', now) == 1 then
-      redis.call('ZREM', K_TIMERS, 'e|' .. id .. '|' .. seq)
+    local id, seq = parse_call_ref(member)
+    if deliver(id, seq, inbox_ok(seq, payload), 'done', now) == 1 then
+      redis.call('ZREM', K_TIMERS, timer_call('e', seq, id))
       woken = woken + 1
     end
   end
@@ -66,7 +63,7 @@ local function apply(raw)
     table.insert(forwarded, raw)
   elseif m.t == 'signal' then
     redis.call('PUBLISH', ch_workflow(m.id), '{"signal":' .. m.rec .. '}')
-    redis.call('PUBLISH', K_SIGNALS_CHANNEL, '{"workflow_id":' .. cjson.encode(m.id) .. ',"signal":' .. m.rec .. '}')
+    redis.call('PUBLISH', CH_SIGNALS, '{"workflow_id":' .. cjson.encode(m.id) .. ',"signal":' .. m.rec .. '}')
     counts.published = counts.published + 1
   end
 end
@@ -78,6 +75,4 @@ end
 if redis.call('LLEN', K_BUS) > 0 and redis.call('LLEN', K_BUS_WAKE) == 0 then
   redis.call('LPUSH', K_BUS_WAKE, '1')  -- more is waiting: wake another bus too
 end
-local result = {counts.delivered, counts.buffered, counts.dropped, counts.published, counts.cancelled}
-for _, raw in ipairs(forwarded) do table.insert(result, raw) end
-return result
+return {counts.delivered, counts.buffered, counts.dropped, counts.published, counts.cancelled, forwarded}

@@ -8,11 +8,11 @@ if kind == 'publish' then
   local workflows = {}  -- count workflows, not waits: one may wait twice on the same name and key
   local waiting = 0
   for _, member in ipairs(redis.call('SMEMBERS', k_keyed(ARGV[3], ARGV[4]))) do
-    local id = string.match(member, '^(.*)|[^|]*$')
+    local id = parse_call_ref(member)
     if not workflows[id] then workflows[id] = true waiting = waiting + 1 end
   end
   if waiting > 0 then
-    push_bus(cjson.encode({t = 'publish', name = ARGV[3], key = ARGV[4], p = ARGV[5]}))
+    push_bus({t = 'publish', name = ARGV[3], key = ARGV[4], p = ARGV[5]})
   end
   return waiting
 end
@@ -21,9 +21,9 @@ local s = redis.call('HMGET', k_wf(id), 'status', 'cancel_requested')
 if not s[1] then return 'missing' end
 if FINISHED[s[1]] then return 'finished' end
 if kind == 'event' then
-  push_bus(cjson.encode({t = 'event', id = id, name = ARGV[4], p = ARGV[5]}))
+  push_bus({t = 'event', id = id, name = ARGV[4], p = ARGV[5]})
   return 'ok'
 end
 if s[2] == '1' then return 'already' end
-push_bus(cjson.encode({t = 'cancel', id = id, reason = ARGV[4]}))
+push_bus({t = 'cancel', id = id, reason = ARGV[4]})
 return 'ok'

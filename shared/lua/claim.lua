@@ -1,17 +1,26 @@
--- Claim up to N ready items for one dispatcher, in one round trip (the reliable-queue pattern).
--- Each item moves into the dispatcher's processing hash with a fresh lease token; a commit must present
--- that token, so work handed to someone else can never be committed by its former holder.
--- KEYS[1] T; ARGV: G, worker, max items, ready list 1, ready list 2, ...
--- Returns a list of claims:
---   {'w', id, lease, name, version, status, input, inbox_start, committed_len, inbox..., '|', calls...}
---   inbox_start is where the dispatcher's cached copy stopped, or -1 (no copy: whole inbox and the call
---   records follow); committed_len is -1 before the first commit
---   {'t', id, seq, lease, task hash fields...}
--- 'W' and 'T' mark a suspect, claimed alone: the dispatcher must run it with nothing else in flight.
+-- Claim up to N ready items for one dispatcher, in one round trip (the reliable-queue pattern; see lib.lua).
+-- Continuations come first (work of workflows already running), so that under a backlog a running workflow
+-- finishes before new ones start; new starts still get at least one item in eight of a claim of eight or more
+-- while both wait, so they are never starved. Within each, higher priority first, then oldest first, across
+-- all the dispatcher's queues.
+-- KEYS[1] T; ARGV: G, worker, max items, then per ready queue: its continuation set and its new-start set
+-- ('' for task queues). Returns the claims, in the format of `claim_step`/`claim_task` (lib.lua).
 local worker, budget = ARGV[2], tonumber(ARGV[3])
-local claims = {}
-for i = 4, #ARGV do
-  if budget <= 0 then break end
-  budget = claim_from(ARGV[i], worker, budget, claims)
+local continuations, new_starts, queues = {}, {}, {}
+for i = 4, #ARGV, 2 do
+  table.insert(continuations, ARGV[i])
+  if ARGV[i + 1] ~= '' then table.insert(new_starts, ARGV[i + 1]) end
+  table.insert(queues, {ARGV[i], ARGV[i + 1]})
 end
+local claims = {}
+local share = 0
+if budget >= 8 and #new_starts > 0 then share = math.floor(budget / 8) end
+local taken, stop = take_ordered(continuations, worker, budget - share, claims, false)
+if not stop then
+  local more
+  more, stop = take_ordered(new_starts, worker, budget - taken, claims, false)
+  taken = taken + more
+end
+if not stop then take_ordered(continuations, worker, budget - taken, claims, false) end
+for _, queue in ipairs(queues) do rewake(queue[1], queue[2]) end
 return claims

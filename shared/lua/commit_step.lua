@@ -1,16 +1,18 @@
 -- Commit one workflow step atomically: record its new durable calls, schedule what they need (tasks on
--- ready lists, timers, child workflows, signals), set the status, and finish the workflow when it returned.
+-- ready queues, timers, child workflows, signals), set the status, and finish the workflow when it returned.
 -- Rejected when the lease is stale.
--- KEYS[1] T; ARGV: G, worker, id, lease, based_on, step JSON, retention ms, hand-off budget
+-- KEYS[1] T; ARGV: G, worker, id, lease, based_on, retention ms, hand-off budget, step document (JSON, built by
+-- bdurable/wire.py StepDocument), then the document's payloads (a call's `p` is its index, 1-based).
 -- based_on is how many inbox entries the step consumed; if more arrived meanwhile the step is re-queued.
 -- Returns {'ok', claims} | {'finished', claims} | {'stale'}; claims: work this step made ready that the
 -- dispatcher takes over at once (`hand_off`, up to the budget), in the format of claim.lua.
 local worker, id, lease, based_on = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local step = cjson.decode(ARGV[6])
-local retention_ms, handoff = tonumber(ARGV[7]), tonumber(ARGV[8]) or 0
+local retention_ms, handoff = tonumber(ARGV[6]), tonumber(ARGV[7])
+local step = cjson.decode(ARGV[8])
+local function payload(index) return ARGV[8 + index] end
 local wf = k_wf(id)
 local proc = k_proc(worker)
-local item = 'w|' .. id
+local item = item_step(id)
 if redis.call('HGET', wf, 'lease') ~= lease or redis.call('HGET', proc, item) ~= lease then
   return {'stale'}
 end
@@ -18,6 +20,7 @@ local now = now_ms()
 redis.call('HDEL', proc, item)
 local calls = k_calls(id)
 local signals = 0
+local priority = redis.call('HGET', wf, 'priority')
 
 for _, c in ipairs(step.calls) do
   local seq = int(c.seq)
@@ -26,29 +29,30 @@ for _, c in ipairs(step.calls) do
   elseif c.kind == 'signal' then
     signals = signals + 1
     redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'done', seq .. ':t', int(now), seq .. ':f', int(now))
-    local record = '{"seq":' .. seq .. ',"name":' .. cjson.encode(c.name) .. ',"payload":' .. c.payload ..
-      ',"at":' .. int(now) .. '}'
+    local record = signal_record(seq, c.name, payload(c.p), now)
     redis.call('RPUSH', k_signals(id), record)
-    push_bus(cjson.encode({t = 'signal', id = id, rec = record}))  -- the bus publishes it
+    push_bus({t = 'signal', id = id, rec = record})  -- the bus publishes it
   else
     redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'pending', seq .. ':t', int(now))
     if c.kind == 'task' then
-      redis.call('HSET', k_task(id, seq), 'name', c.name, 'args', c.args, 'queue', c.queue, 'attempt', '0',
+      local task = k_task(seq, id)
+      redis.call('HSET', task, 'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',
         'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
         'on_exhausted', c.on_exhausted, 'lease', '0')
-      redis.call('SADD', K_TASK_QUEUES, c.queue .. '\t' .. c.name)
-      push_task(id, seq, now)
+      if priority then redis.call('HSET', task, 'priority', priority) end  -- a run's tasks inherit its priority
+      push_task(id, seq, now, false)
     elseif c.kind == 'sleep' then
       local due = c.due_ms
-      if due == nil then due = now + c.delay_ms end
-      add_timer('s|' .. id .. '|' .. seq, due)
+      if due == nil or due == cjson.null then due = now + c.delay_ms end
+      add_timer(timer_call('s', seq, id), due)
     elseif c.kind == 'event' then
       local key = c.key
       if key == cjson.null then key = nil end
       register_wait(id, seq, c.name, key, c.timeout_ms, now)
     elseif c.kind == 'child' then
       route({shard = c.shard, op = 'start_child', id = c.child_id, name = c.name, version = c.version,
-        queue = c.queue, input = c.input, parent_id = id, parent_seq = seq, parent_shard = shard_number()}, now)
+        queue = c.queue, input = payload(c.p), parent_id = id, parent_seq = seq, parent_shard = shard_number(),
+        priority = tonumber(priority or '0')}, now)
     end
   end
 end
@@ -60,8 +64,9 @@ for _, seq in ipairs(step.abandon) do release_call(id, int(seq), 'abandoned', no
 
 redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on))
 redis.call('HDEL', wf, 'step_crashes', 'suspect')  -- it ran to the end: not what killed its dispatchers
-if step.outcome ~= cjson.null then
-  finish_workflow(id, step.outcome.status, step.outcome.output, step.outcome.error, retention_ms, now)
+local outcome = step.outcome
+if outcome ~= cjson.null then
+  finish_workflow(id, outcome.status, payload(outcome.p), outcome.error, retention_ms, now)
   return {'finished', hand_off(worker, handoff)}
 end
 if redis.call('LLEN', k_inbox(id)) > based_on then

@@ -1,13 +1,13 @@
 -- Commit one task attempt: its result, a delayed retry, or its final failure (dead-letter queue).
 -- Rejected when the lease is stale: the item was handed to another dispatcher meanwhile.
--- KEYS[1] T; ARGV: G, worker, id, seq, lease, outcome ('ok'|'retry'|'fail'), payload, retry delay ms,
--- hand-off budget. payload: for 'ok' the inbox entry (JSON with the result); otherwise the error record.
--- Returns {'ok', claims} | {'dead', claims, entry id} | {'stale'} | {'gone'} (call released meanwhile);
--- claims: the workflow's next step when this dispatcher runs it too (`hand_off`), as claim.lua returns.
+-- KEYS[1] T; ARGV: G, worker, id, seq, lease, outcome, payload, retry delay ms, hand-off budget.
+-- outcome 'ok': payload is the result (JSON); 'retry' (after the delay) and 'fail': payload is the error record.
+-- Returns {'ok', claims} | {'retrying', {}} | {'dead', claims, entry id} | {'stale'} | {'gone'} (the call was
+-- released meanwhile); claims: the workflow's next step when this dispatcher runs it too (`hand_off`).
 local worker, id, seq, lease, outcome, payload = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local handoff = tonumber(ARGV[9]) or 0
-local task = k_task(id, seq)
-local item = 't|' .. id .. '|' .. seq
+local handoff = tonumber(ARGV[9])
+local task = k_task(seq, id)
+local item = item_task(seq, id)
 local proc = k_proc(worker)
 if redis.call('HGET', proc, item) ~= lease then return {'stale'} end
 if redis.call('HGET', task, 'lease') ~= lease then
@@ -21,14 +21,12 @@ local now = now_ms()
 redis.call('HDEL', proc, item)
 if outcome == 'ok' then
   redis.call('DEL', task)
-  deliver(id, seq, payload, 'done', now)
+  deliver(id, seq, inbox_ok(seq, payload), 'done', now)
   return {'ok', hand_off(worker, handoff)}
 end
-if outcome == 'retry' then
-  redis.call('HSET', task, 'last_error', payload, 'lease', '0')
-  redis.call('HDEL', task, 'suspect')  -- it ran to the end: not the item that killed its dispatcher
-  add_timer('r|' .. id .. '|' .. seq, now + tonumber(ARGV[8]))
-  return {'ok', {}}
-end
-local entry = exhaust_task(id, seq, payload, now)
-return {'dead', hand_off(worker, handoff), entry}
+redis.call('HDEL', task, 'suspect')  -- it ran to the end: not the item that killed its dispatcher
+local delay = nil
+if outcome == 'retry' then delay = tonumber(ARGV[8]) end
+local entry = task_attempt_failed(id, seq, payload, delay, now)
+if entry then return {'dead', hand_off(worker, handoff), entry} end
+return {'retrying', {}}

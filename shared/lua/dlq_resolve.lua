@@ -7,7 +7,7 @@ local entry = k_dlq_entry(entry_id)
 local e = redis.call('HMGET', entry, 'workflow_id', 'seq', 'parked', 'error')
 if not e[1] then return {'missing'} end
 local id, seq = e[1], e[2]
-local task = k_task(id, seq)
+local task = k_task(seq, id)
 if e[3] ~= '1' or redis.call('HGET', task, 'dlq_entry') ~= entry_id then
   return {'not_parked', 'its workflow ' .. id .. ' is not parked on it (on_exhausted="raise", or already resolved)'}
 end
@@ -17,16 +17,14 @@ redis.call('DEL', entry)
 redis.call('ZREM', K_DLQ, entry_id)
 local parked = redis.call('HINCRBY', wf, 'parked', -1)
 if action == 'retry' then
-  redis.call('HSET', task, 'attempt', '0', 'lease', '0')
+  redis.call('HSET', task, 'attempts', '0', 'lease', '0')  -- attempts start over
   redis.call('HDEL', task, 'dlq_entry')
-  push_task(id, seq, now)
+  push_task(id, seq, now, false)
   if parked <= 0 then set_status(id, 'RUNNING', 'task ' .. redis.call('HGET', task, 'name') .. ' (retried)', now) end
   return {'ok'}
 end
-local err = cjson.decode(e[4])
-local t = redis.call('HMGET', task, 'name', 'attempt')
-local failure = cjson.encode({seq = tonumber(seq), ok = false, err = {type = 'TaskFailedError', task_name = t[1],
-  attempts = tonumber(t[2]), error_type = err['type'], message = err['message']}})
+local t = redis.call('HMGET', task, 'name', 'attempts')
+local failure = wrap_error('TaskFailedError', e[4], {task_name = t[1], attempts = tonumber(t[2])})
 redis.call('DEL', task)
-deliver(id, seq, failure, 'failed', now)
+deliver(id, seq, inbox_error(seq, failure), 'failed', now)
 return {'ok'}

@@ -7,7 +7,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', K_INDEX_EXPIRE, id)
   local status = redis.call('HGET', k_wf(id), 'status')
   if not status or FINISHED[status] then
-    redis.call('DEL', k_wf(id), k_calls(id), k_inbox(id), k_signals(id))
+    redis.call('DEL', k_wf(id), k_calls(id), k_inbox(id), k_signals(id), k_events(id))
     for s, _ in pairs(FINISHED) do redis.call('ZREM', k_index_status(s), id) end
   end
 end

@@ -1,5 +1,5 @@
--- Fire due timers, by the Redis server's clock: durable sleeps resolve, delayed task retries go back on
--- their ready list, event waits time out. ZREM decides who fires: with several schedulers each timer fires once.
+-- Fire due timers, by the engine's clock: durable sleeps resolve, delayed task retries go back on their ready
+-- queue, event waits time out. ZREM decides who fires: with several schedulers each timer fires once.
 -- KEYS[1] T; ARGV: G, max timers
 -- Returns {ms until the next timer or -1, lag ms of each fired timer...}
 local now = now_ms()
@@ -8,20 +8,17 @@ local result = {-1}
 for i = 1, #due, 2 do
   local member, score = due[i], tonumber(due[i + 1])
   if redis.call('ZREM', K_TIMERS, member) == 1 then
-    local kind = string.sub(member, 1, 1)
-    local rest = string.sub(member, 3)
-    local id, seq = split_task_item(rest)
+    local kind, id, seq = parse_timer(member)
     if kind == 's' then
-      deliver(id, seq, '{"seq":' .. seq .. ',"ok":true,"v":null}', 'done', now)
+      deliver(id, seq, inbox_ok(seq, 'null'), 'done', now)
     elseif kind == 'r' then
-      if redis.call('EXISTS', k_task(id, seq)) == 1 then push_task(id, seq, now) end
+      if redis.call('EXISTS', k_task(seq, id)) == 1 then push_task(id, seq, now, false) end
     elseif kind == 'e' then
       local raw = redis.call('HGET', k_calls(id), seq)
       if raw then
         local record = cjson.decode(raw)
-        local entry = cjson.encode({seq = tonumber(seq), ok = false, err = {type = 'EventTimeoutError',
-          message = 'timed out waiting for event ' .. record.n}})
-        if deliver(id, seq, entry, 'failed', now) == 1 then unregister_wait(id, seq, record) end
+        local timeout = error_record('EventTimeoutError', 'timed out waiting for event ' .. record.n)
+        if deliver(id, seq, inbox_error(seq, timeout), 'failed', now) == 1 then unregister_wait(id, seq, record) end
       end
     end
     table.insert(result, now - score)

@@ -1,5 +1,5 @@
 -- A dispatcher hands back items its processing hash holds that it is not running: their claim's reply
--- never reached it (the connection broke after Redis ran the script). Each goes back on its ready list
+-- never reached it (the connection broke after Redis ran the script). Each goes back on its ready queue
 -- with a new lease, unless its lease changed meanwhile (committed, or recovered already).
 -- KEYS[1] T; ARGV: G, worker, then (item, lease) pairs. Returns how many items were handed back.
 local worker = ARGV[2]

@@ -2,7 +2,7 @@
 -- that only it could have run. KEYS[1] T; ARGV: G, worker, then (name, version) pairs.
 local worker = ARGV[2]
 for i = 3, #ARGV, 2 do
-  redis.call('ZREM', k_live(ARGV[i]), ARGV[i + 1] .. '|' .. worker)
+  redis.call('ZREM', k_live(ARGV[i]), live_member(ARGV[i + 1], worker))
 end
 local now = now_ms()
 -- Anything still held is handed back (a drain that timed out); the lease bump fences late commits.

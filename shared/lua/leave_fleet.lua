@@ -1,4 +1,4 @@
 -- A dispatcher leaves, fleet-wide part. KEYS[1] G; ARGV: G, worker.
-redis.call('ZREM', G .. ':workers', ARGV[2])
-redis.call('DEL', G .. ':worker:' .. ARGV[2])
+redis.call('ZREM', G_FLEET_WORKERS, ARGV[2])
+redis.call('DEL', g_fleet_worker(ARGV[2]))
 return 1

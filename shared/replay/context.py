@@ -12,6 +12,7 @@ import structlog
 
 from bdurable.codec import encode_payload, from_json_value
 from bdurable.durations import parse_duration
+from bdurable.wire import ChildCommand, EventCommand, SignalCommand, SleepCommand, TaskCommand
 
 if TYPE_CHECKING:
     from bdurable.replay.run import WorkflowRun
@@ -43,6 +44,11 @@ class _ReplaySafeLogger:
         if self._run.replaying:
             return _silent
         return getattr(self._bound(), method)
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        """``ctx.log("message", key=value)``: log at info (the seed's form); ``ctx.log.warning(...)`` etc. too."""
+        if not self._run.replaying:
+            self._bound().info(event, **fields)
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
@@ -80,10 +86,11 @@ class Context:
         seconds = parse_duration(duration)
         label = duration if isinstance(duration, str) else f"{seconds:g}s"
         due = datetime.now(UTC) + timedelta(seconds=seconds)
+        delay_ms = round(seconds * 1000)
         await self._run.issue(
             "sleep",
             str(label),
-            command={"delay_ms": round(seconds * 1000)},
+            command=lambda seq, record: SleepCommand(seq, record.name, record, delay_ms=delay_ms),
             description=f"timer {label} (due about {due.isoformat(timespec='seconds')})",
         )
 
@@ -92,10 +99,11 @@ class Context:
         if when.tzinfo is None:
             raise ValueError("sleep_until needs an aware datetime (with a timezone)")
         label = when.astimezone(UTC).isoformat()
+        due_ms = round(when.timestamp() * 1000)
         await self._run.issue(
             "sleep",
             label,
-            command={"due_ms": round(when.timestamp() * 1000)},
+            command=lambda seq, record: SleepCommand(seq, record.name, record, due_ms=due_ms),
             description=f"timer until {label}",
         )
 
@@ -106,19 +114,16 @@ class Context:
             child.validate_input(input),
             what=f"input of child workflow {child.name}",
             max_bytes=run.max_payload,
+            json_ready=True,
         )
         child_id = workflow_id or f"{run.workflow_id}:{run.seq + 1}"
         shard = run.shard_of(child_id)
         result = await run.issue(
             "child",
             child.name,
-            command={
-                "child_id": child_id,
-                "shard": shard,
-                "version": child.version,
-                "queue": child.queue,
-                "input": input_json,
-            },
+            command=lambda seq, record: ChildCommand(
+                seq, record.name, record, child_id, shard, child.version, child.queue, input_json
+            ),
             record={"id": child_id, "shard": shard},
             description=f"child workflow {child.name} ({child_id})",
         )
@@ -131,21 +136,22 @@ class Context:
     async def _call_task(self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         run = self._run
         arguments = encode_payload(
-            task.encode_arguments(args, kwargs),
-            what=f"arguments of task {task.name}",
-            max_bytes=run.max_payload,
+            task.bind_arguments(args, kwargs), what=f"arguments of task {task.name}", max_bytes=run.max_payload
         )
         result = await run.issue(
             "task",
             task.name,
-            command={
-                "args": arguments,
-                "queue": task.queue,
-                "max_attempts": task.max_attempts,
-                "backoff_ms": round(task.backoff * 1000),
-                "timeout_ms": round((task.timeout or 0) * 1000),
-                "on_exhausted": task.on_exhausted,
-            },
+            command=lambda seq, record: TaskCommand(
+                seq,
+                record.name,
+                record,
+                arguments,
+                task.queue,
+                task.max_attempts,
+                round(task.backoff * 1000),
+                round((task.timeout or 0) * 1000),
+                task.on_exhausted,
+            ),
             description=f"task {task.name}",
         )
         return from_json_value(result, task.return_annotation, what=f"result of task {task.name}")  # type: ignore[no-any-return]
@@ -162,15 +168,14 @@ class Context:
         if not name or "\n" in name or "\t" in name:
             raise ValueError(f"invalid event name {name!r}")
         timeout_ms = 0 if timeout is None else max(1, round(parse_duration(timeout) * 1000))
-        record: dict[str, Any] = {"key": key} if key is not None else {}
         shown = f"event {name!r}" + (f" with key {key!r}" if key is not None else "")
         if timeout is not None:
             shown += f" (timeout {timeout if isinstance(timeout, str) else f'{timeout_ms / 1000:g}s'})"
         return await self._run.issue(
             "event",
             name,
-            command={"key": key, "timeout_ms": timeout_ms},
-            record=record,
+            command=lambda seq, record: EventCommand(seq, record.name, record, key, timeout_ms),
+            record={"key": key} if key is not None else None,
             description=shown,
         )
 
@@ -178,7 +183,7 @@ class Context:
         """Emit a signal to subscribers, exactly once (never again on replay); does not wait."""
         run = self._run
         text = encode_payload(payload, what=f"payload of signal {name!r}", max_bytes=run.max_payload)
-        run.issue("signal", name, command={"payload": text}, value=None)
+        run.issue("signal", name, command=lambda seq, record: SignalCommand(seq, record.name, record, text), value=None)
 
     # -- deterministic values ---------------------------------------------------------------------------
 

@@ -4,7 +4,10 @@ Workflow code is ordinary asyncio code (``await``, ``asyncio.gather``, helper co
 ever wait on durable calls, whose futures b-durable resolves itself. Running that code on its own loop lets
 the engine tell exactly when a step is over: the moment an iteration of the loop schedules no new callback,
 every coroutine of every cached workflow is blocked on a durable future, so the step's commands are complete.
-This is the standard, documented asyncio loop; only ``call_soon`` is counted and timers are refused.
+This is the standard asyncio loop; only ``call_soon`` is counted and timers are refused. It runs nested in the
+dispatcher's loop through ``asyncio._get_running_loop``/``_set_running_loop``, which ``asyncio.events`` exports
+for event-loop implementations (uvloop uses them): see docs/architecture.md, "Replay". Their absence is
+reported at import, never as a confusing failure mid-step.
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ from contextvars import Context
 from typing import Any, TypeVarTuple
 
 __all__ = ["StepLoop", "WorkflowTimerError"]
+
+if not all(hasattr(asyncio, name) for name in ("_get_running_loop", "_set_running_loop")):  # pragma: no cover
+    raise ImportError(
+        "this Python's asyncio lacks _get_running_loop/_set_running_loop, which b-durable's replay loop needs "
+        "(CPython 3.11 to 3.14 have them)"
+    )
 
 Ts = TypeVarTuple("Ts")
 

@@ -5,18 +5,18 @@ after each, the workflow code runs until it is blocked again. Calls it makes get
 whose number is already recorded must match the record (kind and name), else the run is non-deterministic.
 Calls beyond the record are this step's new commands. Because results are always fed one by one, in the
 recorded order, the same code over the same inbox makes the same calls, whether the run is replayed from
-scratch or kept in a dispatcher's memory between steps.
+scratch or kept in a dispatcher's memory between steps. Nothing here touches Redis or a clock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from bdurable.codec import dumps, error_record, loads, to_json_value
+from bdurable.codec import dumps, to_json_value
+from bdurable.current import running
 from bdurable.errors import (
     ChildWorkflowError,
     DurableError,
@@ -27,23 +27,28 @@ from bdurable.errors import (
     WorkflowCancelledError,
 )
 from bdurable.model import Status
+from bdurable.replay.context import Context
 from bdurable.replay.loop import StepLoop
+from bdurable.wire import (
+    CallRecord,
+    CancelRequest,
+    Delivery,
+    ErrorRecord,
+    NewCall,
+    Outcome,
+    StepDocument,
+    ValueCommand,
+    decode_inbox,
+)
+from bdurable.workflow import Workflow
 
-if TYPE_CHECKING:
-    from bdurable.replay.context import Context
-    from bdurable.workflow import Workflow
-
-__all__ = ["Evicted", "Outcome", "PendingCall", "StepResult", "WorkflowRun", "current_run"]
-
-_CURRENT: contextvars.ContextVar[WorkflowRun | None] = contextvars.ContextVar("bdurable_run", default=None)
+__all__ = ["Evicted", "PendingCall", "WorkflowRun", "error_from_record"]
 
 # Kinds of durable call that complete immediately (nothing to wait for).
 IMMEDIATE_KINDS = frozenset({"value", "signal"})
 
-
-def current_run() -> WorkflowRun | None:
-    """The run whose workflow code is executing now, or ``None`` outside workflow code."""
-    return _CURRENT.get()
+# Makes a call's command once its sequence number and record are known.
+CommandFactory = Callable[[int, CallRecord], NewCall]
 
 
 class Evicted(BaseException):
@@ -58,41 +63,21 @@ class PendingCall:
     description: str
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    status: str
-    output: str  # JSON text
-    error: str  # JSON text ("null" when none)
-
-
-@dataclass(slots=True)
-class StepResult:
-    calls: list[dict[str, Any]]
-    status: str
-    waiting_on: str
-    outcome: Outcome | None
-    abandon: list[int] = field(default_factory=list)
-    cancelled: list[int] = field(default_factory=list)
-
-
-def error_from_record(record: Mapping[str, Any]) -> BaseException:
-    """Rebuild the exception a failed durable call raises in the workflow from its JSON record."""
-    kind = record.get("type")
-    message = str(record.get("message", ""))
-    if kind == "TaskFailedError":
+def error_from_record(record: ErrorRecord) -> BaseException:
+    """Rebuild the exception a failed durable call raises in the workflow from its record."""
+    extra = record.extra
+    if record.type == "TaskFailedError":
         return TaskFailedError(
-            str(record.get("task_name")),
-            int(record.get("attempts", 0)),
-            str(record.get("error_type")),
-            message,
+            str(extra.get("task_name")), int(extra.get("attempts", 0)), str(extra.get("error_type")), record.message
         )
-    if kind == "ChildWorkflowError":
-        return ChildWorkflowError(str(record.get("workflow_id")), str(record.get("error_type")), message)
-    if kind == "EventTimeoutError":
-        return EventTimeoutError(message)
-    if kind == "WorkflowCancelledError":
-        return WorkflowCancelledError(record.get("reason"))
-    return DurableError(f"{kind}: {message}")
+    if record.type == "ChildWorkflowError":
+        return ChildWorkflowError(str(extra.get("workflow_id")), str(extra.get("error_type")), record.message)
+    if record.type == "EventTimeoutError":
+        return EventTimeoutError(record.message)
+    if record.type == "WorkflowCancelledError":
+        reason = extra.get("reason")
+        return WorkflowCancelledError(None if reason is None else str(reason))
+    return DurableError(f"{record.type}: {record.message}")
 
 
 class WorkflowRun:
@@ -105,13 +90,11 @@ class WorkflowRun:
         definition: Workflow[Any, Any],
         workflow_id: str,
         input_value: Any,
-        recorded: dict[int, dict[str, Any]],
+        recorded: dict[int, CallRecord],
         committed_len: int,
         max_payload: int,
         shard_of: Callable[[str], int] = lambda workflow_id: 0,
     ) -> None:
-        from bdurable.replay.context import Context
-
         self.loop = loop
         self.definition = definition
         self.workflow_id = workflow_id
@@ -121,12 +104,12 @@ class WorkflowRun:
         self.committed_len = committed_len
         self.max_payload = max_payload
         self.shard_of = shard_of
-        self.context: Context = Context(self)
+        self.context = Context(self)
         self.seq = 0
         self.completed = 0
         self.delivered = 0
         self.pending: dict[int, PendingCall] = {}
-        self.new_calls: list[dict[str, Any]] = []
+        self.new_calls: list[NewCall] = []
         self.outcome: Outcome | None = None
         self.fatal: NonDeterminismError | None = None
         self.cancel_reason: str | None = None
@@ -140,9 +123,7 @@ class WorkflowRun:
 
     def start(self) -> None:
         """Begin the workflow function and run it until it first blocks."""
-        context = contextvars.copy_context()
-        context.run(_CURRENT.set, self)
-        self._task = self.loop.create_task(self._main(), context=context)
+        self._task = self.loop.create_task(self._main(), context=running(self))
         self.loop.run_until_quiet()
         self._check_finished()
 
@@ -153,7 +134,7 @@ class WorkflowRun:
                 self.delivered += 1
                 continue
             self.replaying = self.delivered < self.committed_len
-            self._deliver(loads(raw))
+            self._deliver(decode_inbox(raw))
             self.delivered += 1
             self.loop.run_until_quiet()
             self._check_finished()
@@ -163,44 +144,51 @@ class WorkflowRun:
         value = self.definition.convert_input(self.input_value)
         return await self.definition.fn(self.context, value)
 
-    def _deliver(self, entry: dict[str, Any]) -> None:
-        if "cancel" in entry:
-            self._cancel(entry.get("cancel"))
+    def _deliver(self, entry: Delivery | CancelRequest) -> None:
+        if isinstance(entry, CancelRequest):
+            self._cancel(entry.reason)
             return
-        seq = int(entry["seq"])
-        call = self.pending.pop(seq, None)
+        call = self.pending.pop(entry.seq, None)
         if call is None:
-            if seq in self.cancelled_seqs:
+            if entry.seq in self.cancelled_seqs:
                 return  # a late result of a call the cancellation already abandoned
-            self._nondeterminism(f"the history holds a result for call #{seq}, which this code never made")
+            self._nondeterminism(f"the history holds a result for call #{entry.seq}, which this code never made")
             return
         self.completed += 1
-        if entry.get("ok"):
-            call.future.set_result(entry.get("v"))
+        if entry.ok:
+            call.future.set_result(entry.value)
         else:
-            call.future.set_exception(error_from_record(entry.get("err") or {}))
+            call.future.set_exception(error_from_record(entry.error or ErrorRecord("Error", "")))
 
-    def _cancel(self, reason: Any) -> None:
-        self.cancel_reason = str(reason) if reason is not None else ""
+    def _cancel(self, reason: str | None) -> None:
+        self.cancel_reason = reason if reason is not None else ""
         for seq, call in list(self.pending.items()):
             self.cancelled_seqs.add(seq)
             self.newly_cancelled.append(seq)
-            call.future.set_exception(WorkflowCancelledError(reason if reason is None else str(reason)))
+            call.future.set_exception(WorkflowCancelledError(reason))
         self.pending.clear()
 
     # -- durable calls (from Context) -------------------------------------------------------------------
+
+    def call_task(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Coroutine[Any, Any, Any]:
+        """What ``await my_task(...)`` does inside this workflow (see :mod:`bdurable.current`)."""
+        return self.context.call_task(task, args, kwargs)
 
     def issue(
         self,
         kind: str,
         name: str,
         *,
-        command: dict[str, Any] | None = None,
-        record: dict[str, Any] | None = None,
+        command: CommandFactory | None = None,
+        record: Mapping[str, Any] | None = None,
         description: str = "",
         value: Any = None,
     ) -> Any:
-        """Make durable call number ``seq``: returns a value (immediate kinds) or a future to await."""
+        """Make durable call number ``seq``: returns a value (immediate kinds) or a future to await.
+
+        ``command`` makes the call's command for this step's commit when the call is new; ``record`` adds
+        fields to its call record; ``value`` is the result of an immediate call made for the first time.
+        """
         if self.evicted:
             raise Evicted
         if self.fatal is not None:
@@ -210,22 +198,23 @@ class WorkflowRun:
         recorded = self.recorded.get(seq)
         if recorded is not None:
             # A sleep's duration may change between deploys (as in Temporal); every other call must match.
-            if recorded.get("k") != kind or (kind != "sleep" and recorded.get("n") != name):
+            if recorded.kind != kind or (kind != "sleep" and recorded.name != name):
                 self._nondeterminism(
-                    f"call #{seq} is {kind} {name!r} but the history recorded "
-                    f"{recorded.get('k')} {recorded.get('n')!r} there"
+                    f"call #{seq} is {kind} {name!r} but the history recorded {recorded.kind} {recorded.name!r} there"
                 )
             if kind in IMMEDIATE_KINDS:
-                return recorded.get("v")
+                return recorded.value
         else:
             if self.replaying:
                 self._nondeterminism(f"call #{seq} ({kind} {name!r}) is not in the recorded history")
-            rec = {"k": kind, "n": name, **(record or {})}
+            extra = dict(record or {})
             if kind == "value":
-                rec["v"] = value
-            self.recorded[seq] = rec
+                extra["v"] = value
+            call_record = CallRecord(kind, name, extra)
+            self.recorded[seq] = call_record
             self.last_recorded = max(self.last_recorded, seq)
-            self.new_calls.append({"seq": seq, "kind": kind, "name": name, "rec": dumps(rec), **(command or {})})
+            factory = command if command is not None else _value_command
+            self.new_calls.append(factory(seq, call_record))
             if kind in IMMEDIATE_KINDS:
                 if kind == "signal":
                     self.completed += 1
@@ -260,16 +249,16 @@ class WorkflowRun:
         if exc is None:
             self.outcome = self._success(task.result())
         elif self.cancel_reason is not None and isinstance(exc, WorkflowCancelledError):
-            self.outcome = Outcome(Status.CANCELLED, "null", dumps(_cancel_record(exc, self.cancel_reason)))
+            self.outcome = Outcome(Status.CANCELLED, "null", _cancel_record(exc, self.cancel_reason))
         else:
             self.outcome = _failure(exc)
 
     def _success(self, value: Any) -> Outcome:
         status = Status.CANCELLED if self.cancel_reason is not None else Status.COMPLETED
-        error = "null"
+        error = None
         if status == Status.CANCELLED:
             reason = self.cancel_reason or None
-            error = dumps(_cancel_record(WorkflowCancelledError(reason), reason))
+            error = _cancel_record(WorkflowCancelledError(reason), reason)
         try:
             output = dumps(to_json_value(value))
         except (TypeError, ValueError) as exc:
@@ -283,7 +272,7 @@ class WorkflowRun:
             )
         return Outcome(status, output, error)
 
-    def take_step(self) -> StepResult:
+    def take_step(self) -> StepDocument:
         """What this step commits: new calls, the status, and the outcome if the workflow ended."""
         if self.fatal is None and self.recorded:
             last_recorded = self.last_recorded
@@ -305,9 +294,9 @@ class WorkflowRun:
         cancelled, self.newly_cancelled = self.newly_cancelled, []
         if self.outcome is not None:
             abandon = sorted(self.pending)
-            return StepResult(calls, self.outcome.status, "", self.outcome, abandon, cancelled)
+            return StepDocument(calls, self.outcome.status, "", self.outcome, abandon, cancelled)
         status, waiting_on = self._waiting()
-        return StepResult(calls, status, waiting_on, None, cancelled=cancelled)
+        return StepDocument(calls, status, waiting_on, None, cancelled=cancelled)
 
     def _waiting(self) -> tuple[str, str]:
         calls = list(self.pending.values())
@@ -335,9 +324,14 @@ class WorkflowRun:
             self.loop.run_until_quiet()
 
 
-def _cancel_record(exc: BaseException, reason: str | None) -> dict[str, Any]:
-    return {**error_record(exc), "reason": reason}
+def _value_command(seq: int, record: CallRecord) -> NewCall:
+    return ValueCommand(seq, record.name, record)
+
+
+def _cancel_record(exc: BaseException, reason: str | None) -> ErrorRecord:
+    record = ErrorRecord.from_exception(exc)
+    return ErrorRecord(record.type, record.message, record.traceback, {"reason": reason})
 
 
 def _failure(exc: BaseException) -> Outcome:
-    return Outcome(Status.FAILED, "null", dumps(error_record(exc)))
+    return Outcome(Status.FAILED, "null", ErrorRecord.from_exception(exc))

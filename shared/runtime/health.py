@@ -52,7 +52,9 @@ class HealthServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
+        """Listen; with port 0 the OS picks a free port, and ``port`` then says which."""
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -1,41 +1,107 @@
 """Prometheus metrics of one role process, in a registry of its own (no global state).
 
-Names follow Prometheus conventions: a ``bdurable_`` prefix, ``_total`` counters, ``_seconds`` histograms,
-and bounded labels only (workflow and task names, queue, status, outcome; never ids). Fleet-wide gauges
-(queue depth, timers pending, dead-letter entries, live dispatchers) are read from Redis by the scheduler.
+Each role exports its own metrics only (a scheduler does not report a dispatcher's ``bdurable_in_flight``):
+the groups below are created for the role that runs. Names follow Prometheus conventions: a ``bdurable_``
+prefix, ``_total`` counters, ``_seconds`` histograms, and bounded labels only (workflow and task names, queue,
+status, outcome; never ids). Fleet-wide figures (queue depth, timers pending, dead-letter entries, live
+dispatchers, the engine's running totals) are read from Redis by the scheduler.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
-__all__ = ["Metrics"]
+__all__ = ["ROLES", "Metrics", "RedisTotal"]
 
 M = TypeVar("M", Counter, Gauge, Histogram)
+
+ROLES = ("dispatcher", "scheduler", "reaper", "signal-bus")
 
 _STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _TASK_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 _LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
+class RedisTotal(Collector):
+    """A counter whose value is a running total kept in Redis (counted by the scripts themselves, so every
+    occurrence counts, whichever process caused it); the exporting role sets the latest value it read."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value: float | None = None
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name.removesuffix("_total"), self.documentation)
+        if self.value is not None:
+            family.add_metric([], self.value)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name.removesuffix("_total"), self.documentation)
+
+
 class Metrics:
+    # dispatcher
+    workflows_started: Counter
+    workflows_finished: Counter
+    steps: Counter
+    step_duration: Histogram
+    task_attempts: Counter
+    task_duration: Histogram
+    dead_lettered: Counter
+    stale_commits: Counter
+    handoffs: Counter
+    heartbeat_age: Gauge
+    in_flight: Gauge
+    # scheduler
+    timers_fired: Counter
+    timer_lag: Histogram
+    timers_pending: Gauge
+    queue_depth: Gauge
+    queue_oldest_age: Gauge
+    dlq_entries: Gauge
+    live_dispatchers: Gauge
+    halted_total: RedisTotal
+    workflows_expired: Counter
+    # reaper
+    reaped_workers: Counter
+    reaped_items: Counter
+    # signal bus
+    events: Counter
+    signals_published: Counter
+    cancellations: Counter
+
     def __init__(self, role: str) -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        self.role = role
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        r = self.registry
-        self.up = Gauge("bdurable_role_up", "1 while this role process runs", ["role"], registry=r)
+        self.up = Gauge("bdurable_role_up", "1 while this role process runs", ["role"], registry=self.registry)
         self.up.labels(role).set(1)
-        # dispatcher
+        {
+            "dispatcher": self._dispatcher,
+            "scheduler": self._scheduler,
+            "reaper": self._reaper,
+            "signal-bus": self._signal_bus,
+        }[role]()
+
+    def _dispatcher(self) -> None:
+        r = self.registry
         self.workflows_started = Counter(
             "bdurable_workflows_started_total", "Workflows whose first step ran", ["name"], registry=r
         )
         self.workflows_finished = Counter(
-            "bdurable_workflows_finished_total",
-            "Workflows that ended, by status",
-            ["name", "status"],
-            registry=r,
+            "bdurable_workflows_finished_total", "Workflows that ended, by status", ["name", "status"], registry=r
         )
         self.steps = Counter("bdurable_steps_total", "Workflow steps committed", ["name"], registry=r)
         self.step_duration = Histogram(
@@ -43,18 +109,13 @@ class Metrics:
             buckets=_STEP_BUCKETS, registry=r,
         )  # fmt: skip
         self.task_attempts = Counter(
-            "bdurable_task_attempts_total",
-            "Task attempts by outcome (ok, retry, fail)",
-            ["task", "outcome"],
+            "bdurable_task_attempts_total", "Task attempts by outcome (ok, retry, fail)", ["task", "outcome"],
             registry=r,
-        )
+        )  # fmt: skip
         self.task_duration = Histogram(
-            "bdurable_task_duration_seconds",
-            "Duration of one task attempt",
-            ["task"],
-            buckets=_TASK_BUCKETS,
+            "bdurable_task_duration_seconds", "Duration of one task attempt", ["task"], buckets=_TASK_BUCKETS,
             registry=r,
-        )
+        )  # fmt: skip
         self.dead_lettered = Counter(
             "bdurable_dead_lettered_total", "Task calls sent to the dead-letter queue", ["task"], registry=r
         )
@@ -66,42 +127,45 @@ class Metrics:
             "bdurable_handoffs_total", "Items a commit claimed for its own dispatcher (direct hand-off)", registry=r
         )
         self.heartbeat_age = Gauge(
-            "bdurable_heartbeat_age_seconds",
-            "Seconds since this dispatcher's last successful heartbeat",
-            registry=r,
+            "bdurable_heartbeat_age_seconds", "Seconds since this dispatcher's last successful heartbeat", registry=r
         )
         self.in_flight = Gauge("bdurable_in_flight", "Work items this dispatcher is running", registry=r)
-        # scheduler
+
+    def _scheduler(self) -> None:
+        r = self.registry
         self.timers_fired = Counter("bdurable_timers_fired_total", "Timers fired", registry=r)
         self.timer_lag = Histogram(
             "bdurable_timer_lag_seconds", "How late timers fire after their due time (Redis clock)",
             buckets=_LAG_BUCKETS, registry=r,
         )  # fmt: skip
         self.timers_pending = Gauge("bdurable_timers_pending", "Timers waiting to fire", registry=r)
-        self.queue_depth = Gauge("bdurable_queue_depth", "Items on ready lists", ["queue"], registry=r)
+        self.queue_depth = Gauge("bdurable_queue_depth", "Items on ready queues", ["queue"], registry=r)
         self.queue_oldest_age = Gauge(
-            "bdurable_queue_oldest_age_seconds", "Age of the oldest ready item", ["queue"], registry=r
+            "bdurable_queue_oldest_age_seconds", "Age of the item next in line", ["queue"], registry=r
         )
         self.dlq_entries = Gauge("bdurable_dlq_entries", "Entries in the dead-letter queue", registry=r)
         self.live_dispatchers = Gauge("bdurable_live_dispatchers", "Dispatchers with a valid heartbeat", registry=r)
-        self.workflows_halted = Counter(
-            "bdurable_workflows_halted_total", "Workflows halted as VERSION_MISMATCH", registry=r
+        self.halted_total = RedisTotal(
+            "bdurable_workflows_halted_total", "Workflows halted as VERSION_MISMATCH (every halt, fleet-wide)"
         )
+        r.register(self.halted_total)
         self.workflows_expired = Counter(
             "bdurable_workflows_expired_total", "Finished workflows removed after retention", registry=r
         )
-        # reaper
+
+    def _reaper(self) -> None:
+        r = self.registry
         self.reaped_workers = Counter("bdurable_reaped_workers_total", "Dead dispatchers reaped", registry=r)
         self.reaped_items = Counter(
             "bdurable_reaped_items_total", "Items recovered from dead dispatchers", ["kind"], registry=r
         )
-        # signal bus
+
+    def _signal_bus(self) -> None:
+        r = self.registry
         self.events = Counter(
-            "bdurable_events_total",
-            "Events applied by outcome (delivered, buffered, dropped)",
-            ["outcome"],
+            "bdurable_events_total", "Events applied by outcome (delivered, buffered, dropped)", ["outcome"],
             registry=r,
-        )
+        )  # fmt: skip
         self.signals_published = Counter("bdurable_signals_published_total", "Signals published", registry=r)
         self.cancellations = Counter("bdurable_cancellations_total", "Cancellations applied", registry=r)
 

@@ -56,7 +56,7 @@ async def role_runtime(role: str, settings: Settings, *, stall_after: float = 30
             ping=store.redis.ping,
         )
         await server.start()
-        log.info("metrics and health endpoint listening", host=settings.metrics_host, port=settings.metrics_port)
+        log.info("metrics and health endpoint listening", host=settings.metrics_host, port=server.port)
     try:
         yield runtime
     finally:

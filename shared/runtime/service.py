@@ -11,12 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bdurable.store import REDIS_ERRORS
 
 __all__ = ["REDIS_ERRORS", "Stopping", "new_worker_id", "retry_forever", "run_until_signalled"]
-
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 log = structlog.get_logger("bdurable.runtime")
 

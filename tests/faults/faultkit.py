@@ -29,6 +29,7 @@ from support import APPS, RoleProcesses
 
 from bdurable import Client, Settings
 from bdurable.embedded import RedisServer
+from bdurable.keys import Keys, ShardKeys
 
 REPO = APPS.parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -144,8 +145,9 @@ class OwnRedis:
         os.kill(self.server.process.pid, signal.SIGCONT)
 
 
-def tag(prefix: str) -> str:
-    return f"{{{prefix}:0}}"
+def shard(prefix: str) -> ShardKeys:
+    """The keys of the single shard the fault suite runs on."""
+    return Keys(prefix).shard(0)
 
 
 def fx(prefix: str, name: str) -> str:
@@ -176,12 +178,12 @@ async def audit(r: aioredis.Redis, prefix: str, workflow_id: str) -> Audit:
     that is 'done' or 'failed' has exactly one inbox entry (signals have none: their log entry is their
     commit); no signal seq appears twice in the signal log, and every signal call has one log entry.
     """
-    t = tag(prefix)
+    t = shard(prefix)
     async with r.pipeline(transaction=False) as pipe:
-        pipe.hgetall(f"{t}:wf:{workflow_id}")
-        pipe.hgetall(f"{t}:wf:{workflow_id}:calls")
-        pipe.lrange(f"{t}:wf:{workflow_id}:inbox", 0, -1)
-        pipe.lrange(f"{t}:wf:{workflow_id}:signals", 0, -1)
+        pipe.hgetall(t.wf(workflow_id))
+        pipe.hgetall(t.calls(workflow_id))
+        pipe.lrange(t.inbox(workflow_id), 0, -1)
+        pipe.lrange(t.signals(workflow_id), 0, -1)
         wf, raw_calls, raw_inbox, raw_signals = await pipe.execute()
     problems: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
@@ -238,7 +240,7 @@ async def counts(r: aioredis.Redis, prefix: str, name: str) -> dict[str, int]:
 async def held_by(r: aioredis.Redis, prefix: str, pid: int) -> dict[str, str]:
     """Items (-> lease) in the processing hash of the dispatcher process ``pid`` (claimed, not committed)."""
     held: dict[str, str] = {}
-    async for key in r.scan_iter(match=f"{tag(prefix)}:proc:dispatcher-*-{pid}-*"):
+    async for key in r.scan_iter(match=shard(prefix).processing(f"dispatcher-*-{pid}-*")):
         held.update(await text_hash(r, key))
     return held
 
@@ -267,10 +269,10 @@ async def audit_all(r: aioredis.Redis, prefix: str, ids: Iterable[str]) -> list[
 
 async def statuses(r: aioredis.Redis, prefix: str, ids: Iterable[str]) -> dict[str, str | None]:
     ids = list(ids)
-    t = tag(prefix)
+    t = shard(prefix)
     async with r.pipeline(transaction=False) as pipe:
         for workflow_id in ids:
-            pipe.hget(f"{t}:wf:{workflow_id}", "status")
+            pipe.hget(t.wf(workflow_id), "status")
         values = await pipe.execute()
     return dict(zip(ids, values, strict=True))
 
@@ -290,20 +292,19 @@ async def wait_finished(
 
 async def leftovers(r: aioredis.Redis, prefix: str) -> dict[str, int]:
     """Engine work that should be gone once every workflow finished: ready items, timers, held items, tasks."""
-    t = tag(prefix)
+    t = shard(prefix)
     found: dict[str, int] = {}
-    async for key in r.scan_iter(match=f"{t}:*", count=1000):
-        kind = key[len(t) + 1 :].split(":", 1)[0]
-        if kind in ("q", "wq", "task", "proc", "bus"):
+    async for key in r.scan_iter(match=f"{t.tag}:*", count=1000):
+        if ShardKeys.entry_of(key[len(t.tag) :]) in ("task_queue", "step_queue", "task", "processing", "bus_forward"):
             key_type = await r.type(key)
             if key_type not in ("list", "hash"):
                 continue  # e.g. the signal bus's lease zset
             size = await (r.llen(key) if key_type == "list" else r.hlen(key))
             if size:
                 found[key] = size
-    timers = await r.zcard(f"{t}:timers")
+    timers = await r.zcard(t.timers)
     if timers:
-        found[f"{t}:timers"] = timers
+        found[t.timers] = timers
     return found
 
 

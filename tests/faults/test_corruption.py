@@ -10,10 +10,12 @@ from typing import cast
 import fault_app
 import pytest
 import redis.asyncio as aioredis
-from faultkit import Fleet, held_by, report, statuses, tag, text_hash, wait_finished
+from faultkit import Fleet, held_by, report, shard, statuses, text_hash, wait_finished
 from support import eventually
 
 from bdurable import Client, Settings
+from bdurable.keys import ShardKeys
+from bdurable.wire import timer_member
 
 # kind -> what is planted
 TEXT_CORRUPTIONS = {
@@ -25,19 +27,19 @@ TEXT_CORRUPTIONS = {
 }
 
 
-async def _plant(raw: aioredis.Redis, bytes_client: aioredis.Redis, wf_key: str, kind: str) -> None:
+async def _plant(raw: aioredis.Redis, bytes_client: aioredis.Redis, t: ShardKeys, wf: str, kind: str) -> None:
     if kind == "inbox-not-json":
-        await raw.rpush(f"{wf_key}:inbox", "garbage{")
+        await raw.rpush(t.inbox(wf), "garbage{")
     elif kind == "inbox-wrong-shape":
-        await raw.rpush(f"{wf_key}:inbox", '{"oops": 1}')
+        await raw.rpush(t.inbox(wf), '{"oops": 1}')
     elif kind == "call-not-json":
-        await raw.hset(f"{wf_key}:calls", "1", "garbage{")
+        await raw.hset(t.calls(wf), "1", "garbage{")
     elif kind == "call-wrong-type":
-        await raw.hset(f"{wf_key}:calls", "1", "[1, 2]")
+        await raw.hset(t.calls(wf), "1", "[1, 2]")
     elif kind == "input-not-json":
-        await raw.hset(wf_key, "input", "garbage{")
+        await raw.hset(t.wf(wf), "input", "garbage{")
     elif kind == "inbox-not-utf8":
-        await bytes_client.rpush(f"{wf_key}:inbox".encode(), b"\xff\xfe garbage")
+        await bytes_client.rpush(t.inbox(wf).encode(), b"\xff\xfe garbage")
     else:
         raise AssertionError(kind)
 
@@ -47,7 +49,7 @@ async def _run_corruptions(
 ) -> dict[str, dict[str, str]]:
     """Victims wait for an event; their keys are corrupted; a fresh dispatcher (no cached copies, so it
     reads every key) gets the events and a backlog of bystanders. Returns each victim's outcome."""
-    prefix, t = settings.prefix, tag(settings.prefix)
+    prefix, t = settings.prefix, shard(settings.prefix)
     fleet.support_roles()
     first = fleet.dispatcher()
     victims = {f"victim-{kind}": kind for kind in kinds}
@@ -61,7 +63,7 @@ async def _run_corruptions(
     bytes_client = aioredis.Redis.from_url(settings.redis_url)
     try:
         for wf, kind in victims.items():
-            await _plant(raw, bytes_client, f"{t}:wf:{wf}", kind)
+            await _plant(raw, bytes_client, t, wf, kind)
     finally:
         await bytes_client.aclose()
     fleet.kill(first)  # its cached copies would hide the corruption of call records and input
@@ -76,7 +78,7 @@ async def _run_corruptions(
     found.update(await wait_finished(raw, prefix, victims, timeout=5))
     outcomes: dict[str, dict[str, str]] = {}
     for wf, kind in victims.items():
-        state = await text_hash(raw, f"{t}:wf:{wf}")  # raw: the client cannot decode a corrupt input
+        state = await text_hash(raw, t.wf(wf))  # raw: the client cannot decode a corrupt input
         error = json.loads(state["error"]) if state.get("error") else None
         held = [pid for pid in (d.pid for d in dispatchers) if f"w|{wf}" in await held_by(raw, prefix, pid)]
         outcomes[kind] = {
@@ -124,12 +126,14 @@ async def test_non_utf8_bytes_fail_only_their_workflow(
 async def test_corrupt_task_arguments_dead_letter_the_task(
     fleet: Fleet, client: Client, raw: aioredis.Redis, settings: Settings
 ) -> None:
-    prefix, t = settings.prefix, tag(settings.prefix)
+    prefix, t = settings.prefix, shard(settings.prefix)
     fleet.support_roles()
     fleet.dispatcher()
     await client.start(fault_app.flaky_flow, {}, workflow_id="victim-task-args")
-    task_key = f"{t}:task:victim-task-args:1"
-    await eventually(lambda: raw.zscore(f"{t}:timers", "r|victim-task-args|1"), timeout=15)  # waits to retry
+    task_key = t.task("victim-task-args", 1)
+    await eventually(
+        lambda: raw.zscore(t.timers, timer_member("r", "victim-task-args", 1)), timeout=15
+    )  # waits to retry
     await raw.hset(task_key, "args", "garbage{")
     bystanders = [f"bystander-{i:02d}" for i in range(10)]
     for wf in bystanders:
@@ -141,8 +145,8 @@ async def test_corrupt_task_arguments_dead_letter_the_task(
     assert found["victim-task-args"] == "FAILED"
     assert state.error is not None
     assert state.error["type"] == "TaskFailedError"
-    entries = cast(list[str], await raw.zrange(f"{t}:dlq", 0, -1))
+    entries = cast(list[str], await raw.zrange(t.dlq, 0, -1))
     assert len(entries) == 1
-    assert "JSON" in (await text_hash(raw, f"{t}:dlq:{entries[0]}"))["error"]
+    assert "JSON" in (await text_hash(raw, t.dlq_entry(entries[0])))["error"]
     assert all(found[wf] == "COMPLETED" for wf in bystanders)
     assert all(d.poll() is None for d in fleet.dispatchers)

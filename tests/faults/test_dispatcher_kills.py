@@ -17,6 +17,7 @@ from faultkit import Fleet, audit_all, counts, fx, held_by, leftovers, report, t
 from support import eventually
 
 from bdurable import Client, Settings
+from bdurable.keys import Keys
 
 WORKFLOWS = 200
 TASKS = 5
@@ -28,7 +29,7 @@ KILL_FOR = 26.0
 async def _firehose(r: aioredis.Redis, prefix: str, seen: list[tuple[str, str, int]]) -> None:
     """Every signal published on the prefix's firehose channel, as (workflow id, name, seq)."""
     pubsub = r.pubsub()
-    await pubsub.subscribe(f"{{{prefix}}}:signals")
+    await pubsub.subscribe(Keys(prefix).signals_channel)
     try:
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)

@@ -16,6 +16,7 @@ from support import eventually
 
 from bdurable import Client, Settings
 from bdurable.embedded import free_port
+from bdurable.wire import WorkItem
 
 WORKFLOWS = 30
 TASK_SECONDS = 2.0
@@ -94,9 +95,9 @@ async def test_a_frozen_dispatcher_is_fenced_when_it_thaws(
 
 
 def _task_key(item: str) -> str:
-    """``t|<workflow id>|<seq>`` -> the ``<workflow id>:<n>`` key the fault app counts runs under."""
-    _, workflow_id, seq = item.split("|")
-    return f"{workflow_id}:{(int(seq) + 1) // 2}"  # tasks are calls 1, 3, 5, 7, 9 (a signal follows each)
+    """A task item -> the ``<workflow id>:<n>`` key the fault app counts runs under."""
+    task = WorkItem.decode(item)
+    return f"{task.workflow_id}:{(task.seq + 1) // 2}"  # tasks are calls 1, 3, 5, 7, 9 (a signal follows each)
 
 
 async def _gone(raw: aioredis.Redis, prefix: str, pid: int) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, cast
 import fault_app
 import pytest
 import redis.asyncio as aioredis
-from faultkit import Fleet, audit_all, counts, leftovers, report, tag, text_hash, wait_finished
+from faultkit import Fleet, audit_all, counts, leftovers, report, shard, text_hash, wait_finished
 
 from bdurable import Client, Settings
 
@@ -83,7 +83,7 @@ async def _bystanders_unaffected(client: Client, raw: aioredis.Redis, prefix: st
 async def test_poison_task_is_dead_lettered_after_max_attempts_others_complete(
     supervisor: Supervisor, client: Client, raw: aioredis.Redis, settings: Settings
 ) -> None:
-    prefix, t = settings.prefix, tag(settings.prefix)
+    prefix, t = settings.prefix, shard(settings.prefix)
     began = time.monotonic()
     others = await _start_with_bystanders(client, fault_app.poison_task_flow, "poison-task")
     found = await wait_finished(raw, prefix, ["poison-task", *others], timeout=90)
@@ -96,9 +96,9 @@ async def test_poison_task_is_dead_lettered_after_max_attempts_others_complete(
     outcome = await client.result("poison-task", timeout=1)
     assert outcome == {"task_name": "fault_app.poison", "attempts": 3, "error_type": "WorkerLostError"}
     assert 3 <= (await counts(raw, prefix, "runs"))["poison-task:1"] <= 5
-    entries = cast(list[str], await raw.zrange(f"{t}:dlq", 0, -1))
+    entries = cast(list[str], await raw.zrange(t.dlq, 0, -1))
     assert len(entries) == 1, entries
-    entry = await text_hash(raw, f"{t}:dlq:{entries[0]}")
+    entry = await text_hash(raw, t.dlq_entry(entries[0]))
     assert (entry["workflow_id"], entry["task"], entry["attempts"]) == ("poison-task", "fault_app.poison", "3")
     error = json.loads(entry["error"])
     assert error["type"] == "WorkerLostError"

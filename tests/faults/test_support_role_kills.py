@@ -10,10 +10,11 @@ import time
 import fault_app
 import pytest
 import redis.asyncio as aioredis
-from faultkit import Fleet, audit_all, held_by, leftovers, report, statuses, tag, wait_finished
+from faultkit import Fleet, audit_all, held_by, leftovers, report, shard, statuses, wait_finished
 from support import eventually
 
 from bdurable import Client, Settings
+from bdurable.wire import parse_timer_member
 
 SLEEP = 4.0  # long enough that the scheduler is surely killed before the sleepers' timers fall due
 
@@ -22,7 +23,7 @@ SLEEP = 4.0  # long enough that the scheduler is surely killed before the sleepe
 async def test_scheduler_bus_and_reaper_killed_while_work_is_due(
     fleet: Fleet, client: Client, raw: aioredis.Redis, settings: Settings
 ) -> None:
-    prefix, t = settings.prefix, tag(settings.prefix)
+    prefix, t = settings.prefix, shard(settings.prefix)
     fleet.support_roles()
     # Each can run 5 items at once: the 10 five-step workflows' tasks (1.5 s each) must spread over both
     # (a dispatcher keeps its workflows' next steps and tasks while it has room: the direct hand-off).
@@ -54,14 +55,15 @@ async def test_scheduler_bus_and_reaper_killed_while_work_is_due(
     fleet.kill(doomed)  # its work would be recovered by the reaper, which is dead
     killed_at = time.monotonic()
 
-    timers = await raw.zrange(f"{t}:timers", 0, -1, withscores=True)
-    due = [score for member, score in timers if str(member).startswith("s|sleeper-")]  # the sleepers' due times
+    timers = await raw.zrange(t.timers, 0, -1, withscores=True)
+    # the sleepers' due times
+    due = [score for member, score in timers if parse_timer_member(str(member))[1].startswith("sleeper-")]
     await asyncio.sleep(max(3.0, max(due, default=0) / 1000 - time.time() + 0.5))  # all of them overdue now
     found = await statuses(raw, prefix, [*sleepers, *waiters])
     assert all(found[wf] == "SLEEPING" for wf in sleepers), found
     assert all(found[wf] == "AWAITING_EVENT" for wf in waiters), found
-    assert await raw.zcount(f"{t}:timers", "-inf", f"{int(time.time() * 1000)}") >= len(sleepers)
-    assert await raw.llen(f"{t}:bus") >= len(waiters)
+    assert await raw.zcount(t.timers, "-inf", f"{int(time.time() * 1000)}") >= len(sleepers)
+    assert await raw.llen(t.bus) >= len(waiters)
     assert await held_by(raw, prefix, doomed.pid) == held, "the dead dispatcher's work moved without a reaper"
 
     restarted_at = time.monotonic()

@@ -1,0 +1,221 @@
+"""The dispatcher role: claims ready workflow steps and tasks, runs them, commits their results.
+
+A dispatcher listens on the ready queues of the workflow versions and task queues it holds. It claims ready
+items in batches with one script call (the items move into its processing hash with a lease), runs workflow
+steps by replay and tasks as coroutines or threads, and commits each result with one script that checks the
+lease. A commit also claims the work it made ready on queues this dispatcher listens to (direct hand-off), so
+a workflow's next step or task starts without a wake-up and a claim round trip. The parts, one module each:
+the claim loop (``claiming``), the slots (``slots``), the running work (``pool``), steps (``steps``), task
+attempts (``tasks``, ``attempts``), commits (``commits``) and lost claims (``recovery``); this module starts
+them, beats, drains and leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from contextlib import suppress
+from typing import Any
+
+import structlog
+
+from bdurable.codec import dumps
+from bdurable.config import Settings
+from bdurable.keys import Keys
+from bdurable.reads import Reads
+from bdurable.registry import Registry
+from bdurable.runtime.health import Health
+from bdurable.runtime.metrics import Metrics
+from bdurable.runtime.role import role_runtime
+from bdurable.runtime.service import Stopping, new_worker_id, retry_forever
+from bdurable.services.dispatcher.claiming import ClaimLoop
+from bdurable.services.dispatcher.commits import Committer
+from bdurable.services.dispatcher.pool import WorkPool
+from bdurable.services.dispatcher.recovery import LostClaims
+from bdurable.services.dispatcher.slots import SlotLimiter
+from bdurable.services.dispatcher.steps import RunCache, StepRunner
+from bdurable.services.dispatcher.tasks import TaskRunner
+from bdurable.store import REDIS_ERRORS, ReadyQueue, Store
+from bdurable.wire import Claim, StepClaim
+
+__all__ = ["Dispatcher"]
+
+log = structlog.get_logger("bdurable.dispatcher")
+
+CLAIM_BATCH = 64
+
+
+class Dispatcher:
+    """One dispatcher process's work."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        concurrency: int = 50,
+        queues: list[str] | None = None,
+        worker_id: str | None = None,
+        drain_timeout: float = 25.0,
+        cache_size: int = 10_000,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if not registry.workflows and not registry.tasks:
+            raise ValueError("the --app modules define no workflow and no task")
+        self.settings = settings
+        self.registry = registry
+        self.concurrency = concurrency
+        self.queues = sorted(set(queues) if queues else (registry.queues() or {"default"}))
+        self.worker_id = worker_id or new_worker_id("dispatcher")
+        self.drain_timeout = drain_timeout
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.shards = self.keys.all_shards()
+        self.held = [w for w in registry.workflows.values() if w.queue in self.queues]
+        self.versions = [(w.name, w.version) for w in self.held]
+        # Per shard: the ready queues this dispatcher listens to (its workflow versions' steps, its task queues).
+        self.ready_queues = {
+            shard.tag: [
+                ReadyQueue(shard.step_queue(w.queue, w.name, w.version), shard.step_new(w.queue, w.name, w.version))
+                for w in self.held
+            ]
+            + [ReadyQueue(shard.task_queue(t.queue, t.name)) for t in registry.tasks.values() if t.queue in self.queues]
+            for shard in self.shards
+        }
+        self.slots = SlotLimiter(concurrency, batch=CLAIM_BATCH)
+        self.cache = RunCache(cache_size)
+        self.metrics = Metrics("dispatcher")
+        self.health = Health(30.0)
+        self.pool = WorkPool(self.slots, self._work)
+        self._check_held = asyncio.Event()  # a claim or commit failed: its reply may have been lost
+        self._steps: StepRunner | None = None
+        self._tasks: TaskRunner | None = None
+        self._committer: Committer | None = None
+        self._last_beat = time.monotonic()
+
+    @property
+    def inflight(self) -> set[asyncio.Task[None]]:
+        return self.pool.inflight
+
+    @property
+    def stale_commits(self) -> int:
+        return self._committer.stale if self._committer is not None else 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def run(self, stopping: Stopping) -> None:
+        structlog.contextvars.bind_contextvars(role="dispatcher", worker=self.worker_id)
+        self.pool.context = contextvars.copy_context()  # items start from this context, with the role bound
+        async with role_runtime("dispatcher", self.settings) as runtime:
+            self.metrics, self.health = runtime.metrics, runtime.health
+            try:
+                await self._serve(runtime.store, stopping)
+            finally:
+                if self._steps is not None:
+                    self._steps.close()
+        committer = self._committer
+        log.info(
+            "dispatcher stopped",
+            committed=committer.committed if committer else 0,
+            stale_commits=committer.stale if committer else 0,
+        )
+
+    async def _serve(self, store: Store, stopping: Stopping) -> None:
+        reads = Reads(store.redis, self.keys)
+        committer = self._committer = Committer(self.slots, self.pool.spawn, self.metrics, self._check_held)
+        common: dict[str, Any] = {
+            "worker_id": self.worker_id, "settings": self.settings, "registry": self.registry, "store": store,
+            "committer": committer, "metrics": self.metrics,
+        }  # fmt: skip
+        self._steps = StepRunner(**common, reads=reads, cache=self.cache)
+        self._tasks = TaskRunner(**common, threads=self.concurrency)
+        await retry_forever("register", lambda: self._register(store), stopping)
+        self.health.serving = True
+        log.info(
+            "dispatcher started",
+            workflows=[f"{name}@{version}" for name, version in self.versions],
+            tasks=sorted(self.registry.tasks),
+            queues=self.queues,
+            concurrency=self.concurrency,
+        )
+        claims = ClaimLoop(
+            worker_id=self.worker_id, store=store, shards=self.shards, queues=self.ready_queues, slots=self.slots,
+            spawn=self.pool.spawn, metrics=self.metrics, health=self.health, check_held=self._check_held,
+        )  # fmt: skip
+        lost = LostClaims(
+            worker_id=self.worker_id, store=store, reads=reads, shards=self.shards, holding=self.pool.holding,
+            heartbeat_interval=self.settings.heartbeat_interval, check_now=self._check_held,
+        )  # fmt: skip
+        helpers = [
+            asyncio.create_task(self._heartbeats(store, stopping)),
+            asyncio.create_task(self._tasks.cancel_hints(stopping)),
+            asyncio.create_task(lost.run(stopping)),
+        ]
+        try:
+            await claims.run(stopping)
+            self.health.serving = False
+            cut = await self.pool.drain(self.drain_timeout)
+            if cut:
+                log.warning("drain timed out; unfinished work is handed back", handed_back=cut)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+                with suppress(asyncio.CancelledError):
+                    await helper
+            await self._leave(store)
+
+    def _work(self, claim: Claim) -> Any:
+        """The coroutine that runs one claimed item."""
+        assert self._steps is not None
+        assert self._tasks is not None
+        return self._steps.run(claim) if isinstance(claim, StepClaim) else self._tasks.run(claim)
+
+    # -- heartbeats -----------------------------------------------------------------------------------
+
+    async def _register(self, store: Store) -> None:
+        await store.check_shards()
+        info = dumps(
+            {
+                "workflows": [f"{name}@{version}" for name, version in self.versions],
+                "tasks": sorted(self.registry.tasks),
+                "queues": self.queues,
+                "concurrency": self.concurrency,
+            }
+        )
+        registrations: list[str] = []
+        for w in self.held:
+            entry = {"name": w.name, "version": w.version, "queue": w.queue, "schema": w.input_schema}
+            registrations += [f"{w.name}@{w.version}", dumps(entry)]
+        await self._beat(store, info, registrations)
+
+    async def _beat(self, store: Store, info: str = "", registrations: list[str] | None = None) -> None:
+        timeout_ms = round(self.settings.heartbeat_timeout * 1000)
+        await asyncio.gather(
+            store.beat(self.worker_id, timeout_ms, info, registrations or []),
+            *(
+                store.beat_shard(shard, self.worker_id, timeout_ms, self.versions, self.ready_queues[shard.tag])
+                for shard in self.shards
+            ),
+        )
+        self._last_beat = time.monotonic()
+
+    async def _heartbeats(self, store: Store, stopping: Stopping) -> None:
+        while not await stopping.sleep(self.settings.heartbeat_interval):
+            try:
+                await self._beat(store)
+            except REDIS_ERRORS as exc:
+                log.warning("heartbeat failed", error=str(exc))
+            self.metrics.heartbeat_age.set(time.monotonic() - self._last_beat)
+
+    async def _leave(self, store: Store) -> None:
+        """Hand back what is still held, stop being live for our versions, halt orphaned steps."""
+        try:
+            for shard in self.shards:
+                await store.leave(shard, self.worker_id, self.versions)
+                halted = await store.sweep_versions(shard)
+                if halted:
+                    log.warning("workflows halted: no live dispatcher runs their version", count=halted)
+            await store.leave_fleet(self.worker_id)
+        except REDIS_ERRORS as exc:
+            log.warning("could not unregister; the reaper will recover held work", error=str(exc))

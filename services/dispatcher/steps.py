@@ -1,0 +1,189 @@
+"""Running workflow steps: replay the workflow to where it waits, commit what it did.
+
+A dispatcher keeps recently run workflows in memory (:class:`RunCache`): the claim says where its copy stopped
+and brings only the newer inbox entries, so a step costs the same at step 1,000 as at step 10. Without a
+current copy the run is rebuilt from the recorded history. A history that cannot be replayed fails its
+workflow with a clear error rather than leaving it held, or crash-looping dispatchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections import OrderedDict
+from typing import Any
+
+import structlog
+
+from bdurable.codec import loads
+from bdurable.config import Settings
+from bdurable.keys import Keys
+from bdurable.reads import Reads
+from bdurable.registry import Registry
+from bdurable.replay.loop import StepLoop
+from bdurable.replay.run import WorkflowRun
+from bdurable.runtime.metrics import Metrics
+from bdurable.services.dispatcher.commits import Committer
+from bdurable.store import REDIS_ERRORS, Store
+from bdurable.wire import CallRecord, ErrorRecord, Outcome, StepClaim, StepDocument
+from bdurable.workflow import Workflow
+
+__all__ = ["RunCache", "StepRunner"]
+
+log = structlog.get_logger("bdurable.dispatcher")
+
+
+class RunCache:
+    """Workflow runs kept in memory between steps, least recently used first out."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._runs: OrderedDict[str, WorkflowRun] = OrderedDict()
+
+    def take(self, workflow_id: str) -> WorkflowRun | None:
+        return self._runs.pop(workflow_id, None)
+
+    def keep(self, workflow_id: str, run: WorkflowRun) -> None:
+        self._runs[workflow_id] = run
+        while len(self._runs) > self.size:
+            _, evicted = self._runs.popitem(last=False)
+            evicted.close()
+
+    def clear(self) -> None:
+        for run in self._runs.values():
+            run.close()
+        self._runs.clear()
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+class StepRunner:
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        settings: Settings,
+        registry: Registry,
+        store: Store,
+        reads: Reads,
+        committer: Committer,
+        metrics: Metrics,
+        cache: RunCache,
+    ) -> None:
+        self.worker_id = worker_id
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.reads = reads
+        self.committer = committer
+        self.metrics = metrics
+        self.cache = cache
+        self.keys = Keys(settings.prefix, settings.shards)
+        self.loop = StepLoop()
+        self.retention_ms = round(settings.retention * 1000)
+
+    def close(self) -> None:
+        self.cache.clear()
+        self.loop.close()
+
+    async def run(self, claim: StepClaim) -> None:
+        began = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(
+            workflow_id=claim.workflow_id, name=claim.name, version=claim.version
+        ):
+            if claim.committed_len < 0:
+                self.metrics.child(self.metrics.workflows_started, claim.name).inc()
+            definition = self.registry.workflow(claim.name, claim.version)
+            if definition is None:  # cannot happen through version routing; never guess
+                log.error("claimed a step of a version this dispatcher does not hold")
+                return
+            run, document, based_on = await self._advance(claim, definition)
+            reply = await self.committer.commit(
+                "step",
+                lambda budget: self.store.commit_step(
+                    self.worker_id,
+                    claim.workflow_id,
+                    lease=claim.lease,
+                    based_on=based_on,
+                    document=document,
+                    retention_ms=self.retention_ms,
+                    handoff=budget,
+                ),
+            )
+            if run is not None:
+                if reply.status == "ok":
+                    self.cache.keep(claim.workflow_id, run)
+                else:
+                    run.close()
+            if reply.status != "stale":
+                self.metrics.child(self.metrics.steps, claim.name).inc()
+                self.metrics.child(self.metrics.step_duration, claim.name).observe(time.perf_counter() - began)
+            if reply.status == "finished":
+                status = document.outcome.status if document.outcome is not None else "FAILED"
+                self.metrics.child(self.metrics.workflows_finished, claim.name, status).inc()
+                log.info("workflow finished", status=status)
+
+    async def _advance(
+        self, claim: StepClaim, definition: Workflow[Any, Any]
+    ) -> tuple[WorkflowRun | None, StepDocument, int]:
+        """Replay the run to its newest inbox entry: (the run to keep, what to commit, entries consumed)."""
+        run = self.cache.take(claim.workflow_id)
+        if run is not None and (claim.inbox_start < 0 or run.delivered != claim.inbox_start):
+            run.close()  # our copy is not the latest committed state: rebuild
+            run = None
+        entries, calls = claim.entries, claim.calls
+        if run is None and claim.inbox_start >= 0:
+            entries, calls = await self._load_history(claim.workflow_id)
+        try:
+            if run is None:
+                run = self._rebuild(definition, claim, calls)
+            run.feed(entries)
+            return run, run.take_step(), run.delivered
+        except Exception as exc:
+            # Corrupt history (or an engine bug): fail this workflow with a clear error rather than leaving it
+            # held and RUNNING forever; the others run on.
+            log.exception("cannot replay the workflow's history: failing it")
+            if run is not None:
+                run.close()
+            consumed = len(entries) if claim.inbox_start < 0 else claim.inbox_start
+            return None, _corrupt_history(exc), consumed
+
+    def _rebuild(self, definition: Workflow[Any, Any], claim: StepClaim, calls: dict[str, str]) -> WorkflowRun:
+        """A run replayed from the recorded call records (when no cached copy is current)."""
+        recorded = {int(field): CallRecord.decode(raw) for field, raw in calls.items() if field.isdigit()}
+        run = WorkflowRun(
+            loop=self.loop,
+            definition=definition,
+            workflow_id=claim.workflow_id,
+            input_value=loads(claim.input),
+            recorded=recorded,
+            committed_len=claim.committed_len,
+            max_payload=self.settings.max_payload,
+            shard_of=self.keys.shard_of,
+        )
+        run.start()
+        return run
+
+    async def _load_history(self, workflow_id: str) -> tuple[list[str], dict[str, str]]:
+        """Read a workflow's whole inbox and call records, through outages: the claimed step stays ours
+        (leased) until we commit it."""
+        delay = 0.05
+        while True:
+            try:
+                return await self.reads.recorded(workflow_id)
+            except REDIS_ERRORS as exc:
+                log.warning("reading history failed, retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def _corrupt_history(exc: BaseException) -> StepDocument:
+    """A step that fails the workflow because its recorded state cannot be replayed."""
+    error = ErrorRecord(
+        "CorruptHistoryError",
+        f"the workflow's recorded state in Redis cannot be replayed: {type(exc).__name__}: {exc}",
+        "".join(traceback.format_exception(exc)),
+    )
+    return StepDocument([], "FAILED", "", Outcome("FAILED", "null", error))

@@ -1,0 +1,578 @@
+"""Every record that crosses between Python and the Lua scripts, typed, with one encoder and one decoder each.
+
+What crosses, and who builds it (each record has one builder per language that builds it; ``lib.lua``'s
+helpers of the same name are the Lua side):
+
+- work items ``w|<id>`` and ``t|<seq>|<id>`` (ready queues, processing hashes): built in Lua
+  (``item_step``, ``item_task``), read here (:class:`WorkItem`);
+- call references ``<seq>|<id>`` (keyed waiters, the cancel channel) and timer members ``<kind>|<seq>|<id>``:
+  built in Lua, read here;
+- call records (``calls`` hash): built here (:class:`CallRecord`), read in Lua (kind, name, key, id, shard);
+- the step document a dispatcher commits: built here (:class:`StepDocument`), read by ``commit_step.lua``;
+  payloads travel beside it as their own script arguments, never re-encoded inside it;
+- inbox entries (results of durable calls, cancellations): built in Lua (``inbox_ok``, ``inbox_error``,
+  ``inbox_cancel``), read here (:func:`decode_inbox`);
+- error records ``{"type", "message", "traceback", ...}``: built here from exceptions and in Lua for the
+  engine's own errors (``error_record``), read by both;
+- signal records and channel messages: built in Lua, read here;
+- every script's reply: built in Lua, decoded here into the dataclasses at the end of this module.
+
+Payloads (inputs, outputs, arguments, results, events, signals) are JSON text that Lua never parses: it
+embeds them as they are, so a payload is encoded once on its way in and decoded once on its way out.
+"""
+
+from __future__ import annotations
+
+import traceback as traceback_module
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bdurable.codec import dumps, loads
+
+__all__ = [
+    "CallRecord",
+    "CancelRequest",
+    "ChildCommand",
+    "Claim",
+    "CommitReply",
+    "Delivery",
+    "ErrorRecord",
+    "EventCommand",
+    "LostAttempt",
+    "NewCall",
+    "Outcome",
+    "ReapReply",
+    "SignalCommand",
+    "SignalRecord",
+    "SleepCommand",
+    "StepClaim",
+    "StepDocument",
+    "TaskCall",
+    "TaskClaim",
+    "TaskCommand",
+    "ValueCommand",
+    "WorkItem",
+    "decode_claims",
+    "decode_inbox",
+]
+
+# -- work items, call references, timer members --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """An item of a ready queue and of a processing hash: one workflow step, or one task call."""
+
+    kind: Literal["w", "t"]
+    workflow_id: str
+    seq: int = 0
+
+    def encode(self) -> str:
+        return f"w|{self.workflow_id}" if self.kind == "w" else f"t|{self.seq}|{self.workflow_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> WorkItem:
+        kind, _, rest = text.partition("|")
+        if kind == "w":
+            return cls("w", rest)
+        if kind == "t":
+            seq, _, workflow_id = rest.partition("|")
+            return cls("t", workflow_id, int(seq))
+        raise ValueError(f"not a work item: {text!r}")
+
+
+def call_ref(workflow_id: str, seq: int) -> str:
+    """``<seq>|<id>``: one durable call of one workflow (the cancel channel's messages, keyed waiters)."""
+    return f"{seq}|{workflow_id}"
+
+
+def parse_call_ref(text: str) -> tuple[str, int]:
+    seq, _, workflow_id = text.partition("|")
+    return workflow_id, int(seq)
+
+
+def timer_member(kind: Literal["s", "r", "e"], workflow_id: str, seq: int) -> str:
+    """A timer of a durable call: ``s`` a sleep, ``r`` a delayed retry, ``e`` an event wait's timeout."""
+    return f"{kind}|{seq}|{workflow_id}"
+
+
+def parse_timer_member(text: str) -> tuple[str, str, int]:
+    """``(kind, workflow id, seq)`` of a durable call's timer."""
+    kind, _, rest = text.partition("|")
+    workflow_id, seq = parse_call_ref(rest)
+    return kind, workflow_id, seq
+
+
+# -- error records ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """An error as it crosses Redis: type name, message, formatted traceback, and kind-specific fields."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorRecord:
+        return cls(type(exc).__name__, str(exc), "".join(traceback_module.format_exception(exc)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.extra, "type": self.type, "message": self.message, "traceback": self.traceback}
+
+    def encode(self) -> str:
+        return dumps(self.to_json())
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ErrorRecord:
+        extra = {k: v for k, v in data.items() if k not in ("type", "message", "traceback")}
+        return cls(
+            str(data.get("type", "Error")), str(data.get("message", "")), str(data.get("traceback") or ""), extra
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> ErrorRecord:
+        data = loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("an error record is not a JSON object")
+        return cls.from_json(data)
+
+
+# -- call records and the commands of a step -------------------------------------------------------------------
+
+CallKind = Literal["task", "child", "sleep", "event", "signal", "value"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """What the ``calls`` hash records of one durable call: its kind and name (replay checks both), plus a few
+    kind-specific fields (an event's key, a child's id and shard, a deterministic value)."""
+
+    kind: str
+    name: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        return dumps({"k": self.kind, "n": self.name, **self.extra})
+
+    @classmethod
+    def decode(cls, text: str) -> CallRecord:
+        data = loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("a call record is not a JSON object")
+        return cls(str(data.get("k")), str(data.get("n")), {k: v for k, v in data.items() if k not in ("k", "n")})
+
+    @property
+    def value(self) -> Any:
+        """The recorded result of a ``value`` call (``ctx.now()``, ``ctx.uuid4()``, ``ctx.random()``)."""
+        return self.extra.get("v")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCommand:
+    seq: int
+    name: str
+    record: CallRecord
+    args: str  # payload
+    queue: str
+    max_attempts: int
+    backoff_ms: int
+    timeout_ms: int
+    on_exhausted: str
+
+
+@dataclass(frozen=True, slots=True)
+class SleepCommand:
+    seq: int
+    name: str
+    record: CallRecord
+    delay_ms: int | None = None
+    due_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventCommand:
+    seq: int
+    name: str
+    record: CallRecord
+    key: str | None
+    timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildCommand:
+    seq: int
+    name: str
+    record: CallRecord
+    child_id: str
+    shard: int
+    version: str
+    queue: str
+    input: str  # payload
+
+
+@dataclass(frozen=True, slots=True)
+class SignalCommand:
+    seq: int
+    name: str
+    record: CallRecord
+    payload: str  # payload
+
+
+@dataclass(frozen=True, slots=True)
+class ValueCommand:
+    seq: int
+    name: str
+    record: CallRecord
+
+
+NewCall = TaskCommand | SleepCommand | EventCommand | ChildCommand | SignalCommand | ValueCommand
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a workflow ended in this step: its final status, output (payload) and error record (or none)."""
+
+    status: str
+    output: str  # payload
+    error: ErrorRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepDocument:
+    """What one replayed step commits: its new calls, the calls it released, and its status or outcome."""
+
+    calls: Sequence[NewCall]
+    status: str
+    waiting_on: str
+    outcome: Outcome | None
+    abandon: Sequence[int] = ()
+    cancelled: Sequence[int] = ()
+
+    def encode(self) -> tuple[str, list[str]]:
+        """The document (JSON) and its payloads, which ``commit_step.lua`` reads as arguments ``p`` (1-based)."""
+        payloads: list[str] = []
+
+        def ref(text: str) -> int:
+            payloads.append(text)
+            return len(payloads)
+
+        calls: list[dict[str, Any]] = []
+        for call in self.calls:
+            entry: dict[str, Any] = {"seq": call.seq, "name": call.name, "rec": call.record.encode()}
+            if isinstance(call, TaskCommand):
+                entry |= {"kind": "task", "p": ref(call.args), "queue": call.queue, "max_attempts": call.max_attempts,
+                          "backoff_ms": call.backoff_ms, "timeout_ms": call.timeout_ms,
+                          "on_exhausted": call.on_exhausted}  # fmt: skip
+            elif isinstance(call, SleepCommand):
+                entry |= {"kind": "sleep", "delay_ms": call.delay_ms, "due_ms": call.due_ms}
+            elif isinstance(call, EventCommand):
+                entry |= {"kind": "event", "key": call.key, "timeout_ms": call.timeout_ms}
+            elif isinstance(call, ChildCommand):
+                entry |= {"kind": "child", "p": ref(call.input), "child_id": call.child_id, "shard": call.shard,
+                          "version": call.version, "queue": call.queue}  # fmt: skip
+            elif isinstance(call, SignalCommand):
+                entry |= {"kind": "signal", "p": ref(call.payload)}
+            else:
+                entry |= {"kind": "value"}
+            calls.append(entry)
+        outcome = None
+        if self.outcome is not None:
+            error = self.outcome.error.encode() if self.outcome.error is not None else ""
+            outcome = {"status": self.outcome.status, "p": ref(self.outcome.output), "error": error}
+        document = {
+            "calls": calls,
+            "status": self.status,
+            "waiting_on": self.waiting_on,
+            "outcome": outcome,
+            "abandon": list(self.abandon),
+            "cancelled": list(self.cancelled),
+        }
+        return dumps(document), payloads
+
+
+# -- what the workflow receives: inbox entries -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The result of durable call ``seq``: a value (JSON data), or the error it failed with."""
+
+    seq: int
+    ok: bool
+    value: Any = None
+    error: ErrorRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """The workflow was asked to cancel (``client.cancel``, or its parent's cancellation)."""
+
+    reason: str | None
+
+
+def decode_inbox(text: str) -> Delivery | CancelRequest:
+    data = loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("an inbox entry is not a JSON object")
+    if "cancel" in data:
+        reason = data["cancel"]
+        return CancelRequest(None if reason is None else str(reason))
+    seq = int(data["seq"])
+    if data.get("ok"):
+        return Delivery(seq, True, data.get("v"))
+    error = data.get("err")
+    return Delivery(seq, False, error=ErrorRecord.from_json(error if isinstance(error, dict) else {}))
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """One entry of a workflow's signal log (``ctx.signal``)."""
+
+    seq: int
+    name: str
+    payload: Any
+    at_ms: int
+
+    @classmethod
+    def decode(cls, text: str) -> SignalRecord:
+        data = loads(text)
+        return cls(int(data.get("seq", 0)), str(data["name"]), data.get("payload"), int(data.get("at", 0)))
+
+
+# -- claims ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCall:
+    """A task call as its hash holds it (what a dispatcher needs to run one attempt)."""
+
+    name: str
+    args: str  # payload
+    queue: str
+    attempts: int  # attempts that already ended (failed, timed out, lost with their dispatcher)
+    max_attempts: int
+    backoff_ms: int
+    timeout_ms: int
+    on_exhausted: str
+
+    @property
+    def attempt(self) -> int:
+        """The number of the attempt about to run (1 for the first)."""
+        return self.attempts + 1
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> TaskCall:
+        return cls(
+            name=fields.get("name", ""),
+            args=fields.get("args", '{"args":[],"kwargs":{}}'),
+            queue=fields.get("queue", "default"),
+            attempts=int(fields.get("attempts") or 0),
+            max_attempts=int(fields.get("max_attempts") or 1),
+            backoff_ms=int(fields.get("backoff_ms") or 1000),
+            timeout_ms=int(fields.get("timeout_ms") or 0),
+            on_exhausted=fields.get("on_exhausted", "raise"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepClaim:
+    """A claimed workflow step, with the history the dispatcher needs to run it.
+
+    ``inbox_start`` is where the dispatcher's cached copy of the run stopped (the entries that follow it are in
+    ``entries``), or -1: no copy, ``entries`` is the whole inbox and ``calls`` the call records.
+    ``committed_len`` is how many inbox entries earlier steps consumed (-1 before the first commit).
+    """
+
+    suspect: bool
+    workflow_id: str
+    lease: str
+    name: str
+    version: str
+    input: str  # payload
+    inbox_start: int
+    committed_len: int
+    entries: list[str]
+    calls: dict[str, str]
+
+    @property
+    def item(self) -> WorkItem:
+        return WorkItem("w", self.workflow_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskClaim:
+    """A claimed task attempt."""
+
+    suspect: bool
+    workflow_id: str
+    seq: int
+    lease: str
+    call: TaskCall
+
+    @property
+    def item(self) -> WorkItem:
+        return WorkItem("t", self.workflow_id, self.seq)
+
+
+Claim = StepClaim | TaskClaim
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+def decode_claims(raw: Sequence[Any]) -> list[Claim]:
+    """Claims as ``claim.lua`` and every hand-off return them (see ``claim_step``/``claim_task`` in lib.lua)."""
+    claims: list[Claim] = []
+    for entry in raw:
+        kind, suspect = str(entry[0]), bool(int(entry[1]))
+        if kind == "w":
+            _, _, workflow_id, lease, name, version, input_text, start, committed, entries, calls = entry
+            claims.append(
+                StepClaim(
+                    suspect,
+                    str(workflow_id),
+                    str(lease),
+                    str(name),
+                    str(version),
+                    str(input_text),
+                    int(start),
+                    int(committed),
+                    [str(e) for e in entries],
+                    _pairs(calls),
+                )
+            )
+        else:
+            _, _, workflow_id, seq, lease, fields = entry
+            claims.append(
+                TaskClaim(suspect, str(workflow_id), int(seq), str(lease), TaskCall.from_fields(_pairs(fields)))
+            )
+    return claims
+
+
+# -- replies of the other scripts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReply:
+    """``commit_step``/``commit_task``: what happened, and the work the commit handed to this dispatcher."""
+
+    status: Literal["ok", "finished", "retrying", "dead", "stale", "gone"]
+    claims: list[Claim]
+    dead_letter: str | None = None
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any]) -> CommitReply:
+        status = str(raw[0])
+        claims = decode_claims(raw[1]) if len(raw) > 1 else []
+        entry = str(raw[2]) if len(raw) > 2 else None
+        return cls(status, claims, entry)  # type: ignore[arg-type]  # the script returns only these words
+
+
+@dataclass(frozen=True, slots=True)
+class LostAttempt:
+    """A task attempt that died with its dispatcher, waiting for the reaper's retry decision."""
+
+    item: WorkItem
+    lease: str
+    attempts: int  # attempts that ended, this one included
+    max_attempts: int
+    backoff_ms: int
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReply:
+    workers: int
+    steps: int
+    tasks: int
+    failed: int
+    halted: int
+    lost: list[LostAttempt]
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any]) -> ReapReply:
+        lost = [
+            LostAttempt(WorkItem.decode(str(e[0])), str(e[1]), int(e[2]), int(e[3]), int(e[4]), str(e[5]))
+            for e in raw[5]
+        ]
+        return cls(int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), int(raw[4]), lost)
+
+
+@dataclass(frozen=True, slots=True)
+class BusApplyReply:
+    delivered: int
+    buffered: int
+    dropped: int
+    published: int
+    cancelled: int
+    forwarded: list[str]
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any]) -> BusApplyReply:
+        return cls(int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), int(raw[4]), [str(m) for m in raw[5]])
+
+
+def forwarded_shard(message: str) -> int:
+    """The shard a cross-shard operation (carried by the signal bus) is for."""
+    return int(loads(message)["shard"])
+
+
+@dataclass(frozen=True, slots=True)
+class QueueGauge:
+    queue: str
+    depth: int
+    oldest_age_ms: int  # -1 when empty
+
+
+@dataclass(frozen=True, slots=True)
+class GaugesReply:
+    timers: int
+    dlq: int
+    live_dispatchers: int
+    queues: list[QueueGauge]
+    totals: dict[str, int]  # the engine's running totals (``halted``: every VERSION_MISMATCH halt)
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any]) -> GaugesReply:
+        queues = [QueueGauge(str(q[0]), int(q[1]), int(q[2])) for q in raw[3]]
+        totals = {name: int(value) for name, value in _pairs(raw[4]).items()}
+        return cls(int(raw[0]), int(raw[1]), int(raw[2]), queues, totals)
+
+
+@dataclass(frozen=True, slots=True)
+class FireReply:
+    next_in_ms: int  # -1: no timer left
+    lags_ms: list[int]
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any]) -> FireReply:
+        return cls(int(raw[0]), [int(x) for x in raw[1:]])
+
+
+@dataclass(frozen=True, slots=True)
+class StartReply:
+    outcome: Literal["created", "exists", "conflict"]
+    detail: str = ""  # the existing run's status, or the other workflow's name
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any]) -> StartReply:
+        return cls(str(raw[0]), str(raw[1]) if len(raw) > 1 else "")  # type: ignore[arg-type]  # script's words
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A management script's answer: a word (``ok``, ``missing``, ...) and a detail for the message."""
+
+    word: str
+    detail: str = ""
+
+    @classmethod
+    def decode(cls, raw: Any) -> Verdict:
+        if isinstance(raw, list):
+            return cls(str(raw[0]), str(raw[1]) if len(raw) > 1 else "")
+        return cls(str(raw))
