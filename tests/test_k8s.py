@@ -1154,8 +1154,7 @@ def test_the_dev_install_runs_end_to_end_under_its_acl_users(rendered: dict[str,
 
     def env_of(pod: Obj, port: int | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BDURABLE_")}
-        env.update(settings)
-        env.pop("BDURABLE_METRICS_PORT")
+        env.update(settings)  # as the pod's envFrom; the roles' metrics ports are moved apart below
         (container,) = pod["spec"]["containers"]
         for var in container.get("env", []):
             env[var["name"]] = var["value"] if "value" in var else urls[var["valueFrom"]["secretKeyRef"]["key"]]
