@@ -128,7 +128,7 @@ async def bus_ready(client: Client) -> None:
 
 
 async def count_status(client: Client, status: str) -> int:
-    return int(await client.store.redis.zcard(client.keys.shard(0).index_status(status)))
+    return (await client.reads.counts())[status]
 
 
 # -- measurements -----------------------------------------------------------------------------------------

@@ -123,10 +123,7 @@ async def registered(client: Client, name: str, dispatchers: int = 1, timeout: f
 
 
 async def count_status(client: Client, status: str) -> int:
-    counts = await asyncio.gather(
-        *(client.store.redis.zcard(client.keys.shard(i).index_status(status)) for i in range(client.settings.shards))
-    )
-    return sum(int(c) for c in counts)
+    return (await client.reads.counts())[status]
 
 
 async def start_many(client: Client, workflow: Any, inputs: list[Any]) -> list[str]:
@@ -459,7 +456,11 @@ async def memory_parked(settings: Settings, count: int) -> dict[str, Any]:
                 "workflow hash": await usage(shard.wf(ids[0])),
                 "calls hash": await usage(shard.calls(ids[0])),
                 "timers zset, per entry": await usage(shard.timers, samples=0) / count,
-                "index by status, per entry": await usage(shard.index_status("SLEEPING"), samples=0) / count,
+                "index by status, per entry": await usage(
+                    shard.index("SLEEPING", bench_app.sleeper.name, bench_app.sleeper.version), samples=0
+                )
+                / count,
+                "index of ids, per entry": await usage(shard.ids, samples=0) / count,
             }
     used = after["used"] - before["used"]
     return {

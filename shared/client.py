@@ -11,6 +11,7 @@ import builtins
 import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import jsonschema
@@ -37,7 +38,7 @@ from bdurable.errors import (
 from bdurable.keys import Keys, ShardKeys
 from bdurable.model import FINISHED, DeadLetter, HistoryEntry, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.pubsub import Subscriptions
-from bdurable.reads import Reads, ms, outcome_from_message
+from bdurable.reads import ListQuery, Reads, ms, outcome_from_message
 from bdurable.store import REDIS_ERRORS, Store
 from bdurable.workflow import Workflow
 
@@ -291,10 +292,25 @@ class Client:
         return self._subscriptions
 
     async def list(
-        self, status: str | None = None, name: str | None = None, limit: int = 100, cursor: str | None = None
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        version: str | None = None,
+        prefix: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> WorkflowPage:
-        """Workflows, newest first, optionally by status and name; pass ``next_cursor`` for the next page."""
-        return await self.reads.page(status, name, limit, cursor)
+        """Workflows, newest first, filtered by status, name, version and creation time; pass ``next_cursor`` for
+        the next page. With an id ``prefix``, the page is ordered by id instead. Every filter reads an index:
+        a list is as fast with a million finished workflows as with ten."""
+        query = ListQuery(
+            status=status, name=name, version=version, prefix=prefix, since_ms=_ms_of(since), until_ms=_ms_of(until),
+            limit=limit, cursor=cursor,
+        )  # fmt: skip
+        return await self.reads.page(query)
 
     async def history(self, workflow_id: str) -> builtins.list[HistoryEntry]:
         """The recorded durable calls of a workflow, in order, with their results."""
@@ -414,6 +430,14 @@ def _validate_against_schema(value: Any, schema: dict[str, Any], what: str) -> N
         raise InvalidInputError(f"input of {what} is invalid at {where}: {message}") from None
     except (jsonschema.SchemaError, referencing.exceptions.Unresolvable) as exc:
         raise RegistrationError(f"the registered input schema of {what} is unusable: {exc}") from None
+
+
+def _ms_of(moment: datetime | None) -> int | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise InvalidInputError("since/until need an aware datetime (with a timezone)")
+    return int(moment.timestamp() * 1000)
 
 
 def _is_text(value: object) -> bool:

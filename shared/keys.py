@@ -61,7 +61,9 @@ SHARD_KEYS: dict[str, KeySpec] = {
     "live": KeySpec("live", ("name",), "zset", "'<version>|<worker>' -> lease expiry: who runs a workflow"),
     "step_queues": KeySpec("wqueues", (), "set", "every step ready list, as 'queue\\tname\\tversion'"),
     "task_queues": KeySpec("tqueues", (), "set", "every task ready list, as 'queue\\ttask'"),
-    "index_status": KeySpec("idx", ("status",), "zset", "workflow id -> created ms, one index per status"),
+    "index": KeySpec("idx", ("status", "version", "name"), "zset", "workflow id -> created ms, per status and version"),
+    "kinds": KeySpec("kinds", (), "set", "'<name>\\t<version>' of every workflow version this shard has indexed"),
+    "ids": KeySpec("ids", (), "zset", "every workflow id at score 0: the index of id prefixes (lexicographic)"),
     "index_expire": KeySpec("expiry", (), "zset", "finished workflow id -> expiry ms (retention)"),
     "dlq": KeySpec("dlq", (), "zset", "dead-letter entry id -> created ms"),
     "dlq_entry": KeySpec("dlqe", ("entry_id",), "hash", "one dead-letter entry"),
@@ -209,8 +211,17 @@ class ShardKeys:
         return self._key("task_queues")
 
     # listing, retention, dead letters
-    def index_status(self, status: str) -> str:
-        return self._key("index_status", status)
+    def index(self, status: str, name: str, version: str) -> str:
+        """Workflows of one status and one workflow version, by created time (every workflow is in one)."""
+        return self._key("index", status, version, name)
+
+    @property
+    def kinds(self) -> str:
+        return self._key("kinds")
+
+    @property
+    def ids(self) -> str:
+        return self._key("ids")
 
     @property
     def index_expire(self) -> str:

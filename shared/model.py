@@ -7,7 +7,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["FINISHED", "DeadLetter", "HistoryEntry", "Signal", "Status", "WorkflowPage", "WorkflowState"]
+__all__ = [
+    "FINISHED",
+    "DeadLetter",
+    "DispatcherInfo",
+    "HistoryEntry",
+    "Signal",
+    "Status",
+    "WorkflowPage",
+    "WorkflowState",
+]
 
 
 class Status(StrEnum):
@@ -107,4 +116,27 @@ class DeadLetter:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["created_at"] = self.created_at.isoformat()
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherInfo:
+    """A dispatcher of the fleet, as its registration and heartbeats describe it."""
+
+    worker_id: str
+    alive: bool  # its heartbeat has not expired (by the Redis clock)
+    expires_at: datetime
+    started_at: datetime | None
+    last_beat: datetime | None
+    workflows: list[str]  # "name@version" of every version it holds
+    tasks: list[str]
+    queues: list[str]
+    concurrency: int
+    running: int  # items it ran at its last heartbeat
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for field in ("expires_at", "started_at", "last_beat"):
+            moment = getattr(self, field)
+            data[field] = moment.isoformat() if moment else None
         return data

@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 from bdurable.codec import decode, loads
 from bdurable.errors import InvalidInputError
 from bdurable.keys import Keys, ShardKeys
-from bdurable.model import DeadLetter, HistoryEntry, Status, WorkflowPage, WorkflowState
+from bdurable.model import DeadLetter, DispatcherInfo, HistoryEntry, Status, WorkflowPage, WorkflowState
 from bdurable.wire import CallRecord, Delivery, SignalRecord, decode_inbox
 
-__all__ = ["Reads", "Registration", "dead_letter", "ms", "outcome_from_message", "state_from_hash"]
+__all__ = ["ListQuery", "Reads", "Registration", "dead_letter", "ms", "outcome_from_message", "state_from_hash"]
 
 
 def ms(value: str | int | None) -> datetime:
@@ -67,6 +67,49 @@ def outcome_from_message(state: WorkflowState, message: Mapping[str, Any]) -> Wo
         output=_json_or_text(output) if output else None,
         error=_json_or_text(error) if error else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """What ``client.list`` (and the console) asks for: every field optional but the page size."""
+
+    status: str | None = None
+    name: str | None = None
+    version: str | None = None
+    prefix: str | None = None  # id prefix: the page is then ordered by id
+    since_ms: int | None = None  # created at or after (ms, Redis clock)
+    until_ms: int | None = None  # created at or before
+    limit: int = 100
+    cursor: str | None = None
+
+    def check(self) -> None:
+        if self.status is not None and self.status not in Status.__members__:
+            raise InvalidInputError(f"unknown status {self.status!r}; use one of {', '.join(Status.__members__)}")
+        limit: object = self.limit  # callers without a type checker may pass anything
+        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInputError("limit must be an integer from 1 to 10000")
+        if self.prefix is None and self.cursor:
+            self.after()
+
+    def after(self) -> tuple[int, str] | None:
+        if not self.cursor:
+            return None
+        score_text, _, member = self.cursor.partition(":")
+        if not score_text.isdigit() or not member:
+            raise InvalidInputError(f"invalid cursor {self.cursor!r}")
+        return int(score_text), member
+
+    def matches_kind(self, name: str, version: str) -> bool:
+        return (self.name is None or name == self.name) and (self.version is None or version == self.version)
+
+    def matches(self, state: WorkflowState) -> bool:
+        created = int(state.created_at.timestamp() * 1000)
+        return (
+            (self.status is None or state.status == self.status)
+            and self.matches_kind(state.name, state.version)
+            and (self.since_ms is None or created >= self.since_ms)
+            and (self.until_ms is None or created <= self.until_ms)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,64 +237,106 @@ class Reads:
 
     # -- lists -----------------------------------------------------------------------------------------
 
-    async def page(self, status: str | None, name: str | None, limit: int, cursor: str | None) -> WorkflowPage:
-        """Workflows, newest first, optionally by status and name; ``cursor`` continues a previous page.
+    async def page(self, query: ListQuery) -> WorkflowPage:
+        """One page of workflows matching ``query``, from the indexes alone (never a scan of the keyspace).
 
-        The cursor is the position of the last item returned (created time and id), so pages neither skip
-        nor repeat items when workflows start or change status meanwhile.
+        Without an id prefix: newest first, from the indexes of (status, workflow version), merged; the cursor is
+        the position of the last item returned (created time and id), so pages neither skip nor repeat items
+        when workflows start or change status meanwhile. With an id prefix: by id, from the index of ids.
         """
-        if status is not None and status not in Status.__members__:
-            raise InvalidInputError(f"unknown status {status!r}; use one of {', '.join(Status.__members__)}")
-        if limit < 1:
-            raise InvalidInputError("limit must be >= 1")
-        after: tuple[int, str] | None = None
-        if cursor:
-            score_text, _, member = cursor.partition(":")
-            if not score_text.isdigit() or not member:
-                raise InvalidInputError(f"invalid cursor {cursor!r}")
-            after = (int(score_text), member)
+        query.check()
+        if query.prefix is not None:
+            return await self._page_by_id(query)
+        after = query.after()
+        bounds = [b for b in (after[0] if after else None, query.until_ms) if b is not None]
+        high: int | str = min(bounds) if bounds else "+inf"
+        low = query.since_ms if query.since_ms is not None else "-inf"
+        statuses = [query.status] if query.status else list(Status)
         found: builtins.list[tuple[int, str, ShardKeys]] = []
-        statuses = [status] if status else list(Status)  # every workflow is in exactly one status index
         for shard in self.keys.all_shards():
-            for each in statuses:
-                found += await self._page_of_shard(shard, shard.index_status(each), name, limit + 1, after)
+            kinds = [k for k in await self._kinds(shard) if query.matches_kind(*k)]
+            indexes = [shard.index(status, name, version) for status in statuses for name, version in kinds]
+            found += [
+                (score, member, shard)
+                for score, member in await self._newest(indexes, high, low, after, query.limit + 1)
+            ]
         found.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        page = found[:limit]
-        next_cursor = f"{page[-1][0]}:{page[-1][1]}" if len(found) > limit else None
+        page = found[: query.limit]
+        next_cursor = f"{page[-1][0]}:{page[-1][1]}" if len(found) > query.limit else None
+        return WorkflowPage(await self._states([(member, shard) for _, member, shard in page]), next_cursor)
+
+    async def _kinds(self, shard: ShardKeys) -> builtins.list[tuple[str, str]]:
+        """The (name, version) pairs this shard has indexed."""
+        members: set[str] = await self.redis.smembers(shard.kinds)  # type: ignore[assignment]  # redis-py's stubs
+        return sorted(tuple(m.split("\t", 1)) for m in members if "\t" in m)  # type: ignore[misc]
+
+    async def _newest(
+        self, indexes: builtins.list[str], high: int | str, low: int | str, after: tuple[int, str] | None, wanted: int
+    ) -> builtins.list[tuple[int, str]]:
+        """Up to ``wanted`` entries of these indexes, newest first, after the cursor (same-ms entries by id)."""
+        found: builtins.list[tuple[int, str]] = []
+        offset, batch = 0, wanted + 20
+        live = list(indexes)
+        while live:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in live:
+                    pipe.zrevrangebyscore(key, high, low, start=offset, num=batch, withscores=True)
+                pages: builtins.list[builtins.list[tuple[str, float]]] = await pipe.execute()
+            more = []
+            for key, rows in zip(live, pages, strict=True):
+                taken = [(int(score), member) for member, score in rows]
+                kept = [entry for entry in taken if after is None or entry < after]
+                found += kept
+                if len(rows) == batch and len(kept) < wanted:  # ties with the cursor used the batch: read on
+                    more.append(key)
+            live, offset = more, offset + batch
+        return found
+
+    async def _page_by_id(self, query: ListQuery) -> WorkflowPage:
+        """Workflows whose id starts with the prefix, by id, filtered by the rest of the query as they are read.
+
+        Each shard is read until it gave one more match than the page holds (or ran out), so the first matches
+        of the merged shards are the page, and the next one says whether there is more.
+        """
+        prefix = query.prefix or ""
+        matched: builtins.list[WorkflowState] = []
+        for shard in self.keys.all_shards():
+            start, found = (f"({query.cursor}" if query.cursor else f"[{prefix}"), 0
+            while found <= query.limit:
+                batch: builtins.list[str] = await self.redis.zrangebylex(  # type: ignore[assignment]
+                    shard.ids, start, f"[{prefix}\U0010ffff", start=0, num=query.limit + 1
+                )
+                for state in await self._states([(member, shard) for member in batch]):
+                    if query.matches(state):
+                        matched.append(state)
+                        found += 1
+                if len(batch) <= query.limit:
+                    break
+                start = f"({batch[-1]}"
+        matched.sort(key=lambda state: state.workflow_id)
+        page = matched[: query.limit]
+        return WorkflowPage(page, page[-1].workflow_id if len(matched) > query.limit else None)
+
+    async def _states(self, members: builtins.list[tuple[str, ShardKeys]]) -> builtins.list[WorkflowState]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for _, member, shard in page:
+            for member, shard in members:
                 pipe.hgetall(shard.wf(member))
             rows = await pipe.execute()
-        states = [state_from_hash(member, row) for (_, member, _), row in zip(page, rows, strict=True) if row]
-        return WorkflowPage(states, next_cursor)
+        return [state_from_hash(member, row) for (member, _), row in zip(members, rows, strict=True) if row]
 
-    async def _page_of_shard(
-        self, shard: ShardKeys, key: str, name: str | None, wanted: int, after: tuple[int, str] | None
-    ) -> builtins.list[tuple[int, str, ShardKeys]]:
-        """Up to ``wanted`` index entries of one shard after the cursor, newest first, filtered by name."""
-        max_score = str(after[0]) if after else "+inf"
-        found: builtins.list[tuple[int, str, ShardKeys]] = []
-        offset, batch = 0, max(wanted * 2, 50)
-        while len(found) < wanted:
-            rows: builtins.list[tuple[str, float]] = await self.redis.zrevrangebyscore(  # type: ignore[assignment]
-                key, max_score, "-inf", start=offset, num=batch, withscores=True
-            )
-            offset += len(rows)
-            candidates = [
-                (int(score), member)
-                for member, score in rows
-                if after is None or (int(score), member) < after  # same-ms entries: order by id
-            ]
-            if name is not None and candidates:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for _, member in candidates:
-                        pipe.hget(shard.wf(member), "name")
-                    names = await pipe.execute()
-                candidates = [c for c, n in zip(candidates, names, strict=True) if n == name]
-            found += [(score, member, shard) for score, member in candidates]
-            if len(rows) < batch:
-                break
-        return found[:wanted]
+    async def counts(self) -> dict[str, int]:
+        """How many workflows there are in each status, over every shard (from the indexes' sizes)."""
+        totals = dict.fromkeys(Status, 0)
+        for shard in self.keys.all_shards():
+            kinds = await self._kinds(shard)
+            keys = [(status, shard.index(status, name, version)) for status in Status for name, version in kinds]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, key in keys:
+                    pipe.zcard(key)
+                sizes = await pipe.execute()
+            for (status, _), size in zip(keys, sizes, strict=True):
+                totals[status] += int(size)
+        return {str(status): count for status, count in totals.items()}
 
     # -- dead letters ----------------------------------------------------------------------------------
 
@@ -277,6 +362,44 @@ class Reads:
         """What a dispatcher holds in one shard: item -> lease."""
         held: dict[str, str] = await self.redis.hgetall(shard.processing(worker))  # type: ignore[assignment]
         return held
+
+    async def dispatchers(self) -> builtins.list[DispatcherInfo]:
+        """Every dispatcher the fleet-wide registry knows, live or recently dead, newest heartbeat first."""
+        now = await self.now_ms()
+        entries: builtins.list[tuple[str, float]] = await self.redis.zrevrange(  # type: ignore[assignment]
+            self.keys.workers, 0, -1, withscores=True
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker, _ in entries:
+                pipe.hgetall(self.keys.worker(worker))
+            rows: builtins.list[dict[str, str]] = await pipe.execute()
+        found = []
+        for (worker, expiry), row in zip(entries, rows, strict=True):
+            info = _json_or_text(row.get("info")) or {}
+            info = info if isinstance(info, dict) else {}
+            found.append(
+                DispatcherInfo(
+                    worker_id=worker,
+                    alive=expiry > now,
+                    expires_at=ms(int(expiry)),
+                    started_at=ms(row["started_at"]) if row.get("started_at") else None,
+                    last_beat=ms(row["beat_at"]) if row.get("beat_at") else None,
+                    workflows=[str(w) for w in info.get("workflows", [])],
+                    tasks=[str(t) for t in info.get("tasks", [])],
+                    queues=[str(q) for q in info.get("queues", [])],
+                    concurrency=int(info.get("concurrency", 0)),
+                    running=int(row.get("running") or 0),
+                )
+            )
+        return found
+
+    async def timers_due(self, within_ms: int) -> int:
+        """Timers (sleeps, retries, event timeouts, delayed starts) due within ``within_ms`` from now."""
+        now = await self.now_ms()
+        total = 0
+        for shard in self.keys.all_shards():
+            total += int(await self.redis.zcount(shard.timers, "-inf", now + within_ms))
+        return total
 
     async def expired_workers(self) -> builtins.list[str]:
         """Dispatchers in the fleet-wide registry whose heartbeat expired."""

@@ -229,8 +229,10 @@ class Store:
         flat = [value for pair in items.items() for value in pair]
         return int(await self._shard(shard, "hand_back", worker, *flat))
 
-    async def beat(self, worker: str, timeout_ms: int, info: str = "", registrations: Sequence[str] = ()) -> None:
-        await self._fleet("beat", worker, timeout_ms, info, *registrations)
+    async def beat(
+        self, worker: str, timeout_ms: int, running: int, info: str = "", registrations: Sequence[str] = ()
+    ) -> None:
+        await self._fleet("beat", worker, timeout_ms, running, info, *registrations)
 
     async def beat_shard(
         self,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import engine_app
 import pytest
 from support import InProcessRoles, eventually
 
-from bdurable import Client, Status, WorkflowNotFoundError
+from bdurable import Client, InvalidInputError, Status, WorkflowNotFoundError
 
 
 async def all_pages(client: Client, **filters: object) -> list[list[str]]:
@@ -76,6 +77,31 @@ async def test_pagination_walks_every_workflow_once(client: Client) -> None:
     running = await all_pages(client, status="RUNNING", limit=5)
     assert [len(p) for p in running] == [5, 5, 2]
     assert sorted(i for page in running for i in page) == sorted(ids + others)
+
+
+async def test_list_filters_by_version_id_prefix_and_creation_time(client: Client) -> None:
+    # No dispatcher: every workflow stays RUNNING; each filter reads its index, none scans.
+    first = [await client.start(engine_app.sleeper, {}, workflow_id=f"order-{i:02d}") for i in range(5)]
+    await asyncio.sleep(0.02)
+    middle = datetime.now(UTC)
+    await asyncio.sleep(0.02)
+    later = [await client.start(engine_app.sleeper, {}, workflow_id=f"order-{i:02d}") for i in range(5, 9)]
+    await client.start(engine_app.quick, 1, workflow_id="other-1")
+    await client.start(engine_app.sleeper, {}, workflow_id="orders:x")  # shares the prefix "order"
+
+    assert [s.workflow_id for s in (await client.list(version="1", name="quick")).items] == ["other-1"]
+    assert (await client.list(version="2")).items == []
+    since = await client.list(since=middle, name="sleeper")
+    assert sorted(s.workflow_id for s in since.items) == sorted([h.workflow_id for h in later] + ["orders:x"])
+    until = await client.list(until=middle)
+    assert sorted(s.workflow_id for s in until.items) == sorted(h.workflow_id for h in first)
+
+    by_prefix = await all_pages(client, prefix="order-", limit=4)  # by id, in pages
+    assert by_prefix == [[f"order-{i:02d}" for i in range(4)], [f"order-{i:02d}" for i in range(4, 8)], ["order-08"]]
+    assert [s.workflow_id for s in (await client.list(prefix="orders")).items] == ["orders:x"]
+    assert (await client.list(prefix="order-0", status="COMPLETED")).items == []
+    with pytest.raises(InvalidInputError, match="aware datetime"):
+        await client.list(since=datetime(2026, 1, 1))
 
 
 async def test_history_lists_each_durable_call_with_its_result(client: Client, roles: InProcessRoles) -> None:

@@ -192,7 +192,7 @@ class Dispatcher:
     async def _beat(self, store: Store, info: str = "", registrations: list[str] | None = None) -> None:
         timeout_ms = round(self.settings.heartbeat_timeout * 1000)
         await asyncio.gather(
-            store.beat(self.worker_id, timeout_ms, info, registrations or []),
+            store.beat(self.worker_id, timeout_ms, self.slots.running, info, registrations or []),
             *(
                 store.beat_shard(shard, self.worker_id, timeout_ms, self.versions, self.ready_queues[shard.tag])
                 for shard in self.shards

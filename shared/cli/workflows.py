@@ -235,7 +235,11 @@ def _json_text(value: Any) -> str:
 def list_workflows(
     status: Annotated[str | None, typer.Option("--status", help="Only this status (RUNNING, FAILED, ...).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only workflows of this name.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many workflows.")] = 100,
+    version: Annotated[str | None, typer.Option("--version", help="Only workflows of this version.")] = None,
+    id_prefix: Annotated[
+        str | None, typer.Option("--id-prefix", help="Only ids starting with this (the list is then by id).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many workflows.")] = 100,
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="Continue after a previous page (its next_cursor).")
     ] = None,
@@ -244,10 +248,14 @@ def list_workflows(
     json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
-    """List workflows, newest first."""
+    """List workflows, newest first (by id with --id-prefix)."""
     wanted = status.upper() if status else None
     page = with_client(
-        redis_url, prefix, lambda client: client.list(status=wanted, name=name, limit=limit, cursor=cursor)
+        redis_url,
+        prefix,
+        lambda client: client.list(
+            status=wanted, name=name, limit=limit, cursor=cursor, version=version, prefix=id_prefix
+        ),
     )
     if json_output:
         echo_json({"items": [item.to_json() for item in page.items], "next_cursor": page.next_cursor})

@@ -44,6 +44,8 @@ local function live_member(version, worker) return version .. '|' .. worker end
 local function step_queue_member(queue, name, version) return queue .. '\t' .. name .. '\t' .. version end
 local function parse_step_queue_member(member) return string.match(member, '^(.-)\t(.-)\t(.*)$') end
 local function task_queue_member(queue, task) return queue .. '\t' .. task end
+local function kind_member(name, version) return name .. '\t' .. version end
+local function parse_kind_member(member) return string.match(member, '^(.-)\t(.*)$') end
 local function parse_task_queue_member(member) return string.match(member, '^(.-)\t(.*)$') end
 
 -- Inbox entries: what a workflow receives. Payloads are JSON text, embedded as they are.
@@ -259,13 +261,13 @@ local function publish_state(id, wf)
   redis.call('PUBLISH', ch_workflow(id), cjson.encode(message))
 end
 
--- Change status, keeping the per-status index in step.
+-- Change status, keeping the index of (status, version) in step.
 local function set_status(id, status, waiting_on, now)
   local wf = k_wf(id)
-  local old = redis.call('HGET', wf, 'status')
-  if old ~= status then
-    if old then redis.call('ZREM', k_index_status(old), id) end
-    redis.call('ZADD', k_index_status(status), redis.call('HGET', wf, 'created_at'), id)
+  local f = redis.call('HMGET', wf, 'status', 'created_at', 'name', 'version')
+  if f[1] ~= status then
+    if f[1] then redis.call('ZREM', k_index(f[1], f[4], f[3]), id) end
+    redis.call('ZADD', k_index(status, f[4], f[3]), f[2], id)
   end
   redis.call('HSET', wf, 'status', status, 'waiting_on', waiting_on or '', 'updated_at', int(now))
   publish_state(id, wf)
@@ -388,7 +390,9 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
   else
     redis.call('HSET', wf, 'order', next_order())  -- its place in line among new starts
   end
-  redis.call('ZADD', k_index_status('RUNNING'), int(now), id)
+  redis.call('ZADD', k_index('RUNNING', version, name), int(now), id)
+  redis.call('SADD', K_KINDS, kind_member(name, version))
+  redis.call('ZADD', K_IDS, 0, id)
   enqueue_step(id, now, false)
   return 'created'
 end
