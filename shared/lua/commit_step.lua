@@ -34,6 +34,9 @@ for _, c in ipairs(step.calls) do
     push_bus({t = 'signal', id = id, rec = record})  -- the bus publishes it
   else
     redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'pending', seq .. ':t', int(now))
+    if c.kind == 'task' or c.kind == 'child' then
+      redis.call('HSET', calls, seq .. ':a', payload(c.p))  -- its arguments, kept with the history
+    end
     if c.kind == 'task' then
       local task = k_task(seq, id)
       redis.call('HSET', task, 'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',

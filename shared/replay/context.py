@@ -126,6 +126,7 @@ class Context:
             ),
             record={"id": child_id, "shard": shard},
             description=f"child workflow {child.name} ({child_id})",
+            arguments=input_json,
         )
         return child.convert_output(result)  # type: ignore[no-any-return]
 
@@ -153,6 +154,7 @@ class Context:
                 task.on_exhausted,
             ),
             description=f"task {task.name}",
+            arguments=arguments,
         )
         return from_json_value(result, task.return_annotation, what=f"result of task {task.name}")  # type: ignore[no-any-return]
 

@@ -94,6 +94,7 @@ class WorkflowRun:
         committed_len: int,
         max_payload: int,
         shard_of: Callable[[str], int] = lambda workflow_id: 0,
+        recorded_arguments: Mapping[int, str] | None = None,
     ) -> None:
         self.loop = loop
         self.definition = definition
@@ -104,6 +105,8 @@ class WorkflowRun:
         self.committed_len = committed_len
         self.max_payload = max_payload
         self.shard_of = shard_of
+        # When given (the offline replayer), a recorded task or child call must be made with the same arguments.
+        self.recorded_arguments = recorded_arguments
         self.context = Context(self)
         self.seq = 0
         self.completed = 0
@@ -183,11 +186,13 @@ class WorkflowRun:
         record: Mapping[str, Any] | None = None,
         description: str = "",
         value: Any = None,
+        arguments: str | None = None,
     ) -> Any:
         """Make durable call number ``seq``: returns a value (immediate kinds) or a future to await.
 
         ``command`` makes the call's command for this step's commit when the call is new; ``record`` adds
-        fields to its call record; ``value`` is the result of an immediate call made for the first time.
+        fields to its call record; ``value`` is the result of an immediate call made for the first time;
+        ``arguments`` is a task's or child's encoded arguments (compared with the recorded ones when known).
         """
         if self.evicted:
             raise Evicted
@@ -201,6 +206,12 @@ class WorkflowRun:
             if recorded.kind != kind or (kind != "sleep" and recorded.name != name):
                 self._nondeterminism(
                     f"call #{seq} is {kind} {name!r} but the history recorded {recorded.kind} {recorded.name!r} there"
+                )
+            recorded_arguments = (self.recorded_arguments or {}).get(seq)
+            if arguments is not None and recorded_arguments is not None and recorded_arguments != arguments:
+                self._nondeterminism(
+                    f"call #{seq} ({kind} {name!r}) is made with other arguments than recorded: "
+                    f"recorded {_shorten(recorded_arguments)}, now {_shorten(arguments)}"
                 )
             if kind in IMMEDIATE_KINDS:
                 return recorded.value
@@ -322,6 +333,10 @@ class WorkflowRun:
         if task is not None and not task.done():
             task.cancel()
             self.loop.run_until_quiet()
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _value_command(seq: int, record: CallRecord) -> NewCall:
