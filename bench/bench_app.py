@@ -70,3 +70,27 @@ async def hold(key: str, url: str) -> int:
 @workflow(version="1")
 async def held(ctx: Context, input: dict[str, str]) -> int:
     return await hold(input["key"], input["url"])
+
+
+@task(concurrency=100_000)  # never binding: measures what a limit's bookkeeping costs
+async def limited_step(n: int) -> int:
+    return n + 1
+
+
+@workflow(version="1")
+async def three_limited_tasks(ctx: Context, n: int) -> int:
+    n = await limited_step(n)
+    n = await limited_step(n)
+    return await limited_step(n)
+
+
+@task(concurrency=5)  # binding: at most 5 at once, fleet-wide
+async def capped_step(n: int) -> int:
+    return n + 1
+
+
+@workflow(version="1")
+async def three_capped_tasks(ctx: Context, n: int) -> int:
+    n = await capped_step(n)
+    n = await capped_step(n)
+    return await capped_step(n)

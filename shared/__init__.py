@@ -17,6 +17,8 @@ from bdurable.errors import (
     PayloadTooLargeError,
     RegistrationError,
     ReplicationError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     TaskFailedError,
     UnknownWorkflowError,
     VersionNotLiveError,
@@ -27,7 +29,7 @@ from bdurable.errors import (
     WorkflowNotFoundError,
     WorkflowNotHaltedError,
 )
-from bdurable.model import DeadLetter, HistoryEntry, Signal, Status, WorkflowPage, WorkflowState
+from bdurable.model import DeadLetter, HistoryEntry, ScheduleInfo, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.replay.context import Context
 from bdurable.task import Task, task
 from bdurable.workflow import Workflow, workflow
@@ -48,6 +50,9 @@ __all__ = [
     "PayloadTooLargeError",
     "RegistrationError",
     "ReplicationError",
+    "ScheduleAlreadyExistsError",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "Settings",
     "Signal",
     "Status",

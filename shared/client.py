@@ -11,21 +11,17 @@ import builtins
 import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
-
-import jsonschema
-import referencing
-import referencing.exceptions
 
 from bdurable.codec import encode_payload, to_json_value
 from bdurable.config import Settings
+from bdurable.durations import parse_duration
 from bdurable.errors import (
     DeadLetterNotFoundError,
     DeadLetterNotParkedError,
     FinishedWorkflowNotFoundError,
     InvalidInputError,
-    RegistrationError,
     UnknownWorkflowError,
     VersionNotLiveError,
     WorkflowAlreadyExistsError,
@@ -39,6 +35,8 @@ from bdurable.keys import Keys, ShardKeys
 from bdurable.model import FINISHED, DeadLetter, HistoryEntry, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.pubsub import Subscriptions
 from bdurable.reads import ListQuery, Reads, ms, outcome_from_message
+from bdurable.scheduling import ScheduleMethods
+from bdurable.schema import validate_against_schema
 from bdurable.store import REDIS_ERRORS, Store
 from bdurable.workflow import Workflow
 
@@ -95,7 +93,7 @@ class WorkflowHandle:
         await self.client.cancel(self.workflow_id, reason=reason)
 
 
-class Client:
+class Client(ScheduleMethods):
     """Connects to Redis; use as ``async with Client(url) as client``."""
 
     def __init__(self, redis_url: str | None = None, *, prefix: str | None = None, settings: Settings | None = None):
@@ -154,15 +152,19 @@ class Client:
         workflow_id: str | None = None,
         version: str | None = None,
         priority: int = 0,
+        start_delay: str | float | timedelta | None = None,
+        start_at: datetime | None = None,
     ) -> WorkflowHandle:
         """Start a workflow (by definition or registered name); idempotent on ``workflow_id``.
 
         ``priority`` (-1000 to 1000, default 0): higher runs first within its queue, for the run's steps and
-        tasks alike (see docs/programming-model.md, "Order of work").
+        tasks alike (see docs/programming-model.md, "Order of work"). ``start_delay`` (a duration) or
+        ``start_at`` (an aware datetime) delay the start: the workflow is ``SCHEDULED`` until then.
         """
         workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
         if not _is_int(priority) or priority not in PRIORITY_RANGE:
             raise InvalidInputError(f"priority must be an integer from -1000 to 1000, not {priority!r}")
+        start_at_ms = await self._start_at_ms(start_delay, start_at)
         if isinstance(workflow, Workflow):
             if version is not None and version != workflow.version:
                 raise InvalidInputError(f"version {version!r} differs from the definition's {workflow.version!r}")
@@ -176,18 +178,33 @@ class Client:
             version, queue = registration.version, registration.queue
             value = to_json_value(input)
             if registration.schema is not None:
-                _validate_against_schema(value, registration.schema, f"{name}@{version}")
+                validate_against_schema(value, registration.schema, f"{name}@{version}")
         text = encode_payload(
             value, what=f"input of workflow {name}", max_bytes=self.settings.max_payload, json_ready=True
         )
         reply = await self.store.start(
-            workflow_id, name=name, version=version, queue=queue, input=text, priority=priority
-        )
+            workflow_id, name=name, version=version, queue=queue, input=text, priority=priority,
+            start_at_ms=start_at_ms,
+        )  # fmt: skip
         if reply.outcome == "conflict":
             raise WorkflowAlreadyExistsError(
                 f"workflow id {workflow_id!r} is already used by a workflow named {reply.detail!r}"
             )
-        return WorkflowHandle(self, workflow_id, Status.RUNNING if reply.outcome == "created" else reply.detail)
+        return WorkflowHandle(self, workflow_id, reply.detail)
+
+    async def _start_at_ms(self, delay: str | float | timedelta | None, at: datetime | None) -> int:
+        """When a delayed start is due (ms, by the engine's clock), or 0 to start now."""
+        if delay is not None and at is not None:
+            raise InvalidInputError("give start_delay or start_at, not both")
+        if at is not None:
+            return _ms_of(at) or 0
+        if delay is None:
+            return 0
+        try:
+            seconds = parse_duration(delay)
+        except ValueError as exc:
+            raise InvalidInputError(f"start_delay: {exc}") from None
+        return await self.reads.now_ms() + round(seconds * 1000) if seconds > 0 else 0
 
     async def _unknown(self, name: str, version: str | None) -> UnknownWorkflowError:
         versions = await self.reads.registered_versions(name)
@@ -213,28 +230,38 @@ class Client:
         """Wait for the workflow to finish and return its output (pub/sub, no polling).
 
         Never misses the finish: the subscription is confirmed before the first read, and the waiter looks
-        again after every reconnection and on a slow timer (see :mod:`bdurable.pubsub`); a Redis restart
-        while waiting is ridden out.
+        again after every reconnection and on a slow timer (see :mod:`bdurable.pubsub`). A Redis outage
+        while waiting (a restart, a failover), even one that begins before the first read, is ridden out:
+        the wait goes on once Redis answers again, bounded only by ``timeout``.
         """
         state: WorkflowState | None = None
+        delay = 0.05
         try:
             async with asyncio.timeout(timeout):
-                async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
-                    state = await self._require_state(workflow_id)  # an outage now fails fast
-                    while state.status not in FINISHED:
-                        message = await waiter.next()
-                        if message is not None and message.get("status") not in FINISHED:
-                            continue  # progress on the way: nothing to read yet
-                        if message is not None and isinstance(message.get("output"), str):
-                            state = outcome_from_message(state, message)  # the finish carried its outcome
-                            break
-                        state = await self._riding_out(lambda: self._require_state(workflow_id))
+                while state is None or state.status not in FINISHED:
+                    try:
+                        state = await self._wait_for_finish(workflow_id)
+                    except REDIS_ERRORS:
+                        await asyncio.sleep(delay)  # subscribing or the first read met an outage: again
+                        delay = min(delay * 2, 1.0)
         except TimeoutError:
             raise TimeoutError(
                 f"workflow {workflow_id!r} did not finish within {timeout:g}s "
                 f"(status {state.status if state else 'unknown'})"
             ) from None
         return _outcome(state)
+
+    async def _wait_for_finish(self, workflow_id: str) -> WorkflowState:
+        async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
+            state = await self._require_state(workflow_id)
+            while state.status not in FINISHED:
+                message = await waiter.next()
+                if message is not None and message.get("status") not in FINISHED:
+                    continue  # progress on the way: nothing to read yet
+                if message is not None and isinstance(message.get("output"), str):
+                    return outcome_from_message(state, message)  # the finish carried its outcome
+                state = await self._riding_out(lambda: self._require_state(workflow_id))
+        return state
 
     async def _riding_out(self, read: Callable[[], Awaitable[T]]) -> T:
         """A read made while waiting: through a Redis outage it is retried (the caller's timeout bounds it)."""
@@ -411,25 +438,6 @@ class Client:
         if not shard_text.isdigit() or not number.isdigit() or int(shard_text) >= self.keys.shards:
             raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
         return self.keys.shard(int(shard_text))
-
-
-def _validate_against_schema(value: Any, schema: dict[str, Any], what: str) -> None:
-    """Validate a start by name against the registered JSON Schema, fetching nothing.
-
-    The schema is data read from Redis: an empty ``referencing.Registry`` keeps a remote ``$ref`` from
-    turning validation into an HTTP request (local ``#/$defs`` references still resolve).
-    """
-    try:
-        validator_class = jsonschema.validators.validator_for(schema)
-        validator_class(schema, registry=referencing.Registry()).validate(value)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "input"
-        message = exc.message
-        if len(message) > 300:  # the message quotes the value: never echo a huge payload back
-            message = f"the value (too long to show) fails {exc.validator!r}: {exc.validator_value!r}"[:300]
-        raise InvalidInputError(f"input of {what} is invalid at {where}: {message}") from None
-    except (jsonschema.SchemaError, referencing.exceptions.Unresolvable) as exc:
-        raise RegistrationError(f"the registered input schema of {what} is unusable: {exc}") from None
 
 
 def _ms_of(moment: datetime | None) -> int | None:

@@ -19,6 +19,8 @@ __all__ = [
     "PayloadTooLargeError",
     "RegistrationError",
     "ReplicationError",
+    "ScheduleAlreadyExistsError",
+    "ScheduleNotFoundError",
     "TaskFailedError",
     "UnknownWorkflowError",
     "VersionNotLiveError",
@@ -151,3 +153,11 @@ class NonDeterminismError(DurableError):
 
 class NonRetryableError(DurableError):
     """Raise from a task to fail it at once, skipping its remaining attempts."""
+
+
+class ScheduleNotFoundError(DurableError):
+    """No schedule with that id (never created, or deleted)."""
+
+
+class ScheduleAlreadyExistsError(DurableError):
+    """``create_schedule`` with an id that a schedule already has (update or delete it instead)."""

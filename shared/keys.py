@@ -75,6 +75,16 @@ SHARD_KEYS: dict[str, KeySpec] = {
     "bus_forward": KeySpec("busfwd", ("bus_id",), "list", "cross-shard operations one bus is carrying"),
     "workers": KeySpec("workers", (), "zset", "dispatcher -> heartbeat expiry, the reaper's view of the shard"),
     "test_clock": KeySpec("testclock", (), "string", "ms added to the clock; read only by bdurable.testing's scripts"),
+    # flow control: a limit lives in the shard its id hashes to, with the calls it limits
+    "limit": KeySpec("limit", ("limit",), "hash", "a limit's settings: concurrency, rate_n, rate_ms, queue, key"),
+    "permits": KeySpec("permits", ("limit",), "set", "items of the attempts that hold a permit of a limit"),
+    "rate": KeySpec("rate", ("limit",), "zset", "starts in a rate limit's sliding window -> ms"),
+    "held": KeySpec("held", ("limit",), "zset", "calls a limit holds back -> their ready score"),
+    "permit_of": KeySpec("permitof", (), "hash", "item -> the limit whose permit it holds"),
+    "limits": KeySpec("limits", (), "set", "the task limits of this shard"),
+    "slots": KeySpec("slots", ("limit",), "set", "'<shard>|<id>' of workflows holding a slot of a workflow limit"),
+    "slot_queue": KeySpec("slotq", ("limit",), "zset", "'<shard>|<id>' of QUEUED workflows -> priority and order"),
+    "slot_limits": KeySpec("slotlimits", (), "set", "the workflow limits of this shard"),
 }
 
 FLEET_KEYS: dict[str, KeySpec] = {
@@ -83,6 +93,10 @@ FLEET_KEYS: dict[str, KeySpec] = {
     "registry": KeySpec("registry", (), "hash", "'<name>@<version>' -> JSON (queue, input schema)"),
     "versions": KeySpec("versions", ("name",), "zset", "version -> first registration ms"),
     "shards": KeySpec("shards", (), "string", "the shard count the prefix was created with"),
+    "schedule": KeySpec("sched", ("schedule_id",), "hash", "one schedule: what it runs, when, its state"),
+    "schedule_ids": KeySpec("schedids", (), "set", "every schedule's id"),
+    "schedules_due": KeySpec("scheddue", (), "zset", "active schedule id -> its next due ms"),
+    "lease": KeySpec("lease", ("duty",), "string", "which process holds a fleet-wide duty (firing schedules, ...)"),
 }
 
 CHANNELS: dict[str, KeySpec] = {
@@ -119,6 +133,11 @@ class ShardKeys:
     """Keys of one shard; all share one hash tag."""
 
     tag: str
+
+    @property
+    def number(self) -> int:
+        """The shard's number (its tag is ``{<prefix>:<number>}``)."""
+        return int(self.tag[self.tag.rindex(":") + 1 : -1])
 
     def _key(self, entry: str, *parts: str | int) -> str:
         return _name(self.tag, SHARD_KEYS[entry], parts)
@@ -181,6 +200,37 @@ class ShardKeys:
     @property
     def test_clock(self) -> str:
         return self._key("test_clock")
+
+    # flow control
+    def limit(self, limit: str) -> str:
+        return self._key("limit", limit)
+
+    def permits(self, limit: str) -> str:
+        return self._key("permits", limit)
+
+    def rate(self, limit: str) -> str:
+        return self._key("rate", limit)
+
+    def held(self, limit: str) -> str:
+        return self._key("held", limit)
+
+    @property
+    def permit_of(self) -> str:
+        return self._key("permit_of")
+
+    @property
+    def limits(self) -> str:
+        return self._key("limits")
+
+    def slots(self, limit: str) -> str:
+        return self._key("slots", limit)
+
+    def slot_queue(self, limit: str) -> str:
+        return self._key("slot_queue", limit)
+
+    @property
+    def slot_limits(self) -> str:
+        return self._key("slot_limits")
 
     def wake(self, ready_list: str) -> str:
         return self._key("wake", ready_list)
@@ -309,6 +359,20 @@ class Keys:
     @property
     def shard_count(self) -> str:
         return self._key("shards")
+
+    def schedule(self, schedule_id: str) -> str:
+        return self._key("schedule", schedule_id)
+
+    @property
+    def schedule_ids(self) -> str:
+        return self._key("schedule_ids")
+
+    @property
+    def schedules_due(self) -> str:
+        return self._key("schedules_due")
+
+    def lease(self, duty: str) -> str:
+        return self._key("lease", duty)
 
     # channels
     def workflow_channel(self, workflow_id: str) -> str:

@@ -12,6 +12,7 @@ __all__ = [
     "DeadLetter",
     "DispatcherInfo",
     "HistoryEntry",
+    "ScheduleInfo",
     "Signal",
     "Status",
     "WorkflowPage",
@@ -30,6 +31,8 @@ class Status(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     VERSION_MISMATCH = "VERSION_MISMATCH"
+    SCHEDULED = "SCHEDULED"  # a delayed start, not yet due
+    QUEUED = "QUEUED"  # waiting for a slot of its workflow's concurrency limit
 
 
 FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
@@ -139,4 +142,37 @@ class DispatcherInfo:
         for field in ("expires_at", "started_at", "last_beat"):
             moment = getattr(self, field)
             data[field] = moment.isoformat() if moment else None
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A schedule as ``get_schedule``/``list_schedules`` and ``bdurable schedule show`` describe it."""
+
+    schedule_id: str
+    workflow: str
+    version: str | None
+    input: Any
+    cron: str | None
+    every: str | None  # the interval, e.g. "15m"
+    timezone: str
+    overlap: str
+    jitter: str | None
+    catchup_window: str
+    paused: bool
+    note: str
+    start_at: datetime | None
+    end_at: datetime | None
+    next_runs: list[datetime]  # the next 5 times (none while paused or over)
+    recent: list[dict[str, Any]]  # the last 10 firings, oldest first: scheduled_at, workflow_id, status
+    missed: int  # times skipped because they were older than the catch-up window
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("start_at", "end_at", "created_at"):
+            moment = getattr(self, name)
+            data[name] = moment.isoformat() if moment else None
+        data["next_runs"] = [moment.isoformat() for moment in self.next_runs]
+        data["recent"] = [{**firing, "scheduled_at": firing["scheduled_at"].isoformat()} for firing in self.recent]
         return data

@@ -143,6 +143,7 @@ class Subscriptions:
     async def _read(self, reconnect: bool) -> None:
         if reconnect:
             await self._reconnect()
+        pause = 0.0
         while self._channels:
             async with self._lock:  # never read a connection that is still being set up
                 pubsub = self._pubsub
@@ -150,8 +151,11 @@ class Subscriptions:
                 if pubsub is None:
                     raise ConnectionError("no pub/sub connection")
                 message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                pause = 0.0
             except Exception as exc:  # any failure: reconnect, re-subscribe, have everyone look again
                 log.debug("pub/sub connection lost; reconnecting", error=repr(exc))
+                await asyncio.sleep(pause)  # a failure that repeats at once never spins the loop
+                pause = min(max(pause * 2, 0.05), 1.0)
                 await self._reconnect()
                 continue
             if message is not None:

@@ -401,6 +401,27 @@ class Reads:
             total += int(await self.redis.zcount(shard.timers, "-inf", now + within_ms))
         return total
 
+    async def schedule(self, schedule_id: str) -> dict[str, str] | None:
+        """A schedule's hash (its spec and state), or ``None``."""
+        fields: dict[str, str] = await self.redis.hgetall(self.keys.schedule(schedule_id))  # type: ignore[assignment]
+        return fields or None
+
+    async def schedule_ids(self) -> builtins.list[str]:
+        ids: set[str] = await self.redis.smembers(self.keys.schedule_ids)  # type: ignore[assignment]
+        return sorted(ids)
+
+    async def due_schedules(self, now_ms: int) -> builtins.list[str]:
+        """Schedules whose next time (or a buffered run) is due by ``now_ms``."""
+        found: builtins.list[str] = await self.redis.zrangebyscore(self.keys.schedules_due, "-inf", now_ms)  # type: ignore[assignment]
+        return found
+
+    async def next_schedules(self, count: int) -> builtins.list[tuple[str, int]]:
+        """The ``count`` schedules due first: (id, due ms)."""
+        first: builtins.list[tuple[str, float]] = await self.redis.zrange(  # type: ignore[assignment]
+            self.keys.schedules_due, 0, count - 1, withscores=True
+        )
+        return [(schedule_id, int(score)) for schedule_id, score in first]
+
     async def expired_workers(self) -> builtins.list[str]:
         """Dispatchers in the fleet-wide registry whose heartbeat expired."""
         now = await self.now_ms()

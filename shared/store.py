@@ -10,7 +10,7 @@ steps pays one round trip, not fifty. Reads are plain commands, in :mod:`bdurabl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from bdurable.wire import (
     ReapReply,
     StartReply,
     StepDocument,
+    TaskClaim,
     Verdict,
     decode_claims,
 )
@@ -160,10 +161,19 @@ class Store:
     # -- workflows -------------------------------------------------------------------------------------
 
     async def start(
-        self, workflow_id: str, *, name: str, version: str, queue: str, input: str, priority: int = 0
+        self,
+        workflow_id: str,
+        *,
+        name: str,
+        version: str,
+        queue: str,
+        input: str,
+        priority: int = 0,
+        start_at_ms: int = 0,
     ) -> StartReply:
+        """Create a workflow (``start_at_ms``: a delayed start, SCHEDULED until then); idempotent on its id."""
         shard = self.keys.for_workflow(workflow_id)
-        raw = await self._shard(shard, "start", workflow_id, name, version, queue, input, priority)
+        raw = await self._shard(shard, "start", workflow_id, name, version, queue, input, priority, start_at_ms)
         return StartReply.decode(raw)
 
     async def resume(self, workflow_id: str) -> Verdict:
@@ -185,7 +195,7 @@ class Store:
 
     async def claim(self, shard: ShardKeys, worker: str, budget: int, queues: Iterable[ReadyQueue]) -> list[Claim]:
         flat = [name for queue in queues for name in (queue.continuations, queue.new_starts)]
-        return decode_claims(await self._shard(shard, "claim", worker, budget, *flat))
+        return decode_claims(await self._shard(shard, "claim", worker, budget, *flat), shard.number)
 
     async def commit_step(
         self,
@@ -199,30 +209,36 @@ class Store:
         handoff: int,
     ) -> CommitReply:
         text, payloads = document.encode()
+        shard = self.keys.for_workflow(workflow_id)
         raw = await self._shard(
-            self.keys.for_workflow(workflow_id), "commit_step",
-            worker, workflow_id, lease, based_on, retention_ms, handoff, text, *payloads,
-        )  # fmt: skip
-        return CommitReply.decode(raw)
+            shard, "commit_step", worker, workflow_id, lease, based_on, retention_ms, handoff, text, *payloads
+        )
+        return CommitReply.decode(raw, shard.number)
 
     async def commit_task(
         self,
         worker: str,
-        workflow_id: str,
-        seq: int,
+        claim: TaskClaim,
         *,
-        lease: str,
         outcome: str,
         payload: str,
         delay_ms: int,
         handoff: int,
     ) -> CommitReply:
-        """``outcome``: 'ok' (payload: the result), 'retry' after ``delay_ms`` or 'fail' (payload: the error)."""
+        """Commit an attempt in the shard it was claimed in. ``outcome``: 'ok' (payload: the result), 'retry'
+        after ``delay_ms`` or 'fail' (payload: the error record)."""
+        shard = self.keys.shard(claim.shard)
         raw = await self._shard(
-            self.keys.for_workflow(workflow_id), "commit_task",
-            worker, workflow_id, seq, lease, outcome, payload, delay_ms, handoff,
-        )  # fmt: skip
-        return CommitReply.decode(raw)
+            shard, "commit_task", worker, claim.item.encode(), claim.lease, outcome, payload, delay_ms, handoff
+        )
+        return CommitReply.decode(raw, shard.number)
+
+    async def admit(
+        self, shard: ShardKeys, *, limit: str, concurrency: int, key: str, member: str, priority: int
+    ) -> bool:
+        """Take a slot of a workflow limit for a run about to begin (True), or queue it for one (False)."""
+        reply = await self._shard(shard, "admit", limit, concurrency, key, member, priority)
+        return str(reply) == "admitted"
 
     async def hand_back(self, shard: ShardKeys, worker: str, items: dict[str, str]) -> int:
         """Put back held items (item -> the lease we saw) whose claim never reached us; returns how many."""
@@ -284,16 +300,29 @@ class Store:
     # -- signal bus ------------------------------------------------------------------------------------
 
     async def bus_apply(self, shard: ShardKeys, bus: str, batch: int, lease_ms: int) -> BusApplyReply:
-        return BusApplyReply.decode(await self._shard(shard, "bus_apply", bus, batch, lease_ms))
+        retention_ms = round(self.settings.retention * 1000)
+        return BusApplyReply.decode(await self._shard(shard, "bus_apply", bus, batch, lease_ms, retention_ms))
 
     async def apply_forwarded(self, shard: ShardKeys, message: str) -> None:
         """Apply on ``shard`` an operation another shard left for it (idempotent: safe to repeat)."""
-        await self._shard(shard, "x_apply", message)
+        await self._shard(shard, "x_apply", message, round(self.settings.retention * 1000))
 
     async def forwarded(self, shard: ShardKeys, bus: str, message: str) -> None:
         """Drop a carried operation from the bus's transit list once applied (one command: atomic by itself;
         a crash before it only means the operation is applied once more, which is idempotent)."""
         await self.redis.lrem(shard.bus_forward(bus), 1, message)
+
+    # -- schedules and fleet-wide duties ----------------------------------------------------------------
+
+    async def schedule_write(self, schedule_id: str, *, expected: str, due: str, fields: Mapping[str, str]) -> str:
+        """Write a schedule if it is as expected ('new', '*' or a revision): 'ok', 'exists', 'missing', 'stale'.
+        ``due``: its next due ms, '' when it is not due (paused, over), or 'delete'."""
+        flat = [part for pair in fields.items() for part in pair]
+        return str(await self._fleet("schedule_write", schedule_id, expected, due, *flat))
+
+    async def lease(self, duty: str, holder: str, ttl_ms: int) -> bool:
+        """Take or renew a fleet-wide duty; True while ``holder`` holds it."""
+        return bool(int(await self._fleet("lease", duty, holder, ttl_ms)))
 
     # -- dead letters ----------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import anyio.to_thread
 from bdurable.codec import from_json_value
 from bdurable.current import current_run
 from bdurable.durations import parse_duration
+from bdurable.limits import Limit, parse_rate
 
 __all__ = ["Task", "task"]
 
@@ -35,6 +36,9 @@ class Task(Generic[P, R]):
         timeout: str | float | None,
         on_exhausted: OnExhausted,
         queue: str,
+        concurrency: int | None = None,
+        rate_limit: str | None = None,
+        key: Callable[..., Any] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"task {fn.__qualname__}: max_attempts must be >= 1")
@@ -47,6 +51,10 @@ class Task(Generic[P, R]):
         self.timeout = None if timeout is None else parse_duration(timeout)
         self.on_exhausted: OnExhausted = on_exhausted
         self.queue = queue
+        try:
+            self.limit = Limit(concurrency, None if rate_limit is None else parse_rate(rate_limit), key)
+        except ValueError as exc:
+            raise ValueError(f"task {fn.__qualname__}: {exc}") from None
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         functools.update_wrapper(self, fn)
@@ -128,6 +136,9 @@ def task(
     timeout: str | float | None = None,
     on_exhausted: OnExhausted = "raise",
     queue: str = "default",
+    concurrency: int | None = None,
+    rate_limit: str | None = None,
+    key: Callable[..., Any] | None = None,
 ) -> TaskDecorator: ...
 
 
@@ -141,6 +152,9 @@ def task(
     timeout: str | float | None = None,
     on_exhausted: OnExhausted = "raise",
     queue: str = "default",
+    concurrency: int | None = None,
+    rate_limit: str | None = None,
+    key: Callable[..., Any] | None = None,
 ) -> Any:
     """Declare a task, bare (``@task``) or with options (``@task(name=..., max_attempts=...)``).
 
@@ -148,6 +162,10 @@ def task(
     minutes; ``timeout`` bounds each attempt. After the last attempt the call goes to the dead-letter
     queue and the workflow receives ``TaskFailedError`` (``on_exhausted="raise"``) or waits for an operator
     (``on_exhausted="park"``).
+
+    Flow control, fleet-wide: ``concurrency`` attempts at once, ``rate_limit`` attempts per window ("100/m",
+    a sliding window), both per ``key`` (a function of the call's arguments returning a string) when given.
+    A call held back waits, in its place in line; it never fails for it.
     """
     if isinstance(fn, str):
         raise TypeError("task() takes its name as a keyword: @task(name='...')")
@@ -161,6 +179,9 @@ def task(
             timeout=timeout,
             on_exhausted=on_exhausted,
             queue=queue,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            key=key,
         )
 
     return decorate if fn is None else decorate(fn)

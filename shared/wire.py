@@ -64,21 +64,21 @@ __all__ = [
 class WorkItem:
     """An item of a ready queue and of a processing hash: one workflow step, or one task call."""
 
-    kind: Literal["w", "t"]
+    kind: Literal["w", "t", "l"]  # a step, a task call, a call of a limited task
     workflow_id: str
     seq: int = 0
 
     def encode(self) -> str:
-        return f"w|{self.workflow_id}" if self.kind == "w" else f"t|{self.seq}|{self.workflow_id}"
+        return f"w|{self.workflow_id}" if self.kind == "w" else f"{self.kind}|{self.seq}|{self.workflow_id}"
 
     @classmethod
     def decode(cls, text: str) -> WorkItem:
         kind, _, rest = text.partition("|")
         if kind == "w":
             return cls("w", rest)
-        if kind == "t":
+        if kind in ("t", "l"):
             seq, _, workflow_id = rest.partition("|")
-            return cls("t", workflow_id, int(seq))
+            return cls("l" if kind == "l" else "t", workflow_id, int(seq))
         raise ValueError(f"not a work item: {text!r}")
 
 
@@ -172,6 +172,22 @@ class CallRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """A call's limit as the scripts enforce it: its id, its shard, its settings, and words for messages."""
+
+    id: str
+    shard: int
+    concurrency: int | None
+    rate_n: int | None
+    rate_ms: int | None
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "shard": self.shard, "concurrency": self.concurrency, "rate_n": self.rate_n,
+                "rate_ms": self.rate_ms, "text": self.text}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class TaskCommand:
     seq: int
     name: str
@@ -182,6 +198,7 @@ class TaskCommand:
     backoff_ms: int
     timeout_ms: int
     on_exhausted: str
+    limit: LimitSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +259,16 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """A workflow run's slot of its workflow's concurrency limit, taken (or queued for) before its first step."""
+
+    limit: str
+    shard: int
+    queued: bool
+    text: str  # what a QUEUED run waits for, in words
+
+
+@dataclass(frozen=True, slots=True)
 class StepDocument:
     """What one replayed step commits: its new calls, the calls it released, and its status or outcome."""
 
@@ -251,6 +278,7 @@ class StepDocument:
     outcome: Outcome | None
     abandon: Sequence[int] = ()
     cancelled: Sequence[int] = ()
+    admission: Admission | None = None
 
     def encode(self) -> tuple[str, list[str]]:
         """The document (JSON) and its payloads, which ``commit_step.lua`` reads as arguments ``p`` (1-based)."""
@@ -267,6 +295,8 @@ class StepDocument:
                 entry |= {"kind": "task", "p": ref(call.args), "queue": call.queue, "max_attempts": call.max_attempts,
                           "backoff_ms": call.backoff_ms, "timeout_ms": call.timeout_ms,
                           "on_exhausted": call.on_exhausted}  # fmt: skip
+                if call.limit is not None:
+                    entry["limit"] = call.limit.to_json()
             elif isinstance(call, SleepCommand):
                 entry |= {"kind": "sleep", "delay_ms": call.delay_ms, "due_ms": call.due_ms}
             elif isinstance(call, EventCommand):
@@ -291,6 +321,9 @@ class StepDocument:
             "abandon": list(self.abandon),
             "cancelled": list(self.cancelled),
         }
+        if self.admission is not None:
+            a = self.admission
+            document["admission"] = {"limit": a.limit, "shard": a.shard, "queued": a.queued, "text": a.text}
         return dumps(document), payloads
 
 
@@ -358,6 +391,7 @@ class TaskCall:
     backoff_ms: int
     timeout_ms: int
     on_exhausted: str
+    limited: bool = False  # it holds a permit of a limit while it runs
 
     @property
     def attempt(self) -> int:
@@ -375,6 +409,7 @@ class TaskCall:
             backoff_ms=int(fields.get("backoff_ms") or 1000),
             timeout_ms=int(fields.get("timeout_ms") or 0),
             on_exhausted=fields.get("on_exhausted", "raise"),
+            limited="limit" in fields,
         )
 
 
@@ -397,6 +432,8 @@ class StepClaim:
     committed_len: int
     entries: list[str]
     calls: dict[str, str]
+    shard: int = 0  # the shard it was claimed in
+    priority: int = 0
 
     @property
     def item(self) -> WorkItem:
@@ -412,10 +449,11 @@ class TaskClaim:
     seq: int
     lease: str
     call: TaskCall
+    shard: int = 0  # the shard it was claimed in: its workflow's, or its limit's (a limited task lives there)
 
     @property
     def item(self) -> WorkItem:
-        return WorkItem("t", self.workflow_id, self.seq)
+        return WorkItem("l" if self.call.limited else "t", self.workflow_id, self.seq)
 
 
 Claim = StepClaim | TaskClaim
@@ -425,13 +463,14 @@ def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
 
 
-def decode_claims(raw: Sequence[Any]) -> list[Claim]:
-    """Claims as ``claim.lua`` and every hand-off return them (see ``claim_step``/``claim_task`` in lib.lua)."""
+def decode_claims(raw: Sequence[Any], shard: int = 0) -> list[Claim]:
+    """Claims as ``claim.lua`` and every hand-off return them (see ``claim_step``/``claim_task`` in lib.lua),
+    from the script that ran in ``shard``."""
     claims: list[Claim] = []
     for entry in raw:
         kind, suspect = str(entry[0]), bool(int(entry[1]))
         if kind == "w":
-            _, _, workflow_id, lease, name, version, input_text, start, committed, entries, calls = entry
+            _, _, workflow_id, lease, name, version, input_text, start, committed, entries, calls, priority = entry
             claims.append(
                 StepClaim(
                     suspect,
@@ -444,12 +483,14 @@ def decode_claims(raw: Sequence[Any]) -> list[Claim]:
                     int(committed),
                     [str(e) for e in entries],
                     _pairs(calls),
+                    shard,
+                    int(priority),
                 )
             )
         else:
             _, _, workflow_id, seq, lease, fields = entry
             claims.append(
-                TaskClaim(suspect, str(workflow_id), int(seq), str(lease), TaskCall.from_fields(_pairs(fields)))
+                TaskClaim(suspect, str(workflow_id), int(seq), str(lease), TaskCall.from_fields(_pairs(fields)), shard)
             )
     return claims
 
@@ -466,9 +507,9 @@ class CommitReply:
     dead_letter: str | None = None
 
     @classmethod
-    def decode(cls, raw: Sequence[Any]) -> CommitReply:
+    def decode(cls, raw: Sequence[Any], shard: int = 0) -> CommitReply:
         status = str(raw[0])
-        claims = decode_claims(raw[1]) if len(raw) > 1 else []
+        claims = decode_claims(raw[1], shard) if len(raw) > 1 else []
         entry = str(raw[2]) if len(raw) > 2 else None
         return cls(status, claims, entry)  # type: ignore[arg-type]  # the script returns only these words
 
@@ -535,13 +576,15 @@ class GaugesReply:
     dlq: int
     live_dispatchers: int
     queues: list[QueueGauge]
-    totals: dict[str, int]  # the engine's running totals (``halted``: every VERSION_MISMATCH halt)
+    totals: dict[str, int]  # running totals: ``halted``, ``throttled\t<task>\t<reason>``
+    held: dict[str, int]  # calls held back by limits, per task
 
     @classmethod
     def decode(cls, raw: Sequence[Any]) -> GaugesReply:
         queues = [QueueGauge(str(q[0]), int(q[1]), int(q[2])) for q in raw[3]]
         totals = {name: int(value) for name, value in _pairs(raw[4]).items()}
-        return cls(int(raw[0]), int(raw[1]), int(raw[2]), queues, totals)
+        held = {name: int(value) for name, value in _pairs(raw[5]).items()}
+        return cls(int(raw[0]), int(raw[1]), int(raw[2]), queues, totals, held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,11 +600,11 @@ class FireReply:
 @dataclass(frozen=True, slots=True)
 class StartReply:
     outcome: Literal["created", "exists", "conflict"]
-    detail: str = ""  # the existing run's status, or the other workflow's name
+    detail: str = ""  # the run's status (created or existing), or the other workflow's name
 
     @classmethod
     def decode(cls, raw: Sequence[Any]) -> StartReply:
-        return cls(str(raw[0]), str(raw[1]) if len(raw) > 1 else "")  # type: ignore[arg-type]  # script's words
+        return cls(str(raw[0]), str(raw[1]) if len(raw) > 1 else "")  # type: ignore[arg-type]  # the script's words
 
 
 @dataclass(frozen=True, slots=True)

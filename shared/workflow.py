@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints
 
 from bdurable.codec import from_json_value, json_schema, to_json_value
+from bdurable.limits import Limit
 
 if TYPE_CHECKING:
     from bdurable.replay.context import Context
@@ -21,7 +22,16 @@ O = TypeVar("O")  # noqa: E741 - and for its output type
 class Workflow(Generic[I, O]):
     """A workflow definition: its name, strict version, queue and code."""
 
-    def __init__(self, fn: Callable[[Context, I], Awaitable[O]], *, name: str | None, version: str, queue: str) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Context, I], Awaitable[O]],
+        *,
+        name: str | None,
+        version: str,
+        queue: str,
+        concurrency: int | None = None,
+        key: Callable[[Any], str] | None = None,
+    ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"workflow {fn.__qualname__} must be an `async def f(ctx, input)`")
         parameters = list(inspect.signature(fn).parameters.values())
@@ -33,6 +43,12 @@ class Workflow(Generic[I, O]):
         self.name = name or fn.__name__
         self.version = version
         self.queue = queue
+        try:
+            self.limit = Limit(concurrency, None, key)
+        except ValueError as exc:
+            raise ValueError(f"workflow {fn.__qualname__}: {exc}") from None
+        if key is not None and concurrency is None:
+            raise ValueError(f"workflow {fn.__qualname__}: a key needs a concurrency")
         self._input_parameter = parameters[1].name
         for text, what in ((self.name, "name"), (version, "version"), (queue, "queue")):
             if any(c in text for c in "\t\n|@{}"):
@@ -84,13 +100,22 @@ def _is_text(value: object) -> bool:
 
 
 def workflow(
-    name: str | None = None, *, version: str, queue: str = "default"
+    name: str | None = None,
+    *,
+    version: str,
+    queue: str = "default",
+    concurrency: int | None = None,
+    key: Callable[[Any], str] | None = None,
 ) -> Callable[[Callable[[Context, I], Awaitable[O]]], Workflow[I, O]]:
-    """Declare a workflow: ``@workflow(version="1.0")``. The version is required and strict."""
+    """Declare a workflow: ``@workflow(version="1.0")``. The version is required and strict.
+
+    ``concurrency``: at most that many runs in progress at once, fleet-wide (per ``key``, a function of the
+    input returning a string); the others wait as ``QUEUED``, first in first out within a priority.
+    """
     if callable(name):
         raise TypeError("@workflow needs a version: write @workflow(version='1.0')")
 
     def decorate(fn: Callable[[Context, I], Awaitable[O]]) -> Workflow[I, O]:
-        return Workflow(fn, name=name, version=version, queue=queue)
+        return Workflow(fn, name=name, version=version, queue=queue, concurrency=concurrency, key=key)
 
     return decorate

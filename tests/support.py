@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from bdurable import Client, Settings
+from bdurable.limits import limit_id
 from bdurable.registry import Registry
 from bdurable.runtime.service import Stopping
 from bdurable.services.dispatcher import Dispatcher
+from bdurable.services.reaper import Reaper
 from bdurable.services.scheduler import Scheduler
 from bdurable.services.signal_bus import SignalBus
+from bdurable.wire import WorkItem
 
 TESTS = Path(__file__).parent
 APPS = TESTS / "apps"
@@ -55,6 +58,11 @@ class InProcessRoles:
         bus = SignalBus(self.settings)
         self._run(bus)
         return bus
+
+    def reaper(self) -> Reaper:
+        reaper = Reaper(self.settings)
+        self._run(reaper)
+        return reaper
 
     def _run(self, role: Any) -> None:
         stopping = Stopping()
@@ -206,3 +214,20 @@ class LocalCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+async def held_by_dispatchers(client: Client, task: str) -> tuple[int, int]:
+    """One atomic snapshot (MULTI) of the limit's shard: (attempts of ``task`` the dispatchers' processing hashes
+    hold, permits of its limit). The test's own view of what runs, independent of the tasks' counts."""
+    ident = limit_id("t", task, "")
+    shard = client.keys.shard(client.keys.shard_of(ident))
+    redis = client.store.redis
+    workers = [str(w) for w in await redis.zrange(shard.workers, 0, -1)]
+    async with redis.pipeline(transaction=True) as pipe:
+        for worker in workers:
+            pipe.hkeys(shard.processing(worker))
+        pipe.hgetall(shard.permit_of)
+        pipe.scard(shard.permits(ident))
+        *held, permit_of, permits = await pipe.execute()
+    items = [item for keys in held for item in keys if WorkItem.decode(item).kind == "l"]
+    return sum(1 for item in items if permit_of.get(item) == ident), int(permits)

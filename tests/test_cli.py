@@ -102,7 +102,7 @@ def test_help_lists_every_command() -> None:
     assert result.exit_code == 0
     for command in ("dispatcher", "scheduler", "reaper", "signal-bus", "dev", "start", "state", "result",
                     "send-event", "publish-event", "cancel", "resume", "list", "history", "watch", "check",
-                    "doctor", "dlq"):  # fmt: skip
+                    "doctor", "dlq", "schedule"):  # fmt: skip
         assert command in result.stdout
 
 
@@ -311,6 +311,67 @@ def test_send_event_publish_event_and_cancel(fleet: Fleet) -> None:
     assert cli(fleet.env, "cancel", cancelled, "--reason", "changed my mind").exit_code == 0
     assert_error(cli(fleet.env, "result", cancelled, "--timeout", "10"), 1, "cancelled: changed my mind")
     assert_error(cli(fleet.env, "resume", cancelled), 2, "not VERSION_MISMATCH")
+
+
+def test_schedules_from_the_command_line(fleet: Fleet) -> None:
+    sid = f"nightly-{uuid.uuid4().hex[:6]}"
+    create = [
+        "schedule", "create", sid, "adder", "--cron", "0 3 * * *", "--timezone", "Europe/Berlin",
+        "--input", '{"a": 1, "b": 2}', "--overlap", "allow_all", "--json",
+    ]  # fmt: skip
+    created = cli(fleet.env, *create)
+    assert created.exit_code == 0, created.stderr
+    info = json.loads(created.stdout)
+    assert (info["schedule_id"], info["workflow"], info["cron"], info["timezone"]) == (
+        sid, "adder", "0 3 * * *", "Europe/Berlin"
+    )  # fmt: skip
+    assert len(info["next_runs"]) == 5
+    assert all(run.endswith("+00:00") for run in info["next_runs"])
+    assert_error(cli(fleet.env, *create), 2, "exists")
+    assert_error(cli(fleet.env, "schedule", "create", "x", "adder", "--cron", "0 3 * *"), 2, "5 fields")
+    assert_error(cli(fleet.env, "schedule", "create", "x", "adder", "--every", "1h", "--input", '{"a": "one"}'), 2)
+    assert_error(cli(fleet.env, "schedule", "create", "x", "adder", "--every", "1h", "--input", "{"), 2, "JSON")
+
+    triggered = cli(fleet.env, "schedule", "trigger", sid, "--json")
+    assert triggered.exit_code == 0, triggered.stderr
+    run = json.loads(triggered.stdout)["workflow_id"]
+    assert run.startswith(f"{sid}-")
+    assert cli(fleet.env, "result", run, "--timeout", "10").stdout.strip() == "3"
+
+    backfilled = cli(fleet.env, "schedule", "backfill", sid, "--start", "2026-11-01T00:00:00Z", "--end",
+                     "2026-11-03T00:00:00+00:00", "--json")  # fmt: skip
+    assert backfilled.exit_code == 0, backfilled.stderr
+    backfilled_ids = json.loads(backfilled.stdout)["workflow_ids"]
+    assert backfilled_ids == [f"{sid}-2026-11-01T02:00:00Z", f"{sid}-2026-11-02T02:00:00Z"]
+    naive = cli(fleet.env, "schedule", "backfill", sid, "--start", "2026-11-01", "--end", "2026-11-02")
+    assert_error(naive, 2, "offset")
+
+    paused = json.loads(cli(fleet.env, "schedule", "pause", sid, "--note", "freeze", "--json").stdout)
+    assert (paused["paused"], paused["note"], paused["next_runs"]) == (True, "freeze", [])
+    listed = json.loads(cli(fleet.env, "schedule", "list", "--json").stdout)
+    assert [s["schedule_id"] for s in listed] == [sid]
+    assert [f["workflow_id"] for f in listed[0]["recent"]] == [run]
+    shown = cli(fleet.env, "schedule", "show", sid)
+    assert shown.exit_code == 0
+    assert "freeze" in shown.stdout
+    assert "paused" in shown.stdout
+    assert json.loads(cli(fleet.env, "schedule", "unpause", sid, "--json").stdout)["paused"] is False
+    assert cli(fleet.env, "schedule", "delete", sid).exit_code == 0
+    for command in (["show", sid], ["delete", sid], ["trigger", sid], ["pause", sid]):
+        assert_error(cli(fleet.env, "schedule", *command), 3, sid)
+
+
+def test_start_with_a_delay_is_scheduled(fleet: Fleet) -> None:
+    started = cli(fleet.env, "start", "adder", "--input", '{"a": 2, "b": 2}', "--delay", "1h", "--json")
+    assert started.exit_code == 0, started.stderr
+    document = json.loads(started.stdout)
+    assert document["status"] == "SCHEDULED"
+    assert json.loads(cli(fleet.env, "state", document["workflow_id"], "--json").stdout)["status"] == "SCHEDULED"
+    assert cli(fleet.env, "cancel", document["workflow_id"]).exit_code == 0
+    soon = cli(fleet.env, "start", "adder", "--input", '{"a": 2, "b": 3}', "--start-at", "2020-01-01T00:00:00Z")
+    assert cli(fleet.env, "result", soon.stdout.strip(), "--timeout", "10").stdout.strip() == "5"  # past: at once
+    assert_error(cli(fleet.env, "start", "adder", "--start-at", "2030-01-01T00:00"), 2, "offset")
+    assert_error(cli(fleet.env, "start", "adder", "--delay", "soon"), 2, "delay")
 
 
 def test_dead_letter_queue(fleet: Fleet) -> None:

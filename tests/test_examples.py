@@ -14,7 +14,7 @@ from support import APPS, RoleProcesses, eventually
 from bdurable import Client, Signal, Status, WorkflowCancelledError
 
 ROOT = APPS.parent.parent  # the repository root, where `examples` lives
-EXAMPLES = ("examples.order", "examples.onboarding", "examples.fanout")
+EXAMPLES = ("examples.order", "examples.onboarding", "examples.fanout", "examples.payouts")
 
 
 async def fleet(client: Client, processes: RoleProcesses, *names: str) -> list[subprocess.Popen[bytes]]:
@@ -154,6 +154,21 @@ async def test_fanout_scores_items_in_parallel_and_archives_in_batches(
     history = await client.history(handle.workflow_id)
     assert [h.kind for h in history] == ["task"] * (len(items) + (len(high) + 1) // 2)
     assert all(h.status == "done" for h in history)
+
+
+async def test_payouts_of_one_account_run_one_at_a_time(client: Client, processes: RoleProcesses) -> None:
+    await fleet(client, processes, "payout")
+    first = await client.start("payout", {"account": "acct-7", "cents": 1250})
+    second = await client.start("payout", {"account": "acct-7", "cents": 99})
+    other = await client.start("payout", {"account": "acct-8", "cents": 5})
+    assert await first.result(timeout=20) == {"receipt": "tr-acct-7-1250", "entry": "ledger-acct-7:-1250"}
+    assert await second.result(timeout=20) == {"receipt": "tr-acct-7-99", "entry": "ledger-acct-7:-99"}
+    assert await other.result(timeout=20) == {"receipt": "tr-acct-8-5", "entry": "ledger-acct-8:-5"}
+    # One payout per account at a time: the second one's first call starts after the first one's last ended.
+    first_calls, second_calls = await client.history(first.workflow_id), await client.history(second.workflow_id)
+    assert first_calls[-1].finished_at is not None
+    assert second_calls[0].started_at is not None
+    assert second_calls[0].started_at >= first_calls[-1].finished_at
 
 
 async def _status(client: Client, workflow_id: str, *statuses: str) -> bool:

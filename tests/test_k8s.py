@@ -72,14 +72,6 @@ KUBERNETES_VERSIONS = (MIN_KUBERNETES, kv.latest_version())
 # The release the blue/green variants pretend is running now.
 PREVIOUS_TAG = "0.9.0"
 
-# Metric names the code exports (shared/runtime/metrics.py), plus the ones being added with issue #16's code side.
-UPCOMING_METRICS = {
-    "bdurable_fleet_exporter",
-    "bdurable_throttled_total",
-    "bdurable_schedule_firings_total",
-    "bdurable_schedule_skips_total",
-    "bdurable_schedule_lag_seconds",
-}
 # Series of Prometheus itself and kube-state-metrics that the alerts may use.
 FOREIGN_METRICS = {"up", "kube_job_status_failed"}
 
@@ -348,18 +340,18 @@ def validation_errors(obj: Obj, version: str) -> list[str]:
 def exported_metrics() -> frozenset[str]:
     """Every series name the code exports: counters as declared (``_total``), histograms with their suffixes."""
     source = (ROOT / "shared" / "runtime" / "metrics.py").read_text()
-    declared = set(re.findall(r'(?:Counter|Gauge|Histogram)\(\s*"(bdurable_\w+)"', source))
-    histograms = set(re.findall(r'Histogram\(\s*"(bdurable_\w+)"', source)) | {"bdurable_schedule_lag_seconds"}
-    names = declared | UPCOMING_METRICS
+    declared = set(re.findall(r'(?:Counter|Gauge|Histogram|RedisTotal)\(\s*"(bdurable_\w+)"', source))
+    histograms = set(re.findall(r'Histogram\(\s*"(bdurable_\w+)"', source))
+    names = set(declared)
     names |= {f"{h}_{suffix}" for h in histograms for suffix in ("bucket", "sum", "count")}
     return frozenset(names | FOREIGN_METRICS)
 
 
 def metric_labels() -> set[str]:
-    """Label names the code's metrics carry (and ones coming with issue #16's code side)."""
+    """Label names the code's metrics carry."""
     source = (ROOT / "shared" / "runtime" / "metrics.py").read_text()
-    labels = {label for group in re.findall(r"\[((?:\"\w+\",?\s*)+)\]", source) for label in re.findall(r"\w+", group)}
-    return labels | {"task", "reason", "schedule"}
+    groups = re.findall(r"[\[(]((?:\"\w+\",?\s*)+)[\])]", source)  # ["name", ...] and RedisTotal's ("task", ...)
+    return {label for group in groups for label in re.findall(r"\w+", group)}
 
 
 def promql_selectors(expr: str) -> list[Any]:

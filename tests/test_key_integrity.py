@@ -9,11 +9,12 @@ import engine_app
 from support import InProcessRoles, eventually
 
 from bdurable import Client, Settings, Status
-from bdurable.keys import SHARD_KEYS, lua_prelude
+from bdurable.keys import _LUA_NAMES, FLEET_KEYS, SHARD_KEYS, lua_prelude
 
 SAMPLES = {"workflow_id": "a:calls|{x}%3A é", "seq": 7, "queue": "q:1%", "task": "t:x", "version": "1:0",
            "name": "n:m", "ready_list": "{p:0}:q:a:b", "worker_id": "w:1", "status": "RUNNING",
-           "entry_id": "0-1", "event": "e:v", "key": "k:1", "bus_id": "b:2"}  # fmt: skip
+           "entry_id": "0-1", "event": "e:v", "key": "k:1", "bus_id": "b:2", "limit": "t\tpay:x|{k}%",
+           "schedule_id": "daily:{r}%3A", "duty": "sched:ules"}  # fmt: skip
 
 
 async def test_the_generated_lua_builds_every_key_exactly_like_python(client: Client) -> None:
@@ -25,6 +26,15 @@ async def test_the_generated_lua_builds_every_key_exactly_like_python(client: Cl
         script = f"{lua_prelude()}\nreturn {call}"
         from_lua = await client.store.redis.eval(script, 1, shard.tag, client.keys.tag, *args)
         from_python = getattr(shard, entry)
+        expected = from_python(**dict(zip(spec.params, args, strict=True))) if args else from_python
+        assert from_lua == expected, entry
+    for entry, spec in FLEET_KEYS.items():
+        stem = _LUA_NAMES.get(("fleet", entry), entry)
+        args = [SAMPLES[p] for p in spec.params]
+        call = f"g_{stem}({', '.join(f'ARGV[{i + 2}]' for i in range(len(args)))})" if args else f"G_{stem.upper()}"
+        script = f"{lua_prelude()}\nreturn {call}"
+        from_lua = await client.store.redis.eval(script, 1, shard.tag, client.keys.tag, *args)
+        from_python = getattr(client.keys, {"shards": "shard_count"}.get(entry, entry))
         expected = from_python(**dict(zip(spec.params, args, strict=True))) if args else from_python
         assert from_lua == expected, entry
 

@@ -131,9 +131,7 @@ async def test_a_task_commit_with_a_stale_lease_is_rejected(client: Client, pref
     assert isinstance(task_claim, TaskClaim)
     assert (task_claim.workflow_id, task_claim.seq, task_claim.call.attempt) == ("fenced-task", 1, 1)
     await store.redis.hset(shard.task("fenced-task", 1), "lease", "999")  # handed to someone else
-    reply = await store.commit_task(
-        WORKER_A, "fenced-task", 1, lease=task_claim.lease, outcome="ok", payload='"finished"', delay_ms=0, handoff=0
-    )
+    reply = await store.commit_task(WORKER_A, task_claim, outcome="ok", payload='"finished"', delay_ms=0, handoff=0)
     assert reply.status == "stale"
     assert await store.redis.lrange(shard.inbox("fenced-task"), 0, -1) == []
     assert await store.redis.hget(shard.calls("fenced-task"), "1:s") == "pending"
@@ -207,9 +205,7 @@ async def test_a_task_commit_hands_off_the_workflows_next_step_and_clears_the_wa
     assert (status, task.workflow_id, task.seq) == ("ok", "chain", 1)
     assert await redis.llen(shard.wake(tasks.continuations)) == 0  # nothing left to wake another dispatcher for
 
-    reply = await store.commit_task(
-        WORKER_A, "chain", 1, lease=task.lease, outcome="ok", payload='"done"', delay_ms=0, handoff=1
-    )
+    reply = await store.commit_task(WORKER_A, task, outcome="ok", payload='"done"', delay_ms=0, handoff=1)
     [step] = reply.claims
     assert reply.status == "ok"
     assert isinstance(step, StepClaim)

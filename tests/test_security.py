@@ -67,14 +67,15 @@ DOCS = REPO / "docs" / "security.md"
 ACCESS = [REPO / "shared" / "store.py", REPO / "shared" / "reads.py"]
 
 # Where each documented user's commands come from. Every role talks to Redis through `bdurable.store` (the
-# scripts), `bdurable.reads` and `bdurable.pubsub`.
+# scripts), `bdurable.reads` and `bdurable.pubsub`; schedules are fired through `bdurable.scheduling` (by the
+# scheduler, and by the client's `trigger_schedule`).
 ROLE_SOURCES = {
     "bdurable-dispatcher": ["services/dispatcher"],
-    "bdurable-scheduler": ["services/scheduler"],
+    "bdurable-scheduler": ["services/scheduler", "shared/scheduling.py"],
     "bdurable-reaper": ["services/reaper"],
     "bdurable-signal-bus": ["services/signal_bus"],
-    "bdurable-client": ["shared/client.py", "shared/pubsub.py", "shared/cli"],
-    "bdurable-ops": ["shared/client.py", "shared/pubsub.py", "shared/cli", "shared/doctor.py"],
+    "bdurable-client": ["shared/client.py", "shared/scheduling.py", "shared/pubsub.py", "shared/cli"],
+    "bdurable-ops": ["shared/client.py", "shared/scheduling.py", "shared/pubsub.py", "shared/cli", "shared/doctor.py"],
 }
 KEY_AND_CHANNEL_RULES = ["~{bdurable}", "~{bdurable}:*", "~{bdurable:*", "&{bdurable}:*"]
 # Health checks (redis-py's, and /readyz) send PING on every kind of connection.
@@ -95,7 +96,7 @@ NOT_COMMANDS = {
 RENAMED = {"config_get": "config|get", "script_load": "script|load"}
 
 LUA_CALL = re.compile(r"redis\.p?call\(\s*['\"](\w+)['\"]")
-LUA_FUNCTION = re.compile(r"^local function (\w+)\(", re.MULTILINE)
+LUA_FUNCTION = re.compile(r"^(?:local function (\w+)\(|(\w+) = function\()", re.MULTILINE)  # forward-declared too
 PY_FUNCTION = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)\(", re.MULTILINE)
 PY_CALL = re.compile(r"\b(?:redis|_redis|pipe|pubsub|_pubsub|fresh)\.(\w+)\(")
 PY_RAW_COMMAND = re.compile(r"execute_command\(\s*['\"](\w+)['\"]")
@@ -138,7 +139,7 @@ def for_prefix(rules: list[str], prefix: str, password: str) -> list[str]:
 def _lua_functions(source: str) -> dict[str, str]:
     starts = list(LUA_FUNCTION.finditer(source))
     return {
-        m.group(1): source[m.end() : starts[i + 1].start() if i + 1 < len(starts) else len(source)]
+        (m.group(1) or m.group(2)): source[m.end() : starts[i + 1].start() if i + 1 < len(starts) else len(source)]
         for i, m in enumerate(starts)
     }
 

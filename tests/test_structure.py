@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = {
     "ChildWorkflowError", "Client", "Context", "DeadLetter", "DeadLetterNotFoundError", "DeadLetterNotParkedError",
     "DurableError", "EventTimeoutError", "HistoryEntry", "InvalidInputError", "NonDeterminismError",
-    "NonRetryableError", "PayloadTooLargeError", "RegistrationError", "ReplicationError", "Settings", "Signal",
+    "NonRetryableError", "PayloadTooLargeError", "RegistrationError", "ReplicationError", "ScheduleAlreadyExistsError",
+    "ScheduleInfo", "ScheduleNotFoundError", "Settings", "Signal",
     "Status", "Task", "TaskFailedError", "UnknownWorkflowError", "VersionNotLiveError", "Workflow",
     "WorkflowAlreadyExistsError", "WorkflowCancelledError", "WorkflowFailedError", "WorkflowFinishedError",
     "WorkflowHandle", "WorkflowNotFoundError", "WorkflowNotHaltedError", "WorkflowPage", "WorkflowState", "task",

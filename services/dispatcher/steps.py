@@ -9,6 +9,7 @@ workflow with a clear error rather than leaving it held, or crash-looping dispat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import traceback
 from collections import OrderedDict
@@ -19,6 +20,7 @@ import structlog
 from bdurable.codec import loads
 from bdurable.config import Settings
 from bdurable.keys import Keys
+from bdurable.limits import limit_id
 from bdurable.reads import Reads
 from bdurable.registry import Registry
 from bdurable.replay.loop import StepLoop
@@ -26,7 +28,7 @@ from bdurable.replay.run import WorkflowRun
 from bdurable.runtime.metrics import Metrics
 from bdurable.services.dispatcher.commits import Committer
 from bdurable.store import REDIS_ERRORS, Store
-from bdurable.wire import CallRecord, ErrorRecord, Outcome, StepClaim, StepDocument
+from bdurable.wire import Admission, CallRecord, ErrorRecord, Outcome, StepClaim, StepDocument
 from bdurable.workflow import Workflow
 
 __all__ = ["RunCache", "StepRunner"]
@@ -93,13 +95,22 @@ class StepRunner:
         with structlog.contextvars.bound_contextvars(
             workflow_id=claim.workflow_id, name=claim.name, version=claim.version
         ):
-            if claim.committed_len < 0:
-                self.metrics.child(self.metrics.workflows_started, claim.name).inc()
             definition = self.registry.workflow(claim.name, claim.version)
             if definition is None:  # cannot happen through version routing; never guess
                 log.error("claimed a step of a version this dispatcher does not hold")
                 return
-            run, document, based_on = await self._advance(claim, definition)
+            admission = None
+            if definition.limit.active and claim.committed_len < 0:
+                admission = await self._admit(claim, definition)
+            if admission is not None and admission.queued:  # no slot: it waits QUEUED, its code does not run
+                run, based_on = None, 0
+                document = StepDocument([], "QUEUED", admission.text, None, admission=admission)
+            else:
+                if claim.committed_len < 0:
+                    self.metrics.child(self.metrics.workflows_started, claim.name).inc()
+                run, document, based_on = await self._advance(claim, definition)
+                if admission is not None:
+                    document = dataclasses.replace(document, admission=admission)
             reply = await self.committer.commit(
                 "step",
                 lambda budget: self.store.commit_step(
@@ -124,6 +135,36 @@ class StepRunner:
                 status = document.outcome.status if document.outcome is not None else "FAILED"
                 self.metrics.child(self.metrics.workflows_finished, claim.name, status).inc()
                 log.info("workflow finished", status=status)
+
+    async def _admit(self, claim: StepClaim, definition: Workflow[Any, Any]) -> Admission:
+        """A run of a workflow with a concurrency limit takes a slot before its first step, or queues for one.
+
+        Asked again on every claim until the first step commits: the answer is the same (the script is
+        idempotent), so a dispatcher that dies in between changes nothing. A key function that fails is
+        left to the step itself, which then fails the workflow with its error.
+        """
+        limit = definition.limit
+        try:
+            key = limit.key_of(definition.convert_input(loads(claim.input)))
+        except Exception:
+            key = ""
+        ident = limit_id("w", definition.name, key)
+        shard = self.keys.shard_of(ident)
+        member = f"{self.keys.shard_of(claim.workflow_id)}|{claim.workflow_id}"
+        delay = 0.05
+        while True:
+            try:
+                admitted = await self.store.admit(
+                    self.keys.shard(shard), limit=ident, concurrency=limit.concurrency or 1, key=key, member=member,
+                    priority=claim.priority,
+                )  # fmt: skip
+                break
+            except REDIS_ERRORS as exc:
+                log.warning("admission failed, retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        text = f"a slot of {definition.name}{limit.describe(key)}"
+        return Admission(ident, shard, not admitted, text)
 
     async def _advance(
         self, claim: StepClaim, definition: Workflow[Any, Any]

@@ -77,9 +77,7 @@ class TaskRunner:
                 "task",
                 lambda budget: self.store.commit_task(
                     self.worker_id,
-                    claim.workflow_id,
-                    claim.seq,
-                    lease=claim.lease,
+                    claim,
                     outcome=outcome,
                     payload=payload,
                     delay_ms=delay or 0,

@@ -1,8 +1,10 @@
-"""The scheduler's loop: sleep until the earliest timer, fire what is due, keep the house clean.
+"""The scheduler's loop: sleep until the earliest timer or schedule, fire what is due, keep the house clean.
 
 It never polls on a coarse interval: each firing returns how long until the next timer (by the Redis
-clock), and a script that adds an earlier timer publishes a hint on the timers channel that wakes the
-scheduler at once. Several schedulers may run: firing is one atomic script, so each timer fires once.
+clock), and a script that adds an earlier timer or schedule publishes a hint on the timers channel that
+wakes the scheduler at once. Several schedulers may run: firing a timer is one atomic script, so each timer
+fires once; schedules are fired by one of them at a time (see :mod:`.schedules`), and the fleet-wide gauges
+are exported by one of them at a time (so that a sum over schedulers counts each item once).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import structlog
 
 from bdurable.config import Settings
 from bdurable.keys import Keys, ShardKeys
+from bdurable.reads import Reads
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.role import role_runtime
 from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
+from bdurable.services.scheduler.schedules import ScheduleFiring
 from bdurable.store import Store
 
 __all__ = ["Scheduler"]
@@ -28,6 +32,7 @@ log = structlog.get_logger("bdurable.scheduler")
 
 FIRE_BATCH = 500
 MAX_SLEEP = 5.0  # a safety net in case a hint is lost with a dropped connection; hints do the real work
+FLEET_EXPORTER = "fleet-exporter"  # the duty of exporting the fleet-wide gauges
 
 
 class Scheduler:
@@ -40,15 +45,19 @@ class Scheduler:
         self.metrics = Metrics("scheduler")
         self.health = Health(30.0)
         self.lags_ms: list[int] = []
+        self.lease_ms = round(settings.heartbeat_timeout * 1000)  # duties move on after a holder's silence
+        self.schedules = ScheduleFiring(self.worker_id, self.lease_ms, self.metrics)
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="scheduler", worker=self.worker_id)
         async with role_runtime("scheduler", self.settings) as runtime:
             self.metrics, self.health = runtime.metrics, runtime.health
+            self.schedules.metrics = runtime.metrics
             await self._serve(runtime.store, stopping)
         log.info("scheduler stopped", fired=self.fired)
 
     async def _serve(self, store: Store, stopping: Stopping) -> None:
+        reads = Reads(store.redis, self.keys)
         pubsub: Any = None
         try:
             pubsub = store.redis.pubsub()
@@ -60,7 +69,7 @@ class Scheduler:
             while not stopping.is_set:
                 self.health.tick()
                 try:
-                    next_delay = await self._fire_all(store)
+                    next_delay = _sooner(await self._fire_all(store), await self.schedules.fire_due(store, reads))
                     if time.monotonic() >= housekeeping_due:
                         await self._housekeeping(store)
                         housekeeping_due = time.monotonic() + self.settings.heartbeat_interval
@@ -81,8 +90,7 @@ class Scheduler:
     async def _fire_all(self, store: Store) -> int:
         """Fire every due timer of every shard; returns ms until the next one (-1 when none)."""
         delays = await asyncio.gather(*(self._fire_shard(store, shard) for shard in self.shards))
-        pending = [d for d in delays if d >= 0]
-        return min(pending) if pending else -1
+        return _sooner(*delays)
 
     async def _fire_shard(self, store: Store, shard: ShardKeys) -> int:
         while True:
@@ -100,10 +108,10 @@ class Scheduler:
                 return next_delay
 
     async def _housekeeping(self, store: Store) -> None:
-        depth: dict[str, int] = {}
-        oldest: dict[str, int] = {}
-        timers = dlq = live = 0
-        totals: dict[str, int] = {}
+        exporting = await store.lease(FLEET_EXPORTER, self.worker_id, self.lease_ms)
+        if exporting != self.metrics.fleet.exporting:
+            log.info("exporting the fleet-wide gauges" if exporting else "another scheduler exports the fleet gauges")
+        self.metrics.export_fleet(exporting)
         for shard in self.shards:
             halted = await store.sweep_versions(shard)
             if halted:
@@ -112,10 +120,22 @@ class Scheduler:
             if expired:
                 self.metrics.workflows_expired.inc(expired)
                 log.info("finished workflows expired", count=expired)
+        if exporting:
+            await self._export_fleet(store)
+
+    async def _export_fleet(self, store: Store) -> None:
+        depth: dict[str, int] = {}
+        oldest: dict[str, int] = {}
+        timers = dlq = live = 0
+        totals: dict[str, int] = {}
+        held: dict[str, int] = {}
+        for shard in self.shards:
             gauges = await store.gauges(shard)
             timers, dlq, live = timers + gauges.timers, dlq + gauges.dlq, live + gauges.live_dispatchers
             for name, value in gauges.totals.items():
                 totals[name] = totals.get(name, 0) + value
+            for task, value in gauges.held.items():
+                held[task] = held.get(task, 0) + value
             for gauge in gauges.queues:
                 depth[gauge.queue] = depth.get(gauge.queue, 0) + gauge.depth
                 oldest[gauge.queue] = max(oldest.get(gauge.queue, -1), gauge.oldest_age_ms)
@@ -123,6 +143,13 @@ class Scheduler:
         self.metrics.dlq_entries.set(dlq)
         self.metrics.live_dispatchers.set(live / len(self.shards))  # each dispatcher beats in every shard
         self.metrics.halted_total.set(totals.get("halted", 0))
+        for name, value in totals.items():
+            kind, _, rest = name.partition("\t")
+            if kind == "throttled":
+                task, _, reason = rest.rpartition("\t")
+                self.metrics.throttled_total.set(value, task, reason)
+        for task, value in held.items():
+            self.metrics.throttled_waiting.labels(task).set(value)
         for queue, value in depth.items():
             self.metrics.queue_depth.labels(queue).set(value)
             self.metrics.queue_oldest_age.labels(queue).set(max(0, oldest[queue]) / 1000)
@@ -148,3 +175,9 @@ class Scheduler:
         fresh = store.redis.pubsub()
         await retry_forever("subscribe", lambda: fresh.subscribe(self.keys.timers_channel), stopping)
         return fresh
+
+
+def _sooner(*delays: int) -> int:
+    """The soonest of several ``ms until next`` figures, where -1 means never."""
+    pending = [d for d in delays if d >= 0]
+    return min(pending) if pending else -1

@@ -1,7 +1,7 @@
 """The ``bdurable`` command line: role processes, workflow operations, checks and a local dev setup.
 
 Commands live in small modules by concern (``roles``, ``workflows``, ``manage``, ``dlq``, ``dev``,
-``diagnostics``); this module only assembles them. Exit codes and ``--json`` shapes are the public
+``diagnostics``, ``schedules``); this module only assembles them. Exit codes and ``--json`` shapes are the public
 contract (see ``bdurable.cli.common``).
 """
 
@@ -11,6 +11,7 @@ import typer
 
 from bdurable.cli import dev, diagnostics, manage, roles, workflows
 from bdurable.cli.dlq import dlq_app
+from bdurable.cli.schedules import schedule_app
 
 __all__ = ["app", "main"]
 
@@ -28,6 +29,7 @@ dev.register(app)
 workflows.register(app)
 manage.register(app)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(schedule_app, name="schedule")
 diagnostics.register(app)
 
 

@@ -17,6 +17,7 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
@@ -53,6 +54,7 @@ __all__ = [
     "handles_errors",
     "import_app_modules",
     "parse_json",
+    "parse_moment",
     "parse_timeout",
     "redact_url",
     "run",
@@ -145,6 +147,17 @@ def parse_json(text: str | None, option: str) -> Any:
         raise CliError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
 
+def parse_moment(text: str, option: str) -> datetime:
+    """An ISO 8601 time with its offset (``Z`` for UTC); a naive time is ambiguous, so it is refused."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{option} is not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise CliError(f"{option} needs a time zone offset (like 2026-12-07T08:00:00Z or +01:00): {text!r}")
+    return moment
+
+
 def parse_timeout(text: str | None) -> float | None:
     """``--timeout`` as seconds: a number (``30``) or a duration string (``"2m"``, ``"1h30m"``)."""
     if text is None:
@@ -184,6 +197,7 @@ def import_app_modules(modules: list[str]) -> None:
 
 
 _BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    errors.ScheduleAlreadyExistsError,
     errors.UnknownWorkflowError,
     errors.InvalidInputError,
     errors.PayloadTooLargeError,
@@ -200,7 +214,7 @@ def exit_code_for(exc: BaseException) -> int:
         return exc.code
     if isinstance(exc, errors.WorkflowFailedError | errors.WorkflowCancelledError):
         return EXIT_FAILED
-    if isinstance(exc, errors.WorkflowNotFoundError | errors.DeadLetterNotFoundError):
+    if isinstance(exc, errors.WorkflowNotFoundError | errors.DeadLetterNotFoundError | errors.ScheduleNotFoundError):
         return EXIT_NOT_FOUND
     if isinstance(exc, _BAD_INPUT_ERRORS):
         return EXIT_BAD_INPUT

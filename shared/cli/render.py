@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bdurable.cli.common import console
-from bdurable.model import HistoryEntry, WorkflowState
+from bdurable.model import HistoryEntry, ScheduleInfo, WorkflowState
 
 __all__ = [
     "compact",
@@ -24,6 +24,8 @@ __all__ = [
     "print_dead_letters",
     "print_history",
     "print_page",
+    "print_schedule",
+    "print_schedules",
     "print_state",
     "status_text",
 ]
@@ -37,6 +39,8 @@ _STATUS_STYLES = {
     "RUNNING": "cyan",
     "SLEEPING": "blue",
     "AWAITING_EVENT": "blue",
+    "SCHEDULED": "blue",
+    "QUEUED": "blue",
 }
 
 
@@ -188,3 +192,57 @@ def print_dead_letter(entry: dict[str, Any]) -> None:
     if isinstance(error, Mapping) and error.get("traceback"):
         rows.append(("traceback", str(error["traceback"]).rstrip()))
     console().print(_key_values(rows))
+
+
+def _timing(info: ScheduleInfo) -> str:
+    when = f"cron {info.cron} ({info.timezone})" if info.cron else f"every {info.every}"
+    return when + (f", jitter {info.jitter}" if info.jitter else "")
+
+
+def print_schedule(info: ScheduleInfo) -> None:
+    """Everything ``bdurable schedule show`` shows: what runs when, the next runs and the recent firings."""
+    rows: list[tuple[str, Any]] = [
+        ("schedule", info.schedule_id),
+        ("workflow", info.workflow + (f"@{info.version}" if info.version else "")),
+        ("when", _timing(info)),
+        ("overlap", info.overlap),
+        ("catch-up window", info.catchup_window),
+        ("state", Text("paused", style="yellow") if info.paused else Text("active", style="green")),
+    ]
+    if info.note:
+        rows.append(("note", info.note))
+    if info.start_at or info.end_at:
+        rows.append(("between", f"{_when(info.start_at) or '…'} and {_when(info.end_at) or '…'}"))
+    rows.append(("input", _pretty(info.input)))
+    rows.append(("next runs", "\n".join(_when(moment) for moment in info.next_runs) or "none"))
+    if info.missed:
+        rows.append(("missed", info.missed))
+    rows.append(("created", _when(info.created_at)))
+    console().print(_key_values(rows))
+    if info.recent:
+        table = Table(box=None, header_style="bold", pad_edge=False, title="recent firings", title_justify="left")
+        for column in ("SCHEDULED AT", "WORKFLOW ID", "STATUS"):
+            table.add_column(column)
+        for firing in info.recent:
+            table.add_row(_when(firing["scheduled_at"]), escape(firing["workflow_id"]), status_text(firing["status"]))
+        console().print(table)
+
+
+def print_schedules(found: list[ScheduleInfo]) -> None:
+    """``bdurable schedule list``: one row per schedule."""
+    if not found:
+        console().print("no schedules")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("ID", "WORKFLOW", "WHEN", "OVERLAP", "STATE", "NEXT RUN"):
+        table.add_column(column)
+    for info in found:
+        table.add_row(
+            escape(info.schedule_id),
+            escape(info.workflow),
+            escape(_timing(info)),
+            info.overlap,
+            Text("paused", style="yellow") if info.paused else Text("active", style="green"),
+            _when(info.next_runs[0]) if info.next_runs else "",
+        )
+    console().print(table)

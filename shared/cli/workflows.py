@@ -28,6 +28,7 @@ from bdurable.cli.common import (
     error_console,
     handles_errors,
     parse_json,
+    parse_moment,
     parse_timeout,
     run,
     with_client,
@@ -131,6 +132,15 @@ def start(
         bool, typer.Option("--wait", help="Wait for the result and print it (exit 1 if it fails).")
     ] = False,
     timeout: Timeout = None,
+    priority: Annotated[
+        int, typer.Option("--priority", help="-1000 to 1000; higher runs first within its queue (default 0).")
+    ] = 0,
+    delay: Annotated[
+        str | None, typer.Option("--delay", help='Start after this long (e.g. "10m"); SCHEDULED until then.')
+    ] = None,
+    start_at: Annotated[
+        str | None, typer.Option("--start-at", help="Start at this time (ISO 8601 with offset); SCHEDULED until then.")
+    ] = None,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
     json_output: JsonOutput = False,
@@ -140,10 +150,14 @@ def start(
     settings = client_settings(redis_url, prefix)
     value = parse_json(input, "--input")
     seconds = parse_timeout(timeout)
+    at = parse_moment(start_at, "--start-at") if start_at is not None else None
 
     async def main() -> None:
         async with Client(settings=settings) as client:
-            handle = await client.start(name, value, workflow_id=workflow_id, version=version)
+            handle = await client.start(
+                name, value, workflow_id=workflow_id, version=version, priority=priority, start_delay=delay,
+                start_at=at,
+            )  # fmt: skip
             if not wait:
                 if json_output:
                     echo_json({"workflow_id": handle.workflow_id, "status": handle.status})

@@ -43,6 +43,9 @@ SCRIPT_NAMES = (
     "settle_lost",
     "gauges",
     "x_apply",
+    "admit",
+    "schedule_write",
+    "lease",
 )
 
 _SERVER_CLOCK = """

@@ -3,7 +3,7 @@
 -- KEYS[1] G (routing); ARGV: G, worker, timeout ms, items running now, info JSON ('' to keep), then pairs of
 -- (name@version, registry JSON) to register. Returns the server time in ms.
 local worker, timeout = ARGV[2], tonumber(ARGV[3])
-local now = now_ms()
+local now = now_once()
 redis.call('ZADD', G_FLEET_WORKERS, int(now + timeout), worker)
 redis.call('HSET', g_fleet_worker(worker), 'running', ARGV[4], 'beat_at', int(now))
 if ARGV[5] ~= '' then redis.call('HSET', g_fleet_worker(worker), 'info', ARGV[5], 'started_at', int(now)) end

@@ -3,7 +3,7 @@
 -- KEYS[1] T; ARGV: G, worker, timeout ms, number of (name, version) pairs, the pairs, then per ready queue
 -- its continuation set and its new-start set ('' for task queues).
 local worker, timeout, versions = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local now = now_ms()
+local now = now_once()
 redis.call('ZADD', K_WORKERS, int(now + timeout), worker)  -- the reaper of this shard watches this
 local last_pair = 4 + 2 * versions
 for i = 5, last_pair, 2 do

@@ -3,12 +3,14 @@
 -- applied in this one script, so a crash never applies half of one and never applies one twice.
 -- Only this script pops messages, a batch at a time and in order (buses block on a wake-up token, never on
 -- the list itself), so events to one workflow are applied in the order they were sent, whatever the number
--- of buses. When more messages remain, the token is passed on to another blocked bus. KEYS[1] T; ARGV: G, bus id, max messages, lease ms
+-- of buses. When more messages remain, the token is passed on to another blocked bus. KEYS[1] T; ARGV: G, bus id, max messages, lease ms,
+-- retention ms (a cancelled workflow that never started finishes here)
 -- Cross-shard operations ('x') are moved to this bus's forward list and returned: the bus applies them on
 -- their shard (`x_apply.lua`), then removes them from the list (a dead bus's list is put back for others).
 -- Returns {delivered, buffered, dropped, published, cancelled, {forwarded message...}}
 local bus, budget, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local now = now_ms()
+RETENTION_MS = tonumber(ARGV[5])
+local now = now_once()
 redis.call('ZADD', K_BUS_ALIVE, int(now + lease), bus)
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', K_BUS_ALIVE, '-inf', '(' .. int(now))) do
   while redis.call('LMOVE', k_bus_forward(dead), K_BUS, 'LEFT', 'RIGHT') do end

@@ -8,6 +8,7 @@
 -- dispatcher takes over at once (`hand_off`, up to the budget), in the format of claim.lua.
 local worker, id, lease, based_on = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local retention_ms, handoff = tonumber(ARGV[6]), tonumber(ARGV[7])
+RETENTION_MS = retention_ms
 local step = cjson.decode(ARGV[8])
 local function payload(index) return ARGV[8 + index] end
 local wf = k_wf(id)
@@ -16,11 +17,22 @@ local item = item_step(id)
 if redis.call('HGET', wf, 'lease') ~= lease or redis.call('HGET', proc, item) ~= lease then
   return {'stale'}
 end
-local now = now_ms()
+local now = now_once()
 redis.call('HDEL', proc, item)
 local calls = k_calls(id)
 local signals = 0
 local priority = redis.call('HGET', wf, 'priority')
+
+-- A workflow with a concurrency limit took a slot (or queues for one) before its first step ran.
+local admission = step.admission
+if admission and admission ~= cjson.null then
+  redis.call('HSET', wf, 'slot', admission.limit, 'slot_shard', admission.shard)
+  if admission.queued then  -- no slot yet: it waits, QUEUED, until one frees (its code has not run)
+    redis.call('HSET', wf, 'pending', '0')
+    set_status(id, 'QUEUED', admission.text, now)
+    return {'ok', {}}
+  end
+end
 
 for _, c in ipairs(step.calls) do
   local seq = int(c.seq)
@@ -37,13 +49,19 @@ for _, c in ipairs(step.calls) do
     if c.kind == 'task' or c.kind == 'child' then
       redis.call('HSET', calls, seq .. ':a', payload(c.p))  -- its arguments, kept with the history
     end
-    if c.kind == 'task' then
+    if c.kind == 'task' and (c.limit == nil or c.limit == cjson.null) then
       local task = k_task(seq, id)
       redis.call('HSET', task, 'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',
         'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
         'on_exhausted', c.on_exhausted, 'lease', '0')
       if priority then redis.call('HSET', task, 'priority', priority) end  -- a run's tasks inherit its priority
       push_task(id, seq, now, false)
+    elseif c.kind == 'task' then  -- a limited task lives with its limit, in the limit's shard
+      local fields = {'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',
+        'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
+        'on_exhausted', c.on_exhausted, 'lease', '0', 'limit', c.limit.id, 'wf_shard', shard_number()}
+      if priority then table.insert(fields, 'priority') table.insert(fields, priority) end
+      route({shard = c.limit.shard, op = 'create_task', id = id, seq = seq, fields = fields, limit = c.limit}, now)
     elseif c.kind == 'sleep' then
       local due = c.due_ms
       if due == nil or due == cjson.null then due = now + c.delay_ms end

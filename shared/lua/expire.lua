@@ -2,7 +2,7 @@
 -- Redis expiry too (memory is freed even while no scheduler runs); this sweep also cleans the indexes (of every
 -- version, when the hash expired first) and covers a workflow re-created under the same id.
 -- KEYS[1] T; ARGV: G, max workflows. Returns how many were expired.
-local now = now_ms()
+local now = now_once()
 local ids = redis.call('ZRANGEBYSCORE', K_INDEX_EXPIRE, '-inf', int(now), 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
   redis.call('ZREM', K_INDEX_EXPIRE, id)

@@ -1,15 +1,24 @@
 -- Fire due timers, by the engine's clock: durable sleeps resolve, delayed task retries go back on their ready
--- queue, event waits time out. ZREM decides who fires: with several schedulers each timer fires once.
+-- queue, event waits time out, delayed starts begin, rate limits let held-back calls go. ZREM decides who fires: with several schedulers each timer fires once.
 -- KEYS[1] T; ARGV: G, max timers
 -- Returns {ms until the next timer or -1, lag ms of each fired timer...}
-local now = now_ms()
+local now = now_once()
 local due = redis.call('ZRANGEBYSCORE', K_TIMERS, '-inf', int(now), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 local result = {-1}
 for i = 1, #due, 2 do
   local member, score = due[i], tonumber(due[i + 1])
   if redis.call('ZREM', K_TIMERS, member) == 1 then
-    local kind, id, seq = parse_timer(member)
-    if kind == 's' then
+    local kind, id, seq = string.sub(member, 1, 1), nil, nil
+    if kind == 's' or kind == 'r' or kind == 'e' then kind, id, seq = parse_timer(member) end
+    if kind == 'l' then  -- a rate limit's window moved: calls it held back may start
+      wake_held(string.sub(member, 3), now)
+    elseif kind == 'd' then  -- a delayed start is due
+      local start = string.sub(member, 3)
+      if redis.call('HGET', k_wf(start), 'status') == 'SCHEDULED' then
+        redis.call('HSET', k_wf(start), 'order', next_order())  -- in line among new starts from now
+        enqueue_step(start, now, true)
+      end
+    elseif kind == 's' then
       deliver(id, seq, inbox_ok(seq, 'null'), 'done', now)
     elseif kind == 'r' then
       if redis.call('EXISTS', k_task(seq, id)) == 1 then push_task(id, seq, now, false) end

@@ -1,7 +1,7 @@
 -- Fleet-wide gauges for the metrics, in one round trip.
 -- KEYS[1] T; ARGV: G. Returns {timers pending, dead-letter entries, live dispatchers, {{queue, depth, age ms of
--- the item next in line (-1: empty)}...}, engine totals {name, value, ...}}.
-local now = now_ms()
+-- the item next in line (-1: empty)}...}, engine totals {name, value, ...}, {task, calls held back by limits, ...}}.
+local now = now_once()
 local queues, order = {}, {}
 local function note(queue, lists, hash_of)
   if not queues[queue] then queues[queue] = {depth = 0, oldest = -1} table.insert(order, queue) end
@@ -26,5 +26,13 @@ for _, member in ipairs(redis.call('SMEMBERS', K_TASK_QUEUES)) do
 end
 local depths = {}
 for _, queue in ipairs(order) do table.insert(depths, {queue, queues[queue].depth, queues[queue].oldest}) end
+local held, tasks = {}, {}  -- calls held back by limits, per task
+for _, limit in ipairs(redis.call('SMEMBERS', K_LIMITS)) do
+  local task = string.match(limit, '^t\t(.-)\t') or limit
+  if not held[task] then held[task] = 0 table.insert(tasks, task) end
+  held[task] = held[task] + redis.call('ZCARD', k_held(limit))
+end
+local waiting = {}
+for _, task in ipairs(tasks) do table.insert(waiting, task) table.insert(waiting, held[task]) end
 return {redis.call('ZCARD', K_TIMERS), redis.call('ZCARD', K_DLQ), redis.call('ZCOUNT', K_WORKERS, '(' .. int(now), '+inf'),
-  depths, redis.call('HGETALL', K_STATS)}
+  depths, redis.call('HGETALL', K_STATS), waiting}

@@ -4,7 +4,7 @@
 -- KEYS[1] T; ARGV: G, worker, then (item, lease) pairs. Returns how many items were handed back.
 local worker = ARGV[2]
 local proc = k_proc(worker)
-local now = now_ms()
+local now = now_once()
 local handed = 0
 for i = 3, #ARGV, 2 do
   if redis.call('HGET', proc, ARGV[i]) == ARGV[i + 1] then

@@ -11,18 +11,40 @@ end
 
 local FINISHED = {COMPLETED = true, FAILED = true, CANCELLED = true}
 
+-- Defined further down, used before: operations on another shard (`route`), timers, limits.
+local route, add_timer, wake_held
+
+-- The retention of finished workflows, for the scripts that may finish one outside a commit (a cancelled
+-- workflow that never started); set by those scripts from their arguments.
+local RETENTION_MS = 7 * 86400000
+
+-- The shard number encoded in T ("{prefix:N}").
+local function shard_number()
+  return string.match(T, ':(%d+)}$') or '0'
+end
+
+-- The clock, read at most once per script (by the first code that needs it).
+local NOW
+local function now_once()
+  if not NOW then NOW = now_ms() end
+  return NOW
+end
+
 -- ==== records: one builder each (their Python readers are in bdurable/wire.py) ===============================
 
 -- Work items, the members of ready queues and processing hashes: 'w|<id>' (a step), 't|<seq>|<id>' (a task).
 local function item_step(id) return 'w|' .. id end
 local function item_task(seq, id) return 't|' .. seq .. '|' .. id end
+-- A call of a task with a concurrency or rate limit: its item says so, so that nothing else pays for limits.
+local function item_limited(seq, id) return 'l|' .. seq .. '|' .. id end
 
--- (kind, id, seq) of a work item; seq is nil for a step. Ids come last: they may contain anything.
+-- (kind, id, seq) of a work item ('w', 't' or 'l'); seq is nil for a step. Ids come last: they may contain
+-- anything.
 local function parse_item(item)
   local kind = string.sub(item, 1, 1)
   if kind == 'w' then return 'w', string.sub(item, 3), nil end
   local sep = string.find(item, '|', 3, true)
-  return 't', string.sub(item, sep + 1), string.sub(item, 3, sep - 1)
+  return kind, string.sub(item, sep + 1), string.sub(item, 3, sep - 1)
 end
 
 -- A durable call of a workflow, '<seq>|<id>' (keyed waiters, the cancel channel), and its parser.
@@ -135,7 +157,7 @@ end
 -- The reliable-queue pattern: an item moves from its ready queue into the dispatcher's processing hash with
 -- a fresh lease token; a commit must present that token, so work handed to someone else can never be
 -- committed by its former holder. Claims, as returned to the dispatcher (decoded by bdurable/wire.py):
---   {'w', suspect, id, lease, name, version, input, inbox_start, committed_len, {inbox entries}, {calls}}
+--   {'w', suspect, id, lease, name, version, input, inbox_start, committed_len, {inbox entries}, {calls}, priority}
 --     inbox_start is where the dispatcher's cached copy stopped, or -1 (no copy: the whole inbox and the call
 --     records follow); committed_len is -1 before the first commit
 --   {'t', suspect, id, seq, lease, {task hash fields}}
@@ -143,7 +165,7 @@ end
 
 local function claim_step(worker, id, item, suspect, claims)
   local wf = k_wf(id)
-  local f = redis.call('HMGET', wf, 'name', 'version', 'input', 'cache_owner', 'cache_len')
+  local f = redis.call('HMGET', wf, 'name', 'version', 'input', 'cache_owner', 'cache_len', 'priority')
   if not f[1] then return end  -- expired or removed while queued: nothing to run
   local lease = redis.call('INCR', K_SEQ)
   redis.call('HSET', k_proc(worker), item, lease)
@@ -153,7 +175,7 @@ local function claim_step(worker, id, item, suspect, claims)
   local calls = {}
   if start < 0 then calls = redis.call('HGETALL', k_calls(id)) end
   table.insert(claims, {'w', suspect and 1 or 0, id, lease, f[1], f[2], f[3], start, f[5] or '-1',
-    redis.call('LRANGE', k_inbox(id), math.max(start, 0), -1), calls})
+    redis.call('LRANGE', k_inbox(id), math.max(start, 0), -1), calls, tonumber(f[6] or '0')})
 end
 
 local function claim_task(worker, id, seq, item, suspect, claims)
@@ -165,15 +187,96 @@ local function claim_task(worker, id, seq, item, suspect, claims)
   table.insert(claims, {'t', suspect and 1 or 0, id, seq, lease, redis.call('HGETALL', task)})
 end
 
-local function claim_item(worker, item, suspect, claims)
+-- ==== flow control: the limits of a task (its permits, its sliding window, its held-back calls) =============
+-- A limit is identified by a string (`bdurable.wire.limit_id`: the task's name and the call's key) and lives in
+-- the shard its id hashes to, with the calls it limits: every check is local to one script.
+
+-- How many more attempts may start now, what holds the rest back ('concurrency' or 'rate'), and when the
+-- sliding window next frees a place (ms, for 'rate').
+local function limit_room(limit, now)
+  local s = redis.call('HMGET', k_limit(limit), 'concurrency', 'rate_n', 'rate_ms')
+  local room, reason, free_at = 1000000000, nil, nil
+  if s[1] then
+    room, reason = tonumber(s[1]) - redis.call('SCARD', k_permits(limit)), 'concurrency'
+  end
+  if s[2] then
+    local window = k_rate(limit)
+    redis.call('ZREMRANGEBYSCORE', window, '-inf', int(now - tonumber(s[3])))
+    local rate_room = tonumber(s[2]) - redis.call('ZCARD', window)
+    if rate_room < room then
+      room, reason = rate_room, 'rate'
+      local oldest = redis.call('ZRANGE', window, 0, 0, 'WITHSCORES')
+      free_at = #oldest > 0 and tonumber(oldest[2]) + tonumber(s[3]) or now
+    end
+  end
+  return room, reason, free_at
+end
+
+-- An attempt of a limited call starts: it holds a permit until it ends, and counts in the window.
+local function take_permit(item, limit, now)
+  redis.call('SADD', k_permits(limit), item)
+  redis.call('HSET', K_PERMIT_OF, item, limit)
+  if redis.call('HEXISTS', k_limit(limit), 'rate_n') == 1 then
+    redis.call('ZADD', k_rate(limit), int(now), item .. '@' .. int(now))
+  end
+end
+
+-- An attempt of a limited call ended (committed, handed back, lost with its dispatcher): its permit frees, and
+-- the call held back longest takes it. A no-op for every other item (no Redis command at all).
+local function release_permit(item, now)
+  if string.sub(item, 1, 1) ~= 'l' then return end
+  local limit = redis.call('HGET', K_PERMIT_OF, item)
+  if not limit then return end
+  redis.call('SREM', k_permits(limit), item)
+  redis.call('HDEL', K_PERMIT_OF, item)
+  wake_held(limit, now)
+end
+
+-- Tell a workflow (maybe in another shard) what its call waits for, while it waits.
+local function note_waiting(id, seq, wf_shard, text)
+  route({shard = wf_shard or shard_number(), op = 'note', id = id, seq = seq, text = text}, now_once())
+end
+
+-- Claim a limited call if its limit has room; else hold it back (it keeps its place: its ready score) until a
+-- permit frees or the window moves (a timer). Returns whether it was held back.
+local function claim_limited(worker, id, seq, item, suspect, claims, score)
+  local task = k_task(seq, id)
+  local t = redis.call('HMGET', task, 'limit', 'name', 'wf_shard')
+  if not t[1] then return false end  -- its workflow finished or the call was released: consumed
+  local now = now_once()
+  local room, reason, free_at = limit_room(t[1], now)
+  if room <= 0 then
+    redis.call('ZADD', k_held(t[1]), score, item)
+    redis.call('SADD', K_LIMITS, t[1])
+    redis.call('HINCRBY', K_STATS, 'throttled\t' .. t[2] .. '\t' .. reason, 1)
+    local text = 'task ' .. t[2] .. ' (held back by its ' .. reason .. ' limit' ..
+      (redis.call('HGET', k_limit(t[1]), 'key') or '') .. ')'
+    note_waiting(id, seq, t[3], text)
+    if reason == 'rate' then add_timer('l|' .. t[1], free_at) end
+    return true
+  end
+  take_permit(item, t[1], now)
+  claim_task(worker, id, seq, item, suspect, claims)
+  return false
+end
+
+-- Returns whether the item was held back by a limit (then it does not count against the claim's budget).
+local function claim_item(worker, item, suspect, claims, score)
   local kind, id, seq = parse_item(item)
-  if kind == 'w' then claim_step(worker, id, item, suspect, claims) else claim_task(worker, id, seq, item, suspect, claims) end
+  if kind == 'w' then
+    claim_step(worker, id, item, suspect, claims)
+  elseif kind == 't' then
+    claim_task(worker, id, seq, item, suspect, claims)
+  else
+    return claim_limited(worker, id, seq, item, suspect, claims, score)
+  end
+  return false
 end
 
 -- Claim up to `budget` items from `lists`, best first across all of them (highest priority, then oldest).
 -- A suspect is claimed alone, as the first item of a claim, which then ends; `no_suspects` leaves suspects
 -- for a claim proper (a hand-off cannot know what else its dispatcher runs). Returns (items taken, stop).
-local function take_ordered(lists, worker, budget, claims, no_suspects)
+local function take_ordered(lists, worker, budget, claims, no_suspects)  -- items held back by limits do not count
   if budget <= 0 then return 0, false end
   local windows = {}
   for _, list in ipairs(lists) do
@@ -192,10 +295,10 @@ local function take_ordered(lists, worker, budget, claims, no_suspects)
     local item = best.head[best.at]
     local suspect = is_suspect(item)
     if suspect and (no_suspects or #claims > 0) then stop = true break end  -- first in line for its own claim
+    local score = best.head[best.at + 1]
     best.at = best.at + 2
     table.insert(best.taken, item)
-    count = count + 1
-    claim_item(worker, item, suspect, claims)
+    if not claim_item(worker, item, suspect, claims, score) then count = count + 1 end
     if suspect then stop = true break end
   end
   for _, w in ipairs(windows) do
@@ -237,15 +340,11 @@ local function push_bus(message)
   if redis.call('LLEN', K_BUS_WAKE) == 0 then redis.call('LPUSH', K_BUS_WAKE, '1') end
 end
 
--- Operations on another shard's workflow (a child in another slot, a parent elsewhere) cannot run in this
--- script (one script, one slot): `route` applies them here when the target is this shard, else leaves
--- them on this shard's bus list, and the signal bus carries them over (`x_apply.lua`). Defined below.
-local route
+-- Operations on another shard's workflow (a child in another slot, a parent elsewhere, a limited task's home)
+-- cannot run in this script (one script, one slot): `route` applies them here when the target is this shard,
+-- else leaves them on this shard's bus list, and the signal bus carries them over (`x_apply.lua`). Every effect
+-- of a task on its workflow goes through it, so it works the same whichever shard the task lives in.
 
--- The shard number encoded in T ("{prefix:N}").
-local function shard_number()
-  return string.match(T, ':(%d+)}$') or '0'
-end
 
 -- ==== workflow status =========================================================================================
 
@@ -328,7 +427,7 @@ end
 -- Put a task call on its queue's ready set. `keep_place` (a hand-back) keeps the order it had.
 local function push_task(id, seq, now, keep_place)
   local task = k_task(seq, id)
-  local t = redis.call('HMGET', task, 'queue', 'name', 'priority', 'order')
+  local t = redis.call('HMGET', task, 'queue', 'name', 'priority', 'order', 'limit')
   local order = keep_place and tonumber(t[4]) or nil
   if not order then
     order = next_order()
@@ -336,7 +435,24 @@ local function push_task(id, seq, now, keep_place)
   end
   redis.call('SADD', K_TASK_QUEUES, task_queue_member(t[1], t[2]))
   local list = k_task_queue(t[1], t[2])
-  push_ready(list, list, item_task(seq, id), tonumber(t[3] or '0'), order)
+  local item = t[5] and item_limited(seq, id) or item_task(seq, id)
+  push_ready(list, list, item, tonumber(t[3] or '0'), order)
+end
+
+-- A limit has room again (a permit freed, the window moved): the calls it held back longest go back to their
+-- ready queue, in their place, as many as there is room for; the rest wait for the next permit or the timer.
+wake_held = function(limit, now)
+  local held = k_held(limit)
+  if redis.call('ZCARD', held) == 0 then return end
+  local room, reason, free_at = limit_room(limit, now)
+  if room > 0 then
+    local queue = redis.call('HGET', k_limit(limit), 'queue')
+    local moved = redis.call('ZPOPMIN', held, room)
+    for i = 1, #moved, 2 do redis.call('ZADD', queue, moved[i + 1], moved[i]) end
+    if #moved > 0 then wake(queue) end
+  elseif reason == 'rate' then
+    add_timer('l|' .. limit, free_at)
+  end
 end
 
 -- Put an item a dispatcher holds back on its ready queue, with a new lease so that a late commit from that
@@ -344,6 +460,7 @@ end
 -- A handed-back attempt never ended: it does not count as one.
 local function hand_back(worker, item, now)
   redis.call('HDEL', k_proc(worker), item)
+  release_permit(item, now)
   local hash = item_hash(item)
   if redis.call('EXISTS', hash) == 0 then return end  -- finished, cancelled or expired meanwhile
   redis.call('HSET', hash, 'lease', redis.call('INCR', K_SEQ))
@@ -367,7 +484,7 @@ local function deliver(id, seq, entry, final_status, now)
 end
 
 -- Add a timer; wake the scheduler only when it becomes the earliest (it sleeps until the earliest).
-local function add_timer(member, due)
+add_timer = function(member, due)
   local first = redis.call('ZRANGE', K_TIMERS, 0, 0, 'WITHSCORES')
   redis.call('ZADD', K_TIMERS, int(due), member)
   if #first == 0 or tonumber(first[2]) > due then
@@ -376,7 +493,9 @@ local function add_timer(member, due)
 end
 
 -- Create a workflow record and queue its first step. Returns 'created', or the existing workflow's name.
-local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, parent_shard, priority, now)
+-- With `start_at` (ms), it waits as SCHEDULED until then (a timer), instead of queuing its first step now.
+local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, parent_shard, priority, now,
+                               start_at)
   local wf = k_wf(id)
   local existing = redis.call('HGET', wf, 'name')
   if existing then return existing end
@@ -390,15 +509,22 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
   else
     redis.call('HSET', wf, 'order', next_order())  -- its place in line among new starts
   end
-  redis.call('ZADD', k_index('RUNNING', version, name), int(now), id)
   redis.call('SADD', K_KINDS, kind_member(name, version))
   redis.call('ZADD', K_IDS, 0, id)
+  if start_at then
+    redis.call('HSET', wf, 'status', 'SCHEDULED', 'waiting_on', 'its start at ' .. int(start_at) .. ' ms', 'start_at',
+      int(start_at))
+    redis.call('ZADD', k_index('SCHEDULED', version, name), int(now), id)
+    add_timer('d|' .. id, start_at)
+    return 'created'
+  end
+  redis.call('ZADD', k_index('RUNNING', version, name), int(now), id)
   enqueue_step(id, now, false)
   return 'created'
 end
 
 -- Finish a workflow: final status, output or error, expiry of all its keys after the retention period,
--- cleanup of what it still waited on, and delivery of its result to its parent.
+-- delivery of its result to its parent, and the slot of its concurrency limit freed.
 local function finish_workflow(id, status, output, error_json, retention_ms, now)
   local wf = k_wf(id)
   redis.call('HSET', wf, 'output', output, 'pending', '0', 'finished_at', int(now))
@@ -409,7 +535,10 @@ local function finish_workflow(id, status, output, error_json, retention_ms, now
     redis.call('PEXPIREAT', key, int(expire_at))
   end
   redis.call('ZADD', K_INDEX_EXPIRE, int(expire_at), id)
-  local parent = redis.call('HMGET', wf, 'parent_id', 'parent_seq', 'parent_shard')
+  local parent = redis.call('HMGET', wf, 'parent_id', 'parent_seq', 'parent_shard', 'slot', 'slot_shard')
+  if parent[4] then
+    route({shard = parent[5], op = 'release_slot', limit = parent[4], member = shard_number() .. '|' .. id}, now)
+  end
   if parent[1] and parent[1] ~= '' then
     local entry
     if status == 'COMPLETED' then
@@ -424,27 +553,32 @@ end
 
 -- A task has failed for good: write its dead-letter entry, then either fail the workflow's call with
 -- TaskFailedError or park the workflow on the entry until an operator retries or fails it.
+-- Deliver a task call's outcome to its workflow, which lives in another shard when the task is limited (a
+-- limited task lives with its limit).
+local function deliver_task_outcome(id, seq, wf_shard, entry, status, now)
+  route({shard = wf_shard or shard_number(), op = 'deliver', id = id, seq = seq, entry = entry, status = status}, now)
+end
+
+-- A task has failed for good: write its dead-letter entry, then either fail the workflow's call with
+-- TaskFailedError or park the workflow on the entry until an operator retries or fails it.
 local function exhaust_task(id, seq, error_json, now)
   local task = k_task(seq, id)
-  local t = redis.call('HMGET', task, 'name', 'args', 'attempts', 'on_exhausted')
+  local t = redis.call('HMGET', task, 'name', 'args', 'attempts', 'on_exhausted', 'wf_shard')
   local entry_id = shard_number() .. '-' .. redis.call('INCR', K_SEQ)
   local parked = t[4] == 'park'
   redis.call('HSET', k_dlq_entry(entry_id), 'workflow_id', id, 'seq', seq, 'task', t[1], 'args', t[2],
     'error', error_json, 'attempts', t[3], 'parked', parked and '1' or '0', 'created_at', int(now))
   redis.call('ZADD', K_DLQ, int(now), entry_id)
   if parked then
-    local wf = k_wf(id)
     local text = 'dead-letter entry ' .. entry_id .. ' (task ' .. t[1] .. ' failed after ' .. t[3] ..
       ' attempts); run `bdurable dlq retry ' .. entry_id .. '` or `bdurable dlq fail ' .. entry_id .. '`'
-    redis.call('HINCRBY', wf, 'parked', 1)
-    redis.call('HSET', wf, 'parked_on', text)
     redis.call('HSET', task, 'lease', '0', 'dlq_entry', entry_id)
-    set_status(id, 'PARKED', text, now)
+    route({shard = t[5] or shard_number(), op = 'park', id = id, seq = seq, text = text}, now)
     return entry_id
   end
   local failure = wrap_error('TaskFailedError', error_json, {task_name = t[1], attempts = tonumber(t[3])})
   redis.call('DEL', task)
-  deliver(id, seq, inbox_error(seq, failure), 'failed', now)
+  deliver_task_outcome(id, seq, t[5], inbox_error(seq, failure), 'failed', now)
   return entry_id
 end
 
@@ -520,15 +654,9 @@ local function release_call(id, seq, why, now)
   redis.call('HSET', calls, seq .. ':s', why, seq .. ':f', int(now))
   local record = cjson.decode(redis.call('HGET', calls, seq))
   if record.k == 'task' then
-    local task = k_task(seq, id)
-    local entry = redis.call('HGET', task, 'dlq_entry')
-    if entry then
-      redis.call('HINCRBY', k_wf(id), 'parked', -1)
-      redis.call('HSET', k_dlq_entry(entry), 'parked', '0')
-    end
-    redis.call('DEL', task)
-    redis.call('ZREM', K_TIMERS, timer_call('r', seq, id))
-    redis.call('PUBLISH', CH_CANCEL, call_ref(seq, id))  -- a dispatcher running it stops it
+    local wf = k_wf(id)
+    if redis.call('HDEL', wf, 'parked:' .. seq) == 1 then redis.call('HINCRBY', wf, 'parked', -1) end
+    route({shard = record.home or shard_number(), op = 'release_task', id = id, seq = seq}, now)
   elseif record.k == 'sleep' then
     redis.call('ZREM', K_TIMERS, timer_call('s', seq, id))
   elseif record.k == 'event' then
@@ -546,6 +674,13 @@ request_cancel = function(id, reason, now)
   local s = redis.call('HMGET', wf, 'status', 'cancel_requested')
   if not s[1] or FINISHED[s[1]] or s[2] == '1' then return 0 end
   redis.call('HSET', wf, 'cancel_requested', '1', 'cancel_reason', reason)
+  if s[1] == 'QUEUED' or s[1] == 'SCHEDULED' then  -- it never started: its code has nothing to clean up
+    redis.call('ZREM', K_TIMERS, 'd|' .. id)
+    local cancelled = error_record('WorkflowCancelledError', reason ~= '' and ('workflow cancelled: ' .. reason)
+      or 'workflow cancelled', {reason = reason ~= '' and reason or cjson.null})
+    finish_workflow(id, 'CANCELLED', 'null', cancelled, RETENTION_MS, now)
+    return 1
+  end
   redis.call('RPUSH', k_inbox(id), inbox_cancel(reason))
   enqueue_step(id, now, false)
   return 1
@@ -579,9 +714,67 @@ end
 -- ==== across shards ===========================================================================================
 
 -- Apply a cross-shard operation on this shard (idempotent: the bus may carry one twice after a crash).
+-- A workflow (maybe of another shard) may take a slot of its concurrency limit: the longest-waiting first.
+local function grant_slots(limit, now)
+  local room = tonumber(redis.call('HGET', k_limit(limit), 'concurrency') or '0') - redis.call('SCARD', k_slots(limit))
+  if room <= 0 then return end
+  for i, member in ipairs(redis.call('ZPOPMIN', k_slot_queue(limit), room)) do
+    if i % 2 == 1 then
+      redis.call('SADD', k_slots(limit), member)
+      local sep = string.find(member, '|', 1, true)
+      route({shard = string.sub(member, 1, sep - 1), op = 'grant', id = string.sub(member, sep + 1)}, now)
+    end
+  end
+end
+
 local function apply_x(m, now)
   if m.op == 'deliver' then
     deliver(m.id, m.seq, m.entry, m.status, now)
+  elseif m.op == 'create_task' then  -- a limited task, created in its limit's shard
+    local task = k_task(m.seq, m.id)
+    if redis.call('EXISTS', task) == 0 then
+      local limit, settings = m.limit.id, k_limit(m.limit.id)
+      redis.call('HDEL', settings, 'concurrency', 'rate_n', 'rate_ms')  -- the newest call's settings hold
+      for _, field in ipairs({'concurrency', 'rate_n', 'rate_ms'}) do
+        local value = m.limit[field]
+        if value and value ~= cjson.null then redis.call('HSET', settings, field, int(value)) end
+      end
+      local queue, name = m.fields[6], m.fields[2]
+      redis.call('HSET', settings, 'queue', k_task_queue(queue, name), 'key', m.limit.text or '')
+      redis.call('SADD', K_LIMITS, limit)
+      redis.call('HSET', task, unpack(m.fields))
+      push_task(m.id, m.seq, now, false)
+    end
+  elseif m.op == 'release_task' then  -- its workflow no longer waits for it: stop the work behind it
+    local task = k_task(m.seq, m.id)
+    local entry = redis.call('HGET', task, 'dlq_entry')
+    if entry then redis.call('HSET', k_dlq_entry(entry), 'parked', '0') end
+    redis.call('DEL', task)
+    redis.call('ZREM', K_TIMERS, timer_call('r', m.seq, m.id))
+    redis.call('PUBLISH', CH_CANCEL, call_ref(m.seq, m.id))  -- a dispatcher running it stops it
+  elseif m.op == 'park' then  -- a task of this workflow waits on a dead-letter entry
+    local wf = k_wf(m.id)
+    if redis.call('HSETNX', wf, 'parked:' .. m.seq, '1') == 1 then redis.call('HINCRBY', wf, 'parked', 1) end
+    redis.call('HSET', wf, 'parked_on', m.text)
+    set_status(m.id, 'PARKED', m.text, now)
+  elseif m.op == 'unpark' then  -- an operator resolved the entry (retried: the workflow waits for the task again)
+    local wf = k_wf(m.id)
+    if redis.call('HDEL', wf, 'parked:' .. m.seq) == 1 then
+      if redis.call('HINCRBY', wf, 'parked', -1) <= 0 and m.retried then
+        set_status(m.id, 'RUNNING', 'task ' .. m.task .. ' (retried)', now)
+      end
+    end
+  elseif m.op == 'note' then  -- what a call waits for (a limit holds it back)
+    local status = redis.call('HGET', k_wf(m.id), 'status')
+    if status == 'RUNNING' and redis.call('HGET', k_calls(m.id), m.seq .. ':s') == 'pending' then
+      set_status(m.id, 'RUNNING', m.text, now)
+    end
+  elseif m.op == 'release_slot' then  -- a workflow holding (or waiting for) a slot ended
+    redis.call('SREM', k_slots(m.limit), m.member)
+    redis.call('ZREM', k_slot_queue(m.limit), m.member)
+    grant_slots(m.limit, now)
+  elseif m.op == 'grant' then  -- a QUEUED workflow got its slot: its first step runs
+    if redis.call('HGET', k_wf(m.id), 'status') == 'QUEUED' then enqueue_step(m.id, now, true) end
   elseif m.op == 'cancel' then
     request_cancel(m.id, m.reason, now)
   elseif m.op == 'start_child' then

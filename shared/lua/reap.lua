@@ -12,7 +12,8 @@
 -- Returns {workers reaped, steps re-queued, tasks re-queued, workflows failed, halted,
 --   {{item, lease, attempts including this one, max_attempts, backoff_ms, worker}...}}
 local max_workers, max_crashes, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local now = now_ms()
+RETENTION_MS = retention_ms
+local now = now_once()
 local dead = redis.call('ZRANGEBYSCORE', K_WORKERS, '-inf', '(' .. int(now), 'LIMIT', 0, max_workers)
 local steps, tasks, failed = 0, 0, 0
 for _, worker in ipairs(dead) do
@@ -24,7 +25,7 @@ for _, worker in ipairs(dead) do
     local kind, id = parse_item(item)
     local hash = item_hash(item)
     if redis.call('EXISTS', hash) == 0 then
-      -- finished, cancelled or expired meanwhile: nothing to recover
+      release_permit(item, now)  -- finished, cancelled or expired meanwhile: nothing to recover
     elseif not alone then  -- not blamed, not counted: marked, and run on its own next if it keeps dying
       redis.call('HINCRBY', hash, 'suspect', 1)
       hand_back(worker, item, now)
@@ -44,6 +45,7 @@ for _, worker in ipairs(dead) do
       local lease = redis.call('INCR', K_SEQ)
       redis.call('HSET', hash, 'lease', lease)
       redis.call('HSET', K_LOST, item, lease .. '|' .. worker)
+      release_permit(item, now)  -- the attempt ended with its dispatcher
     end
   end
   redis.call('DEL', proc, k_holds(worker))

@@ -3,7 +3,7 @@
 -- An entry is only settled while it is unchanged (another reaper may have settled it already).
 -- KEYS[1] T; ARGV: G, then per attempt: item, the value reap returned, retry delay ms (-1: give up), error record.
 -- Returns {retried, dead-lettered}.
-local now = now_ms()
+local now = now_once()
 local retried, dead = 0, 0
 for i = 2, #ARGV, 4 do
   local item, value, delay, error_json = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]

@@ -12,7 +12,8 @@ import structlog
 
 from bdurable.codec import encode_payload, from_json_value
 from bdurable.durations import parse_duration
-from bdurable.wire import ChildCommand, EventCommand, SignalCommand, SleepCommand, TaskCommand
+from bdurable.limits import limit_id
+from bdurable.wire import ChildCommand, EventCommand, LimitSpec, SignalCommand, SleepCommand, TaskCommand
 
 if TYPE_CHECKING:
     from bdurable.replay.run import WorkflowRun
@@ -139,6 +140,11 @@ class Context:
         arguments = encode_payload(
             task.bind_arguments(args, kwargs), what=f"arguments of task {task.name}", max_bytes=run.max_payload
         )
+        limit, record, description = self._task_limit(task, args, kwargs), None, f"task {task.name}"
+        if limit is not None:
+            description += f" (limited{task.limit.describe(task.limit.key_of(*args, **kwargs))})"
+            if limit.shard != run.shard_of(run.workflow_id):
+                record = {"home": limit.shard}  # the task lives with its limit, in another shard
         result = await run.issue(
             "task",
             task.name,
@@ -152,11 +158,30 @@ class Context:
                 round(task.backoff * 1000),
                 round((task.timeout or 0) * 1000),
                 task.on_exhausted,
+                limit,
             ),
-            description=f"task {task.name}",
+            record=record,
+            description=description,
             arguments=arguments,
         )
         return from_json_value(result, task.return_annotation, what=f"result of task {task.name}")  # type: ignore[no-any-return]
+
+    def _task_limit(self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> LimitSpec | None:
+        """The limit a call of ``task`` counts against (its task's settings and the call's key), if any."""
+        limit = task.limit
+        if not limit.active:
+            return None
+        key = limit.key_of(*args, **kwargs)
+        ident = limit_id("t", task.name, key)
+        rate = limit.rate
+        return LimitSpec(
+            ident,
+            self._run.shard_of(ident),
+            limit.concurrency,
+            rate.count if rate else None,
+            rate.period_ms if rate else None,
+            limit.describe(key),
+        )
 
     async def wait_for_event(
         self, name: str, *, key: str | None = None, timeout: str | float | timedelta | None = None

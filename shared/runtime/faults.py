@@ -9,6 +9,10 @@ every named point of its cycle and prove that recovery keeps every guarantee. Po
 - ``before_commit``: a step or task attempt finished, its commit not yet sent
 - ``after_commit``: the commit applied (what comes next enqueued, or handed off to this dispatcher and so
   held by it), not yet acknowledged locally
+
+and one of the scheduler:
+
+- ``mid_firing``: a schedule's runs started, its new state not yet written
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["CRASH_POINTS", "crash_point"]
+__all__ = ["CRASH_POINTS", "SCHEDULER_CRASH_POINTS", "crash_point"]
 
-CRASH_POINTS = ("after_claim", "in_task", "before_commit", "after_commit")
+CRASH_POINTS = ("after_claim", "in_task", "before_commit", "after_commit")  # the dispatcher's
+SCHEDULER_CRASH_POINTS = ("mid_firing",)
 
 _target, _, _count = os.environ.get("BDURABLE_CRASH_AT", "").partition(":")
 _remaining = int(_count or "1") if _target else 0

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["ROLES", "Metrics", "RedisTotal"]
+__all__ = ["ROLES", "FleetGate", "Metrics", "RedisTotal"]
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -24,29 +24,49 @@ ROLES = ("dispatcher", "scheduler", "reaper", "signal-bus")
 
 _STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _TASK_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+_SCHEDULE_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
 class RedisTotal(Collector):
-    """A counter whose value is a running total kept in Redis (counted by the scripts themselves, so every
-    occurrence counts, whichever process caused it); the exporting role sets the latest value it read."""
+    """A counter whose values are running totals kept in Redis (counted by the scripts themselves, so every
+    occurrence counts, whichever process caused it); the exporting role sets the latest values it read."""
 
-    def __init__(self, name: str, documentation: str) -> None:
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> None:
         self.name = name
         self.documentation = documentation
-        self.value: float | None = None
+        self.labelnames = labelnames
+        self.values: dict[tuple[str, ...], float] = {}
 
-    def set(self, value: float) -> None:
-        self.value = value
+    def set(self, value: float, *labels: str) -> None:
+        self.values[labels] = value
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self.name.removesuffix("_total"), self.documentation, labels=list(self.labelnames))
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(self.name.removesuffix("_total"), self.documentation)
-        if self.value is not None:
-            family.add_metric([], self.value)
+        family = self._family()
+        for labels, value in self.values.items():
+            family.add_metric(list(labels), value)
         yield family
 
     def describe(self) -> Iterator[CounterMetricFamily]:
-        yield CounterMetricFamily(self.name.removesuffix("_total"), self.documentation)
+        yield self._family()
+
+
+class FleetGate(Collector):
+    """The fleet-wide gauges, collected only while this process is the elected exporter."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.exporting = False
+
+    def collect(self) -> Iterator[Metric]:
+        if self.exporting:
+            yield from self.registry.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class Metrics:
@@ -71,7 +91,13 @@ class Metrics:
     dlq_entries: Gauge
     live_dispatchers: Gauge
     halted_total: RedisTotal
+    throttled_total: RedisTotal
+    throttled_waiting: Gauge
     workflows_expired: Counter
+    fleet_exporter: Gauge
+    schedule_firings: Counter
+    schedule_skips: Counter
+    schedule_lag: Histogram
     # reaper
     reaped_workers: Counter
     reaped_items: Counter
@@ -138,20 +164,52 @@ class Metrics:
             "bdurable_timer_lag_seconds", "How late timers fire after their due time (Redis clock)",
             buckets=_LAG_BUCKETS, registry=r,
         )  # fmt: skip
-        self.timers_pending = Gauge("bdurable_timers_pending", "Timers waiting to fire", registry=r)
-        self.queue_depth = Gauge("bdurable_queue_depth", "Items on ready queues", ["queue"], registry=r)
-        self.queue_oldest_age = Gauge(
-            "bdurable_queue_oldest_age_seconds", "Age of the item next in line", ["queue"], registry=r
-        )
-        self.dlq_entries = Gauge("bdurable_dlq_entries", "Entries in the dead-letter queue", registry=r)
-        self.live_dispatchers = Gauge("bdurable_live_dispatchers", "Dispatchers with a valid heartbeat", registry=r)
-        self.halted_total = RedisTotal(
-            "bdurable_workflows_halted_total", "Workflows halted as VERSION_MISMATCH (every halt, fleet-wide)"
-        )
-        r.register(self.halted_total)
         self.workflows_expired = Counter(
             "bdurable_workflows_expired_total", "Finished workflows removed after retention", registry=r
         )
+        self.schedule_firings = Counter(
+            "bdurable_schedule_firings_total", "Schedule runs started, by schedule", ["schedule"], registry=r
+        )
+        self.schedule_skips = Counter(
+            "bdurable_schedule_skips_total", "Scheduled times not run, by schedule and reason (overlap, missed)",
+            ["schedule", "reason"], registry=r,
+        )  # fmt: skip
+        self.schedule_lag = Histogram(
+            "bdurable_schedule_lag_seconds", "How late schedule runs start after their time plus jitter (Redis clock)",
+            buckets=_SCHEDULE_LAG_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.fleet_exporter = Gauge(
+            "bdurable_fleet_exporter", "1 on the one scheduler exporting the fleet-wide gauges, else 0", registry=r
+        )
+        # Fleet-wide gauges: read from Redis and exported by one elected scheduler only (FleetGate), so that a
+        # sum over schedulers counts each queued item once however many schedulers run.
+        self.fleet = FleetGate()
+        r.register(self.fleet)
+        f = self.fleet.registry
+        self.timers_pending = Gauge("bdurable_timers_pending", "Timers waiting to fire", registry=f)
+        self.queue_depth = Gauge("bdurable_queue_depth", "Items on ready queues", ["queue"], registry=f)
+        self.queue_oldest_age = Gauge(
+            "bdurable_queue_oldest_age_seconds", "Age of the item next in line", ["queue"], registry=f
+        )
+        self.dlq_entries = Gauge("bdurable_dlq_entries", "Entries in the dead-letter queue", registry=f)
+        self.live_dispatchers = Gauge("bdurable_live_dispatchers", "Dispatchers with a valid heartbeat", registry=f)
+        self.halted_total = RedisTotal(
+            "bdurable_workflows_halted_total", "Workflows halted as VERSION_MISMATCH (every halt, fleet-wide)"
+        )
+        f.register(self.halted_total)
+        self.throttled_total = RedisTotal(
+            "bdurable_throttled_total", "Calls a limit held back, by task and reason (concurrency, rate)",
+            ("task", "reason"),
+        )  # fmt: skip
+        f.register(self.throttled_total)
+        self.throttled_waiting = Gauge(
+            "bdurable_throttled_waiting", "Calls held back by a limit now, by task", ["task"], registry=f
+        )
+
+    def export_fleet(self, exporting: bool) -> None:
+        """Export the fleet-wide gauges from this process (it holds the exporter duty) or not."""
+        self.fleet.exporting = exporting
+        self.fleet_exporter.set(1 if exporting else 0)
 
     def _reaper(self) -> None:
         r = self.registry

@@ -291,11 +291,20 @@ async def wait_finished(
 
 
 async def leftovers(r: aioredis.Redis, prefix: str) -> dict[str, int]:
-    """Engine work that should be gone once every workflow finished: ready items, timers, held items, tasks."""
+    """Engine work that should be gone once every workflow finished: ready items, timers, held items, tasks,
+    and flow control's permits, workflow slots, held-back calls and queued runs."""
     t = shard(prefix)
     found: dict[str, int] = {}
     async for key in r.scan_iter(match=f"{t.tag}:*", count=1000):
-        if ShardKeys.entry_of(key[len(t.tag) :]) in ("task_queue", "step_queue", "task", "processing", "bus_forward"):
+        entry = ShardKeys.entry_of(key[len(t.tag) :])
+        if entry in ("permits", "slots", "held", "slot_queue", "permit_of"):
+            size = await (
+                r.hlen(key) if entry == "permit_of" else r.scard(key) if entry in ("permits", "slots") else r.zcard(key)
+            )
+            if size:
+                found[key] = size
+            continue
+        if entry in ("task_queue", "step_queue", "task", "processing", "bus_forward"):
             key_type = await r.type(key)
             if key_type not in ("list", "hash"):
                 continue  # e.g. the signal bus's lease zset

@@ -2,10 +2,11 @@
 
 For each crash point (after_claim, in_task, before_commit, after_commit) and each passage n = 1, 2, ...,
 a dispatcher started with ``BDURABLE_CRASH_AT=point:n`` runs one workflow (``examples.order`` with its
-payment child, its approval event and its signals; ``examples.onboarding`` with a short welcome delay)
-until it dies at that passage; then a normal dispatcher takes over (scheduler, reaper and signal bus run
-all along). The walk over n stops at the first n the run never reaches. Every combination must end with
-the workflow's right output, each durable call committed once and each signal emitted once.
+payment child, its approval event and its signals; ``examples.onboarding`` with a short welcome delay;
+``examples.payouts`` with its limited tasks and its workflow slot) until it dies at that passage; then a
+normal dispatcher takes over (scheduler, reaper and signal bus run all along). The walk over n stops at the
+first n the run never reaches. Every combination must end with the workflow's right output, each durable
+call committed once, each signal emitted once, and no permit, slot or held call left behind.
 
 Combinations run in three lanes at once, each lane on its own prefix with its own scheduler, reaper and
 signal bus (in this process, as is the taking-over dispatcher; the crashing one is a real process).
@@ -38,7 +39,7 @@ from bdurable.services.signal_bus import SignalBus
 
 LANES = 3
 RUN_TIMEOUT = 40.0
-WORKFLOWS = ("order", "onboarding")
+WORKFLOWS = ("order", "onboarding", "payouts")
 
 
 @dataclass
@@ -85,10 +86,12 @@ class Lane:
     async def run(self, workflow: str, point: str, n: int) -> Outcome:
         import examples.onboarding
         import examples.order
+        import examples.payouts
 
         began = time.monotonic()
         crashing = self.processes.start(
-            "dispatcher", "--app", "examples.order", "--app", "examples.onboarding", "--concurrency", "10",
+            "dispatcher", "--app", "examples.order", "--app", "examples.onboarding", "--app", "examples.payouts",
+            "--concurrency", "10",
             BDURABLE_CRASH_AT=f"{point}:{n}",
             PYTHONPATH=os.pathsep.join([str(REPO), str(APPS)]),
         )  # fmt: skip
@@ -96,9 +99,11 @@ class Lane:
         if workflow == "order":
             order = examples.order.Order(order_id=wf, amount=1250, customer="ada")
             await self.client.start(examples.order.process_order, order, workflow_id=wf)
-        else:
+        elif workflow == "onboarding":
             payload = {"email": f"{wf}@example.com", "welcome_delay": "300ms"}
             await self.client.start(examples.onboarding.user_onboarding, payload, workflow_id=wf)
+        else:
+            await self.client.start(examples.payouts.payout, {"account": wf, "cents": 700}, workflow_id=wf)
 
         taking_over: Dispatcher | None = None
         taken_over: asyncio.Task[None] | None = None
@@ -116,7 +121,7 @@ class Lane:
                     event_sent = True
                 if crashing.poll() is not None and taking_over is None:
                     crashed_at = time.monotonic()
-                    modules = [examples.order, examples.onboarding]
+                    modules = [examples.order, examples.onboarding, examples.payouts]
                     taking_over = Dispatcher(self.settings, Registry.from_modules(modules), concurrency=10)
                     taken_over = asyncio.create_task(taking_over.run(stopping))
                 await asyncio.sleep(0.03)
@@ -153,10 +158,14 @@ class Lane:
                 ("status.update", "paid"),
                 ("status.update", "shipped"),
             ]
-        else:
+        elif workflow == "onboarding":
             expected = f"sent to {wf}@example.com: Welcome!"
             kinds = ["sleep", "task", "signal"]
             signals = [("onboarding.done", None)]
+        else:
+            expected = {"receipt": f"tr-{wf}-700", "entry": f"ledger-{wf}:-700"}
+            kinds = ["task", "task"]
+            signals = []
         if a.output != expected:
             problems.append(f"output {a.output!r}, expected {expected!r}")
         recorded = [a.calls[seq]["rec"].get("k") for seq in sorted(a.calls)]
@@ -238,3 +247,4 @@ async def test_every_crash_point_at_every_passage_keeps_every_guarantee(
     # Every durable step of the examples was covered: each commit and each claim of each item.
     assert per_walk["order/before_commit"] >= 8  # 4 parent steps, 2 child steps, 2 tasks
     assert per_walk["onboarding/before_commit"] >= 4  # 3 steps, 1 task
+    assert per_walk["payouts/before_commit"] >= 5  # 3 steps, 2 limited tasks

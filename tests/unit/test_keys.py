@@ -21,7 +21,8 @@ PREFIX = st.sampled_from(["bdurable", "p", "p-1", "bdurable.x"])
 
 SHARD_METHODS = {name: name for name in SHARD_KEYS}
 FLEET_METHODS = {"workers": "workers", "worker": "worker", "registry": "registry", "versions": "versions",
-                 "shards": "shard_count"}  # fmt: skip
+                 "shards": "shard_count", "schedule": "schedule", "schedule_ids": "schedule_ids",
+                 "schedules_due": "schedules_due", "lease": "lease"}  # fmt: skip
 CHANNEL_METHODS = {"workflow": "workflow_channel", "signals": "signals_channel", "timers": "timers_channel",
                    "cancel": "cancel_channel", "keepalive": "keepalive_channel"}  # fmt: skip
 
@@ -124,7 +125,7 @@ def test_the_python_builders_cover_the_schema_exactly() -> None:
     assert set(SHARD_METHODS) == set(SHARD_KEYS)
     assert set(FLEET_METHODS) == set(FLEET_KEYS)
     assert set(CHANNEL_METHODS) == set(CHANNELS)
-    public = {n for n in dir(ShardKeys) if not n.startswith("_")} - {"tag", "pattern", "entry_of"}
+    public = {n for n in dir(ShardKeys) if not n.startswith("_")} - {"tag", "number", "pattern", "entry_of"}
     assert public == set(SHARD_KEYS), "every ShardKeys builder comes from the table, and every entry has one"
 
 

@@ -73,7 +73,7 @@ def test_a_step_document_carries_its_payloads_beside_it_once() -> None:
 
 
 def test_claims_and_commit_replies_decode_from_the_scripts_lists() -> None:
-    step = ["w", 0, "wf", 7, "flow", "1", '{"x":1}', -1, "-1", ['{"seq":1,"ok":true,"v":2}'], ["1", '{"k":"task"}']]
+    step = ["w", 0, "wf", 7, "flow", "1", '{"x":1}', -1, "-1", ['{"seq":1,"ok":true,"v":2}'], ["1", '{"k":"task"}'], 5]
     task = ["t", 1, "wf", 2, 8, ["name", "t", "args", "{}", "attempts", "1", "max_attempts", "3"]]
     reply = CommitReply.decode(["dead", [step, task], "0-9"])
     first, second = reply.claims

@@ -1,0 +1,48 @@
+"""A fleet-wide concurrency limit under a SIGKILL: 200 calls of a task limited to 5 at once, from 4 dispatcher
+processes, one of them killed mid-run. Sampled from Redis (what the dispatchers hold), not from the tasks: never
+more than 5 at once, every call completes, and the dead dispatcher's permits come back (none leak)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import limits_app
+import pytest
+from support import InProcessRoles, RoleProcesses, eventually, held_by_dispatchers
+
+from bdurable import Client
+
+
+@pytest.mark.timeout(120)
+async def test_concurrency_five_holds_through_a_sigkill(
+    client: Client, roles: InProcessRoles, processes: RoleProcesses
+) -> None:
+    roles.scheduler()
+    roles.signal_bus()
+    reaper = roles.reaper()
+    dispatchers = [processes.start("dispatcher", "--app", "limits_app", "--concurrency", "50") for _ in range(4)]
+    await eventually(lambda: client.reads.registered_versions("capped_flow"), timeout=20)
+    handles = [await client.start(limits_app.capped_flow, {"calls": 50, "hold": 0.05}) for _ in range(4)]
+    samples: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append(max(await held_by_dispatchers(client, "limits.capped")))
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await eventually(lambda: samples and samples[-1] >= 5, timeout=20)  # the limit is saturated
+        victim = dispatchers[0]
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        for handle in handles:
+            assert await handle.result(timeout=90) == list(range(50))
+    finally:
+        sampler.cancel()
+    assert max(samples) <= 5, max(samples)
+    assert reaper.metrics.reaped_workers._value.get() >= 1  # the dead dispatcher was recovered ...
+    held, permits = await held_by_dispatchers(client, "limits.capped")
+    assert (held, permits) == (0, 0)  # ... and no permit leaked with it

@@ -1,0 +1,157 @@
+"""Flow control end to end: task concurrency and rate limits (fleet-wide, per key), workflow slots (QUEUED),
+priorities, delayed starts. Limits are checked against what Redis holds, not only against the tasks' counts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import limits_app
+import pytest
+from support import InProcessRoles, eventually, held_by_dispatchers
+
+from bdurable import Client, Status, WorkflowCancelledError
+
+
+async def test_a_task_concurrency_limit_holds_across_dispatchers(client: Client, roles: InProcessRoles) -> None:
+    limits_app.RUNNING.clear()
+    limits_app.MOST.clear()
+    for _ in range(4):
+        roles.dispatcher(limits_app, concurrency=50)
+    handles = [await client.start(limits_app.capped_flow, {"calls": 50, "hold": 0.02}) for _ in range(4)]
+    samples: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append(max(await held_by_dispatchers(client, "limits.capped")))
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        for handle in handles:
+            assert await handle.result(timeout=60) == list(range(50))
+    finally:
+        sampler.cancel()
+    assert max(samples) <= 5, max(samples)
+    assert max(samples) >= 4  # it was under pressure: the limit, not a lack of demand, kept it at 5
+    assert limits_app.MOST["capped"] <= 5
+
+
+async def test_a_rate_limit_holds_within_ten_percent(client: Client, roles: InProcessRoles) -> None:
+    limits_app.STARTS.clear()
+    roles.dispatcher(limits_app, concurrency=100)
+    roles.scheduler()  # the window's timer lets held-back calls go
+    handle = await client.start(limits_app.paced_flow, 200)
+    assert await handle.result(timeout=40) == list(range(200))
+    starts = sorted(limits_app.STARTS)
+    # No burst beyond the limit: the attempts' start times, seen by the tasks themselves a few ms after their
+    # claim (the limit's clock), never put more than 20 in any window of 0.9 s (the 10% leave room for that lag).
+    busiest = max(sum(1 for s in starts if t <= s < t + 0.9) for t in starts)
+    assert busiest <= 20, busiest
+    rate = (len(starts) - 20) / (starts[-1] - starts[0])  # the first 20 start at once, then 20 per second
+    assert 20 * 0.9 <= rate <= 20 * 1.1, rate
+
+
+async def test_a_keyed_concurrency_of_one_serialises_each_key(client: Client, roles: InProcessRoles) -> None:
+    limits_app.SPANS.clear()
+    roles.dispatcher(limits_app, concurrency=100)
+    orders = [f"order-{i}" for i in range(50)]
+    handles = [await client.start(limits_app.orders_flow, {"order": o, "steps": 2}) for o in orders for _ in range(3)]
+    began = time.monotonic()
+    await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    elapsed = time.monotonic() - began
+    for order in orders:
+        spans = sorted(limits_app.SPANS[order])
+        assert len(spans) == 6
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), order  # never two at once
+    assert elapsed < 300 * 0.01  # keys ran side by side: serial over all keys would take 3 s at least
+
+
+async def test_a_held_back_call_says_what_holds_it_in_waiting_on(client: Client, roles: InProcessRoles) -> None:
+    roles.dispatcher(limits_app, concurrency=50)
+    blocker = await client.start(limits_app.capped_flow, {"calls": 5, "hold": 2.0})
+    await eventually(lambda: _status(client, blocker.workflow_id, Status.RUNNING))
+    waiting = await client.start(limits_app.capped_flow, {"calls": 1, "hold": 0.0})
+
+    async def held() -> bool:
+        state = await client.get_state(waiting.workflow_id)
+        return state is not None and "held back by its concurrency limit" in (state.waiting_on or "")
+
+    await eventually(held, timeout=5)
+    assert await waiting.result(timeout=10) == [0]
+
+
+async def test_workflow_concurrency_queues_runs_until_a_slot_frees(client: Client, roles: InProcessRoles) -> None:
+    roles.signal_bus()
+    roles.dispatcher(limits_app)
+    first = [await client.start(limits_app.one_at_a_time, {"customer": "ada"}) for _ in range(5)]
+    other = await client.start(limits_app.one_at_a_time, {"customer": "bob"})
+    await eventually(lambda: _status(client, other.workflow_id, Status.AWAITING_EVENT))
+
+    async def counts() -> dict[str, int]:
+        found: dict[str, int] = {}
+        for handle in first:
+            state = await client.get_state(handle.workflow_id)
+            assert state is not None
+            found[state.status] = found.get(state.status, 0) + 1
+        return found
+
+    await eventually(lambda: _equal(counts(), {Status.AWAITING_EVENT: 2, Status.QUEUED: 3}), timeout=10)
+    queued = [h for h in first if (await h.state()).status == Status.QUEUED]  # type: ignore[union-attr]
+    state = await queued[0].state()
+    assert state is not None
+    assert "a slot of one_at_a_time: 2 at once for key 'ada'" in (state.waiting_on or "")
+    assert [s.workflow_id for s in (await client.list(status="QUEUED")).items] != []
+
+    await client.cancel(queued[-1].workflow_id, reason="not needed")  # a QUEUED run ends at once
+    with pytest.raises(WorkflowCancelledError, match="not needed"):
+        await queued[-1].result(timeout=5)
+    for handle in first:
+        if handle is not queued[-1]:
+            await eventually(lambda h=handle: _status(client, h.workflow_id, Status.AWAITING_EVENT), timeout=10)
+            await client.send_event(handle.workflow_id, "go")
+            assert await handle.result(timeout=10) == "ada"
+    await client.send_event(other.workflow_id, "go")
+    assert await other.result(timeout=10) == "bob"
+
+
+async def test_priorities_overtake_a_backlog(client: Client, roles: InProcessRoles) -> None:
+    backlog = [await client.start(limits_app.plain_quick, i) for i in range(60)]
+    urgent = [await client.start(limits_app.plain_quick, f"u{i}", priority=10) for i in range(3)]
+    roles.dispatcher(limits_app, concurrency=1)
+    await asyncio.gather(*(h.result(timeout=30) for h in backlog + urgent))
+    finished = {h.workflow_id: (await h.state()).updated_at for h in backlog + urgent}  # type: ignore[union-attr]
+    order = sorted(finished, key=lambda i: finished[i])
+    assert {h.workflow_id for h in urgent} <= set(order[:6])
+
+
+async def test_a_delayed_start_waits_scheduled_and_can_be_cancelled(client: Client, roles: InProcessRoles) -> None:
+    roles.signal_bus()
+    roles.scheduler()
+    roles.dispatcher(limits_app)
+    later = await client.start(limits_app.plain_quick, "later", start_delay="1s")
+    assert later.status == Status.SCHEDULED
+    state = await later.state()
+    assert state is not None
+    assert state.status == Status.SCHEDULED
+    assert [s.workflow_id for s in (await client.list(status="SCHEDULED")).items] == [later.workflow_id]
+    dropped = await client.start(limits_app.plain_quick, "dropped", start_delay="1h")
+    await client.cancel(dropped.workflow_id, reason="changed plans")
+    with pytest.raises(WorkflowCancelledError, match="changed plans"):
+        await dropped.result(timeout=5)
+    began = time.monotonic()
+    assert await later.result(timeout=10) == "later"
+    assert time.monotonic() - began > 0.5
+    with pytest.raises(ValueError, match="not both"):
+        await client.start(limits_app.plain_quick, 1, start_delay="1s", start_at=state.created_at)
+
+
+async def _status(client: Client, workflow_id: str, status: str) -> bool:
+    state = await client.get_state(workflow_id)
+    return state is not None and state.status == status
+
+
+async def _equal(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)

@@ -1,0 +1,270 @@
+"""Schedules end to end on a real Redis: the calls of INTERFACE §8, each overlap policy, catch-up after an
+outage, daylight-saving nights (through backfill, which runs past times now), a backfill of 100 times."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import schedule_app
+from support import InProcessRoles, eventually
+
+from bdurable import (
+    Client,
+    InvalidInputError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
+    Status,
+    WorkflowCancelledError,
+)
+from bdurable.services.scheduler import Scheduler
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+async def roles_for_schedules(client: Client, roles: InProcessRoles) -> Scheduler:
+    roles.signal_bus()
+    roles.dispatcher(schedule_app)
+    scheduler = roles.scheduler()
+    await registered(client, "scheduled_tick")
+    return scheduler
+
+
+async def registered(client: Client, name: str) -> None:
+    """Wait until a dispatcher has registered the workflow (a schedule fires, a backfill starts, only then)."""
+    await eventually(lambda: client.reads.registered_versions(name), timeout=10)
+
+
+async def statuses(client: Client, ids: list[str]) -> list[str | None]:
+    found = []
+    for workflow_id in ids:
+        state = await client.get_state(workflow_id)
+        found.append(state.status if state else None)
+    return found
+
+
+async def test_create_read_update_pause_and_delete(client: Client) -> None:
+    created = await client.create_schedule(
+        "daily-report", schedule_app.tick, {"team": "ops"}, cron="0 9 * * MON-FRI", timezone="Europe/Berlin"
+    )
+    assert created.workflow == "scheduled_tick"
+    assert created.version == "1"
+    assert created.input == {"team": "ops"}
+    assert created.overlap == "skip"
+    assert created.catchup_window == "1m"
+    assert len(created.next_runs) == 5
+    assert all(r.astimezone(BERLIN).hour == 9 and r.astimezone(BERLIN).weekday() < 5 for r in created.next_runs)
+    assert created.recent == []
+    assert created.missed == 0
+    assert not created.paused
+    with pytest.raises(ScheduleAlreadyExistsError):
+        await client.create_schedule("daily-report", schedule_app.tick, None, every="1h")
+
+    await client.pause_schedule("daily-report", note="quarter close")
+    paused = await client.get_schedule("daily-report")
+    assert paused.paused
+    assert paused.note == "quarter close"
+    assert paused.next_runs == []
+    await client.unpause_schedule("daily-report")
+    assert len((await client.get_schedule("daily-report")).next_runs) == 5
+
+    updated = await client.update_schedule("daily-report", cron="0 10 * * *", overlap="buffer_one")
+    assert updated.cron == "0 10 * * *"
+    assert updated.overlap == "buffer_one"
+    assert updated.input == {"team": "ops"}
+    assert all(r.astimezone(BERLIN).hour == 10 for r in updated.next_runs)
+    switched = await client.update_schedule("daily-report", every="15m")
+    assert (switched.cron, switched.every) == (None, "15m")
+
+    await client.create_schedule("hourly", "scheduled_tick", [1, 2], every="1h", jitter="5m")
+    assert [s.schedule_id for s in await client.list_schedules()] == ["daily-report", "hourly"]
+    await client.delete_schedule("hourly")
+    assert [s.schedule_id for s in await client.list_schedules()] == ["daily-report"]
+    for call in (client.get_schedule("hourly"), client.delete_schedule("hourly"), client.trigger_schedule("hourly"),
+                 client.pause_schedule("hourly"), client.update_schedule("hourly", every="1m")):  # fmt: skip
+        with pytest.raises(ScheduleNotFoundError):
+            await call
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"cron": "0 25 * * *"}, "cron"),
+        ({"cron": "0 9 * * *", "timezone": "Europe/Atlantis"}, "time zone"),
+        ({"every": "1h", "overlap": "queue"}, "overlap"),
+        ({"every": "1h", "cron": "0 9 * * *"}, "exactly one"),
+        ({"every": "1h", "unknown": 1}, "unexpected keyword"),
+    ],
+)
+async def test_bad_options_are_refused_and_nothing_is_written(
+    client: Client, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises((InvalidInputError, TypeError), match=message):
+        await client.create_schedule("bad", schedule_app.tick, None, **options)  # type: ignore[arg-type]
+    assert await client.list_schedules() == []
+
+
+async def test_an_interval_schedule_fires_each_time_once_named_by_the_time(
+    client: Client, roles: InProcessRoles
+) -> None:
+    scheduler = await roles_for_schedules(client, roles)
+    await client.create_schedule("often", schedule_app.tick, "x", every="1s", overlap="allow_all")
+    info = await eventually(lambda: _with_recent(client, "often", 3), timeout=15)
+    ran = [firing["workflow_id"] for firing in info.recent]
+    assert len(set(ran)) == len(ran)
+    times = [firing["scheduled_at"] for firing in info.recent]
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(times))
+    for firing in info.recent[:2]:
+        moment = firing["scheduled_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        assert firing["workflow_id"] == f"often-{moment}Z"
+        assert await client.result(firing["workflow_id"], timeout=10) == f"ran {firing['workflow_id']}"
+    assert scheduler.metrics.schedule_firings.labels("often")._value.get() >= 3
+
+
+async def _with_recent(client: Client, schedule_id: str, count: int) -> object:
+    info = await client.get_schedule(schedule_id)
+    return info if len(info.recent) >= count else None
+
+
+async def triggered_runs(client: Client, schedule_id: str, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        ids.append(await client.trigger_schedule(schedule_id))
+        await asyncio.sleep(0.01)  # distinct times (a trigger's time is now, to the millisecond)
+    return ids
+
+
+async def release(client: Client, workflow_id: str) -> None:
+    await client.send_event(workflow_id, "release")
+    assert await client.result(workflow_id, timeout=10) == workflow_id
+
+
+async def test_overlap_skip_keeps_one_run(client: Client, roles: InProcessRoles) -> None:
+    await roles_for_schedules(client, roles)
+    await client.create_schedule("s", schedule_app.hold, None, every="1h", overlap="skip")
+    first, second, third = await triggered_runs(client, "s", 3)
+    assert first == second == third  # skipped: the trigger names the run in progress
+    await release(client, first)
+    fourth = await client.trigger_schedule("s")
+    assert fourth != first
+    assert await statuses(client, [fourth]) in (["RUNNING"], ["AWAITING_EVENT"])
+
+
+async def test_overlap_buffer_one_runs_one_more_after_the_current(client: Client, roles: InProcessRoles) -> None:
+    await roles_for_schedules(client, roles)
+    await client.create_schedule("s", schedule_app.hold, None, every="1h", overlap="buffer_one")
+    first, buffered, skipped = await triggered_runs(client, "s", 3)
+    assert buffered != first
+    assert skipped == first  # one run waits already: this time is skipped, the trigger names the run in progress
+    await asyncio.sleep(1.5)
+    assert await statuses(client, [buffered]) == [None]  # not started while the first runs
+    await release(client, first)
+    await eventually(lambda: _started(client, buffered), timeout=10)
+    await release(client, buffered)
+    await asyncio.sleep(1.5)
+    runs = await client.list(name="scheduled_hold")
+    assert sorted(s.workflow_id for s in runs.items) == sorted([first, buffered])  # at most one waited
+
+
+async def test_overlap_buffer_all_runs_every_time_in_turn(client: Client, roles: InProcessRoles) -> None:
+    await roles_for_schedules(client, roles)
+    await client.create_schedule("s", schedule_app.hold, None, every="1h", overlap="buffer_all")
+    runs = await triggered_runs(client, "s", 3)
+    for index, workflow_id in enumerate(runs):
+        await eventually(lambda wid=workflow_id: _started(client, wid), timeout=10)  # type: ignore[misc]
+        assert await statuses(client, runs[index + 1 :]) == [None] * (2 - index)  # one at a time
+        await release(client, workflow_id)
+
+
+async def test_overlap_cancel_other_cancels_the_run_in_progress_first(client: Client, roles: InProcessRoles) -> None:
+    await roles_for_schedules(client, roles)
+    await client.create_schedule("s", schedule_app.hold, None, every="1h", overlap="cancel_other")
+    old = await client.trigger_schedule("s")
+    await eventually(lambda: _started(client, old), timeout=10)
+    new = await client.trigger_schedule("s")
+    with pytest.raises(WorkflowCancelledError, match="cancel_other"):
+        await client.result(old, timeout=10)
+    await eventually(lambda: _started(client, new), timeout=10)
+    await release(client, new)
+
+
+async def test_overlap_allow_all_runs_side_by_side(client: Client, roles: InProcessRoles) -> None:
+    await roles_for_schedules(client, roles)
+    await client.create_schedule("s", schedule_app.hold, None, every="1h", overlap="allow_all")
+    runs = await triggered_runs(client, "s", 3)
+    for workflow_id in runs:
+        await eventually(lambda wid=workflow_id: _started(client, wid), timeout=10)  # type: ignore[misc]
+    for workflow_id in runs:
+        await release(client, workflow_id)
+    recent = (await client.get_schedule("s")).recent
+    assert [f["workflow_id"] for f in recent] == runs
+    assert {f["status"] for f in recent} == {"COMPLETED"}
+
+
+async def _started(client: Client, workflow_id: str) -> bool:
+    state = await client.get_state(workflow_id)
+    return state is not None and state.status == Status.AWAITING_EVENT
+
+
+async def test_after_an_outage_only_times_within_the_catch_up_window_run(client: Client, roles: InProcessRoles) -> None:
+    roles.dispatcher(schedule_app)
+    await client.create_schedule("s", schedule_app.tick, None, every="500ms", catchup_window="1s", overlap="allow_all")
+    await asyncio.sleep(4)  # no scheduler: about 8 times pass
+    roles.scheduler()
+    info = await eventually(lambda: _with_recent(client, "s", 2), timeout=10)
+    assert info.missed >= 4  # type: ignore[attr-defined]
+    ran = [f["scheduled_at"] for f in info.recent]  # type: ignore[attr-defined]
+    assert ran[0] >= info.created_at + timedelta(seconds=2.5)  # type: ignore[attr-defined]
+
+
+async def test_daylight_saving_nights_in_a_backfill(client: Client, roles: InProcessRoles) -> None:
+    roles.dispatcher(schedule_app)
+    await registered(client, "scheduled_tick")
+    await client.create_schedule("night", schedule_app.tick, None, cron="30 2 * * *", timezone="Europe/Berlin")
+    spring = await client.backfill_schedule(
+        "night", datetime(2026, 3, 28, tzinfo=BERLIN), datetime(2026, 3, 31, tzinfo=BERLIN)
+    )
+    # 02:30 on 29 March does not exist in Berlin: no run that night.
+    assert spring == ["night-2026-03-28T01:30:00Z", "night-2026-03-30T00:30:00Z"]
+    autumn = await client.backfill_schedule(
+        "night", datetime(2026, 10, 24, tzinfo=BERLIN), datetime(2026, 10, 27, tzinfo=BERLIN)
+    )
+    # 02:30 on 25 October happens twice: one run, at the first (CEST, UTC+2).
+    assert autumn == ["night-2026-10-24T00:30:00Z", "night-2026-10-25T00:30:00Z", "night-2026-10-26T01:30:00Z"]
+    for workflow_id in spring + autumn:
+        assert await client.result(workflow_id, timeout=10) == f"ran {workflow_id}"
+
+
+async def test_a_backfill_of_a_hundred_times_runs_each_once(client: Client, roles: InProcessRoles) -> None:
+    roles.dispatcher(schedule_app, concurrency=50)
+    await registered(client, "scheduled_tick")
+    await client.create_schedule("five", schedule_app.tick, None, cron="*/5 * * * *")
+    start = datetime(2026, 11, 1, 6, tzinfo=UTC)
+    ids = await client.backfill_schedule("five", start, start + timedelta(minutes=500))
+    assert len(ids) == len(set(ids)) == 100
+    assert ids[0] == "five-2026-11-01T06:00:00Z"
+    assert ids[-1] == "five-2026-11-01T14:15:00Z"
+    results = await asyncio.gather(*(client.result(i, timeout=60) for i in ids))
+    assert results == [f"ran {i}" for i in ids]
+    again = await client.backfill_schedule("five", start, start + timedelta(minutes=500))
+    assert again == ids  # the same times: nothing new runs
+    page = await client.list(name="scheduled_tick", limit=500)
+    assert sorted(s.workflow_id for s in page.items) == sorted(ids)
+    with pytest.raises(InvalidInputError, match="after start"):
+        await client.backfill_schedule("five", start, start)
+
+
+async def test_a_schedule_for_an_unregistered_workflow_waits_for_a_dispatcher(
+    client: Client, roles: InProcessRoles
+) -> None:
+    roles.scheduler()
+    await client.create_schedule("later", "scheduled_tick", "hi", every="1s", catchup_window="1h")
+    await asyncio.sleep(1.5)
+    assert (await client.get_schedule("later")).recent == []  # no dispatcher knows the workflow: nothing starts
+    roles.dispatcher(schedule_app)
+    info = await eventually(lambda: _with_recent(client, "later", 1), timeout=40)
+    first = info.recent[0]["workflow_id"]  # type: ignore[attr-defined]
+    assert await client.result(first, timeout=10) == f"ran {first}"

@@ -1,0 +1,94 @@
+"""No waiter ever misses a finish (issue: a batch of result() calls waited minutes for completed workflows).
+
+The two races behind it, injected deterministically: a SUBSCRIBE that reaches Redis only after the finish was
+published (redis-py does not wait for its reply, and the state is read on another connection), and a shared
+reader that dies while waiters wait. The slow re-check is turned off here, so only the guards under test
+can save the waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import bus_app
+import pytest
+from redis.asyncio.client import PubSub
+from support import InProcessRoles, eventually
+
+from bdurable import Client, Status
+from bdurable.pubsub import Subscriptions
+
+
+def no_recheck(client: Client) -> Subscriptions:
+    subscriptions = Subscriptions(client.store.redis, client.keys.keepalive_channel, recheck_every=3600)
+    client._subscriptions = subscriptions  # the waiter may only rely on the guards under test
+    return subscriptions
+
+
+async def waiting_for_go(client: Client, handle: Any) -> None:
+    async def waits() -> bool:
+        state = await client.get_state(handle.workflow_id)
+        return state is not None and state.status == Status.AWAITING_EVENT
+
+    await eventually(waits, timeout=5)
+
+
+async def test_a_subscription_that_lands_after_the_finish_still_sees_it(
+    client: Client, roles: InProcessRoles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roles.signal_bus()
+    roles.dispatcher(bus_app)
+    handle = await client.start(bus_app.wait_events, {"name": "go"})
+    await waiting_for_go(client, handle)
+    no_recheck(client)
+    sent = asyncio.Event()
+    original = PubSub.execute_command
+
+    async def late(self: PubSub, *args: Any) -> None:
+        if args[0] != "SUBSCRIBE":
+            return await original(self, *args)  # type: ignore[no-any-return]
+
+        # The SUBSCRIBE leaves, but reaches Redis only after the workflow finished and published the finish.
+        await self.connect()
+
+        async def deliver() -> None:
+            await sent.wait()
+            await original(self, *args)
+
+        asyncio.get_running_loop().create_task(deliver())
+        return None
+
+    monkeypatch.setattr(PubSub, "execute_command", late)
+    waiter = asyncio.create_task(client.result(handle.workflow_id, timeout=10))
+    await asyncio.sleep(0.3)  # result() is waiting for its subscription to be confirmed: it has read nothing yet
+    assert not waiter.done()
+    await client.send_event(handle.workflow_id, "go", 1)
+    await eventually(lambda: _finished(client, handle.workflow_id), timeout=5)  # published while unsubscribed
+    sent.set()
+    assert await asyncio.wait_for(waiter, timeout=5) == [1]
+
+
+async def test_waiters_outlive_their_reader_being_killed(client: Client, roles: InProcessRoles) -> None:
+    roles.signal_bus()
+    roles.dispatcher(bus_app)
+    handles = [await client.start(bus_app.wait_events, {"name": "go"}) for _ in range(20)]
+    for handle in handles:
+        await waiting_for_go(client, handle)
+    subscriptions = no_recheck(client)
+    waiters = [asyncio.create_task(client.result(h.workflow_id, timeout=15)) for h in handles]
+    await eventually(lambda: subscriptions._reader is not None, timeout=5)
+    for index, handle in enumerate(handles):
+        if index % 5 == 0:
+            reader = subscriptions._reader
+            assert reader is not None
+            reader.cancel()  # the reader dies (as it did on a failed read): it must come back
+            await asyncio.sleep(0.05)
+        await client.send_event(handle.workflow_id, "go", index)
+    assert await asyncio.gather(*waiters) == [[i] for i in range(20)]
+    assert subscriptions.restarts >= 4
+
+
+async def _finished(client: Client, workflow_id: str) -> bool:
+    state = await client.get_state(workflow_id)
+    return state is not None and state.finished
