@@ -154,6 +154,25 @@ class Reads:
             inbox, calls = await pipe.execute()
         return [str(e) for e in inbox], {str(k): str(v) for k, v in calls.items()}
 
+    async def full_record(
+        self, workflow_id: str
+    ) -> tuple[dict[str, str], builtins.list[str], dict[str, str], builtins.list[str]]:
+        """Everything recorded of one workflow, read at one instant (``MULTI``: its keys share a slot): its hash,
+        inbox, call records and signal log (what ``bdurable export`` writes). The hash is empty if unknown."""
+        shard = self.keys.for_workflow(workflow_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(shard.wf(workflow_id))
+            pipe.lrange(shard.inbox(workflow_id), 0, -1)
+            pipe.hgetall(shard.calls(workflow_id))
+            pipe.lrange(shard.signals(workflow_id), 0, -1)
+            fields, inbox, calls, signals = await pipe.execute()
+        return (
+            {str(k): str(v) for k, v in fields.items()},
+            [str(e) for e in inbox],
+            {str(k): str(v) for k, v in calls.items()},
+            [str(e) for e in signals],
+        )
+
     async def history(self, workflow_id: str) -> builtins.list[HistoryEntry]:
         """The recorded durable calls of a workflow, in order, with their results."""
         inbox, calls = await self.recorded(workflow_id)
