@@ -1,7 +1,7 @@
 """The ``bdurable`` command line: role processes, workflow operations, checks and a local dev setup.
 
 Commands live in small modules by concern (``roles``, ``workflows``, ``manage``, ``dlq``, ``dev``,
-``diagnostics``); this module only assembles them. Exit codes and ``--json`` shapes are the public
+``diagnostics``, ``replay``); this module only assembles them. Exit codes and ``--json`` shapes are the public
 contract (see ``bdurable.cli.common``).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from bdurable.cli import dev, diagnostics, manage, roles, workflows
+from bdurable.cli import dev, diagnostics, manage, replay, roles, workflows
 from bdurable.cli.dlq import dlq_app
 
 __all__ = ["app", "main"]
@@ -29,6 +29,7 @@ workflows.register(app)
 manage.register(app)
 app.add_typer(dlq_app, name="dlq")
 diagnostics.register(app)
+replay.register(app)
 
 
 def main() -> None:
