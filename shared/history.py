@@ -181,8 +181,9 @@ class History:
 
 
 async def export(client: Client, workflow_id: str) -> History:
-    """The history of one workflow, read at one instant through the client's reads (``WorkflowNotFoundError``
-    if the id is unknown or expired). It works on running workflows too: the replay covers what ran so far."""
+    """The history of one workflow as of one committed step, read through the client's reads
+    (``WorkflowNotFoundError`` if the id is unknown or expired). A running workflow's history covers the steps
+    that ran so far."""
     validate_workflow_id(workflow_id)
     fields, inbox, calls, signals = await client.reads.full_record(workflow_id)
     if "name" not in fields:

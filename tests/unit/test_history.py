@@ -1,4 +1,7 @@
-"""The history document alone: built from what Redis holds, written, read back, and refused when malformed."""
+"""The history document alone: built from what Redis holds, written, read back, and refused when malformed.
+
+No Redis: the one test of ``export`` gives it a stand-in that answers its reads.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,10 @@ from typing import Any
 import pytest
 
 from bdurable.codec import dumps
-from bdurable.errors import InvalidInputError
-from bdurable.history import FORMAT, History, RecordedCall, from_record
+from bdurable.errors import DurableError, InvalidInputError, WorkflowNotFoundError
+from bdurable.history import FORMAT, History, RecordedCall, export, from_record
+from bdurable.keys import Keys
+from bdurable.reads import Reads
 
 # What Redis holds of a workflow that reserved, slept, got an event, failed a task, signalled and was cancelled.
 FIELDS = {
@@ -182,3 +187,51 @@ def test_arguments_are_kept_as_the_engine_encodes_them() -> None:
     document["calls"][1]["arguments"] = {"args": ["é", 1.5, 10**20], "kwargs": {"b": None, "a": [True]}}
     call = History.from_json(document).calls[1]
     assert call.arguments_json == dumps({"args": ["é", 1.5, 10**20], "kwargs": {"b": None, "a": [True]}})
+
+
+class _Pipeline:
+    """Stands in for a redis-py pipeline: each ``execute`` answers the next scripted reply."""
+
+    def __init__(self, replies: list[list[Any]]) -> None:
+        self.replies = replies
+
+    async def __aenter__(self) -> _Pipeline:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def __getattr__(self, command: str) -> Any:
+        return lambda *args, **kwargs: None
+
+    async def execute(self) -> list[Any]:
+        return self.replies.pop(0)
+
+
+class _Redis:
+    def __init__(self, replies: list[list[Any]]) -> None:
+        self.replies = replies
+
+    def pipeline(self, transaction: bool = True) -> _Pipeline:
+        assert transaction is False  # MULTI is not granted to the documented ACL users
+        return _Pipeline(self.replies)
+
+
+class _Client:
+    def __init__(self, replies: list[list[Any]]) -> None:
+        self.reads = Reads(_Redis(replies), Keys("p"))  # type: ignore[arg-type]  # a stand-in
+
+
+async def test_export_reads_again_when_a_step_committed_while_it_read() -> None:
+    """The calls must be those of the consumed count: a commit between the reads moves it, so it reads again."""
+    fields = {"name": "f", "version": "1", "status": "RUNNING", "input": "1", "cache_len": "1"}
+    torn = [fields, INBOX[:2], {"1": CALLS["2"], "2": CALLS["3"]}, [], "2"]  # a step committed meanwhile
+    whole = [{**fields, "cache_len": "2"}, INBOX[:2], {"1": CALLS["2"], "2": CALLS["3"]}, [], "2"]
+    replies = [torn, whole]
+    history = await export(_Client(replies), "w")  # type: ignore[arg-type]  # a stand-in
+    assert (history.consumed, len(history.calls), replies) == (2, 2, [])
+
+    with pytest.raises(DurableError, match="committed a step during each of 20 reads"):
+        await export(_Client([torn] * 20), "w")  # type: ignore[arg-type]  # a stand-in
+    with pytest.raises(WorkflowNotFoundError, match="no workflow with id 'w'"):
+        await export(_Client([[{}, [], {}, [], None]]), "w")  # type: ignore[arg-type]  # a stand-in
