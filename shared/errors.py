@@ -7,6 +7,9 @@ and can be rebuilt from such a record on the other side.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "ChildWorkflowError",
     "DeadLetterNotFoundError",
@@ -148,7 +151,29 @@ class PayloadTooLargeError(DurableError):
 
 
 class NonDeterminismError(DurableError):
-    """A replay issued durable calls that differ from the recorded history."""
+    """A replay issued durable calls that differ from the recorded history.
+
+    Besides its message, it says where, for tools that report it (``bdurable replay``, ``Replayer``):
+    ``seq`` is the number of the first durable call that differs, ``recorded`` and ``new`` describe that call
+    as the history holds it and as the code makes it now, each ``{"kind", "name", "arguments"}`` (arguments
+    when known), or ``None`` where there is no call (one the code added, or one it no longer makes).
+    ``seq`` is ``None`` when every call matched but the workflow now ends differently: ``recorded`` and
+    ``new`` then describe the two endings, ``{"status", "output", "error"}``. All three are ``None`` on an
+    error rebuilt from its record.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        seq: int | None = None,
+        recorded: Mapping[str, Any] | None = None,
+        new: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.recorded = None if recorded is None else dict(recorded)
+        self.new = None if new is None else dict(new)
 
 
 class NonRetryableError(DurableError):

@@ -18,12 +18,15 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bdurable.codec import decode, loads
-from bdurable.errors import InvalidInputError
+from bdurable.errors import DurableError, InvalidInputError
 from bdurable.keys import Keys, ShardKeys
 from bdurable.model import DeadLetter, DispatcherInfo, HistoryEntry, Status, WorkflowPage, WorkflowState
 from bdurable.wire import CallRecord, Delivery, SignalRecord, decode_inbox
 
 __all__ = ["ListQuery", "Reads", "Registration", "dead_letter", "ms", "outcome_from_message", "state_from_hash"]
+
+# How often `full_record` reads a workflow that keeps committing steps before it gives up.
+_FULL_RECORD_ATTEMPTS = 20
 
 
 def ms(value: str | int | None) -> datetime:
@@ -153,6 +156,37 @@ class Reads:
             pipe.hgetall(shard.calls(workflow_id))
             inbox, calls = await pipe.execute()
         return [str(e) for e in inbox], {str(k): str(v) for k, v in calls.items()}
+
+    async def full_record(
+        self, workflow_id: str
+    ) -> tuple[dict[str, str], builtins.list[str], dict[str, str], builtins.list[str]]:
+        """Everything recorded of one workflow, as of one step: its hash, inbox, call records and signal log
+        (what ``bdurable export`` writes). The hash is empty if the workflow is unknown.
+
+        One round trip, without ``MULTI`` (which the documented ACL users are not granted): ``cache_len`` (how
+        many inbox entries the last committed step consumed) is read before and after, and a step committed in
+        between moves it, so the reads are repeated until none did: the calls are always those of that count.
+        """
+        shard = self.keys.for_workflow(workflow_id)
+        for _ in range(_FULL_RECORD_ATTEMPTS):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(shard.wf(workflow_id))
+                pipe.lrange(shard.inbox(workflow_id), 0, -1)
+                pipe.hgetall(shard.calls(workflow_id))
+                pipe.lrange(shard.signals(workflow_id), 0, -1)
+                pipe.hget(shard.wf(workflow_id), "cache_len")
+                fields, inbox, calls, signals, consumed_after = await pipe.execute()
+            if fields.get("cache_len") == consumed_after:
+                return (
+                    {str(k): str(v) for k, v in fields.items()},
+                    [str(e) for e in inbox],
+                    {str(k): str(v) for k, v in calls.items()},
+                    [str(e) for e in signals],
+                )
+        raise DurableError(
+            f"workflow {workflow_id!r} committed a step during each of {_FULL_RECORD_ATTEMPTS} reads of its "
+            "history; try again"
+        )
 
     async def history(self, workflow_id: str) -> builtins.list[HistoryEntry]:
         """The recorded durable calls of a workflow, in order, with their results."""

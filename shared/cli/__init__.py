@@ -1,15 +1,15 @@
 """The ``bdurable`` command line: role processes, workflow operations, checks and a local dev setup.
 
 Commands live in small modules by concern (``roles``, ``workflows``, ``manage``, ``dlq``, ``dev``,
-``diagnostics``, ``schedules``); this module only assembles them. Exit codes and ``--json`` shapes are the public
-contract (see ``bdurable.cli.common``).
+``diagnostics``, ``schedules``, ``replay``); this module only assembles them. Exit codes and ``--json`` shapes are
+the public contract (see ``bdurable.cli.common``).
 """
 
 from __future__ import annotations
 
 import typer
 
-from bdurable.cli import dev, diagnostics, manage, roles, workflows
+from bdurable.cli import dev, diagnostics, manage, replay, roles, workflows
 from bdurable.cli.dlq import dlq_app
 from bdurable.cli.schedules import schedule_app
 
@@ -31,6 +31,7 @@ manage.register(app)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(schedule_app, name="schedule")
 diagnostics.register(app)
+replay.register(app)
 
 
 def main() -> None:

@@ -210,7 +210,13 @@ class Context:
         """Emit a signal to subscribers, exactly once (never again on replay); does not wait."""
         run = self._run
         text = encode_payload(payload, what=f"payload of signal {name!r}", max_bytes=run.max_payload)
-        run.issue("signal", name, command=lambda seq, record: SignalCommand(seq, record.name, record, text), value=None)
+        run.issue(
+            "signal",
+            name,
+            command=lambda seq, record: SignalCommand(seq, record.name, record, text),
+            value=None,
+            arguments=text,  # compared with the signal log's payload by the offline replayer
+        )
 
     # -- deterministic values ---------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bdurable.codec import dumps, to_json_value
+from bdurable.codec import dumps, loads, to_json_value
 from bdurable.current import running
 from bdurable.errors import (
     ChildWorkflowError,
@@ -105,7 +105,8 @@ class WorkflowRun:
         self.committed_len = committed_len
         self.max_payload = max_payload
         self.shard_of = shard_of
-        # When given (the offline replayer), a recorded task or child call must be made with the same arguments.
+        # When given (the offline replayer), a recorded task, child or signal call must be made with the same
+        # arguments (a signal's: its payload).
         self.recorded_arguments = recorded_arguments
         self.context = Context(self)
         self.seq = 0
@@ -155,7 +156,11 @@ class WorkflowRun:
         if call is None:
             if entry.seq in self.cancelled_seqs:
                 return  # a late result of a call the cancellation already abandoned
-            self._nondeterminism(f"the history holds a result for call #{entry.seq}, which this code never made")
+            self._nondeterminism(
+                f"the history holds a result for call #{entry.seq}, which this code never made",
+                seq=entry.seq,
+                recorded=self._recorded_summary(entry.seq),
+            )
             return
         self.completed += 1
         if entry.ok:
@@ -192,7 +197,8 @@ class WorkflowRun:
 
         ``command`` makes the call's command for this step's commit when the call is new; ``record`` adds
         fields to its call record; ``value`` is the result of an immediate call made for the first time;
-        ``arguments`` is a task's or child's encoded arguments (compared with the recorded ones when known).
+        ``arguments`` is a task's or child's encoded arguments, or a signal's payload (compared with the recorded
+        ones when known).
         """
         if self.evicted:
             raise Evicted
@@ -205,19 +211,29 @@ class WorkflowRun:
             # A sleep's duration may change between deploys (as in Temporal); every other call must match.
             if recorded.kind != kind or (kind != "sleep" and recorded.name != name):
                 self._nondeterminism(
-                    f"call #{seq} is {kind} {name!r} but the history recorded {recorded.kind} {recorded.name!r} there"
+                    f"call #{seq} is {kind} {name!r} but the history recorded {recorded.kind} {recorded.name!r} there",
+                    seq=seq,
+                    recorded=self._recorded_summary(seq),
+                    new=_call_summary(kind, name, arguments),
                 )
             recorded_arguments = (self.recorded_arguments or {}).get(seq)
             if arguments is not None and recorded_arguments is not None and recorded_arguments != arguments:
                 self._nondeterminism(
                     f"call #{seq} ({kind} {name!r}) is made with other arguments than recorded: "
-                    f"recorded {_shorten(recorded_arguments)}, now {_shorten(arguments)}"
+                    f"recorded {_shorten(recorded_arguments)}, now {_shorten(arguments)}",
+                    seq=seq,
+                    recorded=self._recorded_summary(seq),
+                    new=_call_summary(kind, name, arguments),
                 )
             if kind in IMMEDIATE_KINDS:
                 return recorded.value
         else:
             if self.replaying:
-                self._nondeterminism(f"call #{seq} ({kind} {name!r}) is not in the recorded history")
+                self._nondeterminism(
+                    f"call #{seq} ({kind} {name!r}) is not in the recorded history",
+                    seq=seq,
+                    new=_call_summary(kind, name, arguments),
+                )
             extra = dict(record or {})
             if kind == "value":
                 extra["v"] = value
@@ -234,12 +250,30 @@ class WorkflowRun:
         self.pending[seq] = PendingCall(future, kind, name, description or f"{kind} {name}")
         return future
 
-    def _nondeterminism(self, message: str) -> None:
+    def _nondeterminism(
+        self,
+        message: str,
+        *,
+        seq: int | None = None,
+        recorded: dict[str, Any] | None = None,
+        new: dict[str, Any] | None = None,
+    ) -> None:
+        """Fail the run: ``seq``, ``recorded`` and ``new`` say which call differs, and how (see the error)."""
         self.fatal = NonDeterminismError(
             f"workflow {self.definition.name}@{self.definition.version} ({self.workflow_id}) is "
-            f"non-deterministic: {message}"
+            f"non-deterministic: {message}",
+            seq=seq,
+            recorded=recorded,
+            new=new,
         )
         raise self.fatal
+
+    def _recorded_summary(self, seq: int) -> dict[str, Any] | None:
+        """The recorded call ``seq`` as a :class:`NonDeterminismError` describes it (``None``: not recorded)."""
+        record = self.recorded.get(seq)
+        if record is None:
+            return None
+        return _call_summary(record.kind, record.name, (self.recorded_arguments or {}).get(seq))
 
     # -- results ----------------------------------------------------------------------------------------
 
@@ -289,7 +323,12 @@ class WorkflowRun:
             last_recorded = self.last_recorded
             if last_recorded > self.seq:  # the code ended or blocked before making its recorded calls
                 try:
-                    self._nondeterminism(f"the history records {last_recorded} calls but the code made only {self.seq}")
+                    missing = self.seq + 1  # the first recorded call this code did not make
+                    self._nondeterminism(
+                        f"the history records {last_recorded} calls but the code made only {self.seq}",
+                        seq=missing,
+                        recorded=self._recorded_summary(missing),
+                    )
                 except NonDeterminismError:
                     self.outcome = None  # the failure replaces whatever the different code reached
                     self._check_finished()
@@ -333,6 +372,17 @@ class WorkflowRun:
         if task is not None and not task.done():
             task.cancel()
             self.loop.run_until_quiet()
+
+
+def _call_summary(kind: str, name: str, arguments: str | None) -> dict[str, Any]:
+    """A durable call as :class:`NonDeterminismError` describes it: kind, name, and arguments when known."""
+    summary: dict[str, Any] = {"kind": kind, "name": name}
+    if arguments is not None:
+        try:
+            summary["arguments"] = loads(arguments)
+        except ValueError:
+            summary["arguments"] = arguments
+    return summary
 
 
 def _shorten(text: str, limit: int = 200) -> str:

@@ -1,0 +1,405 @@
+"""Export and replay: a real workflow's history, exported from Redis, checked against changed code offline.
+
+One run of ``replay_app.replay_order`` (a value, tasks, a sleep, an event, a child, a signal) is recorded once
+for this module, exported while it waits for its event and again once it completed. Every replay below runs
+without Redis: the same code replays both identically, and each changed module is caught at the right call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import replay_app
+import replay_app_added
+import replay_app_argument
+import replay_app_output
+import replay_app_removed
+import replay_app_signal
+import replay_app_swapped
+from support import APPS, InProcessRoles, eventually, status_is
+from typer.testing import CliRunner, Result
+
+from bdurable import Client, InvalidInputError, NonDeterminismError, Settings, Status, UnknownWorkflowError
+from bdurable.cli import app
+from bdurable.embedded import RedisServer, free_port
+from bdurable.history import FORMAT, History, export
+from bdurable.testing import Replayer
+
+INPUT = {"item": "sku-1", "quantity": 2}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    settings: Settings
+    workflow_id: str
+    output: Any
+    waiting: History  # exported while the workflow waited for its event
+    finished: History  # exported once it completed
+    folder: Path  # both, as files: waiting.json, finished.json
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"BDURABLE_REDIS_URL": self.settings.redis_url, "BDURABLE_PREFIX": self.settings.prefix}
+
+
+@pytest.fixture(scope="module")
+def recorded(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    """Run ``replay_order`` once against a real Redis, with in-process roles, and export its history twice."""
+    settings = Settings(
+        redis_url=redis_server.url,
+        prefix=f"rp{uuid.uuid4().hex[:8]}",
+        heartbeat_interval=0.2,
+        heartbeat_timeout=1.0,
+    )
+    workflow_id = f"order-{uuid.uuid4().hex[:8]}"
+
+    async def record() -> tuple[Any, History, History]:
+        roles = InProcessRoles(settings)
+        try:
+            async with Client(settings=settings) as client:
+                roles.dispatcher(replay_app)
+                roles.scheduler()
+                roles.signal_bus()
+                await client.start(replay_app.replay_order, INPUT, workflow_id=workflow_id)
+                await eventually(lambda: status_is(client, workflow_id, Status.AWAITING_EVENT), timeout=10)
+                waiting = await export(client, workflow_id)
+                await client.send_event(workflow_id, "approved", {"by": "u7"})
+                output = await client.result(workflow_id, timeout=10)
+                return output, waiting, await export(client, workflow_id)
+        finally:
+            await roles.stop_all()
+
+    output, waiting, finished = asyncio.run(record())
+    folder = tmp_path_factory.mktemp("histories")
+    (folder / "waiting.json").write_text(waiting.to_text())
+    (folder / "finished.json").write_text(finished.to_text())
+    return Recorded(settings, workflow_id, output, waiting, finished, folder)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+# -- export ---------------------------------------------------------------------------------------------------
+
+
+def test_the_export_holds_identity_input_outcome_and_every_call(recorded: Recorded) -> None:
+    history = recorded.finished
+    assert (history.workflow_id, history.name, history.version, history.run) == (
+        recorded.workflow_id, "replay_order", "1", 1,
+    )  # fmt: skip
+    assert (history.input, history.status, history.output, history.error) == (
+        INPUT, Status.COMPLETED, recorded.output, None,
+    )  # fmt: skip
+    assert recorded.output["paid"] == 40
+    assert [(c.seq, c.kind, c.name) for c in history.calls] == [
+        (1, "value", "uuid4"),
+        (2, "task", "replay.reserve"),
+        (3, "sleep", "50ms"),
+        (4, "event", "approved"),
+        (5, "child", "replay_child"),
+        (6, "signal", "charging"),
+        (7, "task", "replay.charge"),
+    ]
+    value, reserve, sleep, event, child, signal, charge = history.calls
+    assert value.result == recorded.output["order"] == value.record["v"]
+    assert (reserve.arguments, reserve.result, reserve.status) == (
+        {"args": ["sku-1", 2], "kwargs": {}}, "r-sku-1-2", "done",
+    )  # fmt: skip
+    assert (sleep.arguments_json, event.arguments_json) == (None, None)  # kinds without arguments
+    assert event.result == {"by": "u7"}
+    assert (child.arguments, child.result, child.record["id"]) == (2, 4, f"{recorded.workflow_id}:5")
+    assert signal.arguments == {"order": recorded.output["order"], "amount": 40}
+    assert (charge.arguments, charge.result) == ({"args": ["r-sku-1-2", 40], "kwargs": {}}, 40)
+    assert all(c.started_at is not None for c in history.calls if c.kind != "value")
+    # the inbox: every result, in arrival order, all consumed by the steps that ran
+    assert [entry["seq"] for entry in history.inbox] == [2, 3, 4, 5, 7]
+    assert history.consumed == len(history.inbox)
+
+
+def test_an_export_of_a_running_workflow_stops_where_it_waits(recorded: Recorded) -> None:
+    history = recorded.waiting
+    assert history.status == Status.AWAITING_EVENT
+    assert (history.output, history.finished_at) == (None, None)
+    assert [(c.kind, c.status) for c in history.calls] == [
+        ("value", "done"), ("task", "done"), ("sleep", "done"), ("event", "pending"),
+    ]  # fmt: skip
+    assert history.consumed == len(history.inbox) == 2
+
+
+def test_the_document_is_pretty_json_that_reads_back_the_same(recorded: Recorded) -> None:
+    text = recorded.finished.to_text()
+    assert text.startswith('{\n  "format": "bdurable-history/1",\n')
+    assert json.loads(text)["format"] == FORMAT
+    assert History.from_text(text) == recorded.finished
+    assert History.load(recorded.folder / "finished.json") == recorded.finished
+
+
+def test_export_cli_to_stdout_and_to_a_file(recorded: Recorded, tmp_path: Path) -> None:
+    printed = cli("export", recorded.workflow_id, env=recorded.env)
+    assert printed.exit_code == 0, printed.output
+    assert History.from_text(printed.stdout) == recorded.finished
+
+    target = tmp_path / "run.json"
+    written = cli("export", recorded.workflow_id, "--output", str(target), env=recorded.env)
+    assert written.exit_code == 0, written.output
+    assert written.stdout == ""
+    assert f"exported 7 calls of {recorded.workflow_id} (COMPLETED) to {target}" in written.stderr
+    assert History.load(target) == recorded.finished
+
+
+def test_export_cli_errors(recorded: Recorded, tmp_path: Path) -> None:
+    unknown = cli("export", "no-such-workflow", env=recorded.env)
+    assert unknown.exit_code == 3
+    assert unknown.stderr.strip() == "error: no workflow with id 'no-such-workflow' (never started, or expired)"
+    unwritable = cli("export", recorded.workflow_id, "--output", str(tmp_path / "missing" / "x.json"),
+                     env=recorded.env)  # fmt: skip
+    assert unwritable.exit_code == 2
+    assert unwritable.stderr.startswith("error: cannot write ")
+    unreachable = cli("export", "x", env={"BDURABLE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert unreachable.exit_code == 4
+
+
+# -- replay: unchanged code -----------------------------------------------------------------------------------
+
+
+async def test_unchanged_code_replays_both_histories_identically(recorded: Recorded) -> None:
+    replayer = Replayer(apps=[replay_app])
+    finished = await replayer.replay(recorded.finished)
+    assert finished.ok
+    assert (finished.calls, finished.recorded_status, finished.status) == (7, "COMPLETED", "COMPLETED")
+    assert finished.message == f"workflow {recorded.workflow_id!r}: identical (7 calls, COMPLETED)"
+    waiting = await replayer.replay(recorded.folder / "waiting.json")
+    assert (waiting.ok, waiting.status) == (True, "AWAITING_EVENT")
+    assert waiting.source == str(recorded.folder / "waiting.json")
+    # from the document as data, and by module name
+    assert (await Replayer(apps=["replay_app"]).replay(recorded.finished.to_json())).ok
+
+
+# -- replay: changed code -------------------------------------------------------------------------------------
+
+RESERVATION = "r-sku-1-2"
+BRACE = "Expecting property name enclosed in double quotes"  # what json says of "{"
+
+
+@pytest.mark.parametrize(
+    ("module", "seq", "recorded_call", "new_call", "line"),
+    [
+        pytest.param(
+            replay_app_swapped, 7,
+            {"kind": "task", "name": "replay.charge", "arguments": {"args": [RESERVATION, 40], "kwargs": {}}},
+            {"kind": "task", "name": "replay.refund", "arguments": {"args": [RESERVATION, 40], "kwargs": {}}},
+            """call #7: recorded task 'replay.charge'("r-sku-1-2", 40), now task 'replay.refund'("r-sku-1-2", 40)""",
+            id="a task swapped",
+        ),
+        pytest.param(
+            replay_app_argument, 7,
+            {"kind": "task", "name": "replay.charge", "arguments": {"args": [RESERVATION, 40], "kwargs": {}}},
+            {"kind": "task", "name": "replay.charge", "arguments": {"args": [RESERVATION, 400], "kwargs": {}}},
+            """call #7: recorded task 'replay.charge'("r-sku-1-2", 40), now task 'replay.charge'("r-sku-1-2", 400)""",
+            id="an argument changed",
+        ),
+        pytest.param(
+            replay_app_added, 8,
+            None,
+            {"kind": "task", "name": "replay.notify", "arguments": {"args": [RESERVATION], "kwargs": {}}},
+            """call #8: recorded nothing (the history has 7 calls), now task 'replay.notify'("r-sku-1-2")""",
+            id="a call added",
+        ),
+        pytest.param(
+            replay_app_removed, 7,
+            {"kind": "task", "name": "replay.charge", "arguments": {"args": [RESERVATION, 40], "kwargs": {}}},
+            None,
+            """call #7: recorded task 'replay.charge'("r-sku-1-2", 40), """
+            """now nothing (the workflow ends there, COMPLETED)""",
+            id="a call removed",
+        ),
+        pytest.param(
+            replay_app_signal, 6,
+            {"kind": "signal", "name": "charging", "arguments": {"order": "ORDER", "amount": 40}},
+            {"kind": "signal", "name": "charging", "arguments": {"order": "ORDER", "cents": 4000}},
+            """call #6: recorded signal 'charging'({"order": "ORDER", "amount": 40}), """
+            """now signal 'charging'({"order": "ORDER", "cents": 4000})""",
+            id="a signal payload changed",
+        ),
+    ],
+)  # fmt: skip
+async def test_changed_code_names_the_first_diverging_call(
+    recorded: Recorded,
+    module: Any,
+    seq: int,
+    recorded_call: dict[str, Any] | None,
+    new_call: dict[str, Any] | None,
+    line: str,
+) -> None:
+    order = recorded.output["order"]
+    recorded_call, new_call = (_with_order(call, order) for call in (recorded_call, new_call))
+    line = line.replace("ORDER", order)
+    path = recorded.folder / "finished.json"
+    with pytest.raises(NonDeterminismError) as raised:
+        await Replayer(apps=[module]).replay(path)
+    error = raised.value
+    assert (error.seq, error.recorded, error.new) == (seq, recorded_call, new_call)
+    assert str(error) == f"{path}: {line}"
+    cause = error.__cause__  # the replay core's own error, kept as the cause: it carries the same structure
+    assert isinstance(cause, NonDeterminismError)
+    assert (cause.seq, cause.recorded, cause.new) == (seq, recorded_call, new_call)
+    assert str(cause).startswith(f"workflow replay_order@1 ({recorded.workflow_id}) is non-deterministic: ")
+
+
+def _with_order(call: dict[str, Any] | None, order: str) -> dict[str, Any] | None:
+    if call is None or not isinstance(call.get("arguments"), dict) or "order" not in call["arguments"]:
+        return call
+    return {**call, "arguments": {**call["arguments"], "order": order}}
+
+
+async def test_the_same_calls_with_another_ending_diverge_at_the_end(recorded: Recorded) -> None:
+    with pytest.raises(NonDeterminismError) as raised:
+        await Replayer(apps=[replay_app_output]).replay(recorded.finished)
+    error = raised.value
+    assert error.seq is None
+    assert error.recorded == {"status": "COMPLETED", "output": recorded.output, "error": None}
+    assert error.new == {"status": "COMPLETED", "output": {**recorded.output, "paid": 80}, "error": None}
+    assert str(error).startswith(f"workflow {recorded.workflow_id!r}: at the end: recorded COMPLETED with output {{")
+    # while it was still running, the ending was not known: that history replays identically
+    assert (await Replayer(apps=[replay_app_output]).replay(recorded.waiting)).ok
+
+
+async def test_a_change_after_the_recorded_part_of_a_running_workflow_passes(recorded: Recorded) -> None:
+    """The waiting history ends at the event: code changed after it has nothing recorded to differ from."""
+    for module in (replay_app_swapped, replay_app_argument, replay_app_added, replay_app_removed):
+        assert (await Replayer(apps=[module]).replay(recorded.waiting)).ok
+
+
+async def test_a_history_of_a_workflow_no_app_defines_is_refused(recorded: Recorded) -> None:
+    import engine_app
+
+    with pytest.raises(UnknownWorkflowError, match=r"no workflow replay_order@1 in the apps"):
+        await Replayer(apps=[engine_app]).replay(recorded.finished)
+    with pytest.raises(InvalidInputError, match="not a valid b-durable history"):
+        await Replayer(apps=[replay_app]).replay({"format": FORMAT})
+
+
+async def test_replay_all_reports_each_history(recorded: Recorded, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    results = await Replayer(apps=[replay_app_swapped]).replay_all(
+        [recorded.folder / "waiting.json", recorded.folder / "finished.json", broken]
+    )
+    assert [r.ok for r in results] == [True, False, False]
+    assert results[1].divergence is not None
+    assert results[1].divergence.seq == 7
+    assert results[2].problem is not None
+    assert results[2].message == f"{broken}: not valid JSON: {BRACE} at line 1 column 2"
+
+
+# -- replay: the command line ---------------------------------------------------------------------------------
+
+
+def test_help_lists_export_and_replay() -> None:
+    result = cli("--help")
+    assert result.exit_code == 0
+    assert "export" in result.stdout
+    assert "replay" in result.stdout
+
+
+def test_replay_cli_exits_0_when_every_history_replays_identically(recorded: Recorded) -> None:
+    result = cli("replay", "--app", "replay_app", str(recorded.folder / "finished.json"),
+                 str(recorded.folder / "waiting.json"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert result.stderr.strip() == "replayed 2 histories: 2 identical"
+    folder = cli("replay", "--app", "replay_app", str(recorded.folder))  # a folder: its *.json files
+    assert (folder.exit_code, folder.stderr.strip()) == (0, "replayed 2 histories: 2 identical")
+
+
+def test_replay_cli_exits_1_with_one_line_per_diverging_file(recorded: Recorded) -> None:
+    finished, waiting = recorded.folder / "finished.json", recorded.folder / "waiting.json"
+    result = cli("replay", "--app", "replay_app_swapped", str(finished), str(waiting))
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines() == [
+        f"""{finished}: call #7: recorded task 'replay.charge'("r-sku-1-2", 40), """
+        """now task 'replay.refund'("r-sku-1-2", 40)"""
+    ]
+    assert result.stderr.strip() == "replayed 2 histories: 1 identical, 1 diverged"
+
+
+def test_replay_cli_json_prints_every_result(recorded: Recorded) -> None:
+    finished, waiting = recorded.folder / "finished.json", recorded.folder / "waiting.json"
+    result = cli("replay", "--app", "replay_app_argument", str(finished), str(waiting), "--json")
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    diverged, identical = document["results"]
+    assert identical == {
+        "source": str(waiting), "ok": True, "workflow_id": recorded.workflow_id, "name": "replay_order",
+        "version": "1", "run": 1, "calls": 4, "recorded_status": "AWAITING_EVENT", "status": "AWAITING_EVENT",
+        "divergence": None, "error": None,
+    }  # fmt: skip
+    assert diverged["ok"] is False
+    assert diverged["divergence"]["seq"] == 7
+    assert diverged["divergence"]["recorded"]["arguments"] == {"args": ["r-sku-1-2", 40], "kwargs": {}}
+    assert diverged["divergence"]["new"]["arguments"] == {"args": ["r-sku-1-2", 400], "kwargs": {}}
+    assert diverged["divergence"]["message"].startswith(f"{finished}: call #7: ")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", f"not valid JSON: {BRACE} at line 1 column 2"),
+        ("[]", "not a valid b-durable history: the document must be a JSON object, not a list"),
+        ('{"format": "bdurable-history/9"}', """not a valid b-durable history: "format" is 'bdurable-history/9'"""),
+    ],
+)
+def test_replay_cli_exits_2_for_a_file_it_cannot_read(
+    recorded: Recorded, tmp_path: Path, content: str, message: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = cli("replay", "--app", "replay_app", str(recorded.folder / "finished.json"), str(bad))
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()[:-1]  # then the summary
+    assert line.startswith(f"error: {bad}: {message}")
+    assert "Traceback" not in result.output
+
+
+def test_replay_cli_usage_errors_exit_2(recorded: Recorded, tmp_path: Path) -> None:
+    finished = str(recorded.folder / "finished.json")
+    assert cli("replay", finished).exit_code == 2  # --app is required
+    assert cli("replay", "--app", "replay_app").exit_code == 2  # and at least one file
+    missing = cli("replay", "--app", "no_such_module_here", finished)
+    assert missing.exit_code == 2
+    assert "cannot import --app module 'no_such_module_here'" in missing.stderr
+    absent = cli("replay", "--app", "replay_app", str(tmp_path / "absent.json"))
+    assert absent.exit_code == 2
+    assert f"error: {tmp_path / 'absent.json'}: cannot read it: No such file or directory" in absent.stderr
+    unknown = cli("replay", "--app", "engine_app", finished)
+    assert unknown.exit_code == 2
+    assert "no workflow replay_order@1 in the apps" in unknown.stderr
+
+
+def test_replay_needs_no_redis(recorded: Recorded) -> None:
+    """The replay command runs with Redis unreachable: nothing it does connects anywhere."""
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    environment = {**os.environ, "BDURABLE_REDIS_URL": closed,
+                   "PYTHONPATH": os.pathsep.join([str(APPS), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    histories = [str(recorded.folder / "finished.json"), str(recorded.folder / "waiting.json")]
+    same = subprocess.run(
+        [sys.executable, "-m", "bdurable.cli", "replay", "--app", "replay_app", *histories],
+        env=environment, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (same.returncode, same.stderr.strip()) == (0, "replayed 2 histories: 2 identical")
+    changed = subprocess.run(
+        [sys.executable, "-m", "bdurable.cli", "replay", "--app", "replay_app_removed", *histories],
+        env=environment, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert changed.returncode == 1, changed.stderr
+    assert "call #7: recorded task 'replay.charge'" in changed.stdout
