@@ -34,7 +34,7 @@ from bdurable.store import REDIS_ERRORS
 
 __all__ = ["HERE", "ConsoleState", "NotReady", "error_response_for", "state_of"]
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent  # resolved: a strict editable install links each file
 
 
 class NotReady(Exception):

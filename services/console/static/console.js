@@ -77,9 +77,9 @@
     var live = document.getElementById("live");
     if (live && live.dataset.finished !== "true" && window.EventSource) {
       var source = new EventSource(indicator.dataset.stream);
-      source.addEventListener("status", function (event) {
-        var change = JSON.parse(event.data);
-        indicator.textContent = "live: " + change.status;
+      source.addEventListener("status", function () {
+        indicator.textContent = "live";
+        indicator.classList.remove("off");
         refresh();
       });
       source.addEventListener("signal", function () { refresh(); });
