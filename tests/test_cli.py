@@ -100,7 +100,7 @@ def new_id() -> str:
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("dispatcher", "scheduler", "reaper", "signal-bus", "dev", "start", "state", "result",
+    for command in ("dispatcher", "scheduler", "reaper", "signal-bus", "console", "dev", "start", "state", "result",
                     "send-event", "publish-event", "cancel", "resume", "list", "history", "watch", "check",
                     "doctor", "dlq"):  # fmt: skip
         assert command in result.stdout
@@ -402,7 +402,7 @@ def test_dev_runs_a_workflow_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         wait_for(started, timeout=15)
         assert cli({}, "result", workflow_id, "--redis-url", url, "--timeout", "10").stdout.strip() == "7"
         children = children_of(process.pid)
-        assert len(children) == 5  # redis-server and the four roles
+        assert len(children) == 6  # redis-server, the four roles and the console
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(timeout=20) == 0
         output = log.read_text()
@@ -410,6 +410,8 @@ def test_dev_runs_a_workflow_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         for role in roles:  # each drained and stopped on its own
             assert f"{role.replace(' ', '-'):<10} |" in output
             assert f"{role} stopped" in output
+        assert "web console: http://127.0.0.1:" in output
+        assert "console stopped" in output
         assert not [pid for pid in children if alive(pid)]
         with RedisServer(port=port):  # the port is free again: another server can listen on it
             pass
