@@ -41,12 +41,22 @@ class _Server(uvicorn.Server):
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """Bind the listening socket here, so that a busy port is an error of ours, with a clear message."""
+    """Bind the listening socket here, so that a busy port is an error of ours, with a clear message.
+
+    The socket says it is TCP (``IPPROTO_TCP``), so asyncio turns Nagle's algorithm off on every accepted
+    connection: a response's headers and body then go out at once, instead of the body waiting for the
+    client's delayed ACK (40 ms per request on a kept-alive connection).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return socket.create_server((host.strip("[]"), port), family=family, reuse_port=False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
     except OSError as exc:
+        sock.close()
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
 
 
 class Console:
@@ -60,7 +70,8 @@ class Console:
         self.port = port  # after start: the port really bound (port 0 picks a free one)
         self.policy = AccessPolicy(host, read_only=read_only, token=settings.console_token)
         self.state = ConsoleState(Client(settings=settings), self.policy, Metrics("console"))
-        self.listening = asyncio.Event()
+        self.listening = asyncio.Event()  # set once it accepts connections
+        self.connected = asyncio.Event()  # set once its client reached Redis (``/readyz`` answers 200)
 
     @property
     def url(self) -> str:
@@ -117,4 +128,5 @@ class Console:
                 delay = min(delay * 2, 2.0)
                 continue
             self.state.connected = True
+            self.connected.set()
             return

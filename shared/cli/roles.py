@@ -141,9 +141,9 @@ async def _watch_parent(pid: int, stopping: Stopping) -> None:
 def register(app: typer.Typer) -> None:
     """Add the role commands to the ``bdurable`` app."""
     app.command("dispatcher")(dispatcher)
-    app.command("console")(console)
     for command, summary in SETTINGS_ONLY_ROLES.items():
         app.command(command, help=summary)(_settings_only_role(command))
+    app.command("console")(console)
 
 
 # Roles configured by settings alone: one command each, built by the same factory.
