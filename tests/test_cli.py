@@ -393,6 +393,7 @@ def test_dev_runs_a_workflow_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         wait_for(lambda: f"export BDURABLE_REDIS_URL={url}" in log.read_text(), timeout=15)
         roles = ("dispatcher", "scheduler", "reaper", "signal bus")
         wait_for(lambda: all(f"{role} started" in log.read_text() for role in roles), timeout=15)
+        wait_for(lambda: "console listening" in log.read_text(), timeout=15)
         workflow_id = new_id()
 
         def started() -> bool:
