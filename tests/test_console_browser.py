@@ -70,6 +70,7 @@ async def accept(dialog: Dialog) -> None:
 
 async def shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.evaluate("window.scrollTo(0, 0)")  # the sticky header at the top of a full-page picture
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
