@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from bdurable.durations import parse_duration, parse_size
@@ -33,6 +34,8 @@ class Settings:
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"  # all interfaces, for Prometheus in a pod; 127.0.0.1 keeps it local
     shards: int = 1
+    # Required for every action of the web console (docs/console.md); never shown in a repr or a log line.
+    console_token: str | None = dataclass_field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in "{}: \n"):

@@ -100,7 +100,7 @@ def new_id() -> str:
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("dispatcher", "scheduler", "reaper", "signal-bus", "dev", "start", "state", "result",
+    for command in ("dispatcher", "scheduler", "reaper", "signal-bus", "console", "dev", "start", "state", "result",
                     "send-event", "publish-event", "cancel", "resume", "list", "history", "watch", "check",
                     "doctor", "dlq", "schedule"):  # fmt: skip
         assert command in result.stdout
@@ -454,6 +454,7 @@ def test_dev_runs_a_workflow_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         wait_for(lambda: f"export BDURABLE_REDIS_URL={url}" in log.read_text(), timeout=15)
         roles = ("dispatcher", "scheduler", "reaper", "signal bus")
         wait_for(lambda: all(f"{role} started" in log.read_text() for role in roles), timeout=15)
+        wait_for(lambda: "console listening" in log.read_text(), timeout=15)
         workflow_id = new_id()
 
         def started() -> bool:
@@ -463,7 +464,7 @@ def test_dev_runs_a_workflow_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         wait_for(started, timeout=15)
         assert cli({}, "result", workflow_id, "--redis-url", url, "--timeout", "10").stdout.strip() == "7"
         children = children_of(process.pid)
-        assert len(children) == 5  # redis-server and the four roles
+        assert len(children) == 6  # redis-server, the four roles and the console
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(timeout=20) == 0
         output = log.read_text()
@@ -471,6 +472,8 @@ def test_dev_runs_a_workflow_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         for role in roles:  # each drained and stopped on its own
             assert f"{role.replace(' ', '-'):<10} |" in output
             assert f"{role} stopped" in output
+        assert "web console: http://127.0.0.1:" in output
+        assert "console stopped" in output
         assert not [pid for pid in children if alive(pid)]
         with RedisServer(port=port):  # the port is free again: another server can listen on it
             pass

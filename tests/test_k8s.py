@@ -59,6 +59,10 @@ OPERATIONS_DOCS = ROOT / "docs" / "operations.md"
 Obj = dict[str, Any]
 
 ROLES = ("dispatcher", "scheduler", "reaper", "signal-bus")
+# The web console: a Deployment like the roles' (its own ACL user, budget, spread, grace period), but its one port is
+# the web port `http`, where it serves /livez, /readyz and /metrics too.
+CONSOLE = "console"
+COMPONENTS = (*ROLES, CONSOLE)
 # Optional components an overlay may add, in the order an overlay lists them.
 OPTIONAL = ("podmonitor", "alerts", "grafana-dashboard", "blue-green", "egress-lockdown", "keda")
 OVERLAYS = ("dev", "production")
@@ -221,6 +225,13 @@ def role_deployments(objects: list[Obj]) -> dict[str, Obj]:
             (found[role],) = deployments
             assert found[role]["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == role
     return found
+
+
+def console_deployment(objects: list[Obj]) -> Obj:
+    """The console's Deployment, checking that its pods say they run the console."""
+    deployment = named(objects, "Deployment", "bdurable-console")
+    assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == CONSOLE
+    return deployment
 
 
 def bdurable_pods(objects: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
@@ -493,6 +504,44 @@ def test_every_role_serves_health_endpoints_on_the_metrics_port(rendered: dict[s
             assert metrics in services[0]["spec"]["ports"]
 
 
+def test_the_console_is_probed_on_its_web_port_acts_only_with_its_token_and_stays_inside(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    for target in [*overlay_targets(rendered), "base"]:
+        objects = rendered[target]
+        template = console_deployment(objects)["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        assert container["args"] == ["console", "--host", "0.0.0.0", "--port", "8080"], target
+        assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+        assert container["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        # Listening beyond loopback, it acts only with the token (docs/console.md): from an optional Secret.
+        (token,) = [e for e in container["env"] if e["name"] == "BDURABLE_CONSOLE_TOKEN"]
+        reference = token["valueFrom"]["secretKeyRef"]
+        assert re.fullmatch(r"bdurable-console(-[a-z0-9]{10})?", reference.pop("name")), "generated in dev only"
+        assert reference == {"key": "token", "optional": True}
+        labels = template["metadata"]["labels"]
+        (service,) = [s for s in of_kind(objects, "Service") if selects(s["spec"]["selector"], labels)]
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "inside the cluster only"
+        assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+        inbound = [
+            rule
+            for policy in of_kind(objects, "NetworkPolicy")
+            if selects(policy["spec"]["podSelector"], labels) and "Ingress" in policy["spec"]["policyTypes"]
+            for rule in policy["spec"].get("ingress", [])
+        ]
+        assert {"ports": [{"port": "http", "protocol": "TCP"}]} in inbound
+        for rule in inbound:  # the metrics port of every pod, and the web port: nothing else
+            assert rule["ports"] in ([{"port": "http", "protocol": "TCP"}], [{"port": "metrics", "protocol": "TCP"}])
+        for monitor in of_kind(objects, "PodMonitor"):
+            assert selects(monitor["spec"]["selector"], labels)
+            assert {"http", "metrics"} <= {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    tokens = secret_data(generated(rendered["dev"], "Secret", "bdurable-console"))
+    assert set(tokens) == {"token"}
+    assert console_deployment(rendered["dev"])["spec"]["replicas"] == 1
+
+
 def pyproject_version() -> str:
     match = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), flags=re.MULTILINE)
     assert match
@@ -587,6 +636,8 @@ def test_references_resolve(rendered: dict[str, list[Obj]]) -> None:
         objects = rendered[target]
         external = {("Secret", "bdurable-redis-ca")}
         if target.startswith("production"):
+            external.add(("Secret", "bdurable-console"))  # the console's token: optional, the user's own
+        if target.startswith("production"):
             external.add(("Secret", "bdurable-redis"))
         present = {(o["kind"], o["metadata"]["name"]) for o in objects}
         text = json.dumps([pod for _, pod in pod_specs(objects)])
@@ -605,7 +656,7 @@ def test_two_installs_in_one_namespace_never_share_selectors_or_names(tree: Path
     directory.mkdir()
     (directory / "kustomization.yaml").write_text(docs_block_after("A second install in the same namespace"))
     (directory / "redis-urls.env").write_text(
-        "\n".join(f"{key}=redis://u:p@h:6379/0" for key in (*ROLES, "ops")) + "\n"
+        "\n".join(f"{key}=redis://u:p@h:6379/0" for key in (*COMPONENTS, "ops")) + "\n"
     )
     for component in ("keda",):
         k = load_kustomization(directory)
@@ -999,7 +1050,7 @@ def test_grace_periods_derive_from_the_drain_timeout(rendered: dict[str, list[Ob
         drain = duration_seconds(settings_map(objects)["BDURABLE_DRAIN_TIMEOUT"])
         for deployment in of_kind(objects, "Deployment"):
             component = deployment["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
-            if component in ROLES:
+            if component in COMPONENTS:
                 grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
                 assert grace == drain + GRACE_MARGIN_S, f"{target}: {deployment['metadata']['name']}: {grace}"
         strategy = role_deployments(objects)["dispatcher"]["spec"]["strategy"]["rollingUpdate"]
@@ -1016,7 +1067,7 @@ def test_the_documented_long_task_patch_keeps_the_relation(tree: Path) -> None:
     drain = duration_seconds(settings_map(objects)["BDURABLE_DRAIN_TIMEOUT"])
     assert drain > 25
     for deployment in of_kind(objects, "Deployment"):
-        if deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] in ROLES:
+        if deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] in COMPONENTS:
             assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == drain + GRACE_MARGIN_S
 
 
@@ -1032,7 +1083,7 @@ def test_every_role_has_its_own_disruption_budget_and_spreads(rendered: dict[str
         for workload, pod in bdurable_pods(objects):
             labels = pod["metadata"]["labels"]
             role = labels["app.kubernetes.io/component"]
-            if role not in ROLES:
+            if role not in COMPONENTS:
                 continue
             where = f"{target}: {workload['metadata']['name']}"
             (budget,) = [b for b in budgets if selects(b["spec"]["selector"], labels)]
@@ -1050,6 +1101,7 @@ def test_every_role_has_its_own_disruption_budget_and_spreads(rendered: dict[str
             assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, where
     for role, deployment in role_deployments(rendered["production"]).items():
         assert deployment["spec"]["replicas"] >= 2, f"production {role}: one node drain must not take them all"
+    assert console_deployment(rendered["production"])["spec"]["replicas"] >= 2
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -1141,6 +1193,7 @@ def test_the_dev_install_runs_end_to_end_under_its_acl_users(rendered: dict[str,
         index = options.index(dropped)
         del options[index : index + 2]
     urls = secret_data(generated(objects, "Secret", "bdurable-redis"))
+    tokens = secret_data(generated(objects, "Secret", "bdurable-console"))
     settings = settings_map(objects)
     processes: list[subprocess.Popen[bytes]] = []
 
@@ -1149,7 +1202,9 @@ def test_the_dev_install_runs_end_to_end_under_its_acl_users(rendered: dict[str,
         env.update(settings)  # as the pod's envFrom; the roles' metrics ports are moved apart below
         (container,) = pod["spec"]["containers"]
         for var in container.get("env", []):
-            env[var["name"]] = var["value"] if "value" in var else urls[var["valueFrom"]["secretKeyRef"]["key"]]
+            reference = var.get("valueFrom", {}).get("secretKeyRef", {})
+            secret = urls if reference.get("name", "").startswith("bdurable-redis") else tokens
+            env[var["name"]] = var["value"] if "value" in var else secret[reference["key"]]
         env["BDURABLE_REDIS_URL"] = env["BDURABLE_REDIS_URL"].replace("@redis:6379/", f"@127.0.0.1:{server.port}/")
         if port is not None:
             env.update(BDURABLE_METRICS_PORT=str(port), BDURABLE_METRICS_HOST="127.0.0.1")
@@ -1178,9 +1233,27 @@ def test_the_dev_install_runs_end_to_end_under_its_acl_users(rendered: dict[str,
                             start_new_session=True,
                         )
                     )
+            console = console_deployment(objects)["spec"]["template"]
+            ports[CONSOLE] = free_port()
+            console_args = console["spec"]["containers"][0]["args"]
+            console_args = [  # on loopback and a free port, as the roles' metrics endpoints are moved here
+                {"0.0.0.0": "127.0.0.1", "8080": str(ports[CONSOLE])}.get(arg, arg) for arg in console_args
+            ]
+            with (tmp_path / f"{CONSOLE}.log").open("wb") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bdurable.cli", *console_args],
+                        env=env_of(console),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
             for role, port in ports.items():
                 wait_for(lambda p=port: http_status(f"http://127.0.0.1:{p}/readyz") == 200, 60, f"{role} ready")
                 assert http_status(f"http://127.0.0.1:{port}/livez") == 200
+            for page in ("/", "/workflows", "/dlq", "/api/overview", "/api/workflows?status=COMPLETED", "/api/dlq"):
+                assert http_status(f"http://127.0.0.1:{ports[CONSOLE]}{page}") == 200, page
 
             doctor = named(objects, "CronJob", "bdurable-doctor")["spec"]["jobTemplate"]["spec"]["template"]
             result = cli(doctor, doctor["spec"]["containers"][0]["args"])
@@ -1203,7 +1276,7 @@ def test_the_dev_install_runs_end_to_end_under_its_acl_users(rendered: dict[str,
                 if process.poll() is None:
                     os.killpg(process.pid, 9)
                 process.wait(timeout=10)
-    for role in ROLES:
+    for role in COMPONENTS:
         log = (tmp_path / f"{role}.log").read_text(errors="replace")
         assert "NOPERM" not in log, f"{role} was refused by Redis:\n{log[-2000:]}"
 
@@ -1379,7 +1452,7 @@ def test_deploy_guide_names_only_existing_files_and_commands() -> None:
         assert (ROOT / path).exists(), f"docs/deploy.md names {path}, which does not exist"
     for command in re.findall(r"(?:^\s*|-- )bdurable ([a-z-]+)", text, flags=re.MULTILINE):
         assert command in {
-            *ROLES, "dev", "start", "state", "result", "send-event", "publish-event", "cancel", "resume", "list",
+            *COMPONENTS, "dev", "start", "state", "result", "send-event", "publish-event", "cancel", "resume", "list",
             "history", "watch", "check", "doctor", "dlq",
         }, command  # fmt: skip
     # Every shell line in the guide at least parses.

@@ -76,6 +76,7 @@ ROLE_SOURCES = {
     "bdurable-signal-bus": ["services/signal_bus"],
     "bdurable-client": ["shared/client.py", "shared/scheduling.py", "shared/pubsub.py", "shared/cli"],
     "bdurable-ops": ["shared/client.py", "shared/scheduling.py", "shared/pubsub.py", "shared/cli", "shared/doctor.py"],
+    "bdurable-console": ["services/console", "shared/client.py", "shared/scheduling.py", "shared/pubsub.py"],
 }
 KEY_AND_CHANNEL_RULES = ["~{bdurable}", "~{bdurable}:*", "~{bdurable:*", "&{bdurable}:*"]
 # Health checks (redis-py's, and /readyz) send PING on every kind of connection.
@@ -425,6 +426,44 @@ async def test_every_role_runs_workflows_end_to_end_under_its_documented_acl_use
         all_roles(roles, lambda role: acl.settings(settings, role))
         async with Client(settings=acl.settings(settings, "client")) as client:
             await drive_every_kind_of_call(client, roles)
+    await acl.assert_nothing_refused()
+
+
+async def test_the_console_reads_and_acts_under_its_documented_acl_user(acl: AclUsers, settings: Settings) -> None:
+    """Every page and API read of the web console, a live stream, and every action, as ``bdurable-console``."""
+    from console_kit import bearer, running_console
+
+    async with running() as roles:
+        all_roles(roles, lambda role: acl.settings(settings, role))
+        async with Client(settings=acl.settings(settings, "client")) as client:
+            token = uuid.uuid4().hex
+            guarded = await client.start(security_app.guarded, {"token": token, "text": "hi"})
+            waiting = await client.start(security_app.cancellable, uuid.uuid4().hex)
+
+            async def parked() -> bool:
+                return await status_of(client, guarded.workflow_id) == Status.PARKED
+
+            await roles.within(eventually(parked, timeout=10))
+            async with running_console(acl.settings(settings, "console")) as web:
+                for path in ("/", "/workflows", "/workflows?status=PARKED", f"/workflows?prefix={token[:4]}", "/dlq",
+                             f"/workflows/{guarded.workflow_id}", "/api/overview", "/api/dlq",
+                             f"/api/workflows/{guarded.workflow_id}/history", "/readyz", "/metrics"):  # fmt: skip
+                    response = await web.http.get(path)
+                    assert response.status_code == 200, (path, response.text)
+                async with web.http.stream("GET", f"/api/workflows/{guarded.workflow_id}/stream") as stream:
+                    async for line in stream.aiter_lines():
+                        if line.startswith("event: status"):
+                            break
+                [entry] = (await web.http.get("/api/dlq")).json()
+                assert (await web.http.post(f"/api/dlq/{entry['entry_id']}/retry", headers=bearer())).status_code == 200
+                event = {"name": "approved", "payload": {"by": "console"}}
+                sent = await web.http.post(f"/api/workflows/{guarded.workflow_id}/events", json=event, headers=bearer())
+                assert sent.status_code == 200
+                cancelled = await web.http.post(f"/api/workflows/{waiting.workflow_id}/cancel", headers=bearer())
+                assert cancelled.status_code == 200
+                assert (await web.http.post("/api/dlq/purge", headers=bearer())).status_code == 200
+                with pytest.raises(WorkflowCancelledError):
+                    await roles.within(waiting.result(timeout=10))
     await acl.assert_nothing_refused()
 
 

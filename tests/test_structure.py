@@ -64,7 +64,7 @@ def test_the_library_never_imports_a_service_at_module_level() -> None:
 
 def test_services_import_the_library_and_never_each_other() -> None:
     roles = [p for p in (ROOT / "services").iterdir() if p.is_dir() and (p / "__init__.py").exists()]
-    assert {p.name for p in roles} == {"dispatcher", "scheduler", "reaper", "signal_bus"}
+    assert {p.name for p in roles} == {"dispatcher", "scheduler", "reaper", "signal_bus", "console"}
     for role in roles:
         for path in role.rglob("*.py"):
             for name in _imports(path):

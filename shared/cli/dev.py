@@ -1,4 +1,5 @@
-"""``bdurable dev``: an embedded Redis and the four roles as child processes, one Ctrl-C stops them all.
+"""``bdurable dev``: an embedded Redis, the four roles and the web console as child processes, one Ctrl-C stops
+them all.
 
 The roles run as separate processes (as in production) so that a developer sees the same behaviour,
 logs and failure modes. The supervisor here is deliberately small, in the spirit of foreman/honcho:
@@ -47,6 +48,7 @@ __all__ = ["DEFAULT_APP", "register"]
 
 DEFAULT_APP = "bdurable.examples_app"  # run when no --app is given, if this build ships it
 DEFAULT_PORT = 6379
+DEFAULT_CONSOLE_PORT = 8080
 GRACE_SECONDS = 15.0
 LINE_LIMIT = 1024 * 1024
 _COLOURS = {
@@ -54,6 +56,7 @@ _COLOURS = {
     "scheduler": "magenta",
     "reaper": "yellow",
     "signal-bus": "green",
+    "console": "blue",
     "redis": "red",
 }
 
@@ -115,17 +118,17 @@ def _port_available(port: int) -> bool:
         return True
 
 
-def _pick_port(port: int | None) -> int:
+def _pick_port(port: int | None, *, default: int = DEFAULT_PORT, option: str = "--port", what: str = "Redis") -> int:
     from bdurable.embedded import free_port
 
     if port is not None:
         if not _port_available(port):
-            fail(f"port {port} is already in use: pick another --port")
+            fail(f"port {port} is already in use: pick another {option}")
         return port
-    if _port_available(DEFAULT_PORT):
-        return DEFAULT_PORT
+    if _port_available(default):
+        return default
     chosen = free_port()
-    _say("dev", f"port {DEFAULT_PORT} is taken: Redis uses port {chosen}")
+    _say("dev", f"port {default} is taken: {what} uses port {chosen}")
     return chosen
 
 
@@ -148,11 +151,15 @@ def dev(
         typer.Option("--start", help="Start this workflow once the roles run, watch it live, then stop everything."),
     ] = None,
     input_text: Annotated[str | None, typer.Option("--input", help="Input of --start: JSON, or @file.json.")] = None,
+    console_port: Annotated[
+        int | None,
+        typer.Option("--console-port", min=1, max=65535, help="Web console port (default 8080, else a free one)."),
+    ] = None,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
     debug: Debug = False,
 ) -> None:
-    """Run an embedded Redis and every role locally; Ctrl-C stops them all.
+    """Run an embedded Redis, every role and the web console locally; Ctrl-C stops them all.
 
     With --redis-url (or BDURABLE_REDIS_URL) no Redis is started and the roles use that one. If a role
     dies on its own, dev says so and stops the others (exit 1). With --start NAME, dev runs that one
@@ -176,12 +183,22 @@ def dev(
 
         data_dir = Path(platformdirs.user_data_dir("bdurable")) / "dev-redis"
     job = None if start is None else (start, workflow_input)
-    code = asyncio.run(_supervise(modules, settings.redis_url, settings.prefix, chosen_port, data_dir, job))
+    web_port = _pick_port(console_port, default=DEFAULT_CONSOLE_PORT, option="--console-port", what="the console")
+    code = asyncio.run(
+        _supervise(modules, settings.redis_url, settings.prefix, chosen_port, data_dir, job, console_port=web_port)
+    )
     raise typer.Exit(code)
 
 
 async def _supervise(
-    modules: list[str], url: str, prefix: str, port: int | None, data_dir: Path, job: tuple[str, Any] | None = None
+    modules: list[str],
+    url: str,
+    prefix: str,
+    port: int | None,
+    data_dir: Path,
+    job: tuple[str, Any] | None = None,
+    *,
+    console_port: int = DEFAULT_CONSOLE_PORT,
 ) -> int:
     from bdurable.embedded import RedisServer
 
@@ -215,7 +232,9 @@ async def _supervise(
         if prefix != "bdurable":
             _say("dev", f"  export BDURABLE_PREFIX={prefix}")
         if not stop.is_set():
-            await _start_children(children, modules, url, prefix)
+            await _start_children(children, modules, url, prefix, console_port)
+            if any(child.role == "console" for child in children):
+                _say("dev", f"web console: http://127.0.0.1:{console_port}/")
             runner = None if job is None else asyncio.create_task(_run_job(url, prefix, *job, stop))
             code = await _wait_for_stop_or_death(children, stop)
             if runner is not None:
@@ -282,7 +301,9 @@ async def _start_when_registered(client: Any, name: str, workflow_input: Any) ->
             await asyncio.sleep(0.2)
 
 
-async def _start_children(children: list[Child], modules: list[str], url: str, prefix: str) -> None:
+async def _start_children(
+    children: list[Child], modules: list[str], url: str, prefix: str, console_port: int = DEFAULT_CONSOLE_PORT
+) -> None:
     """Start each available role (appending as we go, so a failure half-way still stops the rest)."""
     env = dict(os.environ)
     env.update(
@@ -297,6 +318,8 @@ async def _start_children(children: list[Child], modules: list[str], url: str, p
             _say("dev", f"the {role} role is not available in this build: not started")
             continue
         args = [arg for module in modules for arg in ("--app", module)] if role == "dispatcher" else []
+        if role == "console":
+            args = ["--host", "127.0.0.1", "--port", str(console_port)]
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bdurable.cli", role, *args,
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

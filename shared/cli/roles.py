@@ -1,4 +1,4 @@
-"""The role commands: ``dispatcher``, ``scheduler``, ``reaper``, ``signal-bus``.
+"""The role commands: ``dispatcher``, ``scheduler``, ``reaper``, ``signal-bus``, ``console``.
 
 Each builds its settings (environment, then options), configures logging, and runs the role's loop until
 SIGTERM or SIGINT, when it drains and exits 0. Role classes are imported lazily, by name: ``bdurable``
@@ -38,6 +38,7 @@ ROLES: dict[str, tuple[str, str]] = {
     "scheduler": ("bdurable.services.scheduler", "Scheduler"),
     "reaper": ("bdurable.services.reaper", "Reaper"),
     "signal-bus": ("bdurable.services.signal_bus", "SignalBus"),
+    "console": ("bdurable.services.console", "Console"),
 }
 
 log = structlog.get_logger("bdurable.cli")
@@ -142,6 +143,7 @@ def register(app: typer.Typer) -> None:
     app.command("dispatcher")(dispatcher)
     for command, summary in SETTINGS_ONLY_ROLES.items():
         app.command(command, help=summary)(_settings_only_role(command))
+    app.command("console")(console)
 
 
 # Roles configured by settings alone: one command each, built by the same factory.
@@ -220,3 +222,30 @@ def dispatcher(
         settings,
         lambda: role(settings, registry, concurrency=concurrency, queues=queue or None),
     )
+
+
+@handles_errors
+def console(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; actions on a non-loopback one need the token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8080,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Refuse every action (cancel, resume, ...).")] = False,
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    max_payload: MaxPayload = None,
+    log_format: LogFormat = None,
+    log_level: LogLevel = None,
+    shards: Shards = None,
+    debug: Debug = False,
+) -> None:
+    """Serve the web console: workflows, their history and the fleet, and actions on them.
+
+    BDURABLE_CONSOLE_TOKEN, when set, is required for every action (sign in on the pages, or send
+    Authorization: Bearer TOKEN to the API); without it the console acts only when it listens on loopback.
+    """
+    settings = _settings(
+        redis_url, prefix, max_payload=max_payload, log_format=log_format, log_level=log_level, shards=shards
+    )
+    role = _role_class("console")
+    _serve("console", settings, lambda: role(settings, host=host, port=port, read_only=read_only))

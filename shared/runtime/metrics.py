@@ -20,7 +20,7 @@ __all__ = ["ROLES", "FleetGate", "Metrics", "RedisTotal"]
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
-ROLES = ("dispatcher", "scheduler", "reaper", "signal-bus")
+ROLES = ("dispatcher", "scheduler", "reaper", "signal-bus", "console")
 
 _STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _TASK_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -105,6 +105,10 @@ class Metrics:
     events: Counter
     signals_published: Counter
     cancellations: Counter
+    # console
+    requests: Counter
+    request_duration: Histogram
+    streams: Gauge
 
     def __init__(self, role: str) -> None:
         if role not in ROLES:
@@ -119,6 +123,7 @@ class Metrics:
             "scheduler": self._scheduler,
             "reaper": self._reaper,
             "signal-bus": self._signal_bus,
+            "console": self._console,
         }[role]()
 
     def _dispatcher(self) -> None:
@@ -226,6 +231,18 @@ class Metrics:
         )  # fmt: skip
         self.signals_published = Counter("bdurable_signals_published_total", "Signals published", registry=r)
         self.cancellations = Counter("bdurable_cancellations_total", "Cancellations applied", registry=r)
+
+    def _console(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "bdurable_console_requests_total", "Console HTTP requests by route, method and status",
+            ["route", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "bdurable_console_request_duration_seconds", "Console HTTP response time (live streams excluded)",
+            ["route"], buckets=_STEP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.streams = Gauge("bdurable_console_streams", "Live workflow streams open (server-sent events)", registry=r)
 
     def child(self, metric: M, *labels: str) -> M:
         """``metric.labels(*labels)``, cached: the dispatcher updates several labelled metrics per item,

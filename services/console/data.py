@@ -1,0 +1,170 @@
+"""What the console shows, as JSON documents: the API serves them, and the pages render the very same ones.
+
+Every read goes through the library (``Client`` and ``client.reads``): the console never spells a key. Shapes
+are the CLI's ``--json`` shapes (docs/operations.md), plus a few fields the pages need (a history entry's
+``child_id`` and ``args``, the overview's figures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bdurable.client import Client
+from bdurable.errors import InvalidInputError, WorkflowNotFoundError
+from bdurable.model import FINISHED, HistoryEntry, Status
+
+__all__ = [
+    "LIST_LIMIT",
+    "ListParams",
+    "dead_letters",
+    "history",
+    "overview",
+    "parse_time",
+    "signals",
+    "workflow",
+    "workflows",
+]
+
+LIST_LIMIT = 50  # the default page size of the workflow list
+MAX_LIMIT = 500
+SOON_MS = 60_000  # "timers due soon": within a minute
+RECENT_FAILURES = 10
+
+
+def parse_time(text: str | None, what: str) -> datetime | None:
+    """An ISO 8601 time (``2026-12-07T08:00``, ``...Z``, ``...+01:00``); without a zone it is UTC."""
+    if text is None or not text.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(f"{what} must be an ISO 8601 time such as 2026-12-07T08:00:00Z, not {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ListParams:
+    """The workflow list's filters, from a query string (blank fields mean "any")."""
+
+    status: str | None = None
+    name: str | None = None
+    version: str | None = None
+    prefix: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: str | None = None
+    limit: int = LIST_LIMIT
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> ListParams:
+        def text(key: str) -> str | None:
+            value = query.get(key)
+            return value.strip() if value is not None and value.strip() else None
+
+        status = text("status")
+        if status is not None:
+            status = status.upper()
+            if status not in Status.__members__:
+                raise InvalidInputError(f"unknown status {status!r}; use one of {', '.join(Status.__members__)}")
+        raw_limit = text("limit")
+        limit = LIST_LIMIT
+        if raw_limit is not None:
+            if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+                raise InvalidInputError(f"limit must be an integer from 1 to {MAX_LIMIT}")
+            limit = int(raw_limit)
+        return cls(
+            status=status,
+            name=text("name"),
+            version=text("version"),
+            prefix=query.get("prefix") or None,  # an id prefix may end in a space: kept as typed
+            since=parse_time(text("since"), "since"),
+            until=parse_time(text("until"), "until"),
+            cursor=text("cursor"),
+            limit=limit,
+        )
+
+    def query(self, *, cursor: str | None = None) -> dict[str, str]:
+        """The filters as query parameters (for links to the next page)."""
+        values = {
+            "status": self.status,
+            "name": self.name,
+            "version": self.version,
+            "prefix": self.prefix,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "limit": str(self.limit) if self.limit != LIST_LIMIT else None,
+            "cursor": cursor,
+        }
+        return {key: value for key, value in values.items() if value}
+
+
+async def workflows(client: Client, params: ListParams) -> dict[str, Any]:
+    """``bdurable list --json``: ``{"items": [...], "next_cursor": ...}``."""
+    page = await client.list(
+        params.status, params.name, params.limit, params.cursor,
+        version=params.version, prefix=params.prefix, since=params.since, until=params.until,
+    )  # fmt: skip
+    return {"items": [state.to_json() for state in page.items], "next_cursor": page.next_cursor}
+
+
+async def workflow(client: Client, workflow_id: str) -> dict[str, Any]:
+    """``bdurable state --json``; unknown or expired: ``WorkflowNotFoundError``."""
+    state = await client.get_state(workflow_id)
+    if state is None:
+        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
+    return state.to_json()
+
+
+def history_entry(entry: HistoryEntry) -> dict[str, Any]:
+    """``bdurable history --json``'s entry, plus the child's id and the call's arguments."""
+    return {**entry.to_json(), "child_id": entry.child_id, "args": entry.args}
+
+
+async def history(client: Client, workflow_id: str) -> list[dict[str, Any]]:
+    return [history_entry(entry) for entry in await client.history(workflow_id)]
+
+
+async def signals(client: Client, workflow_id: str) -> list[dict[str, Any]]:
+    """The workflow's signal log, oldest first, as ``watch --json`` shows a signal."""
+    await workflow(client, workflow_id)
+    _, records = await client.reads.signals_since(workflow_id, 0)
+    return [{"seq": r.seq, "name": r.name, "payload": r.payload, "at": r.at_ms} for r in records]
+
+
+async def dead_letters(client: Client) -> list[dict[str, Any]]:
+    """``bdurable dlq list --json``."""
+    return [entry.to_json() for entry in await client.dlq_list()]
+
+
+async def overview(client: Client) -> dict[str, Any]:
+    """The fleet at a glance: counts by status, dispatchers, queues, timers, dead letters, recent failures."""
+    reads = client.reads
+    counts, dispatchers, soon, failures = await asyncio.gather(
+        reads.counts(),
+        reads.dispatchers(),
+        reads.timers_due(SOON_MS),
+        client.list(Status.FAILED, limit=RECENT_FAILURES),
+    )
+    queues: dict[str, dict[str, int]] = {}
+    timers = dlq = 0
+    for shard in client.keys.all_shards():
+        gauges = await client.store.gauges(shard)
+        timers, dlq = timers + gauges.timers, dlq + gauges.dlq
+        for gauge in gauges.queues:
+            row = queues.setdefault(gauge.queue, {"depth": 0, "oldest_age_ms": -1})
+            row["depth"] += gauge.depth
+            row["oldest_age_ms"] = max(row["oldest_age_ms"], gauge.oldest_age_ms)
+    return {
+        "counts": counts,
+        "running": sum(n for status, n in counts.items() if status not in FINISHED),
+        "dispatchers": [info.to_json() for info in dispatchers],
+        "live_dispatchers": sum(1 for info in dispatchers if info.alive),
+        "queues": [{"queue": queue, **row} for queue, row in sorted(queues.items())],
+        "timers": {"pending": timers, "due_within_minute": soon},
+        "dlq": dlq,
+        "recent_failures": [state.to_json() for state in failures.items],
+    }
