@@ -32,6 +32,7 @@ from bdurable.errors import (
 from bdurable.model import DeadLetter, HistoryEntry, ScheduleInfo, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.replay.context import Context
 from bdurable.task import Task, task
+from bdurable.worker import Worker
 from bdurable.workflow import Workflow, workflow
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "TaskFailedError",
     "UnknownWorkflowError",
     "VersionNotLiveError",
+    "Worker",
     "Workflow",
     "WorkflowAlreadyExistsError",
     "WorkflowCancelledError",

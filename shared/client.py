@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.codec import encode_payload, to_json_value
 from bdurable.config import Settings
 from bdurable.durations import parse_duration
@@ -34,7 +35,7 @@ from bdurable.errors import (
 from bdurable.keys import Keys, ShardKeys
 from bdurable.model import FINISHED, DeadLetter, HistoryEntry, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.pubsub import Subscriptions
-from bdurable.reads import ListQuery, Reads, ms, outcome_from_message
+from bdurable.reads import ListQuery, Reads, ms, outcome_from_message, state_from_hash
 from bdurable.scheduling import ScheduleMethods
 from bdurable.schema import validate_against_schema
 from bdurable.store import REDIS_ERRORS, Store
@@ -102,6 +103,7 @@ class Client(ScheduleMethods):
         self.keys = Keys(self.settings.prefix, self.settings.shards)
         self._store: Store | None = None
         self._reads: Reads | None = None
+        self._clock: Clock = SYSTEM_CLOCK  # bdurable.testing's environment gives its client its test clock
         self._subscriptions: Subscriptions | None = None
 
     async def __aenter__(self) -> Client:
@@ -113,14 +115,14 @@ class Client(ScheduleMethods):
 
     async def connect(self) -> None:
         if self._store is None:
-            store = Store.from_settings(self.settings)
+            store = Store.from_settings(self.settings, clock=self._clock)
             try:
                 await store.initialize()
                 await store.check_shards()
             except BaseException:
                 await store.close()
                 raise
-            self._store, self._reads = store, Reads(store.redis, self.keys)
+            self._store, self._reads = store, Reads(store.redis, self.keys, clock=self._clock)
 
     async def close(self) -> None:
         if self._subscriptions is not None:
@@ -281,12 +283,13 @@ class Client(ScheduleMethods):
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
             await self._require_state(workflow_id)
             while True:
-                read = functools.partial(self.reads.snapshot_since, workflow_id, seen_signals)
-                state, fresh = await self._riding_out(read)
-                if state is None:
+                read = functools.partial(self.store.read_signals, workflow_id, seen_signals, full=True)
+                snapshot = await self._riding_out(read)
+                if "name" not in snapshot.state:
                     raise WorkflowNotFoundError(f"workflow {workflow_id!r} expired while being watched")
-                for record in fresh:
-                    seen_signals += 1
+                state = state_from_hash(workflow_id, snapshot.state)
+                seen_signals = snapshot.next_seen
+                for record in snapshot.signals:
                     yield {"signal": {"seq": record.seq, "name": record.name, "payload": record.payload,
                                       "at": record.at_ms}}  # fmt: skip
                 current = (state.status, state.step, state.waiting_on)
@@ -300,15 +303,17 @@ class Client(ScheduleMethods):
     async def signals(self, workflow_id: str) -> AsyncIterator[Signal]:
         """Every signal of the workflow from the first, then live ones, each once, in order; ends when
         the workflow finishes."""
-        seen = 0  # how many entries of the durable signal log were yielded
+        seen = 0  # how many signals of the durable log (over all runs) were read
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
             await self._require_state(workflow_id)
             while True:
                 # The log is the truth; messages only say "look again". Subscribed first, so nothing slips.
-                status, fresh = await self._riding_out(functools.partial(self.reads.signals_since, workflow_id, seen))
-                for record in fresh:
-                    seen += 1
+                read = functools.partial(self.store.read_signals, workflow_id, seen, full=False)
+                found = await self._riding_out(read)
+                seen = found.next_seen
+                for record in found.signals:
                     yield Signal(name=record.name, payload=record.payload, at=ms(record.at_ms), seq=record.seq)
+                status = found.state.get("status")
                 if status is None or status in FINISHED:
                     return
                 await waiter.next()

@@ -6,7 +6,7 @@ be read by people and kept in a repository as a test fixture::
 
     {
       "format": "bdurable-history/1",
-      "workflow_id": "order-42", "run": 1, "name": "order_flow", "version": "3",
+      "workflow_id": "order-42", "run": 1, "seq_base": 0, "name": "order_flow", "version": "3",
       "status": "COMPLETED", "input": {...}, "output": {...}, "error": null,
       "created_at": "...", "finished_at": "...",
       "consumed": 6,
@@ -26,6 +26,8 @@ signal's payload; the key is absent for kinds without arguments), and the outcom
 a call that failed). ``inbox`` is what replay needs: the results delivered to the workflow, in the order they
 arrived, exactly as the engine stores them; ``consumed`` is how many of them the workflow's steps had run over
 when it was exported (``null`` when no step had run yet). Payloads are the JSON values the engine stores.
+A history is one run's: after a continue-as-new, ``run`` counts the runs and ``seq_base`` how many calls earlier
+runs made (this run's calls are numbered after them).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class History:
     input: Any
     status: str
     run: int = 1
+    seq_base: int = 0  # calls of earlier runs (continue-as-new): this run's calls are numbered after them
     output: Any = None
     error: Mapping[str, Any] | None = None
     created_at: datetime | None = None
@@ -133,6 +136,7 @@ class History:
             "format": FORMAT,
             "workflow_id": self.workflow_id,
             "run": self.run,
+            "seq_base": self.seq_base,
             "name": self.name,
             "version": self.version,
             "status": self.status,
@@ -244,6 +248,7 @@ def from_record(
         input=decode(fields.get("input")),
         status=fields.get("status", ""),
         run=int(fields.get("run") or 1),
+        seq_base=int(fields.get("seq_base") or 0),
         output=decode(fields["output"]) if fields.get("output") else None,
         error=decode(fields["error"]) if fields.get("error") else None,
         created_at=ms(fields["created_at"]) if fields.get("created_at") else None,
@@ -291,6 +296,7 @@ class _Reader:
             input=data["input"],
             status=self.text(data, "status"),
             run=self.run(data.get("run", 1)),
+            seq_base=self.seq_base(data.get("seq_base", 0)),
             output=data.get("output"),
             error=self.error(data.get("error"), '"error"'),
             created_at=self.moment(data.get("created_at"), '"created_at"'),
@@ -311,6 +317,11 @@ class _Reader:
     def run(self, value: Any) -> int:
         if not _is_int(value) or value < 1:
             raise self.bad('"run"', "must be a positive integer")
+        return int(value)
+
+    def seq_base(self, value: Any) -> int:
+        if not _is_int(value) or value < 0:
+            raise self.bad('"seq_base"', "must be an integer, 0 or more")
         return int(value)
 
     def error(self, value: Any, where: str) -> dict[str, Any] | None:

@@ -54,6 +54,7 @@ class WorkflowState:
     parent_id: str | None
     created_at: datetime
     updated_at: datetime
+    run: int = 1  # the run (1 for the first; each continue-as-new starts the next)
 
     @property
     def finished(self) -> bool:

@@ -17,11 +17,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.codec import decode, loads
 from bdurable.errors import DurableError, InvalidInputError
 from bdurable.keys import Keys, ShardKeys
 from bdurable.model import DeadLetter, DispatcherInfo, HistoryEntry, Status, WorkflowPage, WorkflowState
-from bdurable.wire import CallRecord, Delivery, SignalRecord, decode_inbox
+from bdurable.wire import CallRecord, Delivery, decode_inbox
 
 __all__ = ["ListQuery", "Reads", "Registration", "dead_letter", "ms", "outcome_from_message", "state_from_hash"]
 
@@ -57,6 +58,7 @@ def state_from_hash(workflow_id: str, data: Mapping[str, str]) -> WorkflowState:
         parent_id=data.get("parent_id") or None,
         created_at=ms(data.get("created_at")),
         updated_at=ms(data.get("updated_at")),
+        run=int(data.get("run") or 1),
     )
 
 
@@ -127,9 +129,10 @@ class Registration:
 class Reads:
     """Typed reads of one prefix's state."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.redis = redis
         self.keys = keys
+        self.clock = clock
 
     # -- one workflow ----------------------------------------------------------------------------------
 
@@ -220,34 +223,12 @@ class Reads:
             )
         return sorted(entries, key=lambda e: e.seq)
 
-    async def signals_since(self, workflow_id: str, seen: int) -> tuple[str | None, builtins.list[SignalRecord]]:
-        """The workflow's status, then the signals logged after the first ``seen`` (status first: if it says
-        finished, the log read after it holds every signal)."""
-        shard = self.keys.for_workflow(workflow_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(shard.wf(workflow_id), "status")
-            pipe.lrange(shard.signals(workflow_id), seen, -1)
-            status, fresh = await pipe.execute()
-        return status, [SignalRecord.decode(raw) for raw in fresh]
-
-    async def snapshot_since(
-        self, workflow_id: str, seen: int
-    ) -> tuple[WorkflowState | None, builtins.list[SignalRecord]]:
-        """The workflow's state, then the signals logged after the first ``seen`` (for ``watch``)."""
-        shard = self.keys.for_workflow(workflow_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(shard.wf(workflow_id))
-            pipe.lrange(shard.signals(workflow_id), seen, -1)
-            data, fresh = await pipe.execute()
-        state = state_from_hash(workflow_id, data) if data and "name" in data else None
-        return state, [SignalRecord.decode(raw) for raw in fresh]
-
     # -- registrations ---------------------------------------------------------------------------------
 
     async def now_ms(self) -> int:
-        """The Redis server's clock (what every lease and timer uses)."""
+        """The Redis server's clock (what every lease and timer uses; a test environment's moves on)."""
         seconds, micros = await self.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        return int(seconds) * 1000 + int(micros) // 1000 + self.clock.offset_ms
 
     async def registration(self, name: str, version: str | None, workflow_id: str) -> Registration | None:
         """What to start by name: ``version`` if registered, else the newest registered version that a live

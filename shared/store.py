@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.config import Settings
 from bdurable.errors import ReplicationError
 from bdurable.keys import Keys, ShardKeys
@@ -34,6 +35,7 @@ from bdurable.wire import (
     GaugesReply,
     LostAttempt,
     ReapReply,
+    SignalsRead,
     StartReply,
     StepDocument,
     TaskClaim,
@@ -119,19 +121,19 @@ class ScriptCall:
 class Store:
     """The state transitions of one prefix, each a typed script call."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings, *, test_clock: bool = False) -> None:
+    def __init__(self, redis: aioredis.Redis, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.prefix, settings.shards)
         self.cluster = is_cluster_url(settings.redis_url)
-        self._scripts = load_scripts(test_clock=test_clock)
+        self._scripts = load_scripts(test_clock=clock.test)
         self._pending: list[ScriptCall] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, test_clock: bool = False) -> Store:
-        return cls(connect_redis(settings.redis_url), settings, test_clock=test_clock)
+    def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Store:
+        return cls(connect_redis(settings.redis_url), settings, clock=clock)
 
     async def initialize(self) -> None:
         """Load the cluster's slot map before first use (pub/sub needs it); a no-op on a single Redis."""
@@ -311,6 +313,14 @@ class Store:
         """Drop a carried operation from the bus's transit list once applied (one command: atomic by itself;
         a crash before it only means the operation is applied once more, which is idempotent)."""
         await self.redis.lrem(shard.bus_forward(bus), 1, message)
+
+    # -- reads that need one atomic view ---------------------------------------------------------------
+
+    async def read_signals(self, workflow_id: str, seen: int, *, full: bool) -> SignalsRead:
+        """The workflow's signals after the first ``seen`` (over all its runs) and its state, atomically."""
+        shard = self.keys.for_workflow(workflow_id)
+        raw = await self._shard(shard, "read_signals", workflow_id, seen, "1" if full else "0")
+        return SignalsRead.decode(raw, full=full)
 
     # -- schedules and fleet-wide duties ----------------------------------------------------------------
 

@@ -251,11 +251,16 @@ NewCall = TaskCommand | SleepCommand | EventCommand | ChildCommand | SignalComma
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a workflow ended in this step: its final status, output (payload) and error record (or none)."""
+    """How a workflow ended in this step: its final status, output (payload) and error record (or none).
+
+    ``CONTINUED`` is not a final status: the run continues as new, ``output`` is the next run's input and
+    ``next_seq`` how many calls the workflow made so far (the next run's calls are numbered after them).
+    """
 
     status: str
     output: str  # payload
     error: ErrorRecord | None
+    next_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +317,8 @@ class StepDocument:
         outcome = None
         if self.outcome is not None:
             error = self.outcome.error.encode() if self.outcome.error is not None else ""
-            outcome = {"status": self.outcome.status, "p": ref(self.outcome.output), "error": error}
+            outcome = {"status": self.outcome.status, "p": ref(self.outcome.output), "error": error,
+                       "next_seq": self.outcome.next_seq}  # fmt: skip
         document = {
             "calls": calls,
             "status": self.status,
@@ -376,6 +382,27 @@ class SignalRecord:
         return cls(int(data.get("seq", 0)), str(data["name"]), data.get("payload"), int(data.get("at", 0)))
 
 
+@dataclass(frozen=True, slots=True)
+class SignalsRead:
+    """``read_signals``: the workflow's state (its hash, or only its status), and its signals from ``position``
+    on (a position over all its runs: the reader's next ``seen`` is ``position + len(signals)``)."""
+
+    state: dict[str, str]
+    position: int
+    signals: list[SignalRecord]
+
+    @classmethod
+    def decode(cls, raw: Sequence[Any], *, full: bool) -> SignalsRead:
+        state_raw, position, entries = raw
+        status_only = {"status": str(state_raw[0])} if state_raw and state_raw[0] else {}
+        signals = [SignalRecord.decode(str(e)) for e in entries]
+        return cls(_pairs(state_raw) if full else status_only, int(position), signals)
+
+    @property
+    def next_seen(self) -> int:
+        return self.position + len(self.signals)
+
+
 # -- claims ----------------------------------------------------------------------------------------------------
 
 
@@ -434,6 +461,7 @@ class StepClaim:
     calls: dict[str, str]
     shard: int = 0  # the shard it was claimed in
     priority: int = 0
+    seq_base: int = 0  # calls of earlier runs (continue-as-new): this run's first call is seq_base + 1
 
     @property
     def item(self) -> WorkItem:
@@ -470,7 +498,9 @@ def decode_claims(raw: Sequence[Any], shard: int = 0) -> list[Claim]:
     for entry in raw:
         kind, suspect = str(entry[0]), bool(int(entry[1]))
         if kind == "w":
-            _, _, workflow_id, lease, name, version, input_text, start, committed, entries, calls, priority = entry
+            _, _, workflow_id, lease, name, version, input_text, start, committed, entries, calls, priority, base = (
+                entry
+            )
             claims.append(
                 StepClaim(
                     suspect,
@@ -485,6 +515,7 @@ def decode_claims(raw: Sequence[Any], shard: int = 0) -> list[Claim]:
                     _pairs(calls),
                     shard,
                     int(priority),
+                    int(base),
                 )
             )
         else:

@@ -15,7 +15,7 @@ PUBLIC = {
     "DurableError", "EventTimeoutError", "HistoryEntry", "InvalidInputError", "NonDeterminismError",
     "NonRetryableError", "PayloadTooLargeError", "RegistrationError", "ReplicationError", "ScheduleAlreadyExistsError",
     "ScheduleInfo", "ScheduleNotFoundError", "Settings", "Signal",
-    "Status", "Task", "TaskFailedError", "UnknownWorkflowError", "VersionNotLiveError", "Workflow",
+    "Status", "Task", "TaskFailedError", "UnknownWorkflowError", "VersionNotLiveError", "Worker", "Workflow",
     "WorkflowAlreadyExistsError", "WorkflowCancelledError", "WorkflowFailedError", "WorkflowFinishedError",
     "WorkflowHandle", "WorkflowNotFoundError", "WorkflowNotHaltedError", "WorkflowPage", "WorkflowState", "task",
     "workflow",

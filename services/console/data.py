@@ -131,8 +131,8 @@ async def history(client: Client, workflow_id: str) -> list[dict[str, Any]]:
 async def signals(client: Client, workflow_id: str) -> list[dict[str, Any]]:
     """The workflow's signal log, oldest first, as ``watch --json`` shows a signal."""
     await workflow(client, workflow_id)
-    _, records = await client.reads.signals_since(workflow_id, 0)
-    return [{"seq": r.seq, "name": r.name, "payload": r.payload, "at": r.at_ms} for r in records]
+    found = await client.store.read_signals(workflow_id, 0, full=False)
+    return [{"seq": r.seq, "name": r.name, "payload": r.payload, "at": r.at_ms} for r in found.signals]
 
 
 async def dead_letters(client: Client) -> list[dict[str, Any]]:

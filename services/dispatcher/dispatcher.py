@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.codec import dumps
 from bdurable.config import Settings
 from bdurable.keys import Keys
@@ -59,6 +60,7 @@ class Dispatcher:
         worker_id: str | None = None,
         drain_timeout: float = 25.0,
         cache_size: int = 10_000,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -70,6 +72,7 @@ class Dispatcher:
         self.queues = sorted(set(queues) if queues else (registry.queues() or {"default"}))
         self.worker_id = worker_id or new_worker_id("dispatcher")
         self.drain_timeout = drain_timeout
+        self.clock = clock
         self.keys = Keys(settings.prefix, settings.shards)
         self.shards = self.keys.all_shards()
         self.held = [w for w in registry.workflows.values() if w.queue in self.queues]
@@ -107,7 +110,7 @@ class Dispatcher:
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="dispatcher", worker=self.worker_id)
         self.pool.context = contextvars.copy_context()  # items start from this context, with the role bound
-        async with role_runtime("dispatcher", self.settings) as runtime:
+        async with role_runtime("dispatcher", self.settings, clock=self.clock) as runtime:
             self.metrics, self.health = runtime.metrics, runtime.health
             try:
                 await self._serve(runtime.store, stopping)
@@ -122,13 +125,13 @@ class Dispatcher:
         )
 
     async def _serve(self, store: Store, stopping: Stopping) -> None:
-        reads = Reads(store.redis, self.keys)
+        reads = Reads(store.redis, self.keys, clock=self.clock)
         committer = self._committer = Committer(self.slots, self.pool.spawn, self.metrics, self._check_held)
         common: dict[str, Any] = {
             "worker_id": self.worker_id, "settings": self.settings, "registry": self.registry, "store": store,
             "committer": committer, "metrics": self.metrics,
         }  # fmt: skip
-        self._steps = StepRunner(**common, reads=reads, cache=self.cache)
+        self._steps = StepRunner(**common, reads=reads, cache=self.cache, clock=self.clock)
         self._tasks = TaskRunner(**common, threads=self.concurrency)
         await retry_forever("register", lambda: self._register(store), stopping)
         self.health.serving = True

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.codec import loads
 from bdurable.config import Settings
 from bdurable.keys import Keys
@@ -73,6 +74,7 @@ class StepRunner:
         committer: Committer,
         metrics: Metrics,
         cache: RunCache,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.worker_id = worker_id
         self.settings = settings
@@ -82,6 +84,7 @@ class StepRunner:
         self.committer = committer
         self.metrics = metrics
         self.cache = cache
+        self.clock = clock
         self.keys = Keys(settings.prefix, settings.shards)
         self.loop = StepLoop()
         self.retention_ms = round(settings.retention * 1000)
@@ -123,11 +126,14 @@ class StepRunner:
                     handoff=budget,
                 ),
             )
+            continued = document.outcome is not None and document.outcome.status == "CONTINUED"
             if run is not None:
-                if reply.status == "ok":
+                if reply.status == "ok" and not continued:
                     self.cache.keep(claim.workflow_id, run)
                 else:
-                    run.close()
+                    run.close()  # finished, stale, or continued as new (the next run starts from its input)
+            if continued and reply.status == "ok":
+                log.info("workflow continued as new")
             if reply.status != "stale":
                 self.metrics.child(self.metrics.steps, claim.name).inc()
                 self.metrics.child(self.metrics.step_duration, claim.name).observe(time.perf_counter() - began)
@@ -203,6 +209,8 @@ class StepRunner:
             committed_len=claim.committed_len,
             max_payload=self.settings.max_payload,
             shard_of=self.keys.shard_of,
+            seq_base=claim.seq_base,
+            clock=self.clock.now,
         )
         run.start()
         return run

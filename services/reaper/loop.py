@@ -12,6 +12,7 @@ import time
 
 import structlog
 
+from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.config import Settings
 from bdurable.keys import Keys, ShardKeys
 from bdurable.reads import Reads
@@ -32,8 +33,9 @@ MAX_STEP_CRASHES = 5
 
 
 class Reaper:
-    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self.clock = clock
         self.worker_id = worker_id or new_worker_id("reaper")
         self.keys = Keys(settings.prefix, settings.shards)
         self.metrics = Metrics("reaper")
@@ -42,7 +44,7 @@ class Reaper:
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="reaper", worker=self.worker_id)
-        async with role_runtime("reaper", self.settings) as runtime:
+        async with role_runtime("reaper", self.settings, clock=self.clock) as runtime:
             self.metrics, self.health = runtime.metrics, runtime.health
             await self._serve(runtime.store, stopping)
         log.info("reaper stopped", **self.totals)
@@ -118,5 +120,5 @@ class Reaper:
 
     async def _forget_dead(self, store: Store) -> None:
         """Drop expired dispatchers from the fleet-wide registry that operators read."""
-        for worker in await Reads(store.redis, self.keys).expired_workers():
+        for worker in await Reads(store.redis, self.keys, clock=self.clock).expired_workers():
             await store.leave_fleet(worker)

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.config import Settings
 from bdurable.keys import Keys, ShardKeys
 from bdurable.reads import Reads
@@ -36,8 +37,9 @@ FLEET_EXPORTER = "fleet-exporter"  # the duty of exporting the fleet-wide gauges
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self.clock = clock
         self.worker_id = worker_id or new_worker_id("scheduler")
         self.keys = Keys(settings.prefix, settings.shards)
         self.shards = self.keys.all_shards()
@@ -50,14 +52,14 @@ class Scheduler:
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="scheduler", worker=self.worker_id)
-        async with role_runtime("scheduler", self.settings) as runtime:
+        async with role_runtime("scheduler", self.settings, clock=self.clock) as runtime:
             self.metrics, self.health = runtime.metrics, runtime.health
             self.schedules.metrics = runtime.metrics
             await self._serve(runtime.store, stopping)
         log.info("scheduler stopped", fired=self.fired)
 
     async def _serve(self, store: Store, stopping: Stopping) -> None:
-        reads = Reads(store.redis, self.keys)
+        reads = Reads(store.redis, self.keys, clock=self.clock)
         pubsub: Any = None
         try:
             pubsub = store.redis.pubsub()

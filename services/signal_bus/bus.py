@@ -14,6 +14,7 @@ from contextlib import suppress
 
 import structlog
 
+from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.config import Settings
 from bdurable.keys import Keys, ShardKeys
 from bdurable.runtime.health import Health
@@ -32,8 +33,9 @@ BLOCK_SECONDS = 1
 
 
 class SignalBus:
-    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self.clock = clock
         self.worker_id = worker_id or new_worker_id("signal-bus")
         self.keys = Keys(settings.prefix, settings.shards)
         self.shards = self.keys.all_shards()
@@ -43,7 +45,7 @@ class SignalBus:
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="signal-bus", worker=self.worker_id)
-        async with role_runtime("signal-bus", self.settings) as runtime:
+        async with role_runtime("signal-bus", self.settings, clock=self.clock) as runtime:
             self.metrics, self.health = runtime.metrics, runtime.health
             await self._serve(runtime.store, stopping)
         log.info("signal bus stopped", **self.totals)

@@ -98,6 +98,8 @@ def print_state(state: WorkflowState) -> None:
         ("status", status_text(state.status)),
         ("step", state.step),
     ]
+    if state.run > 1:
+        rows.append(("run", f"{state.run} (continued as new {state.run - 1} times; the history is this run's)"))
     if state.waiting_on:
         rows.append(("waiting on", state.waiting_on))
     if state.parent_id:

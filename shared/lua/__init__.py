@@ -46,6 +46,7 @@ SCRIPT_NAMES = (
     "admit",
     "schedule_write",
     "lease",
+    "read_signals",
 )
 
 _SERVER_CLOCK = """

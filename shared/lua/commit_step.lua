@@ -4,6 +4,7 @@
 -- KEYS[1] T; ARGV: G, worker, id, lease, based_on, retention ms, hand-off budget, step document (JSON, built by
 -- bdurable/wire.py StepDocument), then the document's payloads (a call's `p` is its index, 1-based).
 -- based_on is how many inbox entries the step consumed; if more arrived meanwhile the step is re-queued.
+-- A step whose outcome is CONTINUED starts the workflow's next run (continue-as-new, see lib.lua).
 -- Returns {'ok', claims} | {'finished', claims} | {'stale'}; claims: work this step made ready that the
 -- dispatcher takes over at once (`hand_off`, up to the budget), in the format of claim.lua.
 local worker, id, lease, based_on = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -86,6 +87,10 @@ for _, seq in ipairs(step.abandon) do release_call(id, int(seq), 'abandoned', no
 redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on))
 redis.call('HDEL', wf, 'step_crashes', 'suspect')  -- it ran to the end: not what killed its dispatchers
 local outcome = step.outcome
+if outcome ~= cjson.null and outcome.status == 'CONTINUED' then
+  continue_as_new(id, payload(outcome.p), outcome.next_seq, based_on, now)
+  return {'ok', hand_off(worker, handoff)}
+end
 if outcome ~= cjson.null then
   finish_workflow(id, outcome.status, payload(outcome.p), outcome.error, retention_ms, now)
   return {'finished', hand_off(worker, handoff)}

@@ -165,7 +165,7 @@ end
 
 local function claim_step(worker, id, item, suspect, claims)
   local wf = k_wf(id)
-  local f = redis.call('HMGET', wf, 'name', 'version', 'input', 'cache_owner', 'cache_len', 'priority')
+  local f = redis.call('HMGET', wf, 'name', 'version', 'input', 'cache_owner', 'cache_len', 'priority', 'seq_base')
   if not f[1] then return end  -- expired or removed while queued: nothing to run
   local lease = redis.call('INCR', K_SEQ)
   redis.call('HSET', k_proc(worker), item, lease)
@@ -175,7 +175,7 @@ local function claim_step(worker, id, item, suspect, claims)
   local calls = {}
   if start < 0 then calls = redis.call('HGETALL', k_calls(id)) end
   table.insert(claims, {'w', suspect and 1 or 0, id, lease, f[1], f[2], f[3], start, f[5] or '-1',
-    redis.call('LRANGE', k_inbox(id), math.max(start, 0), -1), calls, tonumber(f[6] or '0')})
+    redis.call('LRANGE', k_inbox(id), math.max(start, 0), -1), calls, tonumber(f[6] or '0'), tonumber(f[7] or '0')})
 end
 
 local function claim_task(worker, id, seq, item, suspect, claims)
@@ -521,6 +521,48 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
   redis.call('ZADD', k_index('RUNNING', version, name), int(now), id)
   enqueue_step(id, now, false)
   return 'created'
+end
+
+-- Continue as new: this run ends and the workflow starts again under the same id, with `input` and a fresh
+-- history (its calls and inbox are deleted, its signal log trimmed: memory stays bounded however long it loops). Its calls
+-- still pending were released by the commit (tasks stopped, timers removed, waits dropped, children
+-- cancelled). The new run's calls are numbered after the old ones (`seq_base`), so a late result addressed to
+-- an old call (a child's, a task's from another shard) never lands on a new one, and a child of the new run
+-- never gets an old child's id. Carried over: events buffered for later waits, and events delivered to waits
+-- the old run had not yet consumed (they go back to the buffer, in order); a cancellation (the new run sees it
+-- at its first await). The run counter goes up; the slot of a concurrency limit stays with the workflow.
+local function continue_as_new(id, input, next_seq, based_on, now)
+  local wf, calls, inbox, events = k_wf(id), k_calls(id), k_inbox(id), k_events(id)
+  for _, raw in ipairs(redis.call('LRANGE', inbox, based_on, -1)) do
+    local entry = cjson.decode(raw)
+    local record = entry.seq and entry.ok and redis.call('HGET', calls, entry.seq)
+    if record then
+      local call = cjson.decode(record)
+      if call.k == 'event' and (call.key == nil or call.key == cjson.null) then
+        local head = '{"seq":' .. entry.seq .. ',"ok":true,"v":'
+        redis.call('RPUSH', events, event_entry(call.n, string.sub(raw, #head + 1, -2)))
+      end
+    end
+  end
+  local state = redis.call('HMGET', wf, 'cancel_requested', 'cancel_reason')
+  -- The signal log keeps the ending run's signals (a reader may not have read those emitted by its last step
+  -- yet) and drops the run's before: two runs at most. `signals_offset` counts what was dropped.
+  local log, dropping = k_signals(id), tonumber(redis.call('HGET', wf, 'signals_prev') or '0')
+  if dropping > 0 then
+    redis.call('LTRIM', log, dropping, -1)
+    redis.call('HINCRBY', wf, 'signals_offset', dropping)
+  end
+  redis.call('HSET', wf, 'signals_prev', redis.call('LLEN', log))
+  redis.call('DEL', calls, inbox)
+  for _, field in ipairs(redis.call('HKEYS', wf)) do
+    if string.sub(field, 1, 7) == 'parked:' or string.sub(field, 1, 2) == 'w:' then redis.call('HDEL', wf, field) end
+  end
+  redis.call('HDEL', wf, 'cache_owner', 'cache_len', 'parked', 'parked_on', 'step_crashes', 'suspect', 'order')
+  redis.call('HSET', wf, 'input', input, 'step', '0', 'seq_base', int(next_seq))
+  local run = tonumber(redis.call('HGET', wf, 'run') or '1') + 1  -- a first run has no field
+  redis.call('HSET', wf, 'run', run)
+  if state[1] == '1' then redis.call('RPUSH', inbox, inbox_cancel(state[2] or '')) end
+  enqueue_step(id, now, true)  -- a continuation (no `order`): it ran before
 end
 
 -- Finish a workflow: final status, output or error, expiry of all its keys after the retention period,

@@ -6,13 +6,14 @@ import random as random_module
 import uuid
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import structlog
 
 from bdurable.codec import encode_payload, from_json_value
 from bdurable.durations import parse_duration
 from bdurable.limits import limit_id
+from bdurable.replay.signals import ContinueAsNew
 from bdurable.wire import ChildCommand, EventCommand, LimitSpec, SignalCommand, SleepCommand, TaskCommand
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class Context:
         """Sleep durably: ``30``, ``timedelta(hours=1)``, ``"500ms"``, ``"1h30m"``, ``"7 days"``."""
         seconds = parse_duration(duration)
         label = duration if isinstance(duration, str) else f"{seconds:g}s"
-        due = datetime.now(UTC) + timedelta(seconds=seconds)
+        due = self._run.clock() + timedelta(seconds=seconds)
         delay_ms = round(seconds * 1000)
         await self._run.issue(
             "sleep",
@@ -218,11 +219,25 @@ class Context:
             arguments=text,  # compared with the signal log's payload by the offline replayer
         )
 
+    async def continue_as_new(self, input: Any = None) -> NoReturn:
+        """End this run and start the workflow again under the same id with ``input`` and a fresh history.
+
+        For workflows that loop forever (an entity, a poller): the history, and the Redis memory it takes,
+        stays bounded. What the run still waits on is released, like when a workflow returns; events sent
+        meanwhile and a pending cancellation carry over to the next run (see docs/programming-model.md,
+        "Continue-as-new"). ``input`` is validated like a start's (``InvalidInputError``, ``PayloadTooLargeError``
+        here, at the await).
+        """
+        run = self._run
+        value = run.definition.validate_input(input)
+        text = encode_payload(value, what=f"input of {run.definition.name}", max_bytes=run.max_payload, json_ready=True)
+        raise ContinueAsNew(text)
+
     # -- deterministic values ---------------------------------------------------------------------------
 
     def now(self) -> datetime:
         """The current time (aware, UTC), recorded on first run and the same on every replay."""
-        value = self._run.issue("value", "now", value=datetime.now(UTC).isoformat())
+        value = self._run.issue("value", "now", value=self._run.clock().isoformat())
         return datetime.fromisoformat(str(value))
 
     def uuid4(self) -> uuid.UUID:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bdurable.codec import dumps, loads, to_json_value
@@ -29,6 +30,7 @@ from bdurable.errors import (
 from bdurable.model import Status
 from bdurable.replay.context import Context
 from bdurable.replay.loop import StepLoop
+from bdurable.replay.signals import ContinueAsNew
 from bdurable.wire import (
     CallRecord,
     CancelRequest,
@@ -80,6 +82,10 @@ def error_from_record(record: ErrorRecord) -> BaseException:
     return DurableError(f"{record.type}: {record.message}")
 
 
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
 class WorkflowRun:
     """The in-memory state of one workflow instance between and during steps."""
 
@@ -95,21 +101,26 @@ class WorkflowRun:
         max_payload: int,
         shard_of: Callable[[str], int] = lambda workflow_id: 0,
         recorded_arguments: Mapping[int, str] | None = None,
+        seq_base: int = 0,
+        clock: Callable[[], datetime] = _wall_clock,
     ) -> None:
         self.loop = loop
         self.definition = definition
         self.workflow_id = workflow_id
         self.input_value = input_value
         self.recorded = recorded
-        self.last_recorded = max(recorded, default=0)  # kept up to date: no scan of the history per step
+        # Calls of earlier runs (continue-as-new) come before this run's: its first call is seq_base + 1.
+        self.seq_base = seq_base
+        self.last_recorded = max(recorded, default=seq_base)  # kept up to date: no scan of the history per step
         self.committed_len = committed_len
         self.max_payload = max_payload
         self.shard_of = shard_of
         # When given (the offline replayer), a recorded task, child or signal call must be made with the same
         # arguments (a signal's: its payload).
         self.recorded_arguments = recorded_arguments
+        self.clock = clock  # what ctx.now() records on a first run: the wall clock, or a test's clock
         self.context = Context(self)
-        self.seq = 0
+        self.seq = seq_base
         self.completed = 0
         self.delivered = 0
         self.pending: dict[int, PendingCall] = {}
@@ -291,7 +302,9 @@ class WorkflowRun:
             self.outcome = _failure(RuntimeError("the workflow's task was cancelled"))
             return
         exc = task.exception()
-        if exc is None:
+        if isinstance(exc, ContinueAsNew):
+            self.outcome = Outcome("CONTINUED", exc.input, None, next_seq=self.seq)
+        elif exc is None:
             self.outcome = self._success(task.result())
         elif self.cancel_reason is not None and isinstance(exc, WorkflowCancelledError):
             self.outcome = Outcome(Status.CANCELLED, "null", _cancel_record(exc, self.cancel_reason))
@@ -325,7 +338,8 @@ class WorkflowRun:
                 try:
                     missing = self.seq + 1  # the first recorded call this code did not make
                     self._nondeterminism(
-                        f"the history records {last_recorded} calls but the code made only {self.seq}",
+                        f"the history records {last_recorded - self.seq_base} calls but the code made only "
+                        f"{self.seq - self.seq_base}",
                         seq=missing,
                         recorded=self._recorded_summary(missing),
                     )

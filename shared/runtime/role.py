@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.config import Settings
 from bdurable.runtime.health import Health, HealthServer
 from bdurable.runtime.metrics import Metrics
@@ -25,6 +26,7 @@ class RoleRuntime:
     store: Store
     metrics: Metrics
     health: Health
+    clock: Clock
 
 
 async def _initialize(store: Store) -> None:
@@ -41,11 +43,13 @@ async def _initialize(store: Store) -> None:
 
 
 @asynccontextmanager
-async def role_runtime(role: str, settings: Settings, *, stall_after: float = 30.0) -> AsyncIterator[RoleRuntime]:
+async def role_runtime(
+    role: str, settings: Settings, *, stall_after: float = 30.0, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[RoleRuntime]:
     """Connect to Redis, start the metrics/health endpoint when ``metrics_port`` is set, clean up after."""
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, clock=clock)
     await _initialize(store)
-    runtime = RoleRuntime(store, Metrics(role), Health(stall_after))
+    runtime = RoleRuntime(store, Metrics(role), Health(stall_after), clock)
     server = None
     if settings.metrics_port is not None:
         server = HealthServer(

@@ -162,6 +162,7 @@ class Replayer:
                 committed_len=-1 if consumed is None else consumed,  # everything consumed is replayed
                 max_payload=self.max_payload,
                 recorded_arguments=history.recorded_arguments(),
+                seq_base=history.seq_base,
             )
             try:
                 run.start()

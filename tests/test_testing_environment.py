@@ -1,0 +1,135 @@
+"""The developer kit as a user drives it: ``Worker`` runs the roles in this process, ``WorkflowEnvironment``
+skips time (a week-long onboarding finishes in well under a second), and the pytest plugin's fixture."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+import clock_app
+import entity_app
+import pytest
+import schedule_app
+from support import eventually
+
+import examples.onboarding
+from bdurable import Client, Settings, Status, Worker
+from bdurable.testing import WorkflowEnvironment
+
+ONBOARDING = {"email": "ada@example.com", "reminder_after": "7 days"}  # a 1-day sleep (the default), a 7-day wait
+
+
+async def test_a_week_of_onboarding_takes_well_under_a_second(redis_url: str) -> None:
+    async with WorkflowEnvironment([examples.onboarding], redis_url=redis_url, time_skipping=True) as env:
+        began_at, began = env.now(), time.monotonic()
+        handle = await env.client.start(examples.onboarding.user_onboarding, ONBOARDING)
+        assert await handle.result(timeout=10) == "sent to ada@example.com: Welcome!"
+        elapsed = time.monotonic() - began
+        history = await env.client.history(handle.workflow_id)
+        assert [(h.kind, h.status) for h in history] == [
+            ("sleep", "done"), ("task", "done"), ("event", "failed"), ("task", "done"), ("signal", "done")
+        ]  # fmt: skip
+        assert env.now() - began_at >= timedelta(days=8)  # one day, then seven
+        sleep, reminder = history[0], history[3]
+        assert sleep.started_at is not None
+        assert sleep.finished_at is not None
+        assert sleep.finished_at - sleep.started_at >= timedelta(days=1)
+        assert reminder.started_at is not None
+        assert reminder.started_at - sleep.started_at >= timedelta(days=8)
+    assert elapsed < 1.0, elapsed
+
+
+async def test_sleep_moves_the_clock_on_and_an_event_beats_the_reminder(redis_url: str) -> None:
+    async with WorkflowEnvironment([examples.onboarding], redis_url=redis_url, time_skipping=True) as env:
+        handle = await env.client.start(examples.onboarding.user_onboarding, ONBOARDING)
+        await env.sleep("1 day")  # the welcome email goes out ...
+        state = await handle.state()
+        assert state is not None
+        assert (state.status, state.waiting_on) == (Status.AWAITING_EVENT, "event 'profile.completed' (timeout 7 days)")
+        await env.sleep("3 days")  # ... and three days later the profile is completed: no reminder
+        await handle.send_event("profile.completed")
+        assert await handle.result(timeout=10) == "sent to ada@example.com: Welcome!"
+        kinds = [(h.kind, h.status) for h in await env.client.history(handle.workflow_id)]
+        assert kinds == [("sleep", "done"), ("task", "done"), ("event", "done"), ("signal", "done")]
+
+
+async def test_ctx_now_timers_event_timeouts_delayed_starts_and_schedules_follow_the_clock(redis_url: str) -> None:
+    async with WorkflowEnvironment([clock_app, schedule_app], redis_url=redis_url, time_skipping=True) as env:
+        first, last = await (await env.client.start(clock_app.clock_reader, None)).result(timeout=10)
+        assert datetime.fromisoformat(last) - datetime.fromisoformat(first) >= timedelta(days=5)
+        later = await env.client.start(schedule_app.tick, "later", start_delay="2 days")
+        assert later.status == Status.SCHEDULED
+        assert await later.result(timeout=10) == f"ran {later.workflow_id}"
+        created = env.now()
+        await env.client.create_schedule("weekly", schedule_app.tick, None, cron="0 9 * * MON", timezone="UTC")
+        await env.sleep("15 days")
+        mondays = [created.replace(hour=9, minute=0, second=0, microsecond=0) + timedelta(days=d) for d in range(17)]
+        expected = [m for m in mondays if m.weekday() == 0 and created < m <= env.now()]
+        recent = (await env.client.get_schedule("weekly")).recent
+        assert [r["scheduled_at"] for r in recent] == expected  # every Monday 09:00 of the environment's clock
+        assert len(expected) >= 2
+        for firing in recent:
+            assert await env.client.result(firing["workflow_id"], timeout=10) == f"ran {firing['workflow_id']}"
+
+
+async def test_continue_as_new_in_an_environment_keeps_the_clock(redis_url: str) -> None:
+    async with WorkflowEnvironment([entity_app], redis_url=redis_url, time_skipping=True) as env:
+        handle = await env.client.start(entity_app.counting_loop, {"count": 0, "runs": 20})
+        assert await handle.result(timeout=20) == {"count": 20}
+        state = await handle.state()
+        assert state is not None
+        assert state.run == 20
+
+
+async def test_without_time_skipping_the_clock_is_the_real_one(redis_url: str) -> None:
+    async with WorkflowEnvironment([examples.onboarding], redis_url=redis_url) as env:
+        payload = {"email": "bo@example.com", "welcome_delay": "200ms"}
+        began = time.monotonic()
+        handle = await env.client.start(examples.onboarding.user_onboarding, payload)
+        assert await handle.result(timeout=10) == "sent to bo@example.com: Welcome!"
+        assert time.monotonic() - began >= 0.2
+
+
+async def test_a_worker_runs_the_roles_in_this_process_and_reports_their_metrics(settings: Settings) -> None:
+    async with Client(settings=settings) as client:
+        async with Worker(apps=[examples.onboarding], settings=settings, concurrency=5) as worker:
+            assert worker.running
+            handle = await client.start(
+                examples.onboarding.user_onboarding, {"email": "cy@example.com", "welcome_delay": "50ms"}
+            )
+            assert await handle.result(timeout=10) == "sent to cy@example.com: Welcome!"
+            task = "examples.onboarding.send_email"
+            assert worker.sample("bdurable_task_attempts_total", task=task, outcome="ok") == 1.0
+            assert worker.sample("bdurable_role_up", role="signal-bus") == 1.0
+        assert not worker.running
+        # Stopped: a new start waits for a dispatcher.
+        waiting = await client.start(examples.onboarding.user_onboarding, {"email": "dee@example.com"})
+        await eventually(lambda: _status(client, waiting.workflow_id, Status.RUNNING), timeout=5)
+
+
+async def _status(client: Client, workflow_id: str, status: str) -> bool:
+    state = await client.get_state(workflow_id)
+    return state is not None and state.status == status
+
+
+async def test_a_worker_refuses_what_cannot_run(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="needs apps"):
+        Worker(settings=settings)
+    with pytest.raises(ValueError, match="unknown role"):
+        Worker(apps=[examples.onboarding], settings=settings, roles=("dispatcher", "console"))
+
+
+@pytest.fixture
+def bdurable_apps() -> list[object]:
+    return [examples.onboarding]
+
+
+async def test_the_pytest_plugin_fixture_gives_a_time_skipping_environment(workflow_env: WorkflowEnvironment) -> None:
+    assert workflow_env.time_skipping
+    handle = await workflow_env.client.start("user_onboarding", ONBOARDING)
+    assert await handle.result(timeout=10) == "sent to ada@example.com: Welcome!"
+
+
+@pytest.fixture
+def redis_url(settings: Settings) -> str:
+    return settings.redis_url
