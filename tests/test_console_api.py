@@ -13,11 +13,13 @@ import functools
 import json
 import uuid
 from contextlib import suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import console_app
 import httpx
+import schedule_app
 from console_kit import TOKEN, RunningConsole, bearer, running_console
 from support import InProcessRoles, eventually, status_is
 
@@ -28,6 +30,9 @@ STATE_KEYS = {"workflow_id", "name", "version", "status", "step", "waiting_on", 
               "parent_id", "created_at", "updated_at"}  # fmt: skip
 HISTORY_KEYS = {"seq", "kind", "name", "status", "result", "started_at", "finished_at"}
 DLQ_KEYS = {"entry_id", "workflow_id", "task", "args", "error", "attempts", "parked", "created_at"}
+SCHEDULE_KEYS = {"schedule_id", "workflow", "version", "input", "cron", "every", "timezone", "overlap", "jitter",
+                 "catchup_window", "paused", "note", "start_at", "end_at", "next_runs", "recent", "missed",
+                 "created_at"}  # fmt: skip
 
 
 def new_id(label: str = "wf") -> str:
@@ -96,7 +101,8 @@ async def test_reads_serve_the_cli_json_shapes(client: Client, roles: InProcessR
 
         overview = (await web.http.get("/api/overview")).json()
         assert set(overview) == {"counts", "running", "dispatchers", "live_dispatchers", "queues", "timers", "dlq",
-                                 "recent_failures"}  # fmt: skip
+                                 "schedules", "recent_failures"}  # fmt: skip
+        assert overview["schedules"] == {"count": 0, "paused": 0, "next_runs": []}
         assert overview["counts"]["AWAITING_EVENT"] == 1
         assert overview["counts"]["COMPLETED"] == 1  # the child
         assert overview["live_dispatchers"] == 1
@@ -374,6 +380,177 @@ async def test_without_a_token_only_a_loopback_console_acts_and_only_from_its_ow
     async with running_console(settings, read_only=True) as web:
         assert_error(await web.http.post(cancel, json={}, headers=bearer()), 403, "--read-only")
         assert "read-only (--read-only)" in (await web.http.get("/")).text
+
+
+# -- schedules -----------------------------------------------------------------------------------------------
+
+
+async def schedules_ready(client: Client, roles: InProcessRoles) -> None:
+    """A dispatcher that holds the schedule app's workflows, registered (a trigger starts a run only then)."""
+    roles.signal_bus()
+    roles.dispatcher(schedule_app)
+    await eventually(lambda: client.reads.registered_versions("scheduled_tick"), timeout=10)
+
+
+async def test_schedules_are_served_in_the_cli_json_shapes_with_an_overview_summary(
+    client: Client, settings: Settings
+) -> None:
+    await client.create_schedule("daily-report", "scheduled_tick", {"team": "ops"}, cron="0 9 * * MON-FRI",
+                                 timezone="Europe/Berlin")  # fmt: skip
+    await client.create_schedule("team/a b?", "scheduled_hold", None, every="15m", overlap="buffer_one")
+    await client.create_schedule("frozen", "scheduled_tick", [1], every="1h", paused=True, note="until the audit")
+    async with running_console(settings) as web:
+        listed = (await web.http.get("/api/schedules")).json()
+        assert [s["schedule_id"] for s in listed] == ["daily-report", "frozen", "team/a b?"]  # by id, as the CLI
+        for item in listed:
+            assert set(item) == SCHEDULE_KEYS
+            assert item == (await client.get_schedule(item["schedule_id"])).to_json()
+        shown = (await web.http.get("/api/schedules/daily-report")).json()
+        assert (shown["cron"], shown["timezone"], shown["input"], shown["paused"]) == (
+            "0 9 * * MON-FRI", "Europe/Berlin", {"team": "ops"}, False,
+        )  # fmt: skip
+        assert len(shown["next_runs"]) == 5
+        # any character in an id: percent-encoded in the path
+        odd = (await web.http.get(f"/api/schedules/{quote('team/a b?', safe='')}")).json()
+        assert (odd["schedule_id"], odd["every"], odd["overlap"]) == ("team/a b?", "15m", "buffer_one")
+        frozen = (await web.http.get("/api/schedules/frozen")).json()
+        assert (frozen["paused"], frozen["note"], frozen["next_runs"]) == (True, "until the audit", [])
+
+        summary = (await web.http.get("/api/overview")).json()["schedules"]
+        assert (summary["count"], summary["paused"]) == (3, 1)
+        every_run = sorted((at, s["schedule_id"]) for s in listed for at in s["next_runs"])
+        assert [(run["at"], run["schedule_id"]) for run in summary["next_runs"]] == every_run[:5]
+        assert [datetime.fromisoformat(run["at"]) for run in summary["next_runs"]] == sorted(
+            datetime.fromisoformat(run["at"]) for run in summary["next_runs"]
+        )
+        page = (await web.http.get("/")).text
+        assert 'href="/schedules"' in page
+        assert '<a href="/schedules">3 schedules</a>, 1 paused' in page
+
+
+async def test_pause_unpause_and_trigger_a_schedule_through_the_api(
+    client: Client, roles: InProcessRoles, settings: Settings
+) -> None:
+    await schedules_ready(client, roles)
+    await client.create_schedule("report", schedule_app.tick, {"team": "ops"}, every="1h")
+    await client.create_schedule("holder", schedule_app.hold, None, every="1h", overlap="skip")
+    async with running_console(settings) as web:
+        paused = await web.http.post("/api/schedules/report/pause", json={"note": "quarter close"}, headers=bearer())
+        assert paused.status_code == 200, paused.text
+        assert set(paused.json()) == SCHEDULE_KEYS  # `bdurable schedule pause --json`: the schedule after it
+        assert (paused.json()["paused"], paused.json()["note"], paused.json()["next_runs"]) == (True, "quarter close",
+                                                                                                [])  # fmt: skip
+        info = await client.get_schedule("report")
+        assert (info.paused, info.note) == (True, "quarter close")
+        unpaused = await web.http.post("/api/schedules/report/unpause", headers=bearer())
+        assert unpaused.status_code == 200, unpaused.text
+        assert unpaused.json()["paused"] is False
+        assert len(unpaused.json()["next_runs"]) == 5
+        assert not (await client.get_schedule("report")).paused
+        # pause without a body: no note needed
+        assert (await web.http.post("/api/schedules/holder/pause", headers=bearer())).json()["paused"] is True
+        assert (await client.get_schedule("holder")).paused
+
+        # a trigger starts one run now, named by the schedule and the time, and answers its id
+        triggered = await web.http.post("/api/schedules/report/trigger", headers=bearer())
+        assert triggered.status_code == 200, triggered.text
+        assert set(triggered.json()) == {"schedule_id", "workflow_id"}
+        workflow_id = triggered.json()["workflow_id"]
+        assert triggered.json()["schedule_id"] == "report"
+        assert workflow_id.startswith("report-")
+        assert await client.result(workflow_id, timeout=10) == f"ran {workflow_id}"
+        recent = (await web.http.get("/api/schedules/report")).json()["recent"]
+        assert [(r["workflow_id"], r["status"]) for r in recent] == [(workflow_id, "COMPLETED")]
+
+        # a paused schedule can be triggered too; with `skip` and its run still going, the trigger joins that run,
+        # and the page's message says so, with a link to the run
+        first = (await web.http.post("/api/schedules/holder/trigger", headers=bearer())).json()["workflow_id"]
+        await eventually(lambda: status_is(client, first, Status.AWAITING_EVENT), timeout=10)
+        csrf = await csrf_of(web)
+        await web.http.post("/signin", data={"token": TOKEN, "csrf": csrf, "next": "/schedules"})
+        htmx = {"HX-Request": "true", "X-CSRF-Token": csrf}
+        joined = await web.http.post("/api/schedules/holder/trigger", headers=htmx)
+        assert joined.status_code == 200, joined.text
+        assert "no new run" in joined.text
+        assert f'<a class="wid" href="/workflows/{quote(first, safe="")}">{first}</a>' in joined.text
+        assert joined.headers["hx-trigger"] == "bdurable-changed"
+        started = await web.http.post("/api/schedules/report/trigger", headers=htmx)
+        assert "Triggered: started run" in started.text
+        assert "/workflows/report-" in started.text
+        # `buffer_one`: a second trigger waits behind the run in progress, a third finds the buffer full
+        await client.update_schedule("holder", overlap="buffer_one")
+        waiting = await web.http.post("/api/schedules/holder/trigger", headers=htmx)
+        assert "starts once the run in progress ends (overlap buffer_one)" in waiting.text
+        assert "/workflows/holder-" in waiting.text
+        assert quote(first, safe="") not in waiting.text
+        full = await web.http.post("/api/schedules/holder/trigger", headers=htmx)
+        assert "no new run started" in full.text
+        assert quote(first, safe="") in full.text
+        await client.send_event(first, "release")
+        assert await client.result(first, timeout=10) == first
+
+
+async def test_schedule_refusals_answer_with_json_errors_and_change_nothing(
+    client: Client, roles: InProcessRoles, settings: Settings
+) -> None:
+    await schedules_ready(client, roles)
+    await client.create_schedule("report", schedule_app.tick, None, every="1h")
+    actions = ("/api/schedules/report/pause", "/api/schedules/report/unpause", "/api/schedules/report/trigger")
+    async with running_console(settings) as web:
+        assert_error(await web.http.get("/api/schedules/nope"), 404, "no schedule with id 'nope'")
+        for action in ("pause", "unpause", "trigger"):
+            assert_error(await web.http.post(f"/api/schedules/nope/{action}", headers=bearer()), 404, "no schedule")
+        assert_error(await web.http.delete("/api/schedules/report"), 405, "method not allowed")
+        page = await web.http.get("/schedules")
+        assert 'class="pause-form"' not in page.text  # not signed in: no actions offered
+        assert "Sign in</a> to pause, unpause or trigger" in page.text
+        for action in actions:
+            assert_error(await web.http.post(action), 401, "sign in")
+            assert_error(await web.http.post(action, headers=bearer("wrong")), 401, "wrong token")
+        pause = "/api/schedules/report/pause"
+        json_headers = {**bearer(), "Content-Type": "application/json"}
+        assert_error(await web.http.post(pause, content=b'{"note": ', headers=json_headers), 400, "malformed JSON")
+        assert_error(await web.http.post(pause, content=b'"why"', headers=json_headers), 400, "must be an object")
+        assert_error(await web.http.post(pause, json={"note": 7}, headers=bearer()), 400, "must be a string")
+        # a browser signed in, but without the page's CSRF token, or from another site
+        csrf = await csrf_of(web)
+        await web.http.post("/signin", data={"token": TOKEN, "csrf": csrf, "next": "/"})
+        assert_error(await web.http.post(pause, json={}), 403, "CSRF")
+        cross = {"X-CSRF-Token": csrf, "Origin": "http://evil.example"}
+        assert_error(await web.http.post(pause, json={}, headers=cross), 403, "cross-site")
+    async with running_console(settings, read_only=True) as web:
+        for action in actions:
+            assert_error(await web.http.post(action, headers=bearer()), 403, "--read-only")
+        assert "read-only (--read-only)" in (await web.http.get("/schedules")).text
+    async with running_console(settings, host="0.0.0.0", token=None) as web:
+        csrf = await csrf_of(web)
+        assert_error(await web.http.post(pause, json={}, headers={"X-CSRF-Token": csrf}), 403, "read-only")
+    info = await client.get_schedule("report")
+    assert (info.paused, info.recent) == (False, [])  # nothing was paused or triggered
+
+
+async def test_a_schedule_of_markup_is_shown_as_text(client: Client, roles: InProcessRoles, settings: Settings) -> None:
+    await schedules_ready(client, roles)
+    hostile_id = "<script>alert(1)</script>"
+    await client.create_schedule(hostile_id, schedule_app.tick, {"<b>x</b>": '"><img src=x onerror=alert(2)>'},
+                                 every="1h", note="<i>quarter</i> close")  # fmt: skip
+    async with running_console(settings, token=None) as web:
+        csrf = await csrf_of(web)
+        triggered = await web.http.post(f"/api/schedules/{quote(hostile_id, safe='')}/trigger",
+                                        headers={"X-CSRF-Token": csrf, "HX-Request": "true"})  # fmt: skip
+        assert triggered.status_code == 200, triggered.text
+        assert "<script>" not in triggered.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in triggered.text
+        for path in ("/schedules", "/"):
+            page = await web.http.get(path)
+            assert page.status_code == 200
+            for markup in ("<script>alert", "<img src=x", "<b>x</b>", "<i>quarter</i>"):
+                assert markup not in page.text, (path, markup)
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+        page = (await web.http.get("/schedules")).text
+        assert "&lt;i&gt;quarter&lt;/i&gt; close" in page
+        assert f'href="/api/schedules/{quote(hostile_id, safe="")}/trigger"' not in page  # actions are hx-post
+        assert f'hx-post="/api/schedules/{quote(hostile_id, safe="")}/trigger"' in page
 
 
 # -- live updates --------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 browser: ``playwright install`` is not needed and never run).
 
 What a person does: filter the workflow list, follow a workflow's timeline as it changes live, cancel a workflow
-and retry a dead letter from the pages, see an action refused without the token and from another site, and a
-``<script>`` payload shown as text. Each page's screenshot is saved to ``docs/console/`` (shown in
-docs/console.md). Without ``/usr/bin/chromium`` these tests skip, naming the package to install.
+and retry a dead letter from the pages, pause, unpause and trigger a schedule, see an action refused without the
+token and from another site, and a ``<script>`` payload shown as text. Each page's screenshot is saved to
+``docs/console/`` (shown in docs/console.md). Without ``/usr/bin/chromium`` these tests skip, naming the package
+to install.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import console_app
 import pytest
+import schedule_app
 from console_kit import TOKEN, RunningConsole, running_console
 from playwright.async_api import BrowserContext, Dialog, Page, async_playwright, expect
 from support import InProcessRoles, eventually, status_is
@@ -111,9 +113,12 @@ async def test_the_overview_and_the_list_filters(
     client: Client, roles: InProcessRoles, settings: Settings, browser: BrowserContext
 ) -> None:
     ids = await fleet(client, roles)
+    await client.create_schedule("nightly-payout", console_app.payment, {"who": "finance"}, cron="0 2 * * *")
     async with running_console(settings) as web:
         page = await open_page(browser, web.url + "/")
         await expect(page.locator("#dispatchers")).to_contain_text("journey@1.0")
+        await expect(page.locator("#next-runs tbody tr")).to_have_count(5)  # the schedule's next five nights
+        await expect(page.locator("#next-runs tbody tr").first).to_contain_text("nightly-payout")
         await expect(page.locator("#failures")).to_contain_text(ids["doomed"])
         await expect(page.locator("#dlq-size")).to_have_text("2")  # the parked call, and the one that raised
         await shot(page, "overview")
@@ -244,6 +249,71 @@ async def test_retry_a_dead_letter_from_the_dlq_page(
         await page.click("#purge-button")
         await expect(page.locator("#flash")).to_contain_text("Purged 1 entry")
         await expect(page.locator("#dlq-empty")).to_be_visible()
+
+
+async def test_pause_unpause_and_trigger_a_schedule_from_the_schedules_page(
+    client: Client, roles: InProcessRoles, settings: Settings, browser: BrowserContext
+) -> None:
+    roles.signal_bus()
+    roles.dispatcher(schedule_app)
+    await eventually(lambda: client.reads.registered_versions("scheduled_tick"), timeout=10)
+    await client.create_schedule("daily-report", schedule_app.tick, {"team": "ops"}, cron="0 9 * * MON-FRI",
+                                 timezone="Europe/Berlin")  # fmt: skip
+    await client.create_schedule("sync-every-15m", schedule_app.tick, None, every="15m", overlap="buffer_one")
+    await client.create_schedule("cleanup", schedule_app.tick, None, cron="30 2 * * *", paused=True,
+                                 note="until the migration is done")  # fmt: skip
+    async with running_console(settings) as web:
+        page = await open_page(browser, f"{web.url}/")
+        await expect(page.locator("#schedules-panel #schedule-counts")).to_have_text("3 schedules, 1 paused")
+        await expect(page.locator("#next-runs tbody tr")).to_have_count(5)
+        await page.click("#schedules-panel h2 a")
+        await expect(page).to_have_url(f"{web.url}/schedules")
+        card = page.locator('[data-schedule="daily-report"]')
+        await expect(card.locator(".timing")).to_have_text("cron 0 9 * * MON-FRI in Europe/Berlin")
+        await expect(card.locator(".next-runs li")).to_have_count(5)
+        await expect(card.locator(".next-runs li").first).to_contain_text(re.compile(r" 09:00:00 CES?T "))
+        await expect(card.locator(".pause-form")).to_have_count(0)  # not signed in: nothing to press
+        await sign_in(page, web)
+        await page.goto(f"{web.url}/schedules")
+        await expect(page.locator('[data-schedule="cleanup"] .note')).to_have_text("until the migration is done")
+        await expect(page.locator('[data-schedule="cleanup"] button.unpause')).to_be_visible()
+
+        # pause, with a note: the card turns paused, shows the note, and has no next runs
+        await card.locator(".pause-note").fill("quarter close")
+        await card.locator("button.pause").click()
+        await expect(page.locator("#flash")).to_contain_text("Schedule daily-report paused")
+        await expect(card.locator(".state")).to_have_text("paused")
+        await expect(card.locator(".note")).to_have_text("quarter close")
+        await expect(card).to_contain_text("None while paused.")
+        await expect(card.locator("button.pause")).to_have_count(0)
+        info = await client.get_schedule("daily-report")
+        assert (info.paused, info.note) == (True, "quarter close")
+
+        # unpause: active again, with its next runs
+        await card.locator("button.unpause").click()
+        await expect(page.locator("#flash")).to_contain_text("unpaused")
+        await expect(card.locator(".state")).to_have_text("active")
+        await expect(card.locator(".next-runs li")).to_have_count(5)
+        assert not (await client.get_schedule("daily-report")).paused
+
+        # trigger (confirmed in the dialog): the message links to the run, which the recent firings list too
+        await card.locator("button.trigger").click()
+        run_link = page.locator("#flash a.wid")
+        await expect(run_link).to_contain_text("daily-report-")
+        workflow_id = await run_link.inner_text()
+        assert await client.result(workflow_id, timeout=10) == f"ran {workflow_id}"
+        recent = card.locator("table.recent tbody tr")
+        await expect(recent).to_have_count(1)
+        await expect(recent.first.locator("a.wid")).to_have_text(workflow_id)
+        await page.goto(f"{web.url}/schedules")  # the run's status, now that it finished
+        await expect(recent.first).to_contain_text("COMPLETED")
+        await shot(page, "schedules")
+        await page.set_viewport_size({"width": 390, "height": 844})  # a phone: reflows, no sideways scrolling
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        await page.set_viewport_size({"width": 1280, "height": 860})
+        await recent.first.locator("a.wid").click()
+        await expect(page.locator("#workflow-id")).to_have_text(workflow_id)
+        await expect(page.locator("#status")).to_have_text("COMPLETED")
 
 
 async def test_an_action_without_the_token_is_refused(

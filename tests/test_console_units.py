@@ -1,4 +1,5 @@
-"""The web console's pure parts: the timeline, the list's query parsing, the access rules and their tokens."""
+"""The web console's pure parts: the timeline, the list's query parsing, the schedules summary and times, the
+access rules and their tokens."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from starlette.requests import Request
 
 from bdurable.errors import InvalidInputError
 from bdurable.services.console.access import CSRF_COOKIE, SESSION_COOKIE, AccessPolicy, is_loopback
-from bdurable.services.console.data import ListParams, parse_time
+from bdurable.services.console.data import ListParams, parse_time, schedule_summary
+from bdurable.services.console.state import make_templates
 from bdurable.services.console.timeline import format_duration, timeline
 
 T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
@@ -77,6 +79,31 @@ def test_list_queries_are_checked_before_anything_is_read() -> None:
             ListParams.from_query(bad)
     assert parse_time("2026-12-07T09:00:00+01:00", "t") == T0
     assert parse_time("2026-12-07T08:00:00Z", "t") == T0
+
+
+def test_the_overview_lists_the_soonest_runs_across_every_schedule() -> None:
+    def item(schedule_id: str, *hours: int, paused: bool = False) -> dict[str, Any]:
+        return {"schedule_id": schedule_id, "workflow": f"wf-{schedule_id}", "paused": paused,
+                "next_runs": [at(hour * 3600) for hour in hours]}  # fmt: skip
+
+    summary = schedule_summary([item("a", 1, 5, 9), item("b", 2, 3, 4, 10), item("c", paused=True)], limit=4)
+    assert (summary["count"], summary["paused"]) == (3, 1)
+    assert [(run["schedule_id"], run["at"], run["workflow"]) for run in summary["next_runs"]] == [
+        ("a", at(3600), "wf-a"), ("b", at(7200), "wf-b"), ("b", at(10800), "wf-b"), ("b", at(14400), "wf-b"),
+    ]  # fmt: skip
+    # by the instant, not the text: the same time written in two offsets sorts as one
+    other = {**item("z"), "next_runs": ["2026-12-07T09:30:00+01:00"]}  # 08:30 UTC: before a's 09:00 UTC
+    assert schedule_summary([item("a", 1), other])["next_runs"][0]["schedule_id"] == "z"
+    assert schedule_summary([]) == {"count": 0, "paused": 0, "next_runs": []}
+
+
+def test_a_cron_schedules_runs_read_in_its_own_time_zone() -> None:
+    in_zone = make_templates().filters["in_zone"]
+    assert in_zone("2026-12-07T08:00:00+00:00", "Europe/Berlin") == "Mon 2026-12-07 09:00:00 CET"
+    assert in_zone("2026-07-06T07:00:00+00:00", "Europe/Berlin") == "Mon 2026-07-06 09:00:00 CEST"  # summer time
+    assert in_zone("2026-12-07T08:00:00+00:00", "America/New_York") == "Mon 2026-12-07 03:00:00 EST"
+    assert in_zone("2026-12-07T08:00:00+00:00", "No/Such_Zone") == "2026-12-07 08:00:00"  # falls back to UTC
+    assert in_zone(None, "Europe/Berlin") == ""
 
 
 def request(headers: dict[str, str] | None = None, cookies: dict[str, str] | None = None) -> Request:

@@ -430,7 +430,8 @@ async def test_every_role_runs_workflows_end_to_end_under_its_documented_acl_use
 
 
 async def test_the_console_reads_and_acts_under_its_documented_acl_user(acl: AclUsers, settings: Settings) -> None:
-    """Every page and API read of the web console, a live stream, and every action, as ``bdurable-console``."""
+    """Every page and API read of the web console, a live stream, and every action (schedules' too), as
+    ``bdurable-console``."""
     from console_kit import bearer, running_console
 
     async with running() as roles:
@@ -444,12 +445,19 @@ async def test_the_console_reads_and_acts_under_its_documented_acl_user(acl: Acl
                 return await status_of(client, guarded.workflow_id) == Status.PARKED
 
             await roles.within(eventually(parked, timeout=10))
+            await client.create_schedule("nightly", security_app.short, "x", cron="0 3 * * *")
             async with running_console(acl.settings(settings, "console")) as web:
                 for path in ("/", "/workflows", "/workflows?status=PARKED", f"/workflows?prefix={token[:4]}", "/dlq",
                              f"/workflows/{guarded.workflow_id}", "/api/overview", "/api/dlq",
-                             f"/api/workflows/{guarded.workflow_id}/history", "/readyz", "/metrics"):  # fmt: skip
+                             f"/api/workflows/{guarded.workflow_id}/history", "/schedules", "/api/schedules",
+                             "/api/schedules/nightly", "/readyz", "/metrics"):  # fmt: skip
                     response = await web.http.get(path)
                     assert response.status_code == 200, (path, response.text)
+                for action in ("pause", "unpause", "trigger"):
+                    response = await web.http.post(f"/api/schedules/nightly/{action}", headers=bearer())
+                    assert response.status_code == 200, (action, response.text)
+                run = (await web.http.get("/api/schedules/nightly")).json()["recent"][0]["workflow_id"]
+                assert await roles.within(client.result(run, timeout=10)) == "X"
                 async with web.http.stream("GET", f"/api/workflows/{guarded.workflow_id}/stream") as stream:
                     async for line in stream.aiter_lines():
                         if line.startswith("event: status"):

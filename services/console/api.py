@@ -2,7 +2,8 @@
 
 Errors are ``{"error": "..."}`` with 400 (bad input, malformed JSON), 401 (missing or wrong token), 403 (the
 console is read-only, or a cross-site request), 404 (unknown id), 409 (the state does not allow it), 413 (too
-large), 503 (Redis unavailable). Actions answer JSON, or, to the pages' htmx requests, a short HTML message.
+large), 503 (Redis unavailable). Actions answer JSON, or, to the pages' htmx requests, a short HTML message
+(text, escaped; a link to a workflow in it is built with ``Markup.format``, which escapes what it is given).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from markupsafe import escape
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -21,7 +22,7 @@ from starlette.routing import Route
 from bdurable.client import Client
 from bdurable.errors import InvalidInputError, WorkflowNotFoundError
 from bdurable.services.console import data
-from bdurable.services.console.state import ConsoleState, error_response_for, state_of
+from bdurable.services.console.state import ConsoleState, error_response_for, state_of, url_id
 
 __all__ = ["PING_SECONDS", "json_error", "routes"]
 
@@ -316,9 +317,65 @@ async def dlq_purge(request: Request) -> Response:
     return await act(request, perform)
 
 
-# Schedules (INTERFACE §8) are not in the library yet: GET /api/schedules, GET /api/schedules/{id} and
-# POST /api/schedules/{id}/pause, /unpause, /trigger go here once `Client.list_schedules`, `get_schedule`,
-# `pause_schedule`, `unpause_schedule` and `trigger_schedule` exist (docs/console.md, "Schedules").
+# -- schedules (INTERFACE §8): the CLI's `schedule list/show/pause/unpause/trigger --json` ----------------------
+
+
+async def list_schedules(request: Request) -> Response:
+    return await guarded(request, data.schedules)
+
+
+async def get_schedule(request: Request) -> Response:
+    schedule_id = request.path_params["schedule_id"]
+    return await guarded(request, lambda client: data.schedule(client, schedule_id))
+
+
+async def pause_schedule(request: Request) -> Response:
+    schedule_id = request.path_params["schedule_id"]
+
+    async def perform(client: Client, body: Body) -> tuple[dict[str, Any], str]:
+        note = text_field(body, "note")
+        await client.pause_schedule(schedule_id, note=note)
+        paused = await data.schedule(client, schedule_id)
+        return paused, f"Schedule {schedule_id} paused: it fires no more until unpaused."
+
+    return await act(request, perform)
+
+
+async def unpause_schedule(request: Request) -> Response:
+    schedule_id = request.path_params["schedule_id"]
+
+    async def perform(client: Client, body: Body) -> tuple[dict[str, Any], str]:
+        await client.unpause_schedule(schedule_id)
+        unpaused = await data.schedule(client, schedule_id)
+        return unpaused, f"Schedule {schedule_id} unpaused: it fires again from its next time."
+
+    return await act(request, perform)
+
+
+async def trigger_schedule(request: Request) -> Response:
+    """One run now, obeying the overlap policy. The message says which of the three things happened, because
+    the id alone does not: a new run started, a run waits behind the one in progress (``buffer_*``,
+    ``cancel_other``: its id exists once it starts), or the run in progress carries the trigger (``skip``, or
+    ``buffer_one`` with a run already waiting)."""
+    schedule_id = request.path_params["schedule_id"]
+
+    async def perform(client: Client, body: Body) -> tuple[dict[str, Any], str]:
+        before = await client.get_schedule(schedule_id)
+        workflow_id = await client.trigger_schedule(schedule_id)
+        link = Markup('<a class="wid" href="/workflows/{}">{}</a>').format(url_id(workflow_id), workflow_id)
+        if workflow_id in {firing["workflow_id"] for firing in before.recent}:
+            message = Markup(
+                "A run is in progress and the overlap policy is {}: no new run started; the run in progress is {}."
+            )
+            message = message.format(before.overlap, link)
+        elif await client.get_state(workflow_id) is None:
+            message = Markup("Triggered: run {} starts once the run in progress ends (overlap {}).")
+            message = message.format(link, before.overlap)
+        else:
+            message = Markup("Triggered: started run {}.").format(link)
+        return {"schedule_id": schedule_id, "workflow_id": workflow_id}, message
+
+    return await act(request, perform)
 
 
 def routes() -> list[Route]:
@@ -337,4 +394,9 @@ def routes() -> list[Route]:
         Route("/api/dlq/{entry_id}/retry", dlq_retry, methods=["POST"]),
         Route("/api/dlq/{entry_id}/fail", dlq_fail, methods=["POST"]),
         Route("/api/dlq/{entry_id}", get_dead_letter, methods=["GET"]),
+        Route("/api/schedules", list_schedules, methods=["GET"]),
+        Route("/api/schedules/{schedule_id:path}/pause", pause_schedule, methods=["POST"]),
+        Route("/api/schedules/{schedule_id:path}/unpause", unpause_schedule, methods=["POST"]),
+        Route("/api/schedules/{schedule_id:path}/trigger", trigger_schedule, methods=["POST"]),
+        Route("/api/schedules/{schedule_id:path}", get_schedule, methods=["GET"]),
     ]

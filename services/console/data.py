@@ -2,7 +2,7 @@
 
 Every read goes through the library (``Client`` and ``client.reads``): the console never spells a key. Shapes
 are the CLI's ``--json`` shapes (docs/operations.md), plus a few fields the pages need (a history entry's
-``child_id`` and ``args``, the overview's figures).
+``child_id`` and ``args``, the overview's figures, its schedules summary).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bdurable.client import Client
-from bdurable.errors import InvalidInputError, WorkflowNotFoundError
-from bdurable.model import FINISHED, HistoryEntry, Status
+from bdurable.errors import InvalidInputError, ScheduleNotFoundError, WorkflowNotFoundError
+from bdurable.model import FINISHED, HistoryEntry, ScheduleInfo, Status
+from bdurable.scheduling import Scheduled
 
 __all__ = [
     "LIST_LIMIT",
@@ -24,6 +25,10 @@ __all__ = [
     "history",
     "overview",
     "parse_time",
+    "schedule",
+    "schedule_summary",
+    "schedule_times",
+    "schedules",
     "signals",
     "workflow",
     "workflows",
@@ -33,6 +38,8 @@ LIST_LIMIT = 50  # the default page size of the workflow list
 MAX_LIMIT = 500
 SOON_MS = 60_000  # "timers due soon": within a minute
 RECENT_FAILURES = 10
+OVERVIEW_NEXT_RUNS = 5  # the overview's "next runs across schedules"
+SCHEDULE_READS = 16  # schedules read at once (each is a few round trips: its hash, then its recent runs' status)
 
 
 def parse_time(text: str | None, what: str) -> datetime | None:
@@ -140,14 +147,84 @@ async def dead_letters(client: Client) -> list[dict[str, Any]]:
     return [entry.to_json() for entry in await client.dlq_list()]
 
 
+async def _schedule_infos(client: Client) -> list[ScheduleInfo]:
+    """``client.list_schedules()``, read a few schedules at a time rather than one after the other.
+
+    Each schedule costs its hash plus one status read per recent firing (up to 10), and decoding them: measured
+    on the 2-core development machine, 100 schedules with 10 firings each take 180-300 ms through
+    ``list_schedules`` and about 110 ms read 16 at a time. A schedule deleted between the list of ids and its
+    read is left out, as if listed a moment later.
+    """
+    ids = await client.reads.schedule_ids()
+    gate = asyncio.Semaphore(SCHEDULE_READS)
+
+    async def read(schedule_id: str) -> ScheduleInfo | None:
+        async with gate:
+            try:
+                return await client.get_schedule(schedule_id)
+            except ScheduleNotFoundError:
+                return None
+
+    return [info for info in await asyncio.gather(*(read(i) for i in ids)) if info is not None]
+
+
+async def schedules(client: Client) -> list[dict[str, Any]]:
+    """``bdurable schedule list --json``: every schedule, by id, as ``ScheduleInfo.to_json()``."""
+    return [info.to_json() for info in await _schedule_infos(client)]
+
+
+async def schedule(client: Client, schedule_id: str) -> dict[str, Any]:
+    """``bdurable schedule show --json``; unknown: ``ScheduleNotFoundError``."""
+    return (await client.get_schedule(schedule_id)).to_json()
+
+
+async def schedule_times(client: Client) -> list[dict[str, Any]]:
+    """Every schedule's id, workflow, paused flag and next 5 runs: what the overview needs, without the status
+    reads of each schedule's recent firings (the overview is read often; 100 schedules take about 25 ms this
+    way against about 110 ms as :func:`schedules`). The next runs are computed as ``Client.get_schedule`` does
+    (from the schedule's next due time; none while paused), which tests/test_console_api.py holds equal."""
+    items = []
+    for schedule_id in await client.reads.schedule_ids():
+        fields = await client.reads.schedule(schedule_id)
+        if fields is None:
+            continue  # deleted since the ids were read
+        spec, state = (scheduled := Scheduled(schedule_id, fields)).spec, scheduled.state
+        due = state.next_due_ms
+        runs = [] if spec.paused or due is None else spec.next_runs(max(due - 1, 0))
+        items.append({"schedule_id": schedule_id, "workflow": spec.workflow, "paused": spec.paused,
+                      "next_runs": [moment.isoformat() for moment in runs]})  # fmt: skip
+    return items
+
+
+def schedule_summary(items: list[dict[str, Any]], limit: int = OVERVIEW_NEXT_RUNS) -> dict[str, Any]:
+    """The overview's schedules panel: how many, how many paused, and the next ``limit`` runs across them all
+    (soonest first; each ``{"at", "schedule_id", "workflow"}``), from schedules as :func:`schedule_times` (or
+    :func:`schedules`) gives them."""
+    upcoming = sorted(
+        (datetime.fromisoformat(at), item["schedule_id"], item["workflow"])
+        for item in items
+        for at in item["next_runs"]
+    )
+    return {
+        "count": len(items),
+        "paused": sum(1 for item in items if item["paused"]),
+        "next_runs": [
+            {"at": at.isoformat(), "schedule_id": schedule_id, "workflow": workflow}
+            for at, schedule_id, workflow in upcoming[:limit]
+        ],
+    }
+
+
 async def overview(client: Client) -> dict[str, Any]:
-    """The fleet at a glance: counts by status, dispatchers, queues, timers, dead letters, recent failures."""
+    """The fleet at a glance: counts by status, dispatchers, queues, timers, dead letters, schedules, recent
+    failures."""
     reads = client.reads
-    counts, dispatchers, soon, failures = await asyncio.gather(
+    counts, dispatchers, soon, failures, scheduled = await asyncio.gather(
         reads.counts(),
         reads.dispatchers(),
         reads.timers_due(SOON_MS),
         client.list(Status.FAILED, limit=RECENT_FAILURES),
+        schedule_times(client),
     )
     queues: dict[str, dict[str, int]] = {}
     timers = dlq = 0
@@ -166,5 +243,6 @@ async def overview(client: Client) -> dict[str, Any]:
         "queues": [{"queue": queue, **row} for queue, row in sorted(queues.items())],
         "timers": {"pending": timers, "due_within_minute": soon},
         "dlq": dlq,
+        "schedules": schedule_summary(scheduled),
         "recent_failures": [state.to_json() for state in failures.items],
     }

@@ -122,6 +122,15 @@ async def dlq(request: Request) -> Response:
     return render(request, "dlq.html", title="Dead letters", entries=entries, unparked=unparked)
 
 
+async def schedules(request: Request) -> Response:
+    try:
+        items = await data.schedules(state_of(request).ready_client())
+    except Exception as exc:
+        return error_page(request, exc)
+    paused = sum(1 for item in items if item["paused"])
+    return render(request, "schedules.html", title="Schedules", schedules=items, paused=paused)
+
+
 def _local(path: str | None) -> str:
     """Only a path of this site (never ``//host`` or ``https://...``): no open redirect after sign-in."""
     if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
@@ -163,16 +172,13 @@ async def sign_out(request: Request) -> Response:
     return response
 
 
-# The schedules page (INTERFACE §8, `/schedules`: next runs; pause, unpause, trigger) joins this table once the
-# library has `Client.list_schedules` and the schedule actions (docs/console.md, "Schedules").
-
-
 def routes() -> list[Route]:
     return [
         Route("/", overview, methods=["GET"]),
         Route("/workflows", workflows, methods=["GET"]),
         Route("/workflows/{workflow_id:path}", workflow, methods=["GET"]),
         Route("/dlq", dlq, methods=["GET"]),
+        Route("/schedules", schedules, methods=["GET"]),
         Route("/signin", sign_in, methods=["GET", "POST"]),
         Route("/signout", sign_out, methods=["POST"]),
     ]

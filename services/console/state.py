@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from bdurable.errors import (
     DurableError,
     InvalidInputError,
     PayloadTooLargeError,
+    ScheduleNotFoundError,
     UnknownWorkflowError,
     VersionNotLiveError,
     WorkflowAlreadyExistsError,
@@ -32,7 +34,7 @@ from bdurable.services.console.access import AccessPolicy
 from bdurable.services.console.timeline import format_duration
 from bdurable.store import REDIS_ERRORS
 
-__all__ = ["HERE", "ConsoleState", "NotReady", "error_response_for", "state_of"]
+__all__ = ["HERE", "ConsoleState", "NotReady", "error_response_for", "state_of", "url_id"]
 
 HERE = Path(__file__).resolve().parent  # resolved: a strict editable install links each file
 
@@ -46,7 +48,7 @@ def error_response_for(exc: BaseException) -> tuple[int, str] | None:
     message = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, WorkflowFinishedError | WorkflowNotHaltedError | DeadLetterNotParkedError | VersionNotLiveError):
         return 409, message  # before not-found: send_event's "finished" error is both
-    if isinstance(exc, WorkflowNotFoundError | DeadLetterNotFoundError):
+    if isinstance(exc, WorkflowNotFoundError | DeadLetterNotFoundError | ScheduleNotFoundError):
         return 404, message
     if isinstance(exc, PayloadTooLargeError):
         return 413, message
@@ -73,11 +75,25 @@ def _when(text: str | None) -> str:
     return datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _in_zone(text: str | None, zone: str) -> str:
+    """An ISO time as the wall-clock time of a time zone (a cron schedule's own), with the zone's abbreviation:
+    ``Mon 2026-12-07 09:00:00 CET``. A cron expression means times in its schedule's zone, so this is the time a
+    person recognises (``0 9 * * MON-FRI`` reads as 09:00); the page shows the UTC time beside it. An unknown
+    zone falls back to UTC rather than failing the page."""
+    if not text:
+        return ""
+    try:
+        moment = datetime.fromisoformat(text).astimezone(ZoneInfo(zone))
+    except (ValueError, ZoneInfoNotFoundError):
+        return _when(text)
+    return moment.strftime("%a %Y-%m-%d %H:%M:%S %Z")
+
+
 def _age_ms(value: int) -> str:
     return "" if value < 0 else format_duration(value / 1000)
 
 
-def _url_id(value: str) -> str:
+def url_id(value: str) -> str:
     """An id as one URL path segment (``/`` and ``?`` included: ids may hold any character)."""
     return quote(value, safe="")
 
@@ -92,8 +108,9 @@ def make_templates() -> jinja2.Environment:
     )
     env.filters["pretty"] = _pretty
     env.filters["when"] = _when
+    env.filters["in_zone"] = _in_zone
     env.filters["age_ms"] = _age_ms
-    env.globals["url_id"] = _url_id
+    env.globals["url_id"] = url_id
     return env
 
 
