@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import functools
+import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -38,7 +40,7 @@ from bdurable.pubsub import Subscriptions
 from bdurable.reads import ListQuery, Reads, ms, outcome_from_message, state_from_hash
 from bdurable.scheduling import ScheduleMethods
 from bdurable.schema import validate_against_schema
-from bdurable.store import REDIS_ERRORS, Store
+from bdurable.store import REDIS_ERRORS, StartRequest, Store
 from bdurable.workflow import Workflow
 
 __all__ = ["Client", "WorkflowHandle", "validate_workflow_id"]
@@ -61,9 +63,12 @@ def validate_workflow_id(workflow_id: str) -> str:
         raise InvalidInputError("a workflow id must not be empty")
     if len(workflow_id) > MAX_ID_LENGTH:
         raise InvalidInputError(f"a workflow id is at most {MAX_ID_LENGTH} characters (got {len(workflow_id)})")
-    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in workflow_id):
+    if _CONTROL_CHARACTER.search(workflow_id):
         raise InvalidInputError("a workflow id may not contain control characters")
     return workflow_id
+
+
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _not_found(workflow_id: str) -> WorkflowNotFoundError:
@@ -164,28 +169,12 @@ class Client(ScheduleMethods):
         ``start_at`` (an aware datetime) delay the start: the workflow is ``SCHEDULED`` until then.
         """
         workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
-        if not _is_int(priority) or priority not in PRIORITY_RANGE:
-            raise InvalidInputError(f"priority must be an integer from -1000 to 1000, not {priority!r}")
+        _check_priority(priority)
         start_at_ms = await self._start_at_ms(start_delay, start_at)
-        if isinstance(workflow, Workflow):
-            if version is not None and version != workflow.version:
-                raise InvalidInputError(f"version {version!r} differs from the definition's {workflow.version!r}")
-            name, version, queue = workflow.name, workflow.version, workflow.queue
-            value = workflow.validate_input(input)
-        else:
-            name = workflow
-            registration = await self.reads.registration(name, version, workflow_id)
-            if registration is None:
-                raise await self._unknown(name, version)
-            version, queue = registration.version, registration.queue
-            value = to_json_value(input)
-            if registration.schema is not None:
-                validate_against_schema(value, registration.schema, f"{name}@{version}")
-        text = encode_payload(
-            value, what=f"input of workflow {name}", max_bytes=self.settings.max_payload, json_ready=True
-        )
+        target = await self._start_target(workflow, version, workflow_id)
+        text = target.encode(input, self.settings.max_payload)
         reply = await self.store.start(
-            workflow_id, name=name, version=version, queue=queue, input=text, priority=priority,
+            workflow_id, name=target.name, version=target.version, queue=target.queue, input=text, priority=priority,
             start_at_ms=start_at_ms,
         )  # fmt: skip
         if reply.outcome == "conflict":
@@ -193,6 +182,71 @@ class Client(ScheduleMethods):
                 f"workflow id {workflow_id!r} is already used by a workflow named {reply.detail!r}"
             )
         return WorkflowHandle(self, workflow_id, reply.detail)
+
+    async def start_many(
+        self,
+        workflow: Workflow[Any, Any] | str,
+        inputs: Iterable[Any],
+        *,
+        workflow_ids: Iterable[str] | None = None,
+        version: str | None = None,
+        priority: int = 0,
+    ) -> builtins.list[WorkflowHandle]:
+        """Start one run per input, pipelined: thousands of starts in a few round trips (``start`` waits for
+        each). Every input is validated before anything is written. Each start is its own atomic transition
+        and idempotent on its id, like ``start``; an id already used by another workflow's name raises
+        ``WorkflowAlreadyExistsError`` naming it, after the others were started.
+        """
+        values = builtins.list(inputs)
+        ids = [uuid.uuid4().hex for _ in values] if workflow_ids is None else builtins.list(workflow_ids)
+        if len(ids) != len(values):
+            raise InvalidInputError(f"{len(ids)} workflow ids for {len(values)} inputs")
+        ids = [validate_workflow_id(workflow_id) for workflow_id in ids]
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError("workflow_ids must be distinct")
+        _check_priority(priority)
+        if not values:
+            return []
+        target = await self._start_target(workflow, version, ids[0])
+        requests = [
+            StartRequest(workflow_id, target.name, target.version, target.queue,
+                         target.encode(value, self.settings.max_payload), priority)
+            for workflow_id, value in zip(ids, values, strict=True)
+        ]  # fmt: skip
+        by_shard: dict[int, builtins.list[StartRequest]] = {}
+        for request in requests:
+            by_shard.setdefault(self.keys.shard_of(request.workflow_id), []).append(request)
+        batches = [
+            (number, shard_requests[first : first + START_BATCH])
+            for number, shard_requests in by_shard.items()
+            for first in range(0, len(shard_requests), START_BATCH)
+        ]
+        replies = await asyncio.gather(
+            *(self.store.start_batch(self.keys.shard(number), batch) for number, batch in batches)
+        )  # pipelined: every batch in one round trip (per node on a cluster)
+        outcome = {
+            request.workflow_id: reply
+            for (_, batch), batch_replies in zip(batches, replies, strict=True)
+            for request, reply in zip(batch, batch_replies, strict=True)
+        }
+        conflicts = [i for i in ids if outcome[i].outcome == "conflict"]
+        if conflicts:
+            shown = ", ".join(repr(c) for c in conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
+            raise WorkflowAlreadyExistsError(
+                f"{len(conflicts)} workflow id(s) already used by another workflow: {shown} (the others started)"
+            )
+        return [WorkflowHandle(self, i, outcome[i].detail) for i in ids]
+
+    async def _start_target(self, workflow: Workflow[Any, Any] | str, version: str | None, workflow_id: str) -> _Target:
+        """What a start by definition or by registered name runs: name, version, queue, and how to validate."""
+        if isinstance(workflow, Workflow):
+            if version is not None and version != workflow.version:
+                raise InvalidInputError(f"version {version!r} differs from the definition's {workflow.version!r}")
+            return _Target(workflow.name, workflow.version, workflow.queue, definition=workflow)
+        registration = await self.reads.registration(workflow, version, workflow_id)
+        if registration is None:
+            raise await self._unknown(workflow, version)
+        return _Target(workflow, registration.version, registration.queue, schema=registration.schema)
 
     async def _start_at_ms(self, delay: str | float | timedelta | None, at: datetime | None) -> int:
         """When a delayed start is due (ms, by the engine's clock), or 0 to start now."""
@@ -443,6 +497,35 @@ class Client(ScheduleMethods):
         if not shard_text.isdigit() or not number.isdigit() or int(shard_text) >= self.keys.shards:
             raise DeadLetterNotFoundError(f"no dead-letter entry {entry_id!r}")
         return self.keys.shard(int(shard_text))
+
+
+START_BATCH = 100  # workflows per script call of start_many: each call stays short (about a millisecond)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Target:
+    """A start's workflow, resolved: by its definition (typed input) or by name (a registered JSON Schema)."""
+
+    name: str
+    version: str
+    queue: str
+    definition: Workflow[Any, Any] | None = None
+    schema: dict[str, Any] | None = None
+
+    def encode(self, input: Any, max_bytes: int) -> str:
+        """The input validated and encoded as a payload (``InvalidInputError``, ``PayloadTooLargeError``)."""
+        if self.definition is not None:
+            value = self.definition.validate_input(input)
+        else:
+            value = to_json_value(input)
+            if self.schema is not None:
+                validate_against_schema(value, self.schema, f"{self.name}@{self.version}")
+        return encode_payload(value, what=f"input of workflow {self.name}", max_bytes=max_bytes, json_ready=True)
+
+
+def _check_priority(priority: object) -> None:
+    if not _is_int(priority) or priority not in PRIORITY_RANGE:
+        raise InvalidInputError(f"priority must be an integer from -1000 to 1000, not {priority!r}")
 
 
 def _ms_of(moment: datetime | None) -> int | None:

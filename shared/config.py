@@ -34,6 +34,12 @@ class Settings:
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"  # all interfaces, for Prometheus in a pod; 127.0.0.1 keeps it local
     shards: int = 1
+    # How long a dispatcher's drain may take on SIGTERM before what still runs is handed back (set the pod's
+    # terminationGracePeriodSeconds above it), how long a role's loops may not respond before /livez fails,
+    # and how many payload bytes a dispatcher keeps in memory for the runs it caches between steps.
+    drain_timeout: float = 25.0
+    liveness_timeout: float = 30.0
+    run_cache_bytes: int = 256 * 1024 * 1024
     # Required for every action of the web console (docs/console.md); never shown in a repr or a log line.
     console_token: str | None = dataclass_field(default=None, repr=False)
 
@@ -48,6 +54,8 @@ class Settings:
             raise ValueError("BDURABLE_WAIT_REPLICAS is not supported on Redis Cluster (WAIT is per node)")
         if not 1 <= self.shards <= 1024:
             raise ValueError("shards must be between 1 and 1024")
+        if self.drain_timeout < 0 or self.liveness_timeout <= 0 or self.run_cache_bytes < 0:
+            raise ValueError("drain_timeout and run_cache_bytes must be >= 0, liveness_timeout > 0")
         if self.log_format not in (None, "console", "json"):
             raise ValueError(f"invalid log format {self.log_format!r}: use 'console' or 'json'")
 
@@ -73,9 +81,9 @@ class Settings:
 
 def _convert(name: str, raw: str) -> Any:
     try:
-        if name in ("retention", "heartbeat_interval", "heartbeat_timeout"):
+        if name in ("retention", "heartbeat_interval", "heartbeat_timeout", "drain_timeout", "liveness_timeout"):
             return parse_duration(raw)
-        if name == "max_payload":
+        if name in ("max_payload", "run_cache_bytes"):
             return parse_size(raw)
         if name in ("wait_replicas", "metrics_port", "shards"):
             return int(raw)

@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterUnreachableError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -46,7 +46,14 @@ from bdurable.wire import (
 __all__ = ["REDIS_ERRORS", "ReadyQueue", "ScriptCall", "Store", "connect_redis"]
 
 #: What an outage looks like to a caller (refused or broken connections, timeouts): retry, never give up.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+# What "Redis is not reachable now" looks like: retried by the roles, exit code 4 in the CLI. A cluster whose
+# every node is down says so with its own error.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterUnreachableError,
+    OSError,
+)
 
 Arg = str | int | float
 WAIT_TIMEOUT_MS = 2_000  # below the connections' read timeout, so a short-handed WAIT is reported as such
@@ -118,6 +125,19 @@ class ScriptCall:
     future: asyncio.Future[Any] = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """One workflow to create (``Store.start_batch``)."""
+
+    workflow_id: str
+    name: str
+    version: str
+    queue: str
+    input: str  # payload
+    priority: int = 0
+    start_at_ms: int = 0
+
+
 class Store:
     """The state transitions of one prefix, each a typed script call."""
 
@@ -176,7 +196,14 @@ class Store:
         """Create a workflow (``start_at_ms``: a delayed start, SCHEDULED until then); idempotent on its id."""
         shard = self.keys.for_workflow(workflow_id)
         raw = await self._shard(shard, "start", workflow_id, name, version, queue, input, priority, start_at_ms)
-        return StartReply.decode(raw)
+        return StartReply.decode(raw[0])
+
+    async def start_batch(self, shard: ShardKeys, starts: Sequence[StartRequest]) -> list[StartReply]:
+        """Create the workflows of one shard in one script call (each independently, idempotent on its id)."""
+        flat: list[Arg] = []
+        for r in starts:
+            flat += [r.workflow_id, r.name, r.version, r.queue, r.input, r.priority, r.start_at_ms]
+        return [StartReply.decode(raw) for raw in await self._shard(shard, "start", *flat)]
 
     async def resume(self, workflow_id: str) -> Verdict:
         return Verdict.decode(await self._shard(self.keys.for_workflow(workflow_id), "resume", workflow_id))

@@ -160,6 +160,28 @@ async def test_a_keyed_publish_wakes_every_waiter_on_that_key_and_no_one_else(
     assert await client.result(other.workflow_id, timeout=5) == {"ok": "other"}
 
 
+async def test_a_publish_to_hundreds_is_applied_in_chunks_and_in_order(client: Client, roles: InProcessRoles) -> None:
+    """350 waiters: the bus wakes them 100 per script call; a second publish to the same key, sent right after,
+    is applied only once the first has woken every one of its waiters, so it wakes none of them."""
+    dispatcher = roles.dispatcher(bus_app, concurrency=200)
+    key = token()
+    handles = await client.start_many(bus_app.wait_keyed, [{"name": "paid", "key": key}] * 350)
+    await eventually(lambda: _all_awaiting(client, handles), timeout=30, interval=0.1)
+    await roles.stop(dispatcher)  # nothing runs meanwhile: the bus alone applies the two publishes
+    assert await client.publish_event("paid", "first", key=key) == 350
+    await client.publish_event("paid", "second", key=key)  # counted when sent; its waiters are the first's
+    roles.signal_bus()
+    roles.dispatcher(bus_app, concurrency=200)
+    results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    assert results == ["first"] * 350
+    assert await bus_backlog(client) == 0
+
+
+async def _all_awaiting(client: Client, handles: list[Any]) -> bool:
+    page = await client.list(status=Status.AWAITING_EVENT, name="wait_keyed", limit=1000)
+    return len(page.items) == len(handles)
+
+
 async def test_a_publish_with_no_one_waiting_returns_zero_and_is_dropped(client: Client, roles: InProcessRoles) -> None:
     roles.signal_bus()
     roles.dispatcher(bus_app)

@@ -207,7 +207,7 @@ def test_start_then_state_result_history(fleet: Fleet) -> None:
     assert cli(fleet.env, "result", workflow_id, "--timeout", "10").stdout.strip() == "9"
     state = json.loads(cli(fleet.env, "state", workflow_id, "--json").stdout)
     assert set(state) == {"workflow_id", "name", "version", "status", "step", "waiting_on", "input", "output",
-                          "error", "parent_id", "created_at", "updated_at"}  # fmt: skip
+                          "error", "parent_id", "created_at", "updated_at", "run"}  # fmt: skip
     assert (state["status"], state["output"], state["step"], state["input"]) == ("COMPLETED", 9, 1, {"a": 4, "b": 5})
     history = json.loads(cli(fleet.env, "history", workflow_id, "--json").stdout)
     assert [set(entry) for entry in history] == [

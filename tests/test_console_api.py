@@ -27,7 +27,7 @@ from bdurable import Client, Settings, Status
 from bdurable.embedded import free_port
 
 STATE_KEYS = {"workflow_id", "name", "version", "status", "step", "waiting_on", "input", "output", "error",
-              "parent_id", "created_at", "updated_at"}  # fmt: skip
+              "parent_id", "created_at", "updated_at", "run"}  # fmt: skip
 HISTORY_KEYS = {"seq", "kind", "name", "status", "result", "started_at", "finished_at"}
 DLQ_KEYS = {"entry_id", "workflow_id", "task", "args", "error", "attempts", "parked", "created_at"}
 SCHEDULE_KEYS = {"schedule_id", "workflow", "version", "input", "cron", "every", "timezone", "overlap", "jitter",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import engine_app
 import pytest
 from support import InProcessRoles, eventually, token
@@ -109,3 +111,31 @@ async def test_invalid_typed_input_by_name_is_checked_against_the_registered_sch
     good = await client.start("typed_order", {"order_id": "o-2", "amount": 4}, workflow_id="good-1")
     assert good.workflow_id == "good-1"
     assert await client.get_state("good-1") is not None
+
+
+async def test_start_many_starts_thousands_in_a_few_round_trips(client: Client, roles: InProcessRoles) -> None:
+    roles.dispatcher(engine_app, concurrency=100)
+    handles = await client.start_many(engine_app.quick, [{"n": n} for n in range(2500)])
+    assert len({h.workflow_id for h in handles}) == 2500
+    results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    assert results == [{"n": n} for n in range(2500)]
+    again = await client.start_many(engine_app.quick, [{"n": 0}, {"n": 1}],
+                                    workflow_ids=[handles[0].workflow_id, handles[1].workflow_id])  # fmt: skip
+    assert [h.workflow_id for h in again] == [handles[0].workflow_id, handles[1].workflow_id]  # idempotent
+    assert await again[0].result(timeout=5) == {"n": 0}  # the existing run, not a second one
+
+
+async def test_start_many_validates_every_input_before_writing_anything(client: Client, prefix: str) -> None:
+    inputs = [{"order_id": f"o-{n}", "amount": n} for n in range(10)] + [{"order_id": "o-x", "amount": "lots"}]
+    with pytest.raises(InvalidInputError):
+        await client.start_many(engine_app.typed_order, inputs, workflow_ids=[f"many-{n}" for n in range(11)])
+    assert await keys_of(client, prefix, "many-") == []
+    with pytest.raises(InvalidInputError, match="distinct"):
+        await client.start_many(engine_app.quick, [1, 2], workflow_ids=["same", "same"])
+    with pytest.raises(InvalidInputError, match="2 workflow ids for 3 inputs"):
+        await client.start_many(engine_app.quick, [1, 2, 3], workflow_ids=["a", "b"])
+    await client.start(engine_app.typed_order, {"order_id": "o-1", "amount": 1}, workflow_id="taken")
+    with pytest.raises(WorkflowAlreadyExistsError, match="'taken'"):
+        await client.start_many(engine_app.quick, [1, 2], workflow_ids=["taken", "free"])
+    state = await client.get_state("free")
+    assert state is not None  # the others were started

@@ -150,3 +150,66 @@ async def test_sigterm_drains_a_dispatcher_process(client: Client, processes: Ro
     log = processes.log_of(dispatcher)
     assert '"event": "draining"' in log
     assert '"event": "dispatcher stopped"' in log
+
+
+async def test_livez_stays_up_while_every_slot_runs_a_task_longer_than_the_liveness_window(
+    client: Client, processes: RoleProcesses
+) -> None:
+    """Liveness means the loops respond, not that they turn: a dispatcher busy for longer than its liveness
+    timeout with long tasks is alive (Kubernetes must not kill it and re-run its work)."""
+    port = free_port()
+    processes.start("dispatcher", "--app", "cli_app", "--concurrency", "2", "--liveness-timeout", "1s",
+                    "--metrics-port", str(port))  # fmt: skip
+    await eventually(lambda: client.store.redis.zcard(client.keys.versions("paused")), timeout=20)
+    handles = [await client.start("paused", 4.0) for _ in range(2)]  # both slots busy for 4 s
+    await eventually(lambda: _status(client, handles[1].workflow_id, "RUNNING"))
+    for _ in range(12):  # 3.6 s: more than three liveness windows with no slot free
+        assert (await _fetch(port, "/livez"))[0] == 200
+        await asyncio.sleep(0.3)
+    for handle in handles:
+        assert await handle.result(timeout=20) == 4.0
+
+
+async def test_the_endpoint_answers_before_redis_does_and_sigterm_while_waiting_exits_at_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Startup does not depend on Redis: /livez answers at once, /readyz says not ready, and a SIGTERM while
+    the role waits for Redis ends it promptly and cleanly (a pod in a Redis outage is not crash-looped)."""
+    import signal
+    import time
+
+    port = free_port()
+    for url in (f"redis://127.0.0.1:{free_port()}/0", f"redis+cluster://127.0.0.1:{free_port()}"):
+        roles = RoleProcesses(replace(settings, redis_url=url), tmp_path)
+        try:
+            role = roles.start("scheduler", "--metrics-port", str(port))
+            await eventually(lambda: _status_code(port, "/livez", 200), timeout=20)
+            assert (await _fetch(port, "/readyz"))[0] == 503
+            await asyncio.sleep(1.5)  # still waiting for Redis, still alive
+            assert (await _fetch(port, "/livez"))[0] == 200
+            began = time.monotonic()
+            role.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(role.wait, 10) == 0, roles.log_of(role)
+            assert time.monotonic() - began < 3
+        finally:
+            roles.stop_all()
+
+
+async def test_the_drain_timeout_setting_bounds_a_drain_and_hands_the_rest_back(
+    client: Client, processes: RoleProcesses
+) -> None:
+    import signal
+    import time
+
+    dispatcher = processes.start("dispatcher", "--app", "cli_app", BDURABLE_DRAIN_TIMEOUT="1s")
+    await eventually(lambda: client.store.redis.zcard(client.keys.versions("paused")), timeout=20)
+    handle = await client.start("paused", 6.0)
+    await eventually(lambda: _status(client, handle.workflow_id, "RUNNING"))
+    await asyncio.sleep(0.5)  # the 6 s task is running
+    began = time.monotonic()
+    dispatcher.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(dispatcher.wait, 15) == 0
+    assert time.monotonic() - began < 4  # 1 s of drain, not the task's 6 s (nor the old fixed 25 s)
+    assert "drain timed out" in processes.log_of(dispatcher)
+    processes.start("dispatcher", "--app", "cli_app")  # the handed-back task runs again here
+    assert await handle.result(timeout=30) == 6.0

@@ -10,6 +10,7 @@ holds more than its concurrency.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = ["ClaimLoop"]
 log = structlog.get_logger("bdurable.dispatcher")
 
 WAKE_TIMEOUT = 1.0
+LIVENESS_TICK = 1.0  # a loop that waits (for a slot, for work) still shows it responds this often (/livez)
 
 
 class ClaimLoop:
@@ -70,7 +72,9 @@ class ClaimLoop:
                 self.metrics.in_flight.set(self.slots.running)
                 budget = min(self.slots.free(), self.slots.batch)
                 if budget <= 0:
-                    await self.slots.wait_for_room()  # a slot frees up, or stopping (see _wake_on_stop)
+                    # Every slot busy (tasks may run for minutes): wait for one, alive all along.
+                    while not await self.slots.wait_for_room(LIVENESS_TICK) and not stopping.is_set:
+                        self.health.tick()
                     continue
                 self._woken.clear()
                 self.slots.reserve(budget)  # hand-offs meanwhile must not take these slots too
@@ -90,7 +94,8 @@ class ClaimLoop:
                 for claim in claims:
                     self.spawn(claim)
                 if drained:  # every queue gave less than asked: wait for a wake-up, no empty re-claim
-                    await self._woken.wait()  # a wake-up token, or stopping (see _wake_on_stop)
+                    while not await _wait(self._woken, LIVENESS_TICK):  # a token, or stopping (_wake_on_stop)
+                        self.health.tick()
         finally:
             stop_watch.cancel()
             # Blocking reads are not cancelled mid-command (redis-py may swallow that); they time out.
@@ -141,6 +146,7 @@ class ClaimLoop:
             if self.slots.free() <= 0:
                 # Full: leave wake-up tokens to dispatchers that can claim, until a slot frees up.
                 await self.slots.wait_for_room(WAKE_TIMEOUT)
+                self.health.tick()
                 continue
             try:
                 if await self.store.redis.blpop(tokens, timeout=WAKE_TIMEOUT):
@@ -148,3 +154,10 @@ class ClaimLoop:
             except REDIS_ERRORS:
                 await asyncio.sleep(0.5)
             self.health.tick()
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` up to ``timeout``; returns whether it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
+    return event.is_set()

@@ -58,7 +58,7 @@ class Dispatcher:
         concurrency: int = 50,
         queues: list[str] | None = None,
         worker_id: str | None = None,
-        drain_timeout: float = 25.0,
+        drain_timeout: float | None = None,
         cache_size: int = 10_000,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -71,7 +71,7 @@ class Dispatcher:
         self.concurrency = concurrency
         self.queues = sorted(set(queues) if queues else (registry.queues() or {"default"}))
         self.worker_id = worker_id or new_worker_id("dispatcher")
-        self.drain_timeout = drain_timeout
+        self.drain_timeout = settings.drain_timeout if drain_timeout is None else drain_timeout
         self.clock = clock
         self.keys = Keys(settings.prefix, settings.shards)
         self.shards = self.keys.all_shards()
@@ -87,7 +87,7 @@ class Dispatcher:
             for shard in self.shards
         }
         self.slots = SlotLimiter(concurrency, batch=CLAIM_BATCH)
-        self.cache = RunCache(cache_size)
+        self.cache = RunCache(cache_size, max_bytes=settings.run_cache_bytes)
         self.metrics = Metrics("dispatcher")
         self.health = Health(30.0)
         self.pool = WorkPool(self.slots, self._work)
@@ -110,7 +110,7 @@ class Dispatcher:
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="dispatcher", worker=self.worker_id)
         self.pool.context = contextvars.copy_context()  # items start from this context, with the role bound
-        async with role_runtime("dispatcher", self.settings, clock=self.clock) as runtime:
+        async with role_runtime("dispatcher", self.settings, stopping=stopping, clock=self.clock) as runtime:
             self.metrics, self.health = runtime.metrics, runtime.health
             try:
                 await self._serve(runtime.store, stopping)

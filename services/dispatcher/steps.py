@@ -38,25 +38,40 @@ log = structlog.get_logger("bdurable.dispatcher")
 
 
 class RunCache:
-    """Workflow runs kept in memory between steps, least recently used first out."""
+    """Workflow runs kept in memory between steps, least recently used first out, bounded by a count and by
+    the payload bytes the runs hold (``BDURABLE_RUN_CACHE_BYTES``: payloads may be up to 1 MiB each)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._runs: OrderedDict[str, WorkflowRun] = OrderedDict()
+        self._sizes: dict[str, int] = {}
 
     def take(self, workflow_id: str) -> WorkflowRun | None:
+        self.bytes -= self._sizes.pop(workflow_id, 0)
         return self._runs.pop(workflow_id, None)
 
     def keep(self, workflow_id: str, run: WorkflowRun) -> None:
+        self.take(workflow_id)
+        footprint = run.footprint
+        if footprint > self.max_bytes:  # larger than the whole cache: replayed from Redis next time
+            run.close()
+            return
         self._runs[workflow_id] = run
-        while len(self._runs) > self.size:
-            _, evicted = self._runs.popitem(last=False)
+        self._sizes[workflow_id] = footprint
+        self.bytes += footprint
+        while len(self._runs) > self.size or self.bytes > self.max_bytes:
+            evicted_id, evicted = self._runs.popitem(last=False)
+            self.bytes -= self._sizes.pop(evicted_id, 0)
             evicted.close()
 
     def clear(self) -> None:
         for run in self._runs.values():
             run.close()
         self._runs.clear()
+        self._sizes.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -212,6 +227,7 @@ class StepRunner:
             seq_base=claim.seq_base,
             clock=self.clock.now,
         )
+        run.footprint += len(claim.input) + sum(len(raw) for raw in calls.values())
         run.start()
         return run
 

@@ -44,7 +44,7 @@ class Reaper:
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="reaper", worker=self.worker_id)
-        async with role_runtime("reaper", self.settings, clock=self.clock) as runtime:
+        async with role_runtime("reaper", self.settings, stopping=stopping, clock=self.clock) as runtime:
             self.metrics, self.health = runtime.metrics, runtime.health
             await self._serve(runtime.store, stopping)
         log.info("reaper stopped", **self.totals)

@@ -52,7 +52,7 @@ class Scheduler:
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="scheduler", worker=self.worker_id)
-        async with role_runtime("scheduler", self.settings, clock=self.clock) as runtime:
+        async with role_runtime("scheduler", self.settings, stopping=stopping, clock=self.clock) as runtime:
             self.metrics, self.health = runtime.metrics, runtime.health
             self.schedules.metrics = runtime.metrics
             await self._serve(runtime.store, stopping)

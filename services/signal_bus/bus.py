@@ -45,7 +45,7 @@ class SignalBus:
 
     async def run(self, stopping: Stopping) -> None:
         structlog.contextvars.bind_contextvars(role="signal-bus", worker=self.worker_id)
-        async with role_runtime("signal-bus", self.settings, clock=self.clock) as runtime:
+        async with role_runtime("signal-bus", self.settings, stopping=stopping, clock=self.clock) as runtime:
             self.metrics, self.health = runtime.metrics, runtime.health
             await self._serve(runtime.store, stopping)
         log.info("signal bus stopped", **self.totals)

@@ -23,6 +23,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterUnreachableError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
@@ -218,7 +219,9 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_NOT_FOUND
     if isinstance(exc, _BAD_INPUT_ERRORS):
         return EXIT_BAD_INPUT
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError | socket.gaierror):
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | RedisClusterUnreachableError | ConnectionError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, socket.gaierror):
         return EXIT_UNREACHABLE
     if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
         return EXIT_UNREACHABLE  # socket-level failures to connect: unreachable host or network

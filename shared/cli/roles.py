@@ -73,6 +73,21 @@ Shards = Annotated[
     int | None,
     typer.Option("--shards", min=1, max=1024, help="Shards of the keyspace; the same for every process (default 1)."),
 ]
+DrainTimeout = Annotated[
+    str | None,
+    typer.Option(
+        "--drain-timeout",
+        help="On SIGTERM, let work in flight finish this long, then hand the rest back (default 25s).",
+    ),
+]
+LivenessTimeout = Annotated[
+    str | None,
+    typer.Option("--liveness-timeout", help="/livez fails when the role's loops do not respond this long (30s)."),
+]
+RunCacheBytes = Annotated[
+    str | None,
+    typer.Option("--run-cache-bytes", help="Payload bytes of workflow runs kept in memory between steps (256MiB)."),
+]
 MetricsPort = Annotated[
     int | None,
     typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics, /livez and /readyz on this port."),
@@ -170,12 +185,15 @@ def _settings_only_role(command: str) -> Callable[..., None]:
         log_level: LogLevel = None,
         metrics_port: MetricsPort = None,
         shards: Shards = None,
+        drain_timeout: DrainTimeout = None,
+        liveness_timeout: LivenessTimeout = None,
         debug: Debug = False,
     ) -> None:
         settings = _settings(
             redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
             log_format=log_format, log_level=log_level, metrics_port=metrics_port, shards=shards,
+            drain_timeout=drain_timeout, liveness_timeout=liveness_timeout,
         )  # fmt: skip
         role = _role_class(command)
         _serve(command, settings, lambda: role(settings))
@@ -204,6 +222,9 @@ def dispatcher(
     log_level: LogLevel = None,
     metrics_port: MetricsPort = None,
     shards: Shards = None,
+    drain_timeout: DrainTimeout = None,
+    liveness_timeout: LivenessTimeout = None,
+    run_cache_bytes: RunCacheBytes = None,
     debug: Debug = False,
 ) -> None:
     """Run workflow steps and tasks of the --app modules."""
@@ -213,6 +234,7 @@ def dispatcher(
         redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
         log_format=log_format, log_level=log_level, metrics_port=metrics_port, shards=shards,
+        drain_timeout=drain_timeout, liveness_timeout=liveness_timeout, run_cache_bytes=run_cache_bytes,
     )  # fmt: skip
     import_app_modules(app)
     registry = Registry.from_modules(app)

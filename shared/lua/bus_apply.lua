@@ -37,19 +37,26 @@ local function apply_event(id, name, payload)
   counts.buffered = counts.buffered + 1
 end
 
-local function apply_publish(name, key, payload)
-  local index = k_keyed(name, key)
+-- A keyed publish wakes its waiters PUBLISH_CHUNK at a time, one chunk per script call, so that a publish to
+-- thousands of waiters never holds Redis for long: a publish with waiters left goes back to the head of the
+-- bus list (marked as a continuation), followed by the messages popped after it, unapplied: the order of
+-- messages stays the order they were sent (a second publish to the same key never wakes the first one's).
+local PUBLISH_CHUNK = 100
+
+local function apply_publish(m)
+  local index = k_keyed(m.name, m.key)
   local woken = 0
-  for _, member in ipairs(redis.call('SMEMBERS', index)) do
+  for _, member in ipairs(redis.call('SPOP', index, PUBLISH_CHUNK)) do
     local id, seq = parse_call_ref(member)
-    if deliver(id, seq, inbox_ok(seq, payload), 'done', now) == 1 then
+    if deliver(id, seq, inbox_ok(seq, m.p), 'done', now) == 1 then
       redis.call('ZREM', K_TIMERS, timer_call('e', seq, id))
       woken = woken + 1
     end
   end
-  redis.call('DEL', index)
-  if woken == 0 then counts.dropped = counts.dropped + 1 end
   counts.delivered = counts.delivered + woken
+  if redis.call('SCARD', index) > 0 then return true end  -- more to wake: continued in the next call
+  if woken == 0 and not m.more then counts.dropped = counts.dropped + 1 end
+  return false
 end
 
 local function apply(raw)
@@ -57,7 +64,10 @@ local function apply(raw)
   if m.t == 'event' then
     apply_event(m.id, m.name, m.p)
   elseif m.t == 'publish' then
-    apply_publish(m.name, m.key, m.p)
+    if apply_publish(m) then
+      m.more = true
+      return cjson.encode(m)
+    end
   elseif m.t == 'cancel' then
     counts.cancelled = counts.cancelled + request_cancel(m.id, m.reason, now)
   elseif m.t == 'x' then
@@ -72,7 +82,14 @@ end
 
 local popped = budget > 0 and redis.call('RPOP', K_BUS, budget)
 if popped then
-  for _, raw in ipairs(popped) do apply(raw) end
+  for i, raw in ipairs(popped) do
+    local continued = apply(raw)
+    if continued then  -- back to the head of the list (popped next), after the unapplied rest, in order
+      for j = #popped, i + 1, -1 do redis.call('RPUSH', K_BUS, popped[j]) end
+      redis.call('RPUSH', K_BUS, continued)
+      break
+    end
+  end
 end
 if redis.call('LLEN', K_BUS) > 0 and redis.call('LLEN', K_BUS_WAKE) == 0 then
   redis.call('LPUSH', K_BUS_WAKE, '1')  -- more is waiting: wake another bus too

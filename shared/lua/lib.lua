@@ -494,32 +494,64 @@ end
 
 -- Create a workflow record and queue its first step. Returns 'created', or the existing workflow's name.
 -- With `start_at` (ms), it waits as SCHEDULED until then (a timer), instead of queuing its first step now.
+-- What one script call learned once and may reuse for every workflow it creates (a batch of starts).
+local CREATED_KINDS, CREATED_LIVENESS, CREATED_QUEUES = {}, {}, {}
+
 local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, parent_shard, priority, now,
                                start_at)
   local wf = k_wf(id)
   local existing = redis.call('HGET', wf, 'name')
   if existing then return existing end
   -- Only what is known now: absent fields read as their defaults (no parent, nothing parked, no lease yet,
-  -- priority 0), which keeps a waiting workflow's footprint small.
-  redis.call('HSET', wf, 'name', name, 'version', version, 'queue', queue, 'input', input, 'status', 'RUNNING',
-    'step', '0', 'created_at', int(now), 'updated_at', int(now))
-  if priority and priority ~= 0 then redis.call('HSET', wf, 'priority', int(priority)) end
+  -- priority 0), which keeps a waiting workflow's footprint small. Written at once, in one HSET: a new workflow
+  -- has no reader yet (nobody can follow an id before it exists), so nothing is published.
+  local fields = {'name', name, 'version', version, 'queue', queue, 'input', input, 'step', '0',
+    'created_at', int(now), 'updated_at', int(now)}
+  local function add(field, value) fields[#fields + 1] = field fields[#fields + 1] = value end
+  if priority and priority ~= 0 then add('priority', int(priority)) end
+  local order
   if parent_id ~= '' then
-    redis.call('HSET', wf, 'parent_id', parent_id, 'parent_seq', parent_seq, 'parent_shard', parent_shard)
+    add('parent_id', parent_id) add('parent_seq', parent_seq) add('parent_shard', parent_shard)
   else
-    redis.call('HSET', wf, 'order', next_order())  -- its place in line among new starts
+    order = next_order()  -- its place in line among new starts
+    add('order', order)
   end
-  redis.call('SADD', K_KINDS, kind_member(name, version))
+  local kind = kind_member(name, version)
+  if not CREATED_KINDS[kind] then
+    redis.call('SADD', K_KINDS, kind)
+    CREATED_KINDS[kind] = true
+  end
   redis.call('ZADD', K_IDS, 0, id)
   if start_at then
-    redis.call('HSET', wf, 'status', 'SCHEDULED', 'waiting_on', 'its start at ' .. int(start_at) .. ' ms', 'start_at',
-      int(start_at))
+    add('status', 'SCHEDULED') add('waiting_on', 'its start at ' .. int(start_at) .. ' ms') add('start_at', int(start_at))
+    redis.call('HSET', wf, unpack(fields))
     redis.call('ZADD', k_index('SCHEDULED', version, name), int(now), id)
     add_timer('d|' .. id, start_at)
     return 'created'
   end
+  local liveness = CREATED_LIVENESS[kind] or version_liveness(name, version, now)
+  CREATED_LIVENESS[kind] = liveness
+  add('status', 'RUNNING')
+  if liveness == 'other' then  -- its version is not live while others are: enqueue_step halts it
+    redis.call('HSET', wf, unpack(fields))
+    redis.call('ZADD', k_index('RUNNING', version, name), int(now), id)
+    enqueue_step(id, now, false)
+    return 'created'
+  end
+  -- Queued at once, as enqueue_step would (without reading back what was just written).
+  local waiting = 'a dispatcher to run its next step'
+  if liveness == 'none' then waiting = 'a live dispatcher that runs ' .. name .. '@' .. version end
+  add('waiting_on', waiting) add('pending', '1') add('queued_at', int(now))
+  redis.call('HSET', wf, unpack(fields))
   redis.call('ZADD', k_index('RUNNING', version, name), int(now), id)
-  enqueue_step(id, now, false)
+  local continuations = k_step_queue(queue, version, name)
+  local member = step_queue_member(queue, name, version)
+  if not CREATED_QUEUES[member] then
+    redis.call('SADD', K_STEP_QUEUES, member)
+    CREATED_QUEUES[member] = true
+  end
+  local list = order and k_step_new(queue, version, name) or continuations  -- a child's first step continues
+  push_ready(list, continuations, item_step(id), tonumber(priority or 0), order or next_order())
   return 'created'
 end
 

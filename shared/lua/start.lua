@@ -1,18 +1,22 @@
--- Start a workflow, idempotently: the workflow id is the idempotency key. A delayed start (start_at > now) waits
--- as SCHEDULED, its first step queued by a timer when it is due.
--- KEYS[1] T; ARGV: G, id, name, version, queue, input JSON, priority, start_at ms (0: now)
--- Returns {'created', status} | {'exists', status} | {'conflict', existing name}
-local id, name, version, queue, input = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local priority, start_at = tonumber(ARGV[7]), tonumber(ARGV[8])
-local existing = redis.call('HMGET', k_wf(id), 'name', 'status')
-if existing[1] then
-  if existing[1] == name then return {'exists', existing[2]} end
-  return {'conflict', existing[1]}
-end
+-- Start workflows, idempotently: a workflow id is its idempotency key. A delayed start (start_at > now) waits
+-- as SCHEDULED, its first step queued by a timer when it is due. One call starts one workflow (`client.start`)
+-- or a batch of them (`client.start_many`: the ids of one shard, a hundred or so per call), each independently.
+-- KEYS[1] T; ARGV: G, then per workflow: id, name, version, queue, input JSON, priority, start_at ms (0: now)
+-- Returns per workflow {'created', status} | {'exists', status} | {'conflict', existing name}
 local now = now_once()
-if start_at > now then
-  create_workflow(id, name, version, queue, input, '', '', '', priority, now, start_at)
-  return {'created', 'SCHEDULED'}
+local replies = {}
+for i = 2, #ARGV, 7 do
+  local id, name, version, queue, input = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local priority, start_at = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+  local existing = redis.call('HMGET', k_wf(id), 'name', 'status')
+  if existing[1] then
+    table.insert(replies, {existing[1] == name and 'exists' or 'conflict', existing[1] == name and existing[2] or existing[1]})
+  elseif start_at > now then
+    create_workflow(id, name, version, queue, input, '', '', '', priority, now, start_at)
+    table.insert(replies, {'created', 'SCHEDULED'})
+  else
+    create_workflow(id, name, version, queue, input, '', '', '', priority, now)
+    table.insert(replies, {'created', 'RUNNING'})
+  end
 end
-create_workflow(id, name, version, queue, input, '', '', '', priority, now)
-return {'created', 'RUNNING'}
+return replies

@@ -133,6 +133,9 @@ class WorkflowRun:
         self.replaying = committed_len >= 0
         self.evicted = False
         self._task: asyncio.Task[Any] | None = None
+        # Payload bytes this run holds (input, results delivered, calls recorded): what bounds a dispatcher's
+        # cache of runs (BDURABLE_RUN_CACHE_BYTES). An estimate of the text, not of Python's objects.
+        self.footprint = 0
 
     # -- driving -----------------------------------------------------------------------------------------
 
@@ -149,6 +152,7 @@ class WorkflowRun:
                 self.delivered += 1
                 continue
             self.replaying = self.delivered < self.committed_len
+            self.footprint += len(raw)
             self._deliver(decode_inbox(raw))
             self.delivered += 1
             self.loop.run_until_quiet()
@@ -249,6 +253,7 @@ class WorkflowRun:
             if kind == "value":
                 extra["v"] = value
             call_record = CallRecord(kind, name, extra)
+            self.footprint += len(arguments or "") + 64  # the record itself: a few dozen bytes
             self.recorded[seq] = call_record
             self.last_recorded = max(self.last_recorded, seq)
             factory = command if command is not None else _value_command

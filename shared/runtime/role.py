@@ -13,7 +13,7 @@ from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.config import Settings
 from bdurable.runtime.health import Health, HealthServer
 from bdurable.runtime.metrics import Metrics
-from bdurable.runtime.service import REDIS_ERRORS
+from bdurable.runtime.service import REDIS_ERRORS, StoppedWaitingForRedis, Stopping
 from bdurable.store import Store
 
 __all__ = ["RoleRuntime", "role_runtime"]
@@ -29,39 +29,49 @@ class RoleRuntime:
     clock: Clock
 
 
-async def _initialize(store: Store) -> None:
-    """Retry until Redis answers: a role started before Redis waits for it instead of exiting."""
+async def _initialize(store: Store, health: Health, stopping: Stopping | None) -> None:
+    """Retry until Redis answers: a role started before Redis waits for it instead of exiting (its ``/livez``
+    stays 200 meanwhile: it is alive, only not ready). A stop asked meanwhile ends the role at once."""
     delay = 0.1
     while True:
+        health.tick()
         try:
             await store.initialize()
             return
         except REDIS_ERRORS as exc:
             log.warning("redis unavailable at start, retrying", error=str(exc), retry_in=delay)
-            await asyncio.sleep(delay)
+            if stopping is None:
+                await asyncio.sleep(delay)
+            elif await stopping.sleep(delay):
+                raise StoppedWaitingForRedis from None
             delay = min(delay * 2, 2.0)
 
 
 @asynccontextmanager
 async def role_runtime(
-    role: str, settings: Settings, *, stall_after: float = 30.0, clock: Clock = SYSTEM_CLOCK
+    role: str,
+    settings: Settings,
+    *,
+    stopping: Stopping | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[RoleRuntime]:
-    """Connect to Redis, start the metrics/health endpoint when ``metrics_port`` is set, clean up after."""
+    """Start the metrics/health endpoint (when ``metrics_port`` is set) at once, before Redis is reached, so
+    that probes see a live process whatever Redis does; then connect; clean up after."""
     store = Store.from_settings(settings, clock=clock)
-    await _initialize(store)
-    runtime = RoleRuntime(store, Metrics(role), Health(stall_after), clock)
+    runtime = RoleRuntime(store, Metrics(role), Health(settings.liveness_timeout), clock)
     server = None
-    if settings.metrics_port is not None:
-        server = HealthServer(
-            port=settings.metrics_port,
-            host=settings.metrics_host,
-            health=runtime.health,
-            metrics=runtime.metrics,
-            ping=store.redis.ping,
-        )
-        await server.start()
-        log.info("metrics and health endpoint listening", host=settings.metrics_host, port=server.port)
     try:
+        if settings.metrics_port is not None:
+            server = HealthServer(
+                port=settings.metrics_port,
+                host=settings.metrics_host,
+                health=runtime.health,
+                metrics=runtime.metrics,
+                ping=store.redis.ping,
+            )
+            await server.start()
+            log.info("metrics and health endpoint listening", host=settings.metrics_host, port=server.port)
+        await _initialize(store, runtime.health, stopping)
         yield runtime
     finally:
         runtime.health.serving = False

@@ -14,7 +14,14 @@ import structlog
 
 from bdurable.store import REDIS_ERRORS
 
-__all__ = ["REDIS_ERRORS", "Stopping", "new_worker_id", "retry_forever", "run_until_signalled"]
+__all__ = [
+    "REDIS_ERRORS",
+    "StoppedWaitingForRedis",
+    "Stopping",
+    "new_worker_id",
+    "retry_forever",
+    "run_until_signalled",
+]
 
 log = structlog.get_logger("bdurable.runtime")
 
@@ -22,6 +29,11 @@ log = structlog.get_logger("bdurable.runtime")
 def new_worker_id(role: str) -> str:
     """A unique, readable id for one process: role, host, pid and a random suffix."""
     return f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class StoppedWaitingForRedis(Exception):
+    """A role was asked to stop while it waited for Redis (starting, or in an outage): it ends at once, with
+    nothing to drain (what it was about to do never reached Redis)."""
 
 
 class Stopping:
@@ -54,6 +66,8 @@ async def run_until_signalled(main: Callable[[Stopping], Awaitable[Any]]) -> Non
         loop.add_signal_handler(sig, stopping.set)
     try:
         await main(stopping)
+    except StoppedWaitingForRedis:
+        log.info("stopped while waiting for redis")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -67,7 +81,8 @@ async def retry_forever(what: str, operation: Callable[[], Awaitable[Any]], stop
             return await operation()
         except REDIS_ERRORS as exc:
             if stopping.is_set:
-                raise
+                raise StoppedWaitingForRedis from exc
             log.warning("redis unavailable, retrying", operation=what, error=str(exc), retry_in=round(delay, 2))
-            await asyncio.sleep(delay)
+            if await stopping.sleep(delay):
+                raise StoppedWaitingForRedis from exc
             delay = min(delay * 2, 2.0)

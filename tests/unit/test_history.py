@@ -91,8 +91,8 @@ def test_the_document_round_trips_through_text_and_files(tmp_path: Path) -> None
     assert text.endswith("}\n")
     document = json.loads(text)
     assert list(document) == [
-        "format", "workflow_id", "run", "name", "version", "status", "input", "output", "error", "created_at",
-        "finished_at", "consumed", "calls", "inbox",
+        "format", "workflow_id", "run", "seq_base", "name", "version", "status", "input", "output", "error",
+        "created_at", "finished_at", "consumed", "calls", "inbox",
     ]  # fmt: skip
     assert document["format"] == FORMAT
     assert "arguments" not in document["calls"][2]  # a sleep has none

@@ -68,18 +68,33 @@ def test_a_step_document_carries_its_payloads_beside_it_once() -> None:
     data = json.loads(text)
     assert payloads == ['{"args":["x"],"kwargs":{}}', '"out"']  # as they are: not escaped into the document
     assert data["calls"][0]["p"] == 1
-    assert data["outcome"] == {"status": "COMPLETED", "p": 2, "error": ""}
+    assert data["outcome"] == {"status": "COMPLETED", "p": 2, "error": "", "next_seq": 0}
     assert json.loads(data["calls"][0]["rec"]) == {"k": "task", "n": "t"}
 
 
 def test_claims_and_commit_replies_decode_from_the_scripts_lists() -> None:
-    step = ["w", 0, "wf", 7, "flow", "1", '{"x":1}', -1, "-1", ['{"seq":1,"ok":true,"v":2}'], ["1", '{"k":"task"}'], 5]
+    step = [
+        "w",
+        0,
+        "wf",
+        7,
+        "flow",
+        "1",
+        '{"x":1}',
+        -1,
+        "-1",
+        ['{"seq":1,"ok":true,"v":2}'],
+        ["1", '{"k":"task"}'],
+        5,
+        40,
+    ]
     task = ["t", 1, "wf", 2, 8, ["name", "t", "args", "{}", "attempts", "1", "max_attempts", "3"]]
     reply = CommitReply.decode(["dead", [step, task], "0-9"])
     first, second = reply.claims
     assert isinstance(first, StepClaim)
     assert isinstance(second, TaskClaim)
     assert (first.lease, first.inbox_start, first.calls) == ("7", -1, {"1": '{"k":"task"}'})
+    assert (first.priority, first.seq_base) == (5, 40)  # a continued run's calls are numbered after 40
     assert (second.suspect, second.seq, second.call.attempt, second.call.max_attempts) == (True, 2, 2, 3)
     assert (reply.status, reply.dead_letter) == ("dead", "0-9")
     assert decode_claims([]) == []
