@@ -414,11 +414,6 @@ class Store:
                 call.future.set_result(result)
 
     async def _send(self, batch: list[ScriptCall]) -> list[Any]:
-        if self.cluster:
-            # redis-py's cluster pipeline refuses EVALSHA: send the batch concurrently (one call per node
-            # connection) instead; each call finds its slot's node itself.
-            calls = (self._evalsha_reloading(call) for call in batch)
-            return list(await asyncio.gather(*calls, return_exceptions=True))
         if len(batch) == 1 and self.settings.wait_replicas == 0:
             call = batch[0]
             try:
@@ -438,17 +433,12 @@ class Store:
                 results[i] = result
         return results
 
-    async def _evalsha_reloading(self, call: ScriptCall) -> Any:
-        try:
-            return await self._evalsha(call)
-        except NoScriptError:
-            await self.redis.script_load(call.script.source)
-            return await self._evalsha(call)
-
     async def _evalsha(self, call: ScriptCall) -> Any:
         return await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
 
     async def _pipeline(self, batch: list[ScriptCall]) -> list[Any]:
+        """One round trip for the batch; on a cluster, redis-py's cluster pipeline groups the calls by node (one
+        round trip per node, sent concurrently), each call to the node of its shard's slot."""
         pipe = self.redis.pipeline(transaction=False)
         for call in batch:
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
