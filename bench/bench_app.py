@@ -94,3 +94,16 @@ async def three_capped_tasks(ctx: Context, n: int) -> int:
     n = await capped_step(n)
     n = await capped_step(n)
     return await capped_step(n)
+
+
+@workflow(version="1")
+async def held_open(ctx: Context, payload: str) -> int:
+    """One task with the payload, then a wait: the run stays in its dispatcher's cache (bench_memory.py)."""
+    size = await measure(payload)
+    await ctx.wait_for_event("close")
+    return size
+
+
+@task
+async def measure(payload: str) -> int:
+    return len(payload)

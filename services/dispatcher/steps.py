@@ -149,6 +149,8 @@ class StepRunner:
                     run.close()  # finished, stale, or continued as new (the next run starts from its input)
             if continued and reply.status == "ok":
                 log.info("workflow continued as new")
+            self.metrics.run_cache_bytes.set(self.cache.bytes)
+            self.metrics.run_cache_runs.set(len(self.cache))
             if reply.status != "stale":
                 self.metrics.child(self.metrics.steps, claim.name).inc()
                 self.metrics.child(self.metrics.step_duration, claim.name).observe(time.perf_counter() - began)

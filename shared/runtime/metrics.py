@@ -82,6 +82,8 @@ class Metrics:
     handoffs: Counter
     heartbeat_age: Gauge
     in_flight: Gauge
+    run_cache_bytes: Gauge
+    run_cache_runs: Gauge
     # scheduler
     timers_fired: Counter
     timer_lag: Histogram
@@ -161,6 +163,10 @@ class Metrics:
             "bdurable_heartbeat_age_seconds", "Seconds since this dispatcher's last successful heartbeat", registry=r
         )
         self.in_flight = Gauge("bdurable_in_flight", "Work items this dispatcher is running", registry=r)
+        self.run_cache_bytes = Gauge(
+            "bdurable_run_cache_bytes", "Bytes the workflow runs cached between steps are counted for", registry=r
+        )
+        self.run_cache_runs = Gauge("bdurable_run_cache_runs", "Workflow runs cached between steps", registry=r)
 
     def _scheduler(self) -> None:
         r = self.registry
