@@ -98,11 +98,12 @@ class HistoryEntry:
     finished_at: datetime | None
     child_id: str | None = None  # a child call's workflow id (the web console links it)
     args: Any = None  # a task's arguments or a child's input, as recorded with the call
+    attempts: int | None = None  # how many attempts a finished task call took
 
     def to_json(self) -> dict[str, Any]:
-        """The shape of ``bdurable history --json`` (without ``child_id`` and ``args``)."""
+        """The shape of ``bdurable history --json`` (without ``child_id``, ``args`` and ``attempts``)."""
         data = asdict(self)
-        del data["child_id"], data["args"]
+        del data["child_id"], data["args"], data["attempts"]
         data["started_at"] = self.started_at.isoformat() if self.started_at else None
         data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
         return data

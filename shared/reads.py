@@ -219,6 +219,7 @@ class Reads:
                     finished_at=ms(finished) if finished else None,
                     child_id=str(record.extra["id"]) if record.kind == "child" and "id" in record.extra else None,
                     args=_json_or_text(calls[f"{seq}:a"]) if f"{seq}:a" in calls else None,
+                    attempts=int(calls[f"{seq}:n"]) if f"{seq}:n" in calls else None,
                 )
             )
         return sorted(entries, key=lambda e: e.seq)

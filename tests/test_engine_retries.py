@@ -43,7 +43,7 @@ async def test_task_failing_twice_then_succeeding_is_retried_with_backoff(
     assert attempts[1] - attempts[0] >= 0.05
     assert attempts[2] - attempts[1] >= 0.1
     history = await client.history(handle.workflow_id)
-    assert [(h.kind, h.status, h.result) for h in history] == [("task", "done", 3)]
+    assert [(h.kind, h.status, h.result, h.attempts) for h in history] == [("task", "done", 3, 3)]
     assert await client.dlq_list() == []
 
 
@@ -62,6 +62,8 @@ async def test_exhausted_task_goes_to_the_dead_letter_queue_and_raises_in_the_wo
         "message": "nope",
     }
     assert engine_app.CALLS[t] == ["attempt", "attempt"]
+    [failed_call] = [h for h in await client.history(handle.workflow_id) if h.kind == "task"]
+    assert (failed_call.status, failed_call.attempts) == ("failed", 2)
 
     shard = client.keys.for_workflow(handle.workflow_id)
     redis = client.store.redis

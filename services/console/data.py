@@ -128,7 +128,7 @@ async def workflow(client: Client, workflow_id: str) -> dict[str, Any]:
 
 def history_entry(entry: HistoryEntry) -> dict[str, Any]:
     """``bdurable history --json``'s entry, plus the child's id and the call's arguments."""
-    return {**entry.to_json(), "child_id": entry.child_id, "args": entry.args}
+    return {**entry.to_json(), "child_id": entry.child_id, "args": entry.args, "attempts": entry.attempts}
 
 
 async def history(client: Client, workflow_id: str) -> list[dict[str, Any]]:

@@ -57,6 +57,7 @@ class Row:
     args: Any
     result: Any
     failed: bool  # the result is an error record
+    attempts: int | None = None  # a finished task call: how many attempts it took
 
 
 def _at(text: str | None) -> datetime | None:
@@ -101,6 +102,7 @@ def timeline(state: dict[str, Any], entries: list[dict[str, Any]], now: datetime
                 args=entry.get("args"),
                 result=result,
                 failed=failed,
+                attempts=entry.get("attempts"),
             )
         )
     return rows

@@ -10,7 +10,7 @@ local _, id, seq = parse_item(item)
 local task = k_task(seq, id)
 local proc = k_proc(worker)
 if redis.call('HGET', proc, item) ~= lease then return {'stale'} end
-local t = redis.call('HMGET', task, 'lease', 'wf_shard')
+local t = redis.call('HMGET', task, 'lease', 'wf_shard', 'attempts')
 if t[1] ~= lease then
   if not t[1] then
     redis.call('HDEL', proc, item)  -- the call was cancelled or its workflow ended: discard the result
@@ -24,7 +24,7 @@ redis.call('HDEL', proc, item)
 release_permit(item, now)
 if outcome == 'ok' then
   redis.call('DEL', task)
-  deliver_task_outcome(id, seq, t[2], inbox_ok(seq, payload), 'done', now)
+  deliver_task_outcome(id, seq, t[2], inbox_ok(seq, payload), 'done', now, tonumber(t[3] or '0') + 1)
   return {'ok', hand_off(worker, handoff)}
 end
 redis.call('HDEL', task, 'suspect')  -- it ran to the end: not the item that killed its dispatcher

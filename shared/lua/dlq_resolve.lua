@@ -25,5 +25,5 @@ end
 local failure = wrap_error('TaskFailedError', e[4], {task_name = t[1], attempts = tonumber(t[2])})
 redis.call('DEL', task)
 route({shard = t[3] or shard_number(), op = 'unpark', id = id, seq = seq, task = t[1], retried = false}, now)
-deliver_task_outcome(id, seq, t[3], inbox_error(seq, failure), 'failed', now)
+deliver_task_outcome(id, seq, t[3], inbox_error(seq, failure), 'failed', now, tonumber(t[2]))
 return {'ok'}

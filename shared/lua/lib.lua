@@ -628,9 +628,10 @@ end
 -- A task has failed for good: write its dead-letter entry, then either fail the workflow's call with
 -- TaskFailedError or park the workflow on the entry until an operator retries or fails it.
 -- Deliver a task call's outcome to its workflow, which lives in another shard when the task is limited (a
--- limited task lives with its limit).
-local function deliver_task_outcome(id, seq, wf_shard, entry, status, now)
-  route({shard = wf_shard or shard_number(), op = 'deliver', id = id, seq = seq, entry = entry, status = status}, now)
+-- limited task lives with its limit), with how many attempts it took (kept with the history: `<seq>:n`).
+local function deliver_task_outcome(id, seq, wf_shard, entry, status, now, attempts)
+  route({shard = wf_shard or shard_number(), op = 'deliver', id = id, seq = seq, entry = entry, status = status,
+    attempts = attempts}, now)
 end
 
 -- A task has failed for good: write its dead-letter entry, then either fail the workflow's call with
@@ -652,7 +653,7 @@ local function exhaust_task(id, seq, error_json, now)
   end
   local failure = wrap_error('TaskFailedError', error_json, {task_name = t[1], attempts = tonumber(t[3])})
   redis.call('DEL', task)
-  deliver_task_outcome(id, seq, t[5], inbox_error(seq, failure), 'failed', now)
+  deliver_task_outcome(id, seq, t[5], inbox_error(seq, failure), 'failed', now, tonumber(t[3]))
   return entry_id
 end
 
@@ -803,7 +804,9 @@ end
 
 local function apply_x(m, now)
   if m.op == 'deliver' then
-    deliver(m.id, m.seq, m.entry, m.status, now)
+    if deliver(m.id, m.seq, m.entry, m.status, now) == 1 and m.attempts and m.attempts ~= cjson.null then
+      redis.call('HSET', k_calls(m.id), m.seq .. ':n', int(m.attempts))
+    end
   elseif m.op == 'create_task' then  -- a limited task, created in its limit's shard
     local task = k_task(m.seq, m.id)
     if redis.call('EXISTS', task) == 0 then
