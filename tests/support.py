@@ -59,7 +59,9 @@ class InProcessRoles:
 
     async def stop(self, worker: Worker) -> None:
         """Stop one worker as SIGTERM stops a process (a dispatcher drains); a role that failed to start raises."""
-        starting = self.starting.pop(worker)
+        starting = self.starting.pop(worker, None)
+        if starting is None:  # stopped already
+            return
         if not starting.done():
             starting.cancel()  # not serving yet: start() stops what it started as it unwinds
             await asyncio.wait([starting])
