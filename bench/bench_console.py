@@ -6,7 +6,7 @@
    creates each workflow as the ``start`` script's ``create_workflow`` does (minus queueing its first step) and
    ends it with the engine's own ``finish_workflow``: the hash, the status and id indexes and the expiry index are
    exactly what the engine writes (about a minute for a million).
-2. Serves the console (in this process, uvicorn on a free loopback port, as ``bdurable console`` does) and times
+2. Serves the console (``bdurable console --read-only``, its own process, on a free loopback port) and times
    ``GET /api/workflows`` over real HTTP, one request at a time, for each filter the page offers (status, name,
    version, id prefix, creation time, the cursor pages), plus the overview and the list page itself.
 
@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
+import os
+import signal
 import statistics
 import sys
 import time
@@ -31,13 +35,11 @@ import redis.asyncio as aioredis
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from harness import percentile  # noqa: E402
+from harness import LOGS, percentile  # noqa: E402
 
 from bdurable import Client, Settings  # noqa: E402
 from bdurable.embedded import RedisServer  # noqa: E402
 from bdurable.lua import load_scripts  # noqa: E402
-from bdurable.runtime.service import Stopping  # noqa: E402
-from bdurable.services.console import Console  # noqa: E402
 
 NAMES = ("checkout", "onboarding", "report", "refund")
 DAY_MS = 86_400_000
@@ -120,11 +122,44 @@ def iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
+def console_port(log: Path) -> int | None:
+    """The port in the console's ``console listening`` log line (JSON), once it is written."""
+    for line in log.read_text(errors="replace").splitlines():
+        if '"console listening"' in line:
+            return int(json.loads(line)["url"].rpartition(":")[2])
+    return None
+
+
+async def serve_console(settings: Settings) -> tuple[asyncio.subprocess.Process, int]:
+    """``bdurable console --read-only --port 0`` with ``settings`` in its environment; its port once Redis answers."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{settings.prefix}-console.log"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("BDURABLE_")}
+    for field in dataclasses.fields(Settings):
+        if (value := getattr(settings, field.name)) is not None:
+            env[f"BDURABLE_{field.name.upper()}"] = str(value)
+    env["BDURABLE_LOG_FORMAT"] = "json"
+    env.pop("BDURABLE_CONSOLE_TOKEN", None)
+    with open(log, "wb") as output:  # noqa: ASYNC230  # a local file, opened once
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bdurable.cli", "console", "--read-only", "--port", "0",
+            env=env, stdout=output, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while (port := console_port(log)) is None:
+        if process.returncode is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the console did not start listening (see {log})")
+        await asyncio.sleep(0.05)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        while (await http.get("/readyz")).status_code != 200:  # connected to Redis
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the console did not reach Redis (see {log})")
+            await asyncio.sleep(0.05)
+    return process, port
+
+
 async def measure(settings: Settings, total: int, requests: int) -> list[tuple[str, str, list[float]]]:
-    console = Console(settings, host="127.0.0.1", port=0, read_only=True)
-    stopping = Stopping()
-    task = asyncio.create_task(console.run(stopping))
-    await asyncio.wait_for(console.connected.wait(), 30)
+    console, port = await serve_console(settings)
     now_ms = int(time.time() * 1000)
     mid = now_ms - 3 * DAY_MS
     scenarios: list[tuple[str, str, dict[str, str]]] = [
@@ -144,7 +179,7 @@ async def measure(settings: Settings, total: int, requests: int) -> list[tuple[s
     ]
     results = []
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{console.port}", timeout=60) as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             for label, path, params in scenarios:
                 await timed(http, path, params, 3)  # warm up
                 samples, _ = await timed(http, path, params, requests)
@@ -158,8 +193,8 @@ async def measure(settings: Settings, total: int, requests: int) -> list[tuple[s
                 cursor = body["next_cursor"]
             results.append(("status=COMPLETED, pages 1 to 50 (cursor)", "/api/workflows", samples))
     finally:
-        stopping.set()
-        await asyncio.wait_for(task, 15)
+        console.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(console.wait(), 15)
     return results
 
 

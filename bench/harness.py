@@ -1,7 +1,8 @@
 """Start Redis (one server or a 3-node cluster) and role processes for a benchmark; read Redis's own figures.
 
-Roles run as separate processes (multiprocessing ``spawn``), as in production, logging JSON at ``warning``
-to ``bench/results/logs/`` (``log_level`` changes that). A role can run under cProfile (``profile=PATH``).
+Roles run as separate processes (multiprocessing ``spawn``, each a ``bdurable.Worker`` of one role), as in
+production, logging JSON at ``warning`` to ``bench/results/logs/`` (``log_level`` changes that). A role can run
+under cProfile (``profile=PATH``).
 """
 
 from __future__ import annotations
@@ -31,37 +32,35 @@ LOGS = RESULTS / "logs"
 
 
 def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: str, profile: str | None) -> None:
+    """One role as a ``bdurable.Worker`` of this (spawned) process until SIGTERM or SIGINT, when it drains."""
     sys.path.insert(0, str(BENCH))
-    from bdurable.registry import Registry
+    import bench_app
+
+    from bdurable import Worker
     from bdurable.runtime.logging import configure_logging
-    from bdurable.runtime.service import run_until_signalled
 
     options = dict(options)
     stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     configure_logging(level=options.pop("log_level", "warning"), fmt="json", stream=stream)
-    if role == "dispatcher":
-        import bench_app
+    worker = Worker([bench_app], settings=settings, roles=(role.replace("-", "_"),), **options)
 
-        from bdurable.services.dispatcher import Dispatcher
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        async with worker:
+            await stopping.wait()
 
-        instance: Any = Dispatcher(settings, Registry.from_modules([bench_app]), **options)
-    elif role == "scheduler":
-        from bdurable.services.scheduler import Scheduler
-
-        instance = Scheduler(settings)
-    else:
-        from bdurable.services.signal_bus import SignalBus
-
-        instance = SignalBus(settings)
     if profile is None:
-        asyncio.run(run_until_signalled(instance.run))
+        asyncio.run(serve())
         return
     import cProfile
 
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        asyncio.run(run_until_signalled(instance.run))
+        asyncio.run(serve())
     finally:
         profiler.disable()
         profiler.dump_stats(profile)

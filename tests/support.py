@@ -14,14 +14,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from bdurable import Client, Settings
+from bdurable import Client, Settings, Worker
 from bdurable.limits import limit_id
-from bdurable.registry import Registry
-from bdurable.runtime.service import Stopping
-from bdurable.services.dispatcher import Dispatcher
-from bdurable.services.reaper import Reaper
-from bdurable.services.scheduler import Scheduler
-from bdurable.services.signal_bus import SignalBus
 from bdurable.wire import WorkItem
 
 TESTS = Path(__file__).parent
@@ -29,19 +23,20 @@ APPS = TESTS / "apps"
 
 
 class InProcessRoles:
-    """Dispatchers and schedulers as asyncio tasks in the test's own loop (fast feedback).
+    """Each role a ``bdurable.Worker`` of its own in the test's own loop (fast feedback), started in the background:
+    ``roles.dispatcher(app)`` returns at once, the worker serves a moment later.
 
-    End-to-end tests use real processes (``RoleProcesses``); these are for the programming model.
+    End-to-end tests use real processes (``RoleProcesses``); these are for the programming model. Read what a
+    role did with ``worker.sample(metric, **labels)``.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.running: list[tuple[Stopping, asyncio.Task[None], Any]] = []
+        self.starting: dict[Worker, asyncio.Task[None]] = {}  # each worker and the task that starts it
         self._bus_started = False
 
-    def dispatcher(self, *modules: Any, with_bus: bool = True, **options: Any) -> Dispatcher:
-        dispatcher = Dispatcher(self.settings, Registry.from_modules(modules), **options)
-        self._run(dispatcher)
+    def dispatcher(self, *modules: Any, with_bus: bool = True, **options: Any) -> Worker:
+        dispatcher = self._start(Worker(modules, settings=self.settings, roles=("dispatcher",), **options))
         if with_bus and self.settings.shards > 1 and not self._bus_started:
             # With several shards the signal bus carries cross-shard operations (a child in another
             # shard): a deployment always runs one, so the tests of the programming model do too.
@@ -49,38 +44,34 @@ class InProcessRoles:
             self.signal_bus()
         return dispatcher
 
-    def scheduler(self) -> Scheduler:
-        scheduler = Scheduler(self.settings)
-        self._run(scheduler)
-        return scheduler
+    def scheduler(self) -> Worker:
+        return self._start(Worker(settings=self.settings, roles=("scheduler",)))
 
-    def signal_bus(self) -> SignalBus:
-        bus = SignalBus(self.settings)
-        self._run(bus)
-        return bus
+    def signal_bus(self) -> Worker:
+        return self._start(Worker(settings=self.settings, roles=("signal_bus",)))
 
-    def reaper(self) -> Reaper:
-        reaper = Reaper(self.settings)
-        self._run(reaper)
-        return reaper
+    def reaper(self) -> Worker:
+        return self._start(Worker(settings=self.settings, roles=("reaper",)))
 
-    def _run(self, role: Any) -> None:
-        stopping = Stopping()
-        self.running.append((stopping, asyncio.create_task(role.run(stopping)), role))
+    def _start(self, worker: Worker) -> Worker:
+        self.starting[worker] = asyncio.create_task(worker.start())
+        return worker
 
-    async def stop(self, role: Any) -> None:
-        for stopping, task, candidate in self.running:
-            if candidate is role:
-                stopping.set()
-                await asyncio.wait_for(task, 30)
+    async def stop(self, worker: Worker) -> None:
+        """Stop one worker as SIGTERM stops a process (a dispatcher drains); a role that failed to start raises."""
+        starting = self.starting.pop(worker, None)
+        if starting is None:  # stopped already
+            return
+        if not starting.done():
+            starting.cancel()  # not serving yet: start() stops what it started as it unwinds
+            await asyncio.wait([starting])
+            return
+        starting.result()
+        await worker.stop(timeout=30)
 
     async def stop_all(self) -> None:
-        for stopping, _, _ in self.running:
-            stopping.set()
-        tasks = [task for _, task, _ in self.running]
-        if tasks:
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-        self.running.clear()
+        workers = list(self.starting)
+        await asyncio.gather(*(self.stop(worker) for worker in workers), return_exceptions=True)
 
 
 class RoleProcesses:

@@ -6,46 +6,24 @@ one slot. The same scenarios on a single Redis with several shards check the hop
 
 from __future__ import annotations
 
-import asyncio
+import os
+import signal
 import uuid
-from typing import Any
+from pathlib import Path
 
 import cluster_app
 import pytest
-from support import LocalCluster, eventually
+from support import LocalCluster, RoleProcesses, eventually
 
-from bdurable import Client, Settings, WorkflowCancelledError
+from bdurable import Client, Settings, Worker, WorkflowCancelledError
 from bdurable.embedded import RedisServer
-from bdurable.registry import Registry
-from bdurable.runtime.service import Stopping
-from bdurable.services.dispatcher import Dispatcher
-from bdurable.services.reaper import Reaper
-from bdurable.services.scheduler import Scheduler
-from bdurable.services.signal_bus import SignalBus
 
 SHARDS = 6
 
 
-class Cluster:
-    """All four roles in process, plus a way to kill a dispatcher without it leaving cleanly."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.tasks: list[tuple[Stopping, asyncio.Task[None]]] = []
-
-    def start(self, role: Any) -> asyncio.Task[None]:
-        stopping = Stopping()
-        task = asyncio.create_task(role.run(stopping))
-        self.tasks.append((stopping, task))
-        return task
-
-    def dispatcher(self) -> asyncio.Task[None]:
-        return self.start(Dispatcher(self.settings, Registry.from_modules([cluster_app]), concurrency=20))
-
-    async def stop(self) -> None:
-        for stopping, _ in self.tasks:
-            stopping.set()
-        await asyncio.wait_for(asyncio.gather(*(t for _, t in self.tasks), return_exceptions=True), 30)
+def roles(settings: Settings, *names: str) -> Worker:
+    """The roles ``names`` in this process (``cluster_app``'s workflows for a dispatcher, 20 at once)."""
+    return Worker([cluster_app], settings=settings, roles=names, concurrency=20)
 
 
 @pytest.fixture(params=["cluster", "single-redis"])
@@ -61,75 +39,59 @@ def sharded(request: pytest.FixtureRequest, redis_server: RedisServer) -> Settin
 
 
 async def test_children_events_signals_and_timers_across_shards(sharded: Settings) -> None:
-    roles = Cluster(sharded)
-    for role in (Scheduler(sharded), SignalBus(sharded), Reaper(sharded)):
-        roles.start(role)
-    roles.dispatcher()
-    try:
-        async with Client(settings=sharded) as client:
-            ids = [f"fan-{i}" for i in range(8)]
-            assert len({client.keys.shard_of(i) for i in ids}) > 1  # the workflows really spread over shards
-            for workflow_id in ids:
-                await client.start(cluster_app.fan, 4, workflow_id=workflow_id)
-            for workflow_id in ids:
-                await eventually(lambda w=workflow_id: _status_is(client, w, "AWAITING_EVENT"), timeout=20)
-                await client.send_event(workflow_id, "go", {"by": workflow_id})
-            for workflow_id in ids:
-                output = await client.result(workflow_id, timeout=20)
-                assert output == {"children": [0, 2, 4, 6], "approval": {"by": workflow_id}}
-                signals = [s async for s in client.signals(workflow_id)]
-                assert [(s.name, s.payload) for s in signals] == [("children.done", {"count": 4})]
-                child = await client.get_state(f"{workflow_id}-c3")
-                assert child is not None
-                assert (child.parent_id, child.status) == (workflow_id, "COMPLETED")
-            page = await client.list(name="fan", limit=5)
-            second = await client.list(name="fan", limit=5, cursor=page.next_cursor)
-            listed = [s.workflow_id for s in page.items + second.items]
-            assert sorted(listed) == sorted(ids)
-            assert second.next_cursor is None
-    finally:
-        await roles.stop()
+    async with roles(sharded, "scheduler", "signal_bus", "reaper", "dispatcher"), Client(settings=sharded) as client:
+        ids = [f"fan-{i}" for i in range(8)]
+        assert len({client.keys.shard_of(i) for i in ids}) > 1  # the workflows really spread over shards
+        for workflow_id in ids:
+            await client.start(cluster_app.fan, 4, workflow_id=workflow_id)
+        for workflow_id in ids:
+            await eventually(lambda w=workflow_id: _status_is(client, w, "AWAITING_EVENT"), timeout=20)
+            await client.send_event(workflow_id, "go", {"by": workflow_id})
+        for workflow_id in ids:
+            output = await client.result(workflow_id, timeout=20)
+            assert output == {"children": [0, 2, 4, 6], "approval": {"by": workflow_id}}
+            signals = [s async for s in client.signals(workflow_id)]
+            assert [(s.name, s.payload) for s in signals] == [("children.done", {"count": 4})]
+            child = await client.get_state(f"{workflow_id}-c3")
+            assert child is not None
+            assert (child.parent_id, child.status) == (workflow_id, "COMPLETED")
+        page = await client.list(name="fan", limit=5)
+        second = await client.list(name="fan", limit=5, cursor=page.next_cursor)
+        listed = [s.workflow_id for s in page.items + second.items]
+        assert sorted(listed) == sorted(ids)
+        assert second.next_cursor is None
 
 
 async def test_cancel_cascades_to_a_child_in_another_shard(sharded: Settings) -> None:
-    roles = Cluster(sharded)
-    for role in (Scheduler(sharded), SignalBus(sharded)):
-        roles.start(role)
-    roles.dispatcher()
-    try:
-        async with Client(settings=sharded) as client:
-            shard_of = client.keys.shard_of
-            parent = next(f"p{i}" for i in range(100) if shard_of(f"p{i}") != shard_of(f"p{i}-stuck"))
-            await client.start(cluster_app.parent_of_stuck, 1, workflow_id=parent)
-            await eventually(lambda: _status_is(client, f"{parent}-stuck", "RUNNING"), timeout=10)
-            await client.cancel(parent, reason="stop")
-            with pytest.raises(WorkflowCancelledError):
-                await client.result(parent, timeout=10)
-            assert (await client.get_state(parent)).output == "cleaned up"  # type: ignore[union-attr]
-            with pytest.raises(WorkflowCancelledError):
-                await client.result(f"{parent}-stuck", timeout=10)
-    finally:
-        await roles.stop()
+    async with roles(sharded, "scheduler", "signal_bus", "dispatcher"), Client(settings=sharded) as client:
+        shard_of = client.keys.shard_of
+        parent = next(f"p{i}" for i in range(100) if shard_of(f"p{i}") != shard_of(f"p{i}-stuck"))
+        await client.start(cluster_app.parent_of_stuck, 1, workflow_id=parent)
+        await eventually(lambda: _status_is(client, f"{parent}-stuck", "RUNNING"), timeout=10)
+        await client.cancel(parent, reason="stop")
+        with pytest.raises(WorkflowCancelledError):
+            await client.result(parent, timeout=10)
+        assert (await client.get_state(parent)).output == "cleaned up"  # type: ignore[union-attr]
+        with pytest.raises(WorkflowCancelledError):
+            await client.result(f"{parent}-stuck", timeout=10)
 
 
-async def test_a_crashed_dispatcher_is_recovered_on_every_shard(sharded: Settings) -> None:
-    roles = Cluster(sharded)
-    for role in (Scheduler(sharded), SignalBus(sharded), Reaper(sharded)):
-        roles.start(role)
-    doomed = roles.dispatcher()
+async def test_a_crashed_dispatcher_is_recovered_on_every_shard(sharded: Settings, tmp_path: Path) -> None:
+    processes = RoleProcesses(sharded, tmp_path)
     try:
-        async with Client(settings=sharded) as client:
+        async with roles(sharded, "scheduler", "signal_bus", "reaper"), Client(settings=sharded) as client:
+            doomed = processes.start("dispatcher", "--app", "cluster_app", "--concurrency", "20")
             ids = [f"leaf-{i}" for i in range(30)]
             await eventually(lambda: client.store.redis.zcard(client.keys.versions("leaf")), timeout=10)
-            doomed.cancel()  # dies without leaving: its heartbeat stops, its claims stay held
-            await asyncio.gather(doomed, return_exceptions=True)
+            os.killpg(doomed.pid, signal.SIGKILL)  # dies without leaving: its heartbeat stops, its claims stay held
+            doomed.wait(timeout=10)
             for i, workflow_id in enumerate(ids):
                 await client.start(cluster_app.leaf, i, workflow_id=workflow_id)
-            roles.dispatcher()
-            results = [await client.result(w, timeout=20) for w in ids]
+            async with roles(sharded, "dispatcher"):
+                results = [await client.result(w, timeout=20) for w in ids]
             assert results == [i * 2 for i in range(len(ids))]
     finally:
-        await roles.stop()
+        processes.stop_all()
 
 
 async def _status_is(client: Client, workflow_id: str, status: str) -> bool:

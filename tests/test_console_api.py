@@ -589,7 +589,7 @@ async def test_the_stream_sends_status_and_signal_events_then_ends(
         statuses = [data["status"] for kind, data in events if kind == "status"]
         assert statuses[-1] == "COMPLETED"
         assert events[-1] == ("end", {})
-        assert web.console.state.metrics.streams._value.get() == 0  # the stream closed its watch
+        assert "bdurable_console_streams 0.0" in (await web.http.get("/metrics")).text  # the stream closed its watch
 
 
 async def test_an_open_stream_ends_when_the_console_stops(

@@ -56,7 +56,7 @@ async def test_a_workflows_next_task_and_step_start_on_the_dispatcher_that_commi
     for n in range(5):
         assert await (await client.start(one_task, n)).result(timeout=5) == n + 1
     # each workflow: step 1 (claimed) hands off its task, whose commit hands off the final step
-    assert dispatcher.metrics.registry.get_sample_value("bdurable_handoffs_total") == 10
+    assert dispatcher.sample("bdurable_handoffs_total") == 10
 
 
 async def test_hand_offs_stay_within_the_dispatchers_concurrency(client: Client, roles: InProcessRoles) -> None:

@@ -49,16 +49,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from support import APPS, RoleProcesses, eventually
 from tls_front import TlsFront
 
-from bdurable import Client, Settings, Status, WorkflowCancelledError
+from bdurable import Client, Settings, Status, Worker, WorkflowCancelledError
 from bdurable.embedded import RedisServer, find_redis_server, free_port
 from bdurable.keys import Keys
 from bdurable.lua import SCRIPT_NAMES, load_scripts
-from bdurable.registry import Registry
-from bdurable.runtime.service import Stopping
-from bdurable.services.dispatcher import Dispatcher
-from bdurable.services.reaper import Reaper
-from bdurable.services.scheduler import Scheduler
-from bdurable.services.signal_bus import SignalBus
 from bdurable.store import connect_redis
 
 REPO = Path(__file__).resolve().parent.parent
@@ -323,33 +317,45 @@ async def acl(acl_server: RedisServer, prefix: str) -> AsyncIterator[AclUsers]:
 
 
 class Running:
-    """Roles as tasks of the test's loop; a role that dies fails the test at once, with its error."""
+    """Roles as ``bdurable.Worker``s of the test's loop, one per role (each under its own settings, hence its
+    own user); a worker that stops fails the test at once."""
 
     def __init__(self) -> None:
-        self.stopping = Stopping()
-        self.tasks: dict[asyncio.Task[None], str] = {}
+        self.watching: dict[asyncio.Task[None], Worker] = {}  # per worker: starts it, then ends if it stops
 
-    def start(self, role: Any) -> Any:
-        self.tasks[asyncio.create_task(role.run(self.stopping))] = type(role).__name__
-        return role
+    def start(self, worker: Worker) -> Worker:
+        self.watching[asyncio.create_task(self._watch(worker))] = worker
+        return worker
+
+    @staticmethod
+    async def _watch(worker: Worker) -> None:
+        await worker.start()  # a role that fails to start raises here, with its error
+        while worker.running:  # noqa: ASYNC110  # a Worker has a flag, not an event
+            await asyncio.sleep(0.05)
+        raise RuntimeError("stopped while serving")
 
     async def within(self, awaitable: Awaitable[Any], timeout: float = 10.0) -> Any:
         work = asyncio.ensure_future(awaitable)
-        done, _ = await asyncio.wait([work, *self.tasks], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([work, *self.watching], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if work in done:
             return work.result()
         work.cancel()
         with suppress(asyncio.CancelledError, Exception):
             await work
-        for died in done:  # a role's task ended before the work did
+        for died in done:  # a worker ended before the work did
             error = died.exception()
-            raise AssertionError(f"the {self.tasks[died]} role stopped: {type(error).__name__}: {error}")
+            roles = ", ".join(self.watching[died].roles)
+            raise AssertionError(f"the {roles} role stopped: {type(error).__name__}: {error}")
         raise AssertionError(f"not done within {timeout}s")
 
     async def stop(self) -> None:
-        self.stopping.set()
-        results = await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 30)
-        failures = [(name, r) for name, r in zip(self.tasks.values(), results, strict=True) if r is not None]
+        failures = []
+        for watch, worker in self.watching.items():
+            if watch.done():
+                failures.append((", ".join(worker.roles), watch.exception()))
+            watch.cancel()
+        await asyncio.gather(*self.watching, return_exceptions=True)
+        await asyncio.gather(*(worker.stop(timeout=30) for worker in self.watching.values()))
         assert not failures, f"roles failed: {failures}"
 
 
@@ -362,12 +368,17 @@ async def running() -> AsyncIterator[Running]:
         await roles.stop()
 
 
+def worker(role: str, settings: Settings) -> Worker:
+    """One role under ``settings`` (its URL, hence its user); a dispatcher runs ``security_app``."""
+    return Worker([security_app], settings=settings, roles=(role,))
+
+
 def all_roles(roles: Running, settings_for: Callable[[str], Settings]) -> None:
     """The four roles, each with the settings (URL, hence user) ``settings_for(role)`` gives."""
-    roles.start(Dispatcher(settings_for("dispatcher"), Registry.from_modules([security_app])))
-    roles.start(Scheduler(settings_for("scheduler")))
-    roles.start(SignalBus(settings_for("signal-bus")))
-    roles.start(Reaper(settings_for("reaper")))
+    roles.start(worker("dispatcher", settings_for("dispatcher")))
+    roles.start(worker("scheduler", settings_for("scheduler")))
+    roles.start(worker("signal_bus", settings_for("signal-bus")))
+    roles.start(worker("reaper", settings_for("reaper")))
 
 
 async def status_of(client: Client, workflow_id: str) -> str | None:
@@ -484,16 +495,16 @@ async def test_a_dead_dispatcher_is_reaped_under_the_reaper_user(
     try:
         doomed = processes.start("dispatcher", "--app", "security_app", SECURITY_APP_HOLD="1")
         async with running() as roles:
-            reaper = roles.start(Reaper(acl.settings(settings, "reaper")))
-            roles.start(Scheduler(acl.settings(settings, "scheduler")))
+            reaper = roles.start(worker("reaper", acl.settings(settings, "reaper")))
+            roles.start(worker("scheduler", acl.settings(settings, "scheduler")))
             async with Client(settings=acl.settings(settings, "client")) as client:
                 handle = await client.start(security_app.rescued, str(marker))
                 await roles.within(eventually(marker.exists, timeout=10))
                 os.killpg(doomed.pid, signal.SIGKILL)
                 doomed.wait(timeout=10)
-                roles.start(Dispatcher(acl.settings(settings, "dispatcher"), Registry.from_modules([security_app])))
+                roles.start(worker("dispatcher", acl.settings(settings, "dispatcher")))
                 assert await roles.within(handle.result(timeout=10), timeout=12) == "rescued"
-            assert reaper.totals["workers"] >= 1
+            assert (reaper.sample("bdurable_reaped_workers_total") or 0) >= 1
     finally:
         processes.stop_all()
     log = processes.log_of(doomed)
@@ -842,8 +853,8 @@ async def test_mutual_tls_with_acl_users(pki: Pki, settings: Settings) -> None:
                 return dataclasses.replace(settings, redis_url=url)
 
             async with running() as roles:
-                roles.start(Dispatcher(settings_for("dispatcher"), Registry.from_modules([security_app])))
-                roles.start(Scheduler(settings_for("scheduler")))
+                roles.start(worker("dispatcher", settings_for("dispatcher")))
+                roles.start(worker("scheduler", settings_for("scheduler")))
                 async with Client(settings=settings_for("client")) as client:
                     handle = await client.start(security_app.short, "mutual")
                     assert await roles.within(handle.result(timeout=10)) == "MUTUAL"

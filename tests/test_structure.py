@@ -71,3 +71,29 @@ def test_services_import_the_library_and_never_each_other() -> None:
                 assert not name.startswith(("shared", "services")), f"{path}: imports the source folder {name}"
                 if name.startswith("bdurable.services."):
                     assert name.split(".")[2] == role.name, f"{path}: imports another role ({name})"
+
+
+INTERNAL = ("bdurable.services", "bdurable.registry", "bdurable.runtime.service")
+
+
+def test_tests_and_benchmarks_run_roles_through_the_public_surface() -> None:
+    """A role runs in a test or a benchmark as users run it: ``bdurable.Worker`` or the ``bdurable`` command.
+    Only the unit tests of ``tests/unit/`` import a role's modules (each tests one on its own)."""
+    offenders = []
+    files = [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+    for path in files:
+        if path.is_relative_to(ROOT / "tests" / "unit"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: {name}"
+                for name in names
+                if any(name == internal or name.startswith(f"{internal}.") for internal in INTERNAL)
+            ]
+    assert offenders == []

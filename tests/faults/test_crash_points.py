@@ -27,15 +27,9 @@ import redis.asyncio as aioredis
 from faultkit import REPO, audit, leftovers, report, statuses
 from support import APPS, RoleProcesses
 
-from bdurable import Client, Settings
+from bdurable import Client, Settings, Worker
 from bdurable.embedded import RedisServer
-from bdurable.registry import Registry
 from bdurable.runtime.faults import CRASH_POINTS
-from bdurable.runtime.service import Stopping
-from bdurable.services.dispatcher import Dispatcher
-from bdurable.services.reaper import Reaper
-from bdurable.services.scheduler import Scheduler
-from bdurable.services.signal_bus import SignalBus
 
 LANES = 3
 RUN_TIMEOUT = 40.0
@@ -65,21 +59,18 @@ class Lane:
         )
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.processes = RoleProcesses(self.settings, tmp_path)
-        self.stopping = Stopping()
-        self.roles: list[asyncio.Task[None]] = []
+        self.support = Worker(settings=self.settings, roles=("scheduler", "reaper", "signal_bus"))
         self.client = Client(settings=self.settings)
         self.raw = aioredis.Redis.from_url(self.settings.redis_url, decode_responses=True)
 
     async def __aenter__(self) -> Lane:
         await self.client.connect()
-        for role in (Scheduler(self.settings), Reaper(self.settings), SignalBus(self.settings)):
-            self.roles.append(asyncio.create_task(role.run(self.stopping)))
+        await self.support.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.processes.stop_all()
-        self.stopping.set()
-        await asyncio.wait_for(asyncio.gather(*self.roles, return_exceptions=True), 30)
+        await self.support.stop(timeout=30)
         await self.client.close()
         await self.raw.aclose()
 
@@ -105,9 +96,7 @@ class Lane:
         else:
             await self.client.start(examples.payouts.payout, {"account": wf, "cents": 700}, workflow_id=wf)
 
-        taking_over: Dispatcher | None = None
-        taken_over: asyncio.Task[None] | None = None
-        stopping = Stopping()
+        taking_over: Worker | None = None
         event_sent = False
         crashed_at: float | None = None
         status: str | None = None
@@ -122,16 +111,15 @@ class Lane:
                 if crashing.poll() is not None and taking_over is None:
                     crashed_at = time.monotonic()
                     modules = [examples.order, examples.onboarding, examples.payouts]
-                    taking_over = Dispatcher(self.settings, Registry.from_modules(modules), concurrency=10)
-                    taken_over = asyncio.create_task(taking_over.run(stopping))
+                    taking_over = Worker(modules, settings=self.settings, roles=("dispatcher",), concurrency=10)
+                    await taking_over.start()
                 await asyncio.sleep(0.03)
         finally:
             if crashing.poll() is None:
                 crashing.kill()
                 crashing.wait(10)
-            if taken_over is not None:
-                stopping.set()
-                await asyncio.wait_for(taken_over, 30)
+            if taking_over is not None:
+                await taking_over.stop(timeout=30)
         finished = time.monotonic()
         crashed = crashing.returncode == 137
         outcome = Outcome(workflow, point, n, crashed, seconds=round(finished - began, 2))
