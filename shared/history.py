@@ -45,7 +45,7 @@ from bdurable.codec import decode, dumps, loads
 from bdurable.errors import InvalidInputError, WorkflowNotFoundError
 from bdurable.model import FINISHED
 from bdurable.reads import ms
-from bdurable.wire import CallRecord, Delivery, SignalRecord, decode_inbox
+from bdurable.wire import CallRecord, SignalRecord, deliveries
 
 __all__ = ["FORMAT", "History", "RecordedCall", "export", "from_record"]
 
@@ -204,11 +204,7 @@ def from_record(
 ) -> History:
     """A history from what Redis holds of a workflow: its hash, inbox, calls hash and signal log (as read)."""
     entries = [loads(raw) for raw in inbox]
-    outcomes: dict[int, Delivery] = {}
-    for raw in inbox:
-        entry = decode_inbox(raw)
-        if isinstance(entry, Delivery):
-            outcomes.setdefault(entry.seq, entry)
+    outcomes = deliveries(inbox)
     payloads = {record.seq: dumps(record.payload) for record in map(SignalRecord.decode, signals)}
     recorded = []
     for key, raw in calls.items():

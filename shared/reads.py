@@ -22,7 +22,7 @@ from bdurable.codec import decode, loads
 from bdurable.errors import DurableError, InvalidInputError
 from bdurable.keys import Keys, ShardKeys
 from bdurable.model import DeadLetter, DispatcherInfo, HistoryEntry, Status, WorkflowPage, WorkflowState
-from bdurable.wire import CallRecord, Delivery, decode_inbox
+from bdurable.wire import CallRecord, deliveries
 
 __all__ = ["ListQuery", "Reads", "Registration", "dead_letter", "ms", "outcome_from_message", "state_from_hash"]
 
@@ -194,11 +194,9 @@ class Reads:
     async def history(self, workflow_id: str) -> builtins.list[HistoryEntry]:
         """The recorded durable calls of a workflow, in order, with their results."""
         inbox, calls = await self.recorded(workflow_id)
-        results: dict[int, Any] = {}
-        for raw in inbox:
-            entry = decode_inbox(raw)
-            if isinstance(entry, Delivery):
-                results[entry.seq] = entry.value if entry.ok else entry.error.to_json() if entry.error else None
+        results: dict[int, Any] = {
+            seq: d.value if d.ok else d.error.to_json() if d.error else None for seq, d in deliveries(inbox).items()
+        }
         entries = []
         for field, raw in calls.items():
             if not field.isdigit():

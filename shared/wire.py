@@ -24,7 +24,7 @@ embeds them as they are, so a payload is encoded once on its way in and decoded 
 from __future__ import annotations
 
 import traceback as traceback_module
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -351,6 +351,16 @@ class CancelRequest:
     """The workflow was asked to cancel (``client.cancel``, or its parent's cancellation)."""
 
     reason: str | None
+
+
+def deliveries(inbox: Iterable[str]) -> dict[int, Delivery]:
+    """The results an inbox holds, by call (one per call: a result is delivered once)."""
+    found: dict[int, Delivery] = {}
+    for raw in inbox:
+        entry = decode_inbox(raw)
+        if isinstance(entry, Delivery):
+            found.setdefault(entry.seq, entry)
+    return found
 
 
 def decode_inbox(text: str) -> Delivery | CancelRequest:

@@ -222,3 +222,27 @@ async def held_by_dispatchers(client: Client, task: str) -> tuple[int, int]:
         *held, permit_of, permits = await pipe.execute()
     items = [item for keys in held for item in keys if WorkItem.decode(item).kind == "l"]
     return sum(1 for item in items if permit_of.get(item) == ident), int(permits)
+
+
+class HeldSampler:
+    """Samples, every 5 ms while it runs (``async with``), the most attempts of ``task`` the dispatchers hold at
+    once, as Redis shows it (``held_by_dispatchers``): ``samples`` then says whether a limit ever gave way."""
+
+    def __init__(self, client: Client, task: str) -> None:
+        self.client, self.task = client, task
+        self.samples: list[int] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.samples.append(max(await held_by_dispatchers(self.client, self.task)))
+            await asyncio.sleep(0.005)
+
+    async def __aenter__(self) -> HeldSampler:
+        self._running = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._running is not None:
+            self._running.cancel()
+            await asyncio.gather(self._running, return_exceptions=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import limits_app
 import pytest
-from support import InProcessRoles, eventually, held_by_dispatchers
+from support import HeldSampler, InProcessRoles, eventually, held_by_dispatchers
 
 from bdurable import Client, Status, WorkflowCancelledError
 
@@ -21,19 +21,10 @@ async def test_a_task_concurrency_limit_holds_across_dispatchers(client: Client,
     for _ in range(4):
         roles.dispatcher(limits_app, concurrency=50)
     handles = [await client.start(limits_app.capped_flow, {"calls": 50, "hold": 0.02}) for _ in range(4)]
-    samples: list[int] = []
-
-    async def sample() -> None:
-        while True:
-            samples.append(max(await held_by_dispatchers(client, "limits.capped")))
-            await asyncio.sleep(0.005)
-
-    sampler = asyncio.create_task(sample())
-    try:
+    async with HeldSampler(client, "limits.capped") as sampler:
         for handle in handles:
             assert await handle.result(timeout=60) == list(range(50))
-    finally:
-        sampler.cancel()
+    samples = sampler.samples
     assert max(samples) <= 5, max(samples)
     assert max(samples) >= 4  # it was under pressure: the limit, not a lack of demand, kept it at 5
     assert limits_app.MOST["capped"] <= 5

@@ -22,7 +22,6 @@ from bdurable.cli.common import (
     with_client,
 )
 from bdurable.cli.render import print_schedule, print_schedules
-from bdurable.client import Client
 from bdurable.model import ScheduleInfo
 
 __all__ = ["schedule_app"]
@@ -125,12 +124,8 @@ def pause(
     debug: Debug = False,
 ) -> None:
     """Stop firing until unpaused (times passing meanwhile do not run later)."""
-
-    async def operation(client: Client) -> ScheduleInfo:
-        await client.pause_schedule(schedule_id, note=note)
-        return await client.get_schedule(schedule_id)
-
-    _show(with_client(redis_url, prefix, operation), json_output)
+    paused = with_client(redis_url, prefix, lambda c: c.update_schedule(schedule_id, paused=True, note=note))
+    _show(paused, json_output)
 
 
 @schedule_app.command("unpause")
@@ -143,12 +138,7 @@ def unpause(
     debug: Debug = False,
 ) -> None:
     """Fire again, from the next time after now."""
-
-    async def operation(client: Client) -> ScheduleInfo:
-        await client.unpause_schedule(schedule_id)
-        return await client.get_schedule(schedule_id)
-
-    _show(with_client(redis_url, prefix, operation), json_output)
+    _show(with_client(redis_url, prefix, lambda c: c.update_schedule(schedule_id, paused=False)), json_output)
 
 
 @schedule_app.command("trigger")

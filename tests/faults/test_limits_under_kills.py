@@ -4,13 +4,12 @@ more than 5 at once, every call completes, and the dead dispatcher's permits com
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 
 import limits_app
 import pytest
-from support import InProcessRoles, RoleProcesses, eventually, held_by_dispatchers
+from support import HeldSampler, InProcessRoles, RoleProcesses, eventually, held_by_dispatchers
 
 from bdurable import Client
 
@@ -25,24 +24,14 @@ async def test_concurrency_five_holds_through_a_sigkill(
     dispatchers = [processes.start("dispatcher", "--app", "limits_app", "--concurrency", "50") for _ in range(4)]
     await eventually(lambda: client.reads.registered_versions("capped_flow"), timeout=20)
     handles = [await client.start(limits_app.capped_flow, {"calls": 50, "hold": 0.05}) for _ in range(4)]
-    samples: list[int] = []
-
-    async def sample() -> None:
-        while True:
-            samples.append(max(await held_by_dispatchers(client, "limits.capped")))
-            await asyncio.sleep(0.005)
-
-    sampler = asyncio.create_task(sample())
-    try:
-        await eventually(lambda: samples and samples[-1] >= 5, timeout=20)  # the limit is saturated
+    async with HeldSampler(client, "limits.capped") as sampler:
+        await eventually(lambda: sampler.samples and sampler.samples[-1] >= 5, timeout=20)  # saturated
         victim = dispatchers[0]
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(10)
         for handle in handles:
             assert await handle.result(timeout=90) == list(range(50))
-    finally:
-        sampler.cancel()
-    assert max(samples) <= 5, max(samples)
+    assert max(sampler.samples) <= 5, max(sampler.samples)
     # The dead dispatcher is recovered (its heartbeat lapses within a second) ...
     await eventually(lambda: (reaper.sample("bdurable_reaped_workers_total") or 0) >= 1, timeout=10)
     held, permits = await held_by_dispatchers(client, "limits.capped")
