@@ -157,7 +157,8 @@ end
 -- The reliable-queue pattern: an item moves from its ready queue into the dispatcher's processing hash with
 -- a fresh lease token; a commit must present that token, so work handed to someone else can never be
 -- committed by its former holder. Claims, as returned to the dispatcher (decoded by bdurable/wire.py):
---   {'w', suspect, id, lease, name, version, input, inbox_start, committed_len, {inbox entries}, {calls}, priority}
+--   {'w', suspect, id, lease, name, version, input, inbox_start, committed_len, {inbox entries}, {calls}, priority,
+--    traceparent}
 --     inbox_start is where the dispatcher's cached copy stopped, or -1 (no copy: the whole inbox and the call
 --     records follow); committed_len is -1 before the first commit
 --   {'t', suspect, id, seq, lease, {task hash fields}}
@@ -165,7 +166,7 @@ end
 
 local function claim_step(worker, id, item, suspect, claims)
   local wf = k_wf(id)
-  local f = redis.call('HMGET', wf, 'name', 'version', 'input', 'cache_owner', 'cache_len', 'priority')
+  local f = redis.call('HMGET', wf, 'name', 'version', 'input', 'cache_owner', 'cache_len', 'priority', 'trace')
   if not f[1] then return end  -- expired or removed while queued: nothing to run
   local lease = redis.call('INCR', K_SEQ)
   redis.call('HSET', k_proc(worker), item, lease)
@@ -175,7 +176,7 @@ local function claim_step(worker, id, item, suspect, claims)
   local calls = {}
   if start < 0 then calls = redis.call('HGETALL', k_calls(id)) end
   table.insert(claims, {'w', suspect and 1 or 0, id, lease, f[1], f[2], f[3], start, f[5] or '-1',
-    redis.call('LRANGE', k_inbox(id), math.max(start, 0), -1), calls, tonumber(f[6] or '0')})
+    redis.call('LRANGE', k_inbox(id), math.max(start, 0), -1), calls, tonumber(f[6] or '0'), f[7] or ''})
 end
 
 local function claim_task(worker, id, seq, item, suspect, claims)
@@ -494,8 +495,9 @@ end
 
 -- Create a workflow record and queue its first step. Returns 'created', or the existing workflow's name.
 -- With `start_at` (ms), it waits as SCHEDULED until then (a timer), instead of queuing its first step now.
+-- `trace`: the W3C traceparent its steps continue (tracing on; nil or '' otherwise, and nothing is stored).
 local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, parent_shard, priority, now,
-                               start_at)
+                               start_at, trace)
   local wf = k_wf(id)
   local existing = redis.call('HGET', wf, 'name')
   if existing then return existing end
@@ -504,6 +506,7 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
   redis.call('HSET', wf, 'name', name, 'version', version, 'queue', queue, 'input', input, 'status', 'RUNNING',
     'step', '0', 'created_at', int(now), 'updated_at', int(now))
   if priority and priority ~= 0 then redis.call('HSET', wf, 'priority', int(priority)) end
+  if trace and trace ~= '' then redis.call('HSET', wf, 'trace', trace) end
   if parent_id ~= '' then
     redis.call('HSET', wf, 'parent_id', parent_id, 'parent_seq', parent_seq, 'parent_shard', parent_shard)
   else
@@ -779,7 +782,7 @@ local function apply_x(m, now)
     request_cancel(m.id, m.reason, now)
   elseif m.op == 'start_child' then
     local created = create_workflow(m.id, m.name, m.version, m.queue, m.input, m.parent_id, m.parent_seq,
-      m.parent_shard, m.priority, now)
+      m.parent_shard, m.priority, now, nil, m.trace)
     if created ~= 'created' then
       local f = redis.call('HMGET', k_wf(m.id), 'parent_id', 'parent_seq')
       if f[1] ~= m.parent_id or f[2] ~= m.parent_seq then  -- not a replay of our own start: a conflict
