@@ -57,7 +57,7 @@ class Scheduler:
         log.info("scheduler stopped", fired=self.fired)
 
     async def _serve(self, store: Store, stopping: Stopping) -> None:
-        reads = Reads(store.redis, self.keys)
+        reads = Reads(store.redis, self.keys, store.codec)
         pubsub: Any = None
         try:
             pubsub = store.redis.pubsub()

@@ -11,7 +11,7 @@ import structlog
 
 from bdurable.config import Settings
 from bdurable.runtime.health import Health, HealthServer
-from bdurable.runtime.metrics import Metrics
+from bdurable.runtime.metrics import Metrics, PayloadBytes
 from bdurable.runtime.service import REDIS_ERRORS
 from bdurable.store import Store
 
@@ -43,9 +43,10 @@ async def _initialize(store: Store) -> None:
 @asynccontextmanager
 async def role_runtime(role: str, settings: Settings, *, stall_after: float = 30.0) -> AsyncIterator[RoleRuntime]:
     """Connect to Redis, start the metrics/health endpoint when ``metrics_port`` is set, clean up after."""
-    store = Store.from_settings(settings)
+    store = Store.from_settings(settings, service=f"bdurable-{role}")
     await _initialize(store)
     runtime = RoleRuntime(store, Metrics(role), Health(stall_after))
+    runtime.metrics.registry.register(PayloadBytes(store.codec))
     server = None
     if settings.metrics_port is not None:
         server = HealthServer(
@@ -64,3 +65,4 @@ async def role_runtime(role: str, settings: Settings, *, stall_after: float = 30
         if server is not None:
             await server.stop()
         await store.close()
+        store.tracing.flush()  # spans still batched go out before the process ends
