@@ -211,14 +211,36 @@ class PayloadCodec:
         :class:`PayloadUnreadableError`."""
         if MARKER not in text:
             return text
-        if text.startswith(MARKER) and text.endswith('"') and '"' not in text[1:-1]:
+        spliced = self._splice(text, view)
+        if spliced is not None:
+            return spliced
+        return dumps(self.open_value(loads(text), view=view))
+
+    def _splice(self, text: str, view: bool) -> str | None:
+        """``text`` with each sealed string replaced, as text, by the JSON it seals: no parse of the record (an
+        inbox entry, an error record), which is what makes opening cheap. A sealed string holds no quote or
+        backslash, so it ends at the next quote; it is spliced only where it is a whole JSON value (after ``:``,
+        ``,`` or ``[`` or at the start, and before ``,``, ``}``, ``]`` or the end), else ``None``: parse instead."""
+        parts: list[str] = []
+        at = 0
+        while (begin := text.find(MARKER, at)) >= 0:
+            end = text.find('"', begin + 1)
+            if end < 0:
+                return None
+            before = text[begin - 1] if begin > 0 else ":"
+            after = text[end + 1] if end + 1 < len(text) else "}"
+            if before not in ":,[" or after not in ",}]":
+                return None
             try:
-                return self._unseal(text[1:-1]).decode()
+                opened = self._unseal(text[begin + 1 : end]).decode()
             except PayloadUnreadableError as exc:
                 if not view:
                     raise
-                return dumps(_placeholder(exc))
-        return dumps(self.open_value(loads(text), view=view))
+                opened = dumps(_placeholder(exc))
+            parts += [text[at:begin], opened]
+            at = end + 1
+        parts.append(text[at:])
+        return "".join(parts)
 
     def open(self, text: str, *, view: bool = False) -> Any:
         """The value of a payload (or record) read from Redis."""

@@ -634,7 +634,8 @@ def test_references_resolve(rendered: dict[str, list[Obj]]) -> None:
     """Every ConfigMap and Secret a pod names exists, except the Secrets production users create."""
     for target in overlay_targets(rendered):
         objects = rendered[target]
-        external = {("Secret", "bdurable-redis-ca")}
+        # bdurable-encryption: the payload keys (docs/security.md), optional, the user's own in every overlay
+        external = {("Secret", "bdurable-redis-ca"), ("Secret", "bdurable-encryption")}
         if target.startswith("production"):
             external.add(("Secret", "bdurable-console"))  # the console's token: optional, the user's own
         if target.startswith("production"):

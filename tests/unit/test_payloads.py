@@ -182,3 +182,16 @@ def test_a_custom_codec_is_applied_and_needed_to_read() -> None:
     assert PayloadCodec().view(stored) == ENCRYPTED
     with pytest.raises(ValueError, match="cannot be loaded"):
         PayloadCodec.from_settings(Settings(codec="protection_app:Nothing"))
+
+
+def test_records_holding_sealed_payloads_open_to_the_same_json_as_a_full_parse() -> None:
+    payloads = codec(new_key(), compress_above=16)
+    sealed = payloads.seal(dumps({"a": [1, "two"], "big": "x" * 50}))
+    records = [
+        '{"seq":3,"ok":true,"v":' + sealed + "}",
+        "[" + sealed + "," + sealed + "]",
+        '{"seq":4,"ok":false,"err":' + payloads.seal_error(ErrorRecord("E", "m " * 20, "t")) + "}",
+        '{"cancel":"a \\"$bdurable:1::x:y\\" reason"}',  # the marker inside an engine string: not an envelope
+    ]
+    for record in records:
+        assert json.loads(payloads.open_text(record)) == payloads.open_value(json.loads(record))
