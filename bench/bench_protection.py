@@ -43,7 +43,7 @@ from bdurable.codec import dumps
 from bdurable.keyring import Keyring
 from bdurable.payloads import PayloadCodec
 from bdurable.tracing import NO_TRACING
-from bdurable.wire import StepClaim, StepDocument
+from bdurable.wire import ErrorRecord, StepClaim, StepDocument, TaskCall, TaskClaim
 
 
 def per_call_us(operation: Callable[[], object], budget_s: float = 0.3) -> float:
@@ -104,14 +104,16 @@ def codec_table(budget: float) -> list[tuple[str, ...]]:
 def hooks_table(budget: float) -> list[tuple[str, ...]]:
     claim = StepClaim(False, "wf-1", "1", "flow", "1", "{}", -1, -1, [], {})
     document = StepDocument([], "RUNNING", "", None)
+    task = TaskClaim(False, "wf-1", 1, "2", TaskCall("t", "{}", "default", 0, 3, 1000, 0, "raise"))
+    error = ErrorRecord("ValueError", "failed")
 
     def step_hooks() -> None:
         with NO_TRACING.step(claim) as span:
             span.annotate(document)
 
     def attempt_hooks() -> None:
-        with NO_TRACING.attempt(claim) as span:  # type: ignore[arg-type]  # the no-op never looks
-            span.failed(None)
+        with NO_TRACING.attempt(task) as span:
+            span.failed(error)
 
     return [
         ("a step's hooks (span, annotate)", f"{per_call_us(step_hooks, budget) * 1000:,.0f} ns"),

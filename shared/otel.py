@@ -13,7 +13,7 @@ from opentelemetry.context import Context as OtelContext
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from bdurable.tracing import Tracing
+from bdurable.tracing import Hooks, Tracing
 from bdurable.wire import (
     ChildCommand,
     ErrorRecord,
@@ -139,24 +139,24 @@ class OtelTracing(Tracing):
         ) as span:
             yield _Span(self, span)
 
-    def start_workflow(self, name: str, workflow_id: str, version: str) -> Any:
+    def start_workflow(self, name: str, workflow_id: str, version: str) -> Hooks:
         return self._span(f"StartWorkflow:{name}", kind=SpanKind.PRODUCER, workflow_id=workflow_id, workflow=name,
                           version=version)  # fmt: skip
 
-    def send_event(self, workflow_id: str, name: str) -> Any:
+    def send_event(self, workflow_id: str, name: str) -> Hooks:
         return self._span(f"SendEvent:{name}", kind=SpanKind.PRODUCER, workflow_id=workflow_id, event=name)
 
-    def publish_event(self, name: str) -> Any:
+    def publish_event(self, name: str) -> Hooks:
         return self._span(f"PublishEvent:{name}", kind=SpanKind.PRODUCER, event=name)
 
-    def step(self, claim: StepClaim) -> Any:
+    def step(self, claim: StepClaim) -> Hooks:
         return self._span(
             f"RunWorkflow:{claim.name}", kind=SpanKind.CONSUMER, traceparent=claim.trace,
             workflow_id=claim.workflow_id, workflow=claim.name, version=claim.version,
             replayed=claim.inbox_start < 0 and claim.committed_len >= 0,
         )  # fmt: skip
 
-    def attempt(self, claim: TaskClaim) -> Any:
+    def attempt(self, claim: TaskClaim) -> Hooks:
         call = claim.call
         return self._span(
             f"RunTask:{call.name}", kind=SpanKind.CONSUMER, traceparent=call.trace, workflow_id=claim.workflow_id,

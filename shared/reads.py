@@ -53,7 +53,12 @@ def _payload(text: str | None, codec: PayloadCodec, strict: bool) -> Any:
     is needed); else a view, with a placeholder (``"<encrypted>"``) instead."""
     if text is None:
         return None
-    return codec.open(text) if strict else codec.view(text)
+    if not strict:
+        return codec.view(text)
+    try:
+        return codec.open(text)
+    except ValueError:  # not JSON at all (corrupted in Redis): shown as it is, as before payloads were sealed
+        return text
 
 
 def state_from_hash(

@@ -27,15 +27,34 @@ exporter), or an exporter is named in the environment (``OTEL_TRACES_EXPORTER``,
 from __future__ import annotations
 
 import os
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import structlog
 
 from bdurable.wire import ErrorRecord, StepClaim, StepDocument, TaskClaim
 
-__all__ = ["NO_TRACING", "Tracing", "add_trace_ids", "detect_tracing"]
+__all__ = ["NO_TRACING", "Hooks", "SpanHooks", "Tracing", "add_trace_ids", "detect_tracing"]
 
 log = structlog.get_logger("bdurable.tracing")
+
+
+class SpanHooks(Protocol):
+    """What the engine does with a span it is in (each a no-op while tracing is off)."""
+
+    @property
+    def traceparent(self) -> str:
+        """The span's W3C ``traceparent`` (to store beside work that continues it), '' while tracing is off."""
+        ...
+
+    def link(self, traceparent: str) -> None: ...
+
+    def annotate(self, document: StepDocument) -> StepDocument: ...
+
+    def failed(self, error: ErrorRecord, *, retryable: bool = False) -> None: ...
+
+
+Hooks = AbstractContextManager[SpanHooks]
 
 
 class _NoSpan:
@@ -49,7 +68,9 @@ class _NoSpan:
     def __exit__(self, *exc_info: object) -> None:
         return None
 
-    traceparent = ""
+    @property
+    def traceparent(self) -> str:
+        return ""
 
     def link(self, traceparent: str) -> None:
         return None
@@ -69,22 +90,22 @@ class Tracing:
 
     enabled = False
 
-    def start_workflow(self, name: str, workflow_id: str, version: str) -> Any:
+    def start_workflow(self, name: str, workflow_id: str, version: str) -> Hooks:
         """Around ``client.start``: its span's ``traceparent`` is stored with the workflow."""
         return _NO_SPAN
 
-    def send_event(self, workflow_id: str, name: str) -> Any:
+    def send_event(self, workflow_id: str, name: str) -> Hooks:
         """Around ``client.send_event``; ``link(traceparent)`` links it to the workflow's trace."""
         return _NO_SPAN
 
-    def publish_event(self, name: str) -> Any:
+    def publish_event(self, name: str) -> Hooks:
         return _NO_SPAN
 
-    def step(self, claim: StepClaim) -> Any:
+    def step(self, claim: StepClaim) -> Hooks:
         """Around one workflow step; ``annotate(document)`` gives each new task and child call its own context."""
         return _NO_SPAN
 
-    def attempt(self, claim: TaskClaim) -> Any:
+    def attempt(self, claim: TaskClaim) -> Hooks:
         """Around one task attempt; ``failed(error)`` records how it failed."""
         return _NO_SPAN
 
