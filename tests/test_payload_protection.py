@@ -46,6 +46,8 @@ async def everything_in_redis(client: Client) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     async for key in redis.scan_iter(match=f"*{client.settings.prefix}*", count=500):
         kind = await redis.type(key)
+        if kind == "none":
+            continue  # gone since the scan saw it (a wake-up token taken, a processing hash emptied)
         if kind == "string":
             values: Any = [await redis.get(key)]
         elif kind == "hash":
