@@ -127,7 +127,7 @@ class Client(ScheduleMethods):
             except BaseException:
                 await store.close()
                 raise
-            self._store, self._reads = store, Reads(store.redis, self.keys, clock=self._clock)
+            self._store, self._reads = store, Reads(store.redis, self.keys, store.codec, clock=self._clock)
 
     async def close(self) -> None:
         if self._subscriptions is not None:
@@ -173,10 +173,11 @@ class Client(ScheduleMethods):
         start_at_ms = await self._start_at_ms(start_delay, start_at)
         target = await self._start_target(workflow, version, workflow_id)
         text = target.encode(input, self.settings.max_payload)
-        reply = await self.store.start(
-            workflow_id, name=target.name, version=target.version, queue=target.queue, input=text, priority=priority,
-            start_at_ms=start_at_ms,
-        )  # fmt: skip
+        with self.store.tracing.start_workflow(target.name, workflow_id, target.version) as span:
+            reply = await self.store.start(
+                workflow_id, name=target.name, version=target.version, queue=target.queue, input=text,
+                priority=priority, start_at_ms=start_at_ms, trace=span.traceparent,
+            )  # fmt: skip
         if reply.outcome == "conflict":
             raise WorkflowAlreadyExistsError(
                 f"workflow id {workflow_id!r} is already used by a workflow named {reply.detail!r}"
@@ -276,8 +277,8 @@ class Client(ScheduleMethods):
         """The workflow's current state, or ``None`` if it is unknown or expired."""
         return await self.reads.state(workflow_id)
 
-    async def _require_state(self, workflow_id: str) -> WorkflowState:
-        state = await self.get_state(workflow_id)
+    async def _require_state(self, workflow_id: str, *, strict: bool = False) -> WorkflowState:
+        state = await self.reads.state(workflow_id, strict=strict)
         if state is None:
             raise _not_found(workflow_id)
         return state
@@ -289,6 +290,10 @@ class Client(ScheduleMethods):
         again after every reconnection and on a slow timer (see :mod:`bdurable.pubsub`). A Redis outage
         while waiting (a restart, a failover), even one that begins before the first read, is ridden out:
         the wait goes on once Redis answers again, bounded only by ``timeout``.
+
+        The output is the value itself, never a placeholder: without the key it was encrypted with (or after
+        tampering) this raises ``EncryptionKeyMissingError`` (or ``PayloadIntegrityError``), where the views
+        (``get_state``, ``history``...) show ``"<encrypted>"``.
         """
         state: WorkflowState | None = None
         delay = 0.05
@@ -309,14 +314,15 @@ class Client(ScheduleMethods):
 
     async def _wait_for_finish(self, workflow_id: str) -> WorkflowState:
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
-            state = await self._require_state(workflow_id)
+            state = await self._require_state(workflow_id, strict=True)
             while state.status not in FINISHED:
                 message = await waiter.next()
                 if message is not None and message.get("status") not in FINISHED:
                     continue  # progress on the way: nothing to read yet
                 if message is not None and isinstance(message.get("output"), str):
-                    return outcome_from_message(state, message)  # the finish carried its outcome
-                state = await self._riding_out(lambda: self._require_state(workflow_id))
+                    # the finish carried its outcome
+                    return outcome_from_message(state, message, self.store.codec, strict=True)
+                state = await self._riding_out(lambda: self._require_state(workflow_id, strict=True))
         return state
 
     async def _riding_out(self, read: Callable[[], Awaitable[T]]) -> T:
@@ -341,7 +347,7 @@ class Client(ScheduleMethods):
                 snapshot = await self._riding_out(read)
                 if "name" not in snapshot.state:
                     raise WorkflowNotFoundError(f"workflow {workflow_id!r} expired while being watched")
-                state = state_from_hash(workflow_id, snapshot.state)
+                state = state_from_hash(workflow_id, snapshot.state, self.reads.codec)
                 seen_signals = snapshot.next_seen
                 for record in snapshot.signals:
                     yield {"signal": {"seq": record.seq, "name": record.name, "payload": record.payload,
@@ -424,7 +430,9 @@ class Client(ScheduleMethods):
         when the workflow waits for it)."""
         _check_event_name(name)
         text = encode_payload(payload, what=f"payload of event {name!r}", max_bytes=self.settings.max_payload)
-        verdict = await self.store.send_event(validate_workflow_id(workflow_id), name, text)
+        with self.store.tracing.send_event(workflow_id, name) as span:
+            verdict = await self.store.send_event(validate_workflow_id(workflow_id), name, text)
+            span.link(verdict.detail)  # the event, in the sender's trace, points at the workflow's
         if verdict.word == "missing":
             raise _not_found(workflow_id)
         if verdict.word == "finished":
@@ -439,8 +447,9 @@ class Client(ScheduleMethods):
             raise InvalidInputError("publish_event needs a non-empty string key")
         text = encode_payload(payload, what=f"payload of event {name!r}", max_bytes=self.settings.max_payload)
         woken = 0
-        for shard in self.keys.all_shards():
-            woken += await self.store.publish_event(shard, name, key, text)
+        with self.store.tracing.publish_event(name):
+            for shard in self.keys.all_shards():
+                woken += await self.store.publish_event(shard, name, key, text)
         return woken
 
     async def cancel(self, workflow_id: str, *, reason: str | None = None) -> None:

@@ -9,6 +9,7 @@ from dataclasses import field as dataclass_field
 from typing import Any
 
 from bdurable.durations import parse_duration, parse_size
+from bdurable.keyring import check_keys
 
 __all__ = ["DEFAULT_REDIS_URL", "Settings"]
 
@@ -42,6 +43,12 @@ class Settings:
     run_cache_bytes: int = 256 * 1024 * 1024
     # Required for every action of the web console (docs/console.md); never shown in a repr or a log line.
     console_token: str | None = dataclass_field(default=None, repr=False)
+    # Payload protection (docs/security.md): base64 AES-256 keys, the first encrypts and all decrypt; never shown
+    # in a repr or a log line. Payloads over `compress_above` bytes are compressed (None: never); `codec` names a
+    # custom codec, "module:object", applied to every payload.
+    encryption_keys: tuple[str, ...] = dataclass_field(default=(), repr=False)
+    compress_above: int | None = 4096
+    codec: str | None = None
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in "{}: \n"):
@@ -58,6 +65,11 @@ class Settings:
             raise ValueError("drain_timeout and run_cache_bytes must be >= 0, liveness_timeout > 0")
         if self.log_format not in (None, "console", "json"):
             raise ValueError(f"invalid log format {self.log_format!r}: use 'console' or 'json'")
+        if self.compress_above is not None and self.compress_above < 0:
+            raise ValueError("compress_above must be >= 0 (or None: never compress)")
+        if self.codec is not None and ":" not in self.codec:
+            raise ValueError(f"BDURABLE_CODEC must be 'module:object', not {self.codec!r}")
+        check_keys(self.encryption_keys)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -89,6 +101,10 @@ def _convert(name: str, raw: str) -> Any:
             return int(raw)
         if name in ("log_format", "log_level"):
             return raw.lower()
+        if name == "encryption_keys":
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if name == "compress_above":
+            return None if raw.strip().lower() in ("off", "never", "none") else parse_size(raw)
     except ValueError as exc:
         raise ValueError(f"BDURABLE_{name.upper()}: {exc}") from None
     return raw

@@ -10,6 +10,8 @@ servers); ``diagnose`` only fetches.
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,7 +19,20 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-__all__ = ["CONFIG_PARAMETERS", "MIN_VERSION", "MIN_VERSION_WHY", "DoctorReport", "diagnose", "evaluate", "merge"]
+from bdurable.codec import dumps
+from bdurable.config import Settings
+from bdurable.payloads import PayloadCodec
+
+__all__ = [
+    "CONFIG_PARAMETERS",
+    "MIN_VERSION",
+    "MIN_VERSION_WHY",
+    "DoctorReport",
+    "diagnose",
+    "evaluate",
+    "merge",
+    "with_payload_protection",
+]
 
 CONFIG_PARAMETERS = ("appendonly", "appendfsync", "save", "maxmemory-policy")
 # The oldest Redis supported, as INFO's ``redis_version`` (Valkey reports a Redis version too: 7.2.4 from
@@ -55,6 +70,11 @@ class DoctorReport:
     warnings: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)  # the primaries judged, on a cluster
+    # How this process's settings store payloads (BDURABLE_ENCRYPTION_KEYS, _COMPRESS_ABOVE, _CODEC), and the
+    # most a payload at BDURABLE_MAX_PAYLOAD takes in Redis once stored (envelope, base64, tag included).
+    payloads: str = ""
+    payloads_encrypted: bool | None = None
+    largest_stored_payload: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -104,6 +124,28 @@ async def _read(redis: Any, target: dict[str, Any]) -> tuple[dict[str, Any], dic
         except ResponseError as exc:
             refused.setdefault("CONFIG GET", str(exc))
     return info, config, refused
+
+
+def with_payload_protection(report: DoctorReport, settings: Settings) -> DoctorReport:
+    """The report with how payloads are stored: protected or not (a warning when not encrypted, which does not
+    change the exit code: plaintext payloads are a choice, not a loss of state), and the stored size of the
+    largest payload allowed, measured by sealing an incompressible one."""
+    codec = PayloadCodec.from_settings(settings)
+    largest = codec.seal(dumps(_incompressible(settings.max_payload - 2)))
+    warnings = list(report.warnings)
+    if codec.keyring is None:
+        warnings.append(
+            "payloads (inputs, outputs, arguments, results, events, signals, errors) are stored in clear: anyone "
+            "who reads Redis, its RDB/AOF files or their backups reads them; set BDURABLE_ENCRYPTION_KEYS"
+        )
+    return replace(
+        report, payloads=codec.describe(), payloads_encrypted=codec.keyring is not None,
+        largest_stored_payload=len(largest.encode()), warnings=warnings,
+    )  # fmt: skip
+
+
+def _incompressible(size: int) -> str:
+    return base64.b64encode(os.urandom(size))[: max(size, 0)].decode("ascii")
 
 
 def merge(reports: list[DoctorReport], *, redis_url: str) -> DoctorReport:

@@ -15,11 +15,14 @@ __all__ = [
     "DeadLetterNotFoundError",
     "DeadLetterNotParkedError",
     "DurableError",
+    "EncryptionKeyMissingError",
     "EventTimeoutError",
     "InvalidInputError",
     "NonDeterminismError",
     "NonRetryableError",
+    "PayloadIntegrityError",
     "PayloadTooLargeError",
+    "PayloadUnreadableError",
     "RegistrationError",
     "ReplicationError",
     "ScheduleAlreadyExistsError",
@@ -148,6 +151,25 @@ class InvalidInputError(DurableError, ValueError):
 
 class PayloadTooLargeError(DurableError):
     """A payload is larger than ``BDURABLE_MAX_PAYLOAD``; nothing was written."""
+
+
+class PayloadUnreadableError(DurableError):
+    """A payload stored in Redis cannot be turned back into its value (see docs/security.md).
+
+    Raised wherever the value itself is needed: a dispatcher running the workflow or task (which then fails
+    with this error, naming it), and ``client.result()``. Views (``get_state``, ``list``, ``history``,
+    ``signals``, the CLI, the console, ``bdurable export``) show a placeholder instead of failing.
+    """
+
+
+class EncryptionKeyMissingError(PayloadUnreadableError):
+    """The payload was encrypted with a key this process does not have (not among
+    ``BDURABLE_ENCRYPTION_KEYS``), or encoded by a custom codec it does not have (``BDURABLE_CODEC``)."""
+
+
+class PayloadIntegrityError(PayloadUnreadableError):
+    """The stored payload is not what the engine wrote: its authentication tag, compression frame or envelope
+    does not check out (tampered with, truncated or corrupted in Redis). Never returned as garbage."""
 
 
 class NonDeterminismError(DurableError):

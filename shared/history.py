@@ -25,7 +25,9 @@ value), name, ``record`` (the kind's own recorded fields: an event's ``key``, a 
 signal's payload; the key is absent for kinds without arguments), and the outcome (``result``, or ``error`` for
 a call that failed). ``inbox`` is what replay needs: the results delivered to the workflow, in the order they
 arrived, exactly as the engine stores them; ``consumed`` is how many of them the workflow's steps had run over
-when it was exported (``null`` when no step had run yet). Payloads are the JSON values the engine stores.
+when it was exported (``null`` when no step had run yet). Payloads are the JSON values the workflow saw: sealed
+ones are opened with the exporting process's keys (an exported history is plaintext: keep it like the data it
+holds), and show as ``"<encrypted>"`` where that process lacks the key (such a history cannot be replayed).
 A history is one run's: after a continue-as-new, ``run`` counts the runs and ``seq_base`` how many calls earlier
 runs made (this run's calls are numbered after them).
 """
@@ -44,6 +46,7 @@ from bdurable.client import Client, validate_workflow_id
 from bdurable.codec import decode, dumps, loads
 from bdurable.errors import InvalidInputError, WorkflowNotFoundError
 from bdurable.model import FINISHED
+from bdurable.payloads import PayloadCodec
 from bdurable.reads import ms
 from bdurable.wire import CallRecord, SignalRecord, deliveries
 
@@ -192,7 +195,7 @@ async def export(client: Client, workflow_id: str) -> History:
     fields, inbox, calls, signals = await client.reads.full_record(workflow_id)
     if "name" not in fields:
         raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} (never started, or expired)")
-    return from_record(workflow_id, fields, inbox, calls, signals)
+    return from_record(workflow_id, fields, inbox, calls, signals, codec=client.reads.codec)
 
 
 def from_record(
@@ -201,8 +204,17 @@ def from_record(
     inbox: Sequence[str],
     calls: Mapping[str, str],
     signals: Sequence[str] = (),
+    *,
+    codec: PayloadCodec | None = None,
 ) -> History:
-    """A history from what Redis holds of a workflow: its hash, inbox, calls hash and signal log (as read)."""
+    """A history from what Redis holds of a workflow: its hash, inbox, calls hash and signal log (as read), with
+    sealed payloads opened by ``codec`` (placeholders where it lacks the key)."""
+    if codec is not None:  # every text that may hold a sealed payload; the others come back unchanged
+        inbox = [codec.open_text(raw, view=True) for raw in inbox]
+        calls = {key: codec.open_text(raw, view=True) for key, raw in calls.items()}
+        signals = [codec.open_text(raw, view=True) for raw in signals]
+        fields = {key: codec.open_text(raw, view=True) if key in ("input", "output", "error") else raw
+                  for key, raw in fields.items()}  # fmt: skip
     entries = [loads(raw) for raw in inbox]
     outcomes = deliveries(inbox)
     payloads = {record.seq: dumps(record.payload) for record in map(SignalRecord.decode, signals)}

@@ -22,6 +22,7 @@ from bdurable.codec import decode, loads
 from bdurable.errors import DurableError, InvalidInputError
 from bdurable.keys import Keys, ShardKeys
 from bdurable.model import DeadLetter, DispatcherInfo, HistoryEntry, Status, WorkflowPage, WorkflowState
+from bdurable.payloads import PayloadCodec
 from bdurable.wire import CallRecord, deliveries
 
 __all__ = ["ListQuery", "Reads", "Registration", "dead_letter", "ms", "outcome_from_message", "state_from_hash"]
@@ -35,16 +36,37 @@ def ms(value: str | int | None) -> datetime:
     return datetime.fromtimestamp(int(value or 0) / 1000, UTC)
 
 
+# Reads without keys: what a process with no payload settings can open (compressed payloads), and a
+# placeholder for the rest.
+_UNKEYED = PayloadCodec()
+
+
 def _json_or_text(text: str | None) -> Any:
-    """Decode a stored JSON value; a corrupt one is shown as its raw text rather than failing the read."""
+    """Decode a stored JSON value (not a payload); a corrupt one is shown as its raw text rather than failing."""
     try:
         return decode(text)
     except ValueError:
         return text
 
 
-def state_from_hash(workflow_id: str, data: Mapping[str, str]) -> WorkflowState:
-    """A ``WorkflowState`` from the workflow's Redis hash."""
+def _payload(text: str | None, codec: PayloadCodec, strict: bool) -> Any:
+    """A stored payload's value. ``strict``: raise ``PayloadUnreadableError`` when it cannot be opened (the value
+    is needed); else a view, with a placeholder (``"<encrypted>"``) instead."""
+    if text is None:
+        return None
+    if not strict:
+        return codec.view(text)
+    try:
+        return codec.open(text)
+    except ValueError:  # not JSON at all (corrupted in Redis): shown as it is, as before payloads were sealed
+        return text
+
+
+def state_from_hash(
+    workflow_id: str, data: Mapping[str, str], codec: PayloadCodec = _UNKEYED, *, strict: bool = False
+) -> WorkflowState:
+    """A ``WorkflowState`` from the workflow's Redis hash, its payloads opened with ``codec`` (see
+    :func:`_payload` for ``strict``, which applies to the outcome: what ``result()`` returns or raises)."""
     return WorkflowState(
         workflow_id=workflow_id,
         name=data.get("name", ""),
@@ -52,9 +74,9 @@ def state_from_hash(workflow_id: str, data: Mapping[str, str]) -> WorkflowState:
         status=data.get("status", ""),
         step=int(data.get("step") or 0),
         waiting_on=data.get("waiting_on") or None,
-        input=_json_or_text(data.get("input")),
-        output=_json_or_text(data.get("output")) if data.get("output") else None,
-        error=_json_or_text(data.get("error")) if data.get("error") else None,
+        input=codec.view(data.get("input")),
+        output=_payload(data.get("output"), codec, strict) if data.get("output") else None,
+        error=_payload(data.get("error"), codec, strict) if data.get("error") else None,
         parent_id=data.get("parent_id") or None,
         created_at=ms(data.get("created_at")),
         updated_at=ms(data.get("updated_at")),
@@ -62,15 +84,17 @@ def state_from_hash(workflow_id: str, data: Mapping[str, str]) -> WorkflowState:
     )
 
 
-def outcome_from_message(state: WorkflowState, message: Mapping[str, Any]) -> WorkflowState:
+def outcome_from_message(
+    state: WorkflowState, message: Mapping[str, Any], codec: PayloadCodec = _UNKEYED, *, strict: bool = False
+) -> WorkflowState:
     """A finished workflow's state from its finish message, which carries the outcome when it is small (a
     finished workflow never changes, so the message is the truth)."""
     output, error = message.get("output"), message.get("error")
     return dataclasses.replace(
         state,
         status=str(message["status"]),
-        output=_json_or_text(output) if output else None,
-        error=_json_or_text(error) if error else None,
+        output=_payload(output, codec, strict) if output else None,
+        error=_payload(error, codec, strict) if error else None,
     )
 
 
@@ -129,21 +153,25 @@ class Registration:
 class Reads:
     """Typed reads of one prefix's state."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, codec: PayloadCodec | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        self.codec = codec if codec is not None else _UNKEYED  # opens the payloads read (views: placeholders)
         self.clock = clock
 
     # -- one workflow ----------------------------------------------------------------------------------
 
-    async def state(self, workflow_id: str) -> WorkflowState | None:
-        """The workflow's current state, or ``None`` if it is unknown or expired."""
+    async def state(self, workflow_id: str, *, strict: bool = False) -> WorkflowState | None:
+        """The workflow's current state, or ``None`` if it is unknown or expired. ``strict``: an output or error
+        that cannot be opened raises ``PayloadUnreadableError`` (else it shows as a placeholder)."""
         data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]  # redis-py's stubs
             self.keys.for_workflow(workflow_id).wf(workflow_id)
         )
         if not data or "name" not in data:
             return None
-        return state_from_hash(workflow_id, data)
+        return state_from_hash(workflow_id, data, self.codec, strict=strict)
 
     async def status(self, workflow_id: str) -> str | None:
         value: str | None = await self.redis.hget(  # type: ignore[assignment]  # redis-py's stubs
@@ -194,8 +222,9 @@ class Reads:
     async def history(self, workflow_id: str) -> builtins.list[HistoryEntry]:
         """The recorded durable calls of a workflow, in order, with their results."""
         inbox, calls = await self.recorded(workflow_id)
+        opened = (self.codec.open_text(raw, view=True) for raw in inbox)
         results: dict[int, Any] = {
-            seq: d.value if d.ok else d.error.to_json() if d.error else None for seq, d in deliveries(inbox).items()
+            seq: d.value if d.ok else d.error.to_json() if d.error else None for seq, d in deliveries(opened).items()
         }
         entries = []
         for field, raw in calls.items():
@@ -216,7 +245,7 @@ class Reads:
                     started_at=ms(started) if started else None,
                     finished_at=ms(finished) if finished else None,
                     child_id=str(record.extra["id"]) if record.kind == "child" and "id" in record.extra else None,
-                    args=_json_or_text(calls[f"{seq}:a"]) if f"{seq}:a" in calls else None,
+                    args=self.codec.view(calls[f"{seq}:a"]) if f"{seq}:a" in calls else None,
                     attempts=int(calls[f"{seq}:n"]) if f"{seq}:n" in calls else None,
                 )
             )
@@ -338,7 +367,7 @@ class Reads:
             for member, shard in members:
                 pipe.hgetall(shard.wf(member))
             rows = await pipe.execute()
-        return [state_from_hash(member, row) for (member, _), row in zip(members, rows, strict=True) if row]
+        return [state_from_hash(member, row, self.codec) for (member, _), row in zip(members, rows, strict=True) if row]
 
     async def counts(self) -> dict[str, int]:
         """How many workflows there are in each status, over every shard (from the indexes' sizes)."""
@@ -365,12 +394,12 @@ class Reads:
                 for entry_id in ids:
                     pipe.hgetall(shard.dlq_entry(entry_id))
                 rows = await pipe.execute()
-            entries += [dead_letter(entry_id, row) for entry_id, row in zip(ids, rows, strict=True) if row]
+            entries += [dead_letter(entry_id, row, self.codec) for entry_id, row in zip(ids, rows, strict=True) if row]
         return sorted(entries, key=lambda e: e.created_at)
 
     async def dead_letter(self, shard: ShardKeys, entry_id: str) -> DeadLetter | None:
         row: dict[str, str] = await self.redis.hgetall(shard.dlq_entry(entry_id))  # type: ignore[assignment]
-        return dead_letter(entry_id, row) if row else None
+        return dead_letter(entry_id, row, self.codec) if row else None
 
     # -- dispatchers -----------------------------------------------------------------------------------
 
@@ -445,13 +474,14 @@ class Reads:
         return found
 
 
-def dead_letter(entry_id: str, row: Mapping[str, str]) -> DeadLetter:
+def dead_letter(entry_id: str, row: Mapping[str, str], codec: PayloadCodec = _UNKEYED) -> DeadLetter:
+    """A dead-letter entry from its hash; its arguments and error are views (placeholders without the keys)."""
     return DeadLetter(
         entry_id=entry_id,
         workflow_id=row.get("workflow_id", ""),
         task=row.get("task", ""),
-        args=decode(row.get("args")),
-        error=decode(row.get("error")),
+        args=codec.view(row.get("args")),
+        error=codec.view(row.get("error")),
         attempts=int(row.get("attempts") or 0),
         parked=row.get("parked") == "1",
         created_at=ms(row.get("created_at")),

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bdurable.codec import encode_payload, loads, to_json_value
+from bdurable.codec import encode_payload, to_json_value
 from bdurable.config import Settings
 from bdurable.errors import (
     InvalidInputError,
@@ -103,9 +103,11 @@ async def _start(store: Store, reads: Reads, spec: ScheduleSpec, firing: Firing,
             + (f" version {spec.version!r}" if spec.version else "")
         )
     start_at = firing.start_at_ms if firing.start_at_ms > now_ms else 0
+    # The schedule keeps its input sealed; each run gets it sealed anew (under today's primary key). Without
+    # the key it was sealed with, the firing fails with EncryptionKeyMissingError rather than run on a guess.
     await store.start(
         firing.workflow_id, name=spec.workflow, version=registration.version, queue=registration.queue,
-        input=spec.input, start_at_ms=start_at,
+        input=store.codec.open_text(spec.input), start_at_ms=start_at,
     )  # fmt: skip
 
 
@@ -251,7 +253,7 @@ class ScheduleMethods:
             raise InvalidInputError("workflow must be a workflow or a registered workflow name")
         text = encode_payload(value, what=f"input of schedule's workflow {name}", max_bytes=self.settings.max_payload,
                               json_ready=True)  # fmt: skip
-        return name, text
+        return name, self.store.codec.seal(text)  # stored with the schedule: sealed like every payload
 
     async def _modify(self, schedule_id: str, **options: Any) -> None:
         """Change options, compare-and-set (another writer meanwhile: read again, apply again)."""
@@ -266,7 +268,7 @@ class ScheduleMethods:
             changes: dict[str, Any] = {}
             if "workflow" in options or "input" in options:
                 target = options.get("workflow", spec.workflow)
-                value = options["input"] if "input" in options else loads(spec.input)
+                value = options["input"] if "input" in options else self.store.codec.open(spec.input)
                 changes["workflow"], changes["input"] = await self._schedule_target(target, value, spec.version)
             timing = {"cron", "every", "timezone", "start_at", "end_at"} & set(options)
             rebuilt = ScheduleSpec.build(
@@ -308,7 +310,7 @@ class ScheduleMethods:
             schedule_id=scheduled.schedule_id,
             workflow=spec.workflow,
             version=spec.version,
-            input=loads(spec.input),
+            input=self.reads.codec.view(spec.input),
             cron=spec.cron,
             every=_text(spec.every_ms),
             timezone=spec.timezone,

@@ -26,6 +26,8 @@ from bdurable.config import Settings
 from bdurable.errors import ReplicationError
 from bdurable.keys import Keys, ShardKeys
 from bdurable.lua import Script, load_scripts
+from bdurable.payloads import PayloadCodec
+from bdurable.tracing import detect_tracing
 from bdurable.wire import (
     BusApplyReply,
     Claim,
@@ -136,14 +138,23 @@ class StartRequest:
     input: str  # payload
     priority: int = 0
     start_at_ms: int = 0
+    trace: str = ""  # the W3C traceparent of the start's span ('' untraced)
 
 
 class Store:
     """The state transitions of one prefix, each a typed script call."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, service: str = "bdurable"
+    ) -> None:
         self.redis = redis
         self.settings = settings
+        # Every payload written below goes through it (sealed: compressed, encoded, encrypted as configured);
+        # readers open them with the same object (docs/security.md).
+        self.codec = PayloadCodec.from_settings(settings)
+        # The tracing hooks (no-ops unless OpenTelemetry is installed and configured): carried by the store, which
+        # every part of the engine holds. `service` names this process in traces it configures itself.
+        self.tracing = detect_tracing(service=service, redact=bool(settings.encryption_keys))
         self.keys = Keys(settings.prefix, settings.shards)
         self.cluster = is_cluster_url(settings.redis_url)
         self._scripts = load_scripts(test_clock=clock.test)
@@ -152,8 +163,8 @@ class Store:
         self._flushes: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Store:
-        return cls(connect_redis(settings.redis_url), settings, clock=clock)
+    def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, service: str = "bdurable") -> Store:
+        return cls(connect_redis(settings.redis_url), settings, clock=clock, service=service)
 
     async def initialize(self) -> None:
         """Load the cluster's slot map before first use (pub/sub needs it); a no-op on a single Redis."""
@@ -192,25 +203,31 @@ class Store:
         input: str,
         priority: int = 0,
         start_at_ms: int = 0,
+        trace: str = "",
     ) -> StartReply:
-        """Create a workflow (``start_at_ms``: a delayed start, SCHEDULED until then); idempotent on its id."""
+        """Create a workflow (``start_at_ms``: a delayed start, SCHEDULED until then); idempotent on its id.
+        ``input`` is the payload's JSON text; ``trace`` the W3C traceparent its steps continue ('' untraced)."""
         shard = self.keys.for_workflow(workflow_id)
-        raw = await self._shard(shard, "start", workflow_id, name, version, queue, input, priority, start_at_ms)
+        stored = self.codec.seal(input)
+        raw = await self._shard(shard, "start", workflow_id, name, version, queue, stored, priority, start_at_ms, trace)
         return StartReply.decode(raw[0])
 
     async def start_batch(self, shard: ShardKeys, starts: Sequence[StartRequest]) -> list[StartReply]:
         """Create the workflows of one shard in one script call (each independently, idempotent on its id)."""
         flat: list[Arg] = []
         for r in starts:
-            flat += [r.workflow_id, r.name, r.version, r.queue, r.input, r.priority, r.start_at_ms]
+            flat += [r.workflow_id, r.name, r.version, r.queue, self.codec.seal(r.input), r.priority, r.start_at_ms,
+                     r.trace]  # fmt: skip
         return [StartReply.decode(raw) for raw in await self._shard(shard, "start", *flat)]
 
     async def resume(self, workflow_id: str) -> Verdict:
         return Verdict.decode(await self._shard(self.keys.for_workflow(workflow_id), "resume", workflow_id))
 
     async def send_event(self, workflow_id: str, name: str, payload: str) -> Verdict:
+        """'ok' (detail: the workflow's traceparent, '' untraced), 'missing' or 'finished'."""
         shard = self.keys.for_workflow(workflow_id)
-        return Verdict.decode(await self._shard(shard, "bus_send", "event", workflow_id, name, payload))
+        stored = self.codec.seal(payload)
+        return Verdict.decode(await self._shard(shard, "bus_send", "event", workflow_id, name, stored))
 
     async def cancel(self, workflow_id: str, reason: str) -> Verdict:
         shard = self.keys.for_workflow(workflow_id)
@@ -218,7 +235,7 @@ class Store:
 
     async def publish_event(self, shard: ShardKeys, name: str, key: str, payload: str) -> int:
         """How many workflows of this shard wait on (name, key): 0 means nothing was stored."""
-        return int(await self._shard(shard, "bus_send", "publish", name, key, payload))
+        return int(await self._shard(shard, "bus_send", "publish", name, key, self.codec.seal(payload)))
 
     # -- dispatchers -----------------------------------------------------------------------------------
 
@@ -237,7 +254,7 @@ class Store:
         retention_ms: int,
         handoff: int,
     ) -> CommitReply:
-        text, payloads = document.encode()
+        text, payloads = document.encode(self.codec)
         shard = self.keys.for_workflow(workflow_id)
         raw = await self._shard(
             shard, "commit_step", worker, workflow_id, lease, based_on, retention_ms, handoff, text, *payloads
@@ -257,8 +274,9 @@ class Store:
         """Commit an attempt in the shard it was claimed in. ``outcome``: 'ok' (payload: the result), 'retry'
         after ``delay_ms`` or 'fail' (payload: the error record)."""
         shard = self.keys.shard(claim.shard)
+        stored = self.codec.seal(payload) if outcome == "ok" else self.codec.seal_error_text(payload)
         raw = await self._shard(
-            shard, "commit_task", worker, claim.item.encode(), claim.lease, outcome, payload, delay_ms, handoff
+            shard, "commit_task", worker, claim.item.encode(), claim.lease, outcome, stored, delay_ms, handoff
         )
         return CommitReply.decode(raw, shard.number)
 
@@ -322,7 +340,7 @@ class Store:
         """Settle lost attempts: retry each after its delay, or give it up (``None``). Returns (retried, dead)."""
         flat: list[Arg] = []
         for lost, delay, error in decisions:
-            flat += [lost.item.encode(), lost.lease, -1 if delay is None else delay, error.encode()]
+            flat += [lost.item.encode(), lost.lease, -1 if delay is None else delay, self.codec.seal_error(error)]
         retried, dead = await self._shard(shard, "settle_lost", *flat)
         return int(retried), int(dead)
 
@@ -347,7 +365,7 @@ class Store:
         """The workflow's signals after the first ``seen`` (over all its runs) and its state, atomically."""
         shard = self.keys.for_workflow(workflow_id)
         raw = await self._shard(shard, "read_signals", workflow_id, seen, "1" if full else "0")
-        return SignalsRead.decode(raw, full=full)
+        return SignalsRead.decode(raw, full=full, open_text=lambda text: self.codec.open_text(text, view=True))
 
     # -- schedules and fleet-wide duties ----------------------------------------------------------------
 

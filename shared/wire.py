@@ -24,9 +24,9 @@ embeds them as they are, so a payload is encoded once on its way in and decoded 
 from __future__ import annotations
 
 import traceback as traceback_module
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from bdurable.codec import dumps, loads
 
@@ -43,6 +43,7 @@ __all__ = [
     "NewCall",
     "Outcome",
     "ReapReply",
+    "Sealer",
     "SignalCommand",
     "SignalRecord",
     "SleepCommand",
@@ -199,6 +200,7 @@ class TaskCommand:
     timeout_ms: int
     on_exhausted: str
     limit: LimitSpec | None = None
+    trace: str = ""  # W3C traceparent of the call (tracing on): its attempts' spans are its children
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +231,7 @@ class ChildCommand:
     version: str
     queue: str
     input: str  # payload
+    trace: str = ""  # W3C traceparent the child's steps continue (tracing on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +276,16 @@ class Admission:
     text: str  # what a QUEUED run waits for, in words
 
 
+class Sealer(Protocol):
+    """How payloads are stored (:class:`bdurable.payloads.PayloadCodec`): what a step document's encoder needs."""
+
+    def seal(self, text: str) -> str: ...
+
+    def seal_error(self, record: ErrorRecord) -> str: ...
+
+    def seal_value(self, value: Any) -> Any: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StepDocument:
     """What one replayed step commits: its new calls, the calls it released, and its status or outcome."""
@@ -285,23 +298,32 @@ class StepDocument:
     cancelled: Sequence[int] = ()
     admission: Admission | None = None
 
-    def encode(self) -> tuple[str, list[str]]:
-        """The document (JSON) and its payloads, which ``commit_step.lua`` reads as arguments ``p`` (1-based)."""
+    def encode(self, sealer: Sealer | None = None) -> tuple[str, list[str]]:
+        """The document (JSON) and its payloads, which ``commit_step.lua`` reads as arguments ``p`` (1-based).
+
+        ``sealer`` gives every payload, error record and recorded value its stored form (sealed when payloads are
+        protected); without one they are stored as they are.
+        """
         payloads: list[str] = []
 
         def ref(text: str) -> int:
-            payloads.append(text)
+            payloads.append(text if sealer is None else sealer.seal(text))
             return len(payloads)
 
         calls: list[dict[str, Any]] = []
         for call in self.calls:
-            entry: dict[str, Any] = {"seq": call.seq, "name": call.name, "rec": call.record.encode()}
+            record = call.record
+            if sealer is not None and "v" in record.extra:
+                record = CallRecord(record.kind, record.name, {**record.extra, "v": sealer.seal_value(record.value)})
+            entry: dict[str, Any] = {"seq": call.seq, "name": call.name, "rec": record.encode()}
             if isinstance(call, TaskCommand):
                 entry |= {"kind": "task", "p": ref(call.args), "queue": call.queue, "max_attempts": call.max_attempts,
                           "backoff_ms": call.backoff_ms, "timeout_ms": call.timeout_ms,
                           "on_exhausted": call.on_exhausted}  # fmt: skip
                 if call.limit is not None:
                     entry["limit"] = call.limit.to_json()
+                if call.trace:
+                    entry["trace"] = call.trace
             elif isinstance(call, SleepCommand):
                 entry |= {"kind": "sleep", "delay_ms": call.delay_ms, "due_ms": call.due_ms}
             elif isinstance(call, EventCommand):
@@ -309,6 +331,8 @@ class StepDocument:
             elif isinstance(call, ChildCommand):
                 entry |= {"kind": "child", "p": ref(call.input), "child_id": call.child_id, "shard": call.shard,
                           "version": call.version, "queue": call.queue}  # fmt: skip
+                if call.trace:
+                    entry["trace"] = call.trace
             elif isinstance(call, SignalCommand):
                 entry |= {"kind": "signal", "p": ref(call.payload)}
             else:
@@ -316,7 +340,9 @@ class StepDocument:
             calls.append(entry)
         outcome = None
         if self.outcome is not None:
-            error = self.outcome.error.encode() if self.outcome.error is not None else ""
+            error = ""
+            if self.outcome.error is not None:
+                error = self.outcome.error.encode() if sealer is None else sealer.seal_error(self.outcome.error)
             outcome = {"status": self.outcome.status, "p": ref(self.outcome.output), "error": error,
                        "next_seq": self.outcome.next_seq}  # fmt: skip
         document = {
@@ -402,10 +428,11 @@ class SignalsRead:
     signals: list[SignalRecord]
 
     @classmethod
-    def decode(cls, raw: Sequence[Any], *, full: bool) -> SignalsRead:
+    def decode(cls, raw: Sequence[Any], *, full: bool, open_text: Callable[[str], str] = str) -> SignalsRead:
+        """``open_text`` opens the sealed payloads of a signal record (see :mod:`bdurable.payloads`)."""
         state_raw, position, entries = raw
         status_only = {"status": str(state_raw[0])} if state_raw and state_raw[0] else {}
-        signals = [SignalRecord.decode(str(e)) for e in entries]
+        signals = [SignalRecord.decode(open_text(str(e))) for e in entries]
         return cls(_pairs(state_raw) if full else status_only, int(position), signals)
 
     @property
@@ -429,6 +456,7 @@ class TaskCall:
     timeout_ms: int
     on_exhausted: str
     limited: bool = False  # it holds a permit of a limit while it runs
+    trace: str = ""  # the W3C traceparent stored with the call (tracing on), which its attempts' spans continue
 
     @property
     def attempt(self) -> int:
@@ -447,6 +475,7 @@ class TaskCall:
             timeout_ms=int(fields.get("timeout_ms") or 0),
             on_exhausted=fields.get("on_exhausted", "raise"),
             limited="limit" in fields,
+            trace=fields.get("trace", ""),
         )
 
 
@@ -472,6 +501,7 @@ class StepClaim:
     shard: int = 0  # the shard it was claimed in
     priority: int = 0
     seq_base: int = 0  # calls of earlier runs (continue-as-new): this run's first call is seq_base + 1
+    trace: str = ""  # the W3C traceparent stored with the workflow (tracing on), which its step spans continue
 
     @property
     def item(self) -> WorkItem:
@@ -508,9 +538,8 @@ def decode_claims(raw: Sequence[Any], shard: int = 0) -> list[Claim]:
     for entry in raw:
         kind, suspect = str(entry[0]), bool(int(entry[1]))
         if kind == "w":
-            _, _, workflow_id, lease, name, version, input_text, start, committed, entries, calls, priority, base = (
-                entry
-            )
+            fields = entry[2:13]
+            workflow_id, lease, name, version, input_text, start, committed, entries, calls, priority, base = fields
             claims.append(
                 StepClaim(
                     suspect,
@@ -526,6 +555,7 @@ def decode_claims(raw: Sequence[Any], shard: int = 0) -> list[Claim]:
                     shard,
                     int(priority),
                     int(base),
+                    str(entry[13]) if len(entry) > 13 else "",
                 )
             )
         else:

@@ -634,7 +634,8 @@ def test_references_resolve(rendered: dict[str, list[Obj]]) -> None:
     """Every ConfigMap and Secret a pod names exists, except the Secrets production users create."""
     for target in overlay_targets(rendered):
         objects = rendered[target]
-        external = {("Secret", "bdurable-redis-ca")}
+        # bdurable-encryption: the payload keys (docs/security.md), optional, the user's own in every overlay
+        external = {("Secret", "bdurable-redis-ca"), ("Secret", "bdurable-encryption")}
         if target.startswith("production"):
             external.add(("Secret", "bdurable-console"))  # the console's token: optional, the user's own
         if target.startswith("production"):
@@ -1203,6 +1204,8 @@ def test_the_dev_install_runs_end_to_end_under_its_acl_users(rendered: dict[str,
         (container,) = pod["spec"]["containers"]
         for var in container.get("env", []):
             reference = var.get("valueFrom", {}).get("secretKeyRef", {})
+            if reference.get("name") == "bdurable-encryption":
+                continue  # optional, and the dev overlay defines none: payloads stay unencrypted there
             secret = urls if reference.get("name", "").startswith("bdurable-redis") else tokens
             env[var["name"]] = var["value"] if "value" in var else secret[reference["key"]]
         env["BDURABLE_REDIS_URL"] = env["BDURABLE_REDIS_URL"].replace("@redis:6379/", f"@127.0.0.1:{server.port}/")

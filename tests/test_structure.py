@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PUBLIC = {
     "ChildWorkflowError", "Client", "Context", "DeadLetter", "DeadLetterNotFoundError", "DeadLetterNotParkedError",
-    "DurableError", "EventTimeoutError", "HistoryEntry", "InvalidInputError", "NonDeterminismError",
-    "NonRetryableError", "PayloadTooLargeError", "RegistrationError", "ReplicationError", "ScheduleAlreadyExistsError",
+    "DurableError", "EncryptionKeyMissingError", "EventTimeoutError", "HistoryEntry", "InvalidInputError",
+    "NonDeterminismError", "NonRetryableError", "PayloadIntegrityError", "PayloadTooLargeError",
+    "PayloadUnreadableError", "RegistrationError", "ReplicationError", "ScheduleAlreadyExistsError",
     "ScheduleInfo", "ScheduleNotFoundError", "Settings", "Signal",
     "Status", "Task", "TaskFailedError", "UnknownWorkflowError", "VersionNotLiveError", "Worker", "Workflow",
     "WorkflowAlreadyExistsError", "WorkflowCancelledError", "WorkflowFailedError", "WorkflowFinishedError",

@@ -9,7 +9,8 @@ from typing import Any
 import anyio
 
 from bdurable.codec import dumps, loads, to_json_value
-from bdurable.errors import NonRetryableError, PayloadTooLargeError
+from bdurable.errors import NonRetryableError, PayloadIntegrityError, PayloadTooLargeError
+from bdurable.payloads import PayloadCodec
 from bdurable.runtime.faults import crash_point
 from bdurable.task import Task
 from bdurable.wire import ErrorRecord, TaskCall
@@ -31,24 +32,30 @@ class Attempt:
 
 
 async def run_attempt(
-    task: Task[Any, Any] | None, call: TaskCall, *, max_payload: int, threads: anyio.CapacityLimiter | None = None
+    task: Task[Any, Any] | None,
+    call: TaskCall,
+    *,
+    max_payload: int,
+    threads: anyio.CapacityLimiter | None = None,
+    codec: PayloadCodec | None = None,
 ) -> Attempt:
     """Run one attempt of ``call``. ``task`` is the registered task, or ``None`` when this dispatcher's modules
     do not define it (the attempt fails, and is retried, maybe elsewhere). A timed-out attempt has failed;
-    a ``NonRetryableError`` or a result over the payload limit fails the call at once."""
+    a ``NonRetryableError``, arguments that fail their integrity check, or a result over the payload limit fail
+    the call at once. ``codec`` opens sealed arguments (their size was checked when the workflow called it)."""
     if task is None:
         missing = LookupError(f"no task named {call.name!r} in this dispatcher's --app modules")
         return Attempt(error=ErrorRecord.from_exception(missing))
     try:
         crash_point("in_task")
-        arguments = loads(call.args)
+        arguments = codec.open(call.args) if codec is not None else loads(call.args)
         if call.timeout_ms:  # no timeout context at all without a timeout: it costs per attempt
             async with asyncio.timeout(call.timeout_ms / 1000):
                 result = await task.invoke(arguments, threads=threads)
         else:
             result = await task.invoke(arguments, threads=threads)
         text = dumps(to_json_value(result))
-    except NonRetryableError as error:
+    except (NonRetryableError, PayloadIntegrityError) as error:
         return Attempt(error=ErrorRecord.from_exception(error), retryable=False)
     except TimeoutError:
         timed_out = TimeoutError(f"task attempt timed out after {call.timeout_ms / 1000:g}s")

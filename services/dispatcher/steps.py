@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 
 from bdurable.clock import SYSTEM_CLOCK, Clock
-from bdurable.codec import loads
 from bdurable.config import Settings
+from bdurable.errors import PayloadUnreadableError
 from bdurable.keys import Keys
 from bdurable.limits import limit_id
 from bdurable.reads import Reads
@@ -110,8 +110,11 @@ class StepRunner:
 
     async def run(self, claim: StepClaim) -> None:
         began = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(
-            workflow_id=claim.workflow_id, name=claim.name, version=claim.version
+        with (
+            structlog.contextvars.bound_contextvars(
+                workflow_id=claim.workflow_id, name=claim.name, version=claim.version
+            ),
+            self.store.tracing.step(claim) as span,
         ):
             definition = self.registry.workflow(claim.name, claim.version)
             if definition is None:  # cannot happen through version routing; never guess
@@ -129,6 +132,7 @@ class StepRunner:
                 run, document, based_on = await self._advance(claim, definition)
                 if admission is not None:
                     document = dataclasses.replace(document, admission=admission)
+            document = span.annotate(document)  # tracing: the new calls' contexts (a no-op when off)
             reply = await self.committer.commit(
                 "step",
                 lambda budget: self.store.commit_step(
@@ -168,7 +172,7 @@ class StepRunner:
         """
         limit = definition.limit
         try:
-            key = limit.key_of(definition.convert_input(loads(claim.input)))
+            key = limit.key_of(definition.convert_input(self.store.codec.open(claim.input)))
         except Exception:
             key = ""
         ident = limit_id("w", definition.name, key)
@@ -201,6 +205,7 @@ class StepRunner:
         if run is None and claim.inbox_start >= 0:
             entries, calls = await self._load_history(claim.workflow_id)
         try:
+            entries = [self.store.codec.open_text(entry) for entry in entries]  # sealed payloads opened
             if run is None:
                 run = self._rebuild(definition, claim, calls)
             run.feed(entries)
@@ -216,12 +221,13 @@ class StepRunner:
 
     def _rebuild(self, definition: Workflow[Any, Any], claim: StepClaim, calls: dict[str, str]) -> WorkflowRun:
         """A run replayed from the recorded call records (when no cached copy is current)."""
-        recorded = {int(field): CallRecord.decode(raw) for field, raw in calls.items() if field.isdigit()}
+        open_text = self.store.codec.open_text
+        recorded = {int(field): CallRecord.decode(open_text(raw)) for field, raw in calls.items() if field.isdigit()}
         run = WorkflowRun(
             loop=self.loop,
             definition=definition,
             workflow_id=claim.workflow_id,
-            input_value=loads(claim.input),
+            input_value=self.store.codec.open(claim.input),
             recorded=recorded,
             committed_len=claim.committed_len,
             max_payload=self.settings.max_payload,
@@ -247,9 +253,10 @@ class StepRunner:
 
 
 def _corrupt_history(exc: BaseException) -> StepDocument:
-    """A step that fails the workflow because its recorded state cannot be replayed."""
+    """A step that fails the workflow because its recorded state cannot be replayed (named by the payload error
+    when a payload could not be opened: a missing key, a tampered ciphertext)."""
     error = ErrorRecord(
-        "CorruptHistoryError",
+        type(exc).__name__ if isinstance(exc, PayloadUnreadableError) else "CorruptHistoryError",
         f"the workflow's recorded state in Redis cannot be replayed: {type(exc).__name__}: {exc}",
         "".join(traceback.format_exception(exc)),
     )

@@ -56,8 +56,11 @@ class TaskRunner:
 
     async def run(self, claim: TaskClaim) -> None:
         call = claim.call
-        with structlog.contextvars.bound_contextvars(
-            workflow_id=claim.workflow_id, task=call.name, attempt=call.attempt
+        with (
+            structlog.contextvars.bound_contextvars(
+                workflow_id=claim.workflow_id, task=call.name, attempt=call.attempt
+            ),
+            self.store.tracing.attempt(claim) as span,
         ):
             began = time.perf_counter()
             attempt = await self._attempt(claim)
@@ -68,6 +71,7 @@ class TaskRunner:
                 delay = policy.delay_after(call.attempt, retryable=attempt.retryable)
                 outcome = "retry" if delay is not None else "fail"
                 payload = (attempt.error or ErrorRecord("Error", "")).encode()
+                span.failed(attempt.error or ErrorRecord("Error", ""), retryable=outcome == "retry")
                 log.warning(
                     "task attempt failed", outcome=outcome, error=attempt.error.message if attempt.error else ""
                 )
@@ -96,7 +100,7 @@ class TaskRunner:
         try:
             return await run_attempt(
                 self.registry.task(claim.call.name), claim.call, max_payload=self.settings.max_payload,
-                threads=self.threads,
+                threads=self.threads, codec=self.store.codec,
             )  # fmt: skip
         except asyncio.CancelledError:
             if key not in self.released:

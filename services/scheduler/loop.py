@@ -59,7 +59,7 @@ class Scheduler:
         log.info("scheduler stopped", fired=self.fired)
 
     async def _serve(self, store: Store, stopping: Stopping) -> None:
-        reads = Reads(store.redis, self.keys, clock=self.clock)
+        reads = Reads(store.redis, self.keys, store.codec, clock=self.clock)
         pubsub: Any = None
         try:
             pubsub = store.redis.pubsub()

@@ -86,7 +86,7 @@ def doctor(
 
     Exit 0 when workflow state survives a restart and cannot be evicted, 1 otherwise, 4 if unreachable.
     """
-    from bdurable.doctor import diagnose
+    from bdurable.doctor import diagnose, with_payload_protection
     from bdurable.store import connect_redis
 
     settings = client_settings(redis_url, prefix)
@@ -98,7 +98,7 @@ def doctor(
         finally:
             await redis.aclose()
 
-    report = run(main())
+    report = with_payload_protection(run(main()), settings)
     if json_output:
         echo_json(report.to_json())
     else:
@@ -129,6 +129,8 @@ def _print_report(report: DoctorReport) -> None:
         ("maxmemory", "none" if report.maxmemory == 0 else _unknown(report.maxmemory)),
         ("replicas", _unknown(report.connected_replicas)),
         ("loss window", report.loss_window),
+        ("payloads", report.payloads),
+        ("largest payload", f"{_unknown(report.largest_stored_payload)} bytes in Redis at BDURABLE_MAX_PAYLOAD"),
     ]
     for key, value in rows:
         table.add_row(key, escape(value))

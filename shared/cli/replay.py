@@ -31,6 +31,7 @@ from bdurable.cli.common import (
     with_client,
 )
 from bdurable.history import History, export
+from bdurable.payloads import ENCRYPTED
 
 __all__ = ["register"]
 
@@ -58,6 +59,12 @@ def export_history(
     """
     history: History = with_client(redis_url, prefix, lambda client: export(client, workflow_id))
     text = history.to_text()
+    if f'"{ENCRYPTED}"' in text:
+        typer.echo(
+            f"warning: some payloads of {workflow_id} are encrypted with keys this process lacks: they show as "
+            f"{ENCRYPTED} and the history cannot be replayed (set BDURABLE_ENCRYPTION_KEYS)",
+            err=True,
+        )
     if output is None:
         sys.stdout.write(text)
         return

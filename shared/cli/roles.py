@@ -65,6 +65,14 @@ WaitReplicas = Annotated[
     typer.Option("--wait-replicas", min=0, help="Commits wait for this many replicas (default 0)."),
 ]
 MaxPayload = Annotated[str | None, typer.Option("--max-payload", help="Largest payload, e.g. 64KiB (default 1MiB).")]
+# Payload protection: the keys come from BDURABLE_ENCRYPTION_KEYS only (an option would show them in `ps`).
+CompressAbove = Annotated[
+    str | None,
+    typer.Option("--compress-above", help="Compress larger payloads (zstd), e.g. 16KiB, or off (default 4KiB)."),
+]
+Codec = Annotated[
+    str | None, typer.Option("--codec", help="Custom payload codec, module:object with encode/decode (bytes).")
+]
 LogFormat = Annotated[
     str | None, typer.Option("--log-format", help="console or json (default: console on a terminal).")
 ]
@@ -181,6 +189,8 @@ def _settings_only_role(command: str) -> Callable[..., None]:
         heartbeat_timeout: HeartbeatTimeout = None,
         wait_replicas: WaitReplicas = None,
         max_payload: MaxPayload = None,
+        compress_above: CompressAbove = None,
+        codec: Codec = None,
         log_format: LogFormat = None,
         log_level: LogLevel = None,
         metrics_port: MetricsPort = None,
@@ -192,8 +202,8 @@ def _settings_only_role(command: str) -> Callable[..., None]:
         settings = _settings(
             redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
-            log_format=log_format, log_level=log_level, metrics_port=metrics_port, shards=shards,
-            drain_timeout=drain_timeout, liveness_timeout=liveness_timeout,
+            compress_above=compress_above, codec=codec, log_format=log_format, log_level=log_level,
+            metrics_port=metrics_port, shards=shards, drain_timeout=drain_timeout, liveness_timeout=liveness_timeout,
         )  # fmt: skip
         role = _role_class(command)
         _serve(command, settings, lambda: role(settings))
@@ -218,6 +228,8 @@ def dispatcher(
     heartbeat_timeout: HeartbeatTimeout = None,
     wait_replicas: WaitReplicas = None,
     max_payload: MaxPayload = None,
+    compress_above: CompressAbove = None,
+    codec: Codec = None,
     log_format: LogFormat = None,
     log_level: LogLevel = None,
     metrics_port: MetricsPort = None,
@@ -233,8 +245,9 @@ def dispatcher(
     settings = _settings(
         redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
-        log_format=log_format, log_level=log_level, metrics_port=metrics_port, shards=shards,
-        drain_timeout=drain_timeout, liveness_timeout=liveness_timeout, run_cache_bytes=run_cache_bytes,
+        compress_above=compress_above, codec=codec, log_format=log_format, log_level=log_level,
+        metrics_port=metrics_port, shards=shards, drain_timeout=drain_timeout, liveness_timeout=liveness_timeout,
+        run_cache_bytes=run_cache_bytes,
     )  # fmt: skip
     import_app_modules(app)
     registry = Registry.from_modules(app)
@@ -256,6 +269,8 @@ def console(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
     max_payload: MaxPayload = None,
+    compress_above: CompressAbove = None,
+    codec: Codec = None,
     log_format: LogFormat = None,
     log_level: LogLevel = None,
     shards: Shards = None,
@@ -267,7 +282,14 @@ def console(
     Authorization: Bearer TOKEN to the API); without it the console acts only when it listens on loopback.
     """
     settings = _settings(
-        redis_url, prefix, max_payload=max_payload, log_format=log_format, log_level=log_level, shards=shards
+        redis_url,
+        prefix,
+        max_payload=max_payload,
+        compress_above=compress_above,
+        codec=codec,
+        log_format=log_format,
+        log_level=log_level,
+        shards=shards,
     )
     role = _role_class("console")
     _serve("console", settings, lambda: role(settings, host=host, port=port, read_only=read_only))

@@ -35,7 +35,12 @@ from bdurable.cli.common import (
 )
 from bdurable.cli.render import print_history, print_page, print_state
 from bdurable.client import Client
-from bdurable.errors import WorkflowCancelledError, WorkflowFailedError, WorkflowNotFoundError
+from bdurable.errors import (
+    PayloadUnreadableError,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
+)
 from bdurable.model import Status, WorkflowState
 
 __all__ = ["register"]
@@ -95,6 +100,8 @@ async def _finish(client: Client, workflow_id: str, limit: float | None, *, json
     live = sys.stderr.isatty() and not json_output
     try:
         output = await _await_result(client, workflow_id, limit, live=live)
+    except PayloadUnreadableError as exc:
+        return await _finish_unreadable(client, workflow_id, exc, json_output=json_output)
     except (WorkflowFailedError, WorkflowCancelledError) as exc:
         if json_output:
             final = await _require_state(client, workflow_id)
@@ -115,6 +122,22 @@ async def _finish(client: Client, workflow_id: str, limit: float | None, *, json
     else:
         echo_json(output)
     return output
+
+
+async def _finish_unreadable(
+    client: Client, workflow_id: str, problem: PayloadUnreadableError, *, json_output: bool
+) -> Any:
+    """The workflow finished but its outcome cannot be opened here (no key, or tampered with): print what the
+    views show (``"<encrypted>"``), say why on stderr, and exit as its status says (0 completed, 1 otherwise)."""
+    final = await _require_state(client, workflow_id)
+    typer.echo(f"note: {problem}", err=True)
+    if json_output:
+        echo_json({"workflow_id": workflow_id, "status": final.status, "output": final.output, "error": final.error})
+    elif final.status == Status.COMPLETED:
+        echo_json(final.output)
+    if final.status != Status.COMPLETED:
+        raise CliError(f"workflow {workflow_id!r} ended {final.status}; its error is not readable here", EXIT_FAILED)
+    return final.output
 
 
 @handles_errors

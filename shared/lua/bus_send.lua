@@ -1,6 +1,6 @@
 -- Accept an inbound message for the signal bus (it is stored durably before the caller returns).
 -- KEYS[1] T; ARGV: G, type, ... :
---   'event', id, name, payload JSON     -> 'ok' | 'missing' | 'finished'
+--   'event', id, name, payload JSON     -> {'ok', the workflow's traceparent or ''} | 'missing' | 'finished'
 --   'publish', name, key, payload JSON  -> number of distinct workflows waiting (0: dropped, nothing stored)
 --   'cancel', id, reason                -> 'ok' | 'missing' | 'finished' | 'already'
 local kind = ARGV[2]
@@ -17,12 +17,12 @@ if kind == 'publish' then
   return waiting
 end
 local id = ARGV[3]
-local s = redis.call('HMGET', k_wf(id), 'status', 'cancel_requested')
+local s = redis.call('HMGET', k_wf(id), 'status', 'cancel_requested', 'trace')
 if not s[1] then return 'missing' end
 if FINISHED[s[1]] then return 'finished' end
 if kind == 'event' then
   push_bus({t = 'event', id = id, name = ARGV[4], p = ARGV[5]})
-  return 'ok'
+  return {'ok', s[3] or ''}
 end
 if s[2] == '1' then return 'already' end
 push_bus({t = 'cancel', id = id, reason = ARGV[4]})

@@ -56,12 +56,14 @@ for _, c in ipairs(step.calls) do
         'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
         'on_exhausted', c.on_exhausted, 'lease', '0')
       if priority then redis.call('HSET', task, 'priority', priority) end  -- a run's tasks inherit its priority
+      if c.trace then redis.call('HSET', task, 'trace', c.trace) end  -- its attempts' spans continue it
       push_task(id, seq, now, false)
     elseif c.kind == 'task' then  -- a limited task lives with its limit, in the limit's shard
       local fields = {'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',
         'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
         'on_exhausted', c.on_exhausted, 'lease', '0', 'limit', c.limit.id, 'wf_shard', shard_number()}
       if priority then table.insert(fields, 'priority') table.insert(fields, priority) end
+      if c.trace then table.insert(fields, 'trace') table.insert(fields, c.trace) end
       route({shard = c.limit.shard, op = 'create_task', id = id, seq = seq, fields = fields, limit = c.limit}, now)
     elseif c.kind == 'sleep' then
       local due = c.due_ms
@@ -74,7 +76,7 @@ for _, c in ipairs(step.calls) do
     elseif c.kind == 'child' then
       route({shard = c.shard, op = 'start_child', id = c.child_id, name = c.name, version = c.version,
         queue = c.queue, input = payload(c.p), parent_id = id, parent_seq = seq, parent_shard = shard_number(),
-        priority = tonumber(priority or '0')}, now)
+        priority = tonumber(priority or '0'), trace = c.trace}, now)
     end
   end
 end

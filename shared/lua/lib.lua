@@ -157,7 +157,8 @@ end
 -- The reliable-queue pattern: an item moves from its ready queue into the dispatcher's processing hash with
 -- a fresh lease token; a commit must present that token, so work handed to someone else can never be
 -- committed by its former holder. Claims, as returned to the dispatcher (decoded by bdurable/wire.py):
---   {'w', suspect, id, lease, name, version, input, inbox_start, committed_len, {inbox entries}, {calls}, priority}
+--   {'w', suspect, id, lease, name, version, input, inbox_start, committed_len, {inbox entries}, {calls}, priority,
+--    traceparent}
 --     inbox_start is where the dispatcher's cached copy stopped, or -1 (no copy: the whole inbox and the call
 --     records follow); committed_len is -1 before the first commit
 --   {'t', suspect, id, seq, lease, {task hash fields}}
@@ -165,7 +166,8 @@ end
 
 local function claim_step(worker, id, item, suspect, claims)
   local wf = k_wf(id)
-  local f = redis.call('HMGET', wf, 'name', 'version', 'input', 'cache_owner', 'cache_len', 'priority', 'seq_base')
+  local f = redis.call('HMGET', wf, 'name', 'version', 'input', 'cache_owner', 'cache_len', 'priority', 'seq_base',
+    'trace')
   if not f[1] then return end  -- expired or removed while queued: nothing to run
   local lease = redis.call('INCR', K_SEQ)
   redis.call('HSET', k_proc(worker), item, lease)
@@ -175,7 +177,8 @@ local function claim_step(worker, id, item, suspect, claims)
   local calls = {}
   if start < 0 then calls = redis.call('HGETALL', k_calls(id)) end
   table.insert(claims, {'w', suspect and 1 or 0, id, lease, f[1], f[2], f[3], start, f[5] or '-1',
-    redis.call('LRANGE', k_inbox(id), math.max(start, 0), -1), calls, tonumber(f[6] or '0'), tonumber(f[7] or '0')})
+    redis.call('LRANGE', k_inbox(id), math.max(start, 0), -1), calls, tonumber(f[6] or '0'), tonumber(f[7] or '0'),
+    f[8] or ''})
 end
 
 local function claim_task(worker, id, seq, item, suspect, claims)
@@ -497,8 +500,9 @@ end
 -- What one script call learned once and may reuse for every workflow it creates (a batch of starts).
 local CREATED_KINDS, CREATED_LIVENESS, CREATED_QUEUES = {}, {}, {}
 
+-- `trace`: the W3C traceparent its steps continue (tracing on; nil or '' otherwise, and nothing is stored).
 local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, parent_shard, priority, now,
-                               start_at)
+                               start_at, trace)
   local wf = k_wf(id)
   local existing = redis.call('HGET', wf, 'name')
   if existing then return existing end
@@ -509,6 +513,7 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
     'created_at', int(now), 'updated_at', int(now)}
   local function add(field, value) fields[#fields + 1] = field fields[#fields + 1] = value end
   if priority and priority ~= 0 then add('priority', int(priority)) end
+  if trace and trace ~= '' then add('trace', trace) end
   local order
   if parent_id ~= '' then
     add('parent_id', parent_id) add('parent_seq', parent_seq) add('parent_shard', parent_shard)
@@ -856,7 +861,7 @@ local function apply_x(m, now)
     request_cancel(m.id, m.reason, now)
   elseif m.op == 'start_child' then
     local created = create_workflow(m.id, m.name, m.version, m.queue, m.input, m.parent_id, m.parent_seq,
-      m.parent_shard, m.priority, now)
+      m.parent_shard, m.priority, now, nil, m.trace)
     if created ~= 'created' then
       local f = redis.call('HMGET', k_wf(m.id), 'parent_id', 'parent_seq')
       if f[1] ~= m.parent_id or f[2] ~= m.parent_seq then  -- not a replay of our own start: a conflict

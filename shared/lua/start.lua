@@ -1,21 +1,22 @@
 -- Start workflows, idempotently: a workflow id is its idempotency key. A delayed start (start_at > now) waits
 -- as SCHEDULED, its first step queued by a timer when it is due. One call starts one workflow (`client.start`)
 -- or a batch of them (`client.start_many`: the ids of one shard, a hundred or so per call), each independently.
--- KEYS[1] T; ARGV: G, then per workflow: id, name, version, queue, input JSON, priority, start_at ms (0: now)
+-- KEYS[1] T; ARGV: G, then per workflow: id, name, version, queue, input JSON, priority, start_at ms (0: now),
+-- traceparent ('' untraced)
 -- Returns per workflow {'created', status} | {'exists', status} | {'conflict', existing name}
 local now = now_once()
 local replies = {}
-for i = 2, #ARGV, 7 do
+for i = 2, #ARGV, 8 do
   local id, name, version, queue, input = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local priority, start_at = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+  local priority, start_at, trace = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ARGV[i + 7]
   local existing = redis.call('HMGET', k_wf(id), 'name', 'status')
   if existing[1] then
     table.insert(replies, {existing[1] == name and 'exists' or 'conflict', existing[1] == name and existing[2] or existing[1]})
   elseif start_at > now then
-    create_workflow(id, name, version, queue, input, '', '', '', priority, now, start_at)
+    create_workflow(id, name, version, queue, input, '', '', '', priority, now, start_at, trace)
     table.insert(replies, {'created', 'SCHEDULED'})
   else
-    create_workflow(id, name, version, queue, input, '', '', '', priority, now)
+    create_workflow(id, name, version, queue, input, '', '', '', priority, now, nil, trace)
     table.insert(replies, {'created', 'RUNNING'})
   end
 end

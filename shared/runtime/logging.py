@@ -2,8 +2,9 @@
 
 JSON lines when the output is not a terminal, the console renderer when it is (``BDURABLE_LOG_FORMAT``
 overrides). Context (role, worker, workflow_id, step, task, attempt) is bound through contextvars, so every
-line written while handling a workflow carries it. Applications embedding b-durable keep their own
-structlog configuration: this is only applied by the ``bdurable`` processes.
+line written while handling a workflow carries it, and, with tracing on, the ``trace_id`` and ``span_id`` of the
+span it belongs to. Applications embedding b-durable keep their own structlog configuration: this is only applied
+by the ``bdurable`` processes (``bdurable.tracing.add_trace_ids`` is the processor to add to one's own).
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ from typing import Any
 import structlog
 
 __all__ = ["configure_logging"]
+
+
+def _trace_ids() -> list[Any]:
+    """The processor adding ``trace_id``/``span_id`` of the current span, when OpenTelemetry is installed (it costs
+    nothing to leave out otherwise)."""
+    try:
+        import opentelemetry.trace  # noqa: F401  # only whether it is installed
+    except ImportError:
+        return []
+    from bdurable.tracing import add_trace_ids
+
+    return [add_trace_ids]
 
 
 def configure_logging(*, level: str = "info", fmt: str | None = None, stream: Any = None) -> None:
@@ -32,6 +45,7 @@ def configure_logging(*, level: str = "info", fmt: str | None = None, stream: An
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *_trace_ids(),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info,

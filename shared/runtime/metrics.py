@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["ROLES", "FleetGate", "Metrics", "RedisTotal"]
+__all__ = ["ROLES", "FleetGate", "Metrics", "PayloadBytes", "RedisTotal"]
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -48,6 +48,31 @@ class RedisTotal(Collector):
         family = self._family()
         for labels, value in self.values.items():
             family.add_metric(list(labels), value)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield self._family()
+
+
+class PayloadBytes(Collector):
+    """``bdurable_payload_bytes_total{form}``: the bytes of the payloads this process wrote, as the user sent them
+    (``plain``) and as Redis holds them (``stored``: after compression, encryption, base64). Read from the codec's
+    own counters when scraped, so sealing a payload costs no metric update."""
+
+    NAME = "bdurable_payload_bytes"
+
+    def __init__(self, codec: Any) -> None:
+        self.codec = codec
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            self.NAME, "Bytes of payloads written: plain (as sent) and stored (as Redis holds them)", labels=["form"]
+        )
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = self._family()
+        family.add_metric(["plain"], self.codec.plain_bytes)
+        family.add_metric(["stored"], self.codec.stored_bytes)
         yield family
 
     def describe(self) -> Iterator[CounterMetricFamily]:

@@ -12,7 +12,7 @@ import structlog
 from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.config import Settings
 from bdurable.runtime.health import Health, HealthServer
-from bdurable.runtime.metrics import Metrics
+from bdurable.runtime.metrics import Metrics, PayloadBytes
 from bdurable.runtime.service import REDIS_ERRORS, StoppedWaitingForRedis, Stopping
 from bdurable.store import Store
 
@@ -57,8 +57,9 @@ async def role_runtime(
 ) -> AsyncIterator[RoleRuntime]:
     """Start the metrics/health endpoint (when ``metrics_port`` is set) at once, before Redis is reached, so
     that probes see a live process whatever Redis does; then connect; clean up after."""
-    store = Store.from_settings(settings, clock=clock)
+    store = Store.from_settings(settings, clock=clock, service=f"bdurable-{role}")
     runtime = RoleRuntime(store, Metrics(role), Health(settings.liveness_timeout), clock)
+    runtime.metrics.registry.register(PayloadBytes(store.codec))
     server = None
     try:
         if settings.metrics_port is not None:
@@ -78,3 +79,4 @@ async def role_runtime(
         if server is not None:
             await server.stop()
         await store.close()
+        store.tracing.flush()  # spans still batched go out before the process ends
