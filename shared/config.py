@@ -85,6 +85,21 @@ class Settings:
                 values[name] = _convert(name, value) if isinstance(value, str) else value
         return cls(**values)
 
+    def to_env(self) -> dict[str, str]:
+        """The ``BDURABLE_*`` variables that give these settings to another process (the inverse of
+        ``from_env``: secrets included, so hand them only to processes of your own)."""
+        env: dict[str, str] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name == "compress_above" and value is None:
+                env["BDURABLE_COMPRESS_ABOVE"] = "off"
+            elif isinstance(value, tuple):
+                if value:
+                    env[f"BDURABLE_{field.name.upper()}"] = ",".join(value)
+            elif value is not None:
+                env[f"BDURABLE_{field.name.upper()}"] = str(value)
+        return env
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given non-``None`` fields replaced (strings parsed like the environment)."""
         clean = {k: (_convert(k, v) if isinstance(v, str) else v) for k, v in overrides.items() if v is not None}

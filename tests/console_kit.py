@@ -35,10 +35,7 @@ class RunningConsole:
 def environment(settings: Settings, token: str | None) -> dict[str, str]:
     """This process's environment with every ``BDURABLE_*`` setting taken from ``settings`` (logs in JSON)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("BDURABLE_")}
-    for field in dataclasses.fields(Settings):
-        value = getattr(settings, field.name)
-        if value is not None:
-            env[f"BDURABLE_{field.name.upper()}"] = str(value)
+    env.update(settings.to_env())
     if token is not None:
         env["BDURABLE_CONSOLE_TOKEN"] = token
     env["BDURABLE_LOG_FORMAT"] = "json"

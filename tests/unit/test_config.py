@@ -1,0 +1,27 @@
+"""Settings from the environment and back: a process hands its settings to another as ``BDURABLE_*``."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from bdurable import Settings
+
+
+def test_settings_survive_the_trip_through_the_environment() -> None:
+    key, old_key = (base64.b64encode(bytes(range(n, n + 32))).decode() for n in (0, 100))
+    original = Settings(
+        redis_url="rediss://user:pw@host:6380/1", prefix="p-1", retention=3600.5, heartbeat_interval=0.2,
+        heartbeat_timeout=1.0, max_payload=65536, metrics_port=9100, shards=6, drain_timeout=60.0,
+        run_cache_bytes=1 << 20, encryption_keys=(key, old_key), compress_above=None, console_token="t",
+    )  # fmt: skip
+    assert Settings.from_env(original.to_env()) == original
+    assert Settings.from_env(Settings().to_env()) == Settings()
+
+
+def test_bad_values_name_their_variable() -> None:
+    with pytest.raises(ValueError, match="BDURABLE_DRAIN_TIMEOUT"):
+        Settings.from_env({"BDURABLE_DRAIN_TIMEOUT": "soon"})
+    with pytest.raises(ValueError, match="BDURABLE_RUN_CACHE_BYTES"):
+        Settings.from_env({"BDURABLE_RUN_CACHE_BYTES": "lots"})
