@@ -83,12 +83,12 @@ async def test_reads_serve_the_cli_json_shapes(client: Client, roles: InProcessR
         assert "approve" in state["waiting_on"]
 
         history = (await web.http.get(f"/api/workflows/{workflow_id}/history")).json()
-        assert [set(entry) - {"child_id", "args"} for entry in history] == [HISTORY_KEYS] * len(history)
+        assert [set(entry) - {"child_id", "args", "attempts"} for entry in history] == [HISTORY_KEYS] * len(history)
         assert [(e["kind"], e["status"]) for e in history] == [
             ("task", "done"), ("signal", "done"), ("child", "done"), ("sleep", "done"), ("event", "pending"),
         ]  # fmt: skip
         task, _, child, _, _ = history
-        assert (task["args"], task["result"]) == ({"args": ["ada"], "kwargs": {}}, "hello ada")
+        assert (task["args"], task["result"], task["attempts"]) == ({"args": ["ada"], "kwargs": {}}, "hello ada", 1)
         assert child["child_id"]
         assert child["args"] == {"who": "child"}
         child_state = (await web.http.get(f"/api/workflows/{child['child_id']}")).json()
