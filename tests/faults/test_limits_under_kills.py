@@ -12,6 +12,7 @@ import pytest
 from support import HeldSampler, InProcessRoles, RoleProcesses, eventually, held_by_dispatchers
 
 from bdurable import Client
+from bdurable.limits import limit_id
 
 
 @pytest.mark.timeout(120)
@@ -21,12 +22,14 @@ async def test_concurrency_five_holds_through_a_sigkill(
     roles.scheduler()
     roles.signal_bus()
     reaper = roles.reaper()
-    dispatchers = [processes.start("dispatcher", "--app", "limits_app", "--concurrency", "50") for _ in range(4)]
-    await eventually(lambda: client.reads.registered_versions("capped_flow"), timeout=20)
+    dispatchers = {p.pid: p for p in (processes.start("dispatcher", "--app", "limits_app", "--concurrency", "50")
+                                      for _ in range(4))}  # fmt: skip
+    await eventually(lambda: live_dispatchers(client, 4), timeout=30)  # all four serve before the load starts
     handles = [await client.start(limits_app.capped_flow, {"calls": 50, "hold": 0.05}) for _ in range(4)]
     async with HeldSampler(client, "limits.capped") as sampler:
         await eventually(lambda: sampler.samples and sampler.samples[-1] >= 5, timeout=20)  # saturated
-        victim = dispatchers[0]
+        holder = await eventually(lambda: dispatcher_holding(client, "limits.capped"), timeout=20)
+        victim = dispatchers[pid_of(holder)]  # killed while it holds permits of the limit
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(10)
         for handle in handles:
@@ -34,5 +37,27 @@ async def test_concurrency_five_holds_through_a_sigkill(
     assert max(sampler.samples) <= 5, max(sampler.samples)
     # The dead dispatcher is recovered (its heartbeat lapses within a second) ...
     await eventually(lambda: (reaper.sample("bdurable_reaped_workers_total") or 0) >= 1, timeout=10)
+    assert holder not in {d.worker_id for d in await client.reads.dispatchers() if d.alive}
     held, permits = await held_by_dispatchers(client, "limits.capped")
     assert (held, permits) == (0, 0)  # ... and no permit leaked with it
+
+
+async def live_dispatchers(client: Client, count: int) -> bool:
+    return sum(d.alive for d in await client.reads.dispatchers()) >= count
+
+
+async def dispatcher_holding(client: Client, task: str) -> str | None:
+    """A dispatcher that holds an attempt of ``task`` now (with its permit), if any."""
+    ident = limit_id("t", task, "")
+    shard = client.keys.shard(client.keys.shard_of(ident))
+    redis = client.store.redis
+    permit_of = await redis.hgetall(shard.permit_of)
+    for worker in await redis.zrange(shard.workers, 0, -1):
+        if any(permit_of.get(item) == ident for item in await redis.hkeys(shard.processing(worker))):
+            return str(worker)
+    return None
+
+
+def pid_of(worker_id: str) -> int:
+    """The process id in a worker id (``role-host-pid-suffix``)."""
+    return int(worker_id.rsplit("-", 2)[-2])
