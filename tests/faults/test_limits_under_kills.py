@@ -52,9 +52,10 @@ async def dispatcher_holding(client: Client, task: str) -> str | None:
     shard = client.keys.shard(client.keys.shard_of(ident))
     redis = client.store.redis
     permit_of = await redis.hgetall(shard.permit_of)
-    for worker in await redis.zrange(shard.workers, 0, -1):
+    workers: list[str] = await redis.zrange(shard.workers, 0, -1)
+    for worker in workers:
         if any(permit_of.get(item) == ident for item in await redis.hkeys(shard.processing(worker))):
-            return str(worker)
+            return worker
     return None
 
 
