@@ -13,7 +13,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
@@ -88,16 +87,20 @@ def _cache_bytes(port: int) -> float:
     return float("nan")
 
 
-async def main(runs: int) -> None:
+async def measure_payloads(runs: int) -> list[tuple[int, dict[str, float]]]:
+    """RSS with ``runs`` runs cached, for small (100 B) and large (100 KiB) payloads, each on a fresh Redis."""
     rows = []
     with redis(appendfsync="no") as server:
         for payload in (100, 100 * 1024):
-            began = time.monotonic()
-            figures = await measure(server.url, runs, payload)
-            rows.append((payload, figures, time.monotonic() - began))
+            rows.append((payload, await measure(server.url, runs, payload)))
+    return rows
+
+
+async def main(runs: int) -> None:
+    rows = await measure_payloads(runs)
     print(f"\none dispatcher, {runs:,} workflow runs cached\n")
     print(f"{'payload':>10}{'idle RSS':>12}{'full RSS':>12}{'per run':>12}{'counted':>12}{'RSS/counted':>13}")
-    for payload, f, _ in rows:
+    for payload, f in rows:
         per_run = (f["full"] - f["idle"]) * 1024 / runs
         ratio = (f["full"] - f["idle"]) / f["counted"]
         print(

@@ -34,15 +34,20 @@ async def batched(client: Client, count: int) -> float:
     return count / (time.perf_counter() - began)
 
 
-async def main(count: int, repeat: int) -> None:
+async def measure(url: str, count: int, repeat: int) -> dict[str, float]:
+    """Starts per second, one by one and with ``start_many`` (the median of ``repeat`` interleaved rounds)."""
     rows: dict[str, list[float]] = {"one by one": [], "start_many": []}
+    for _ in range(repeat):
+        for name, measure_one in (("one by one", one_by_one), ("start_many", batched)):
+            settings = Settings(redis_url=url, prefix=f"s{uuid.uuid4().hex[:8]}")
+            async with Client(settings=settings) as client:
+                rows[name].append(await measure_one(client, count))
+    return {name: sorted(values)[len(values) // 2] for name, values in rows.items()}
+
+
+async def main(count: int, repeat: int) -> None:
     with redis() as server:
-        for _ in range(repeat):
-            for name, measure in (("one by one", one_by_one), ("start_many", batched)):
-                settings = Settings(redis_url=server.url, prefix=f"s{uuid.uuid4().hex[:8]}")
-                async with Client(settings=settings) as client:
-                    rows[name].append(await measure(client, count))
-    best = {name: sorted(values)[len(values) // 2] for name, values in rows.items()}
+        best = await measure(server.url, count, repeat)
     print(f"\n{count} single-task workflows started from one client, median of {repeat}\n")
     print(f"{'how':<12}{'starts/s':>12}")
     for name, value in best.items():

@@ -38,6 +38,7 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
 
     from bdurable import Worker
     from bdurable.runtime.logging import configure_logging
+    from bdurable.runtime.service import run_event_loop
 
     options = dict(options)
     stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
@@ -53,14 +54,14 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
             await stopping.wait()
 
     if profile is None:
-        asyncio.run(serve())
+        run_event_loop(serve(), settings.event_loop)
         return
     import cProfile
 
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        asyncio.run(serve())
+        run_event_loop(serve(), settings.event_loop)
     finally:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -152,12 +153,10 @@ def roles(
 
 def lua_commands() -> frozenset[str]:
     """Every command b-durable's scripts call: the rest of INFO commandstats is sent by clients."""
-    import bdurable.lua
+    from bdurable.lua import load_library
 
-    names: set[str] = set()
-    for path in Path(bdurable.lua.__file__).parent.glob("*.lua"):
-        names.update(m.lower() for m in re.findall(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]", path.read_text()))
-    return frozenset(names)
+    source = load_library().source  # the .lua files and what is generated around them (the clock reads TIME)
+    return frozenset(m.lower() for m in re.findall(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]", source))
 
 
 LUA_COMMANDS = lua_commands()
@@ -209,13 +208,14 @@ class Delta:
 
     @property
     def script_calls(self) -> int:
-        return self.calls.get("evalsha", 0) + self.calls.get("eval", 0)
+        return sum(self.calls.get(name, 0) for name in SCRIPT_COMMANDS)
 
     @property
     def script_usec(self) -> int:
-        return self.usec.get("evalsha", 0) + self.usec.get("eval", 0)
+        return sum(self.usec.get(name, 0) for name in SCRIPT_COMMANDS)
 
 
+SCRIPT_COMMANDS = ("fcall", "evalsha", "eval")  # the library's functions, or the scripts sent whole
 INFO_SECTIONS = ("commandstats", "stats", "cpu", "memory")  # a snapshot's own round trips, per node
 
 

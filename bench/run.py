@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -28,6 +30,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_app
+import bench_memory
+import bench_starts
 import redis as redis_py
 from harness import (
     BENCH,
@@ -344,7 +348,7 @@ def bus_bench(quick: bool) -> list[tuple[str, str, str]] | str:
     path = BENCH / "bench_bus.py"
     if not path.exists():
         return "bench/bench_bus.py does not exist"
-    args = ["--samples", "60", "--events", "500"] if quick else ["--samples", "200", "--events", "3000"]
+    args = ["--samples", "60", "--events", "500"] if quick else ["--samples", "200", "--events", "10000"]
     try:
         out = subprocess.run(
             [sys.executable, str(path), *args], capture_output=True, text=True, timeout=300, cwd=str(ROOT)
@@ -635,7 +639,10 @@ def machine() -> dict[str, str]:
     }
 
 
-SECTIONS = ("limits", "throughput", "latency", "replay", "memory", "scale", "profile", "cluster", "bus")
+SECTIONS = (
+    "limits", "throughput", "loop", "latency", "replay", "memory", "scale", "profile", "cluster", "bus", "starts",
+    "rss",
+)  # fmt: skip
 
 
 async def main(args: Any) -> None:
@@ -655,7 +662,10 @@ async def main(args: Any) -> None:
     report = Report()
     report.extra["repeat"] = 1 if quick else args.repeat
     report.extra["load_start"] = load_average()
-    report.extra["counts"] = {"drain": n_drain, "three": n_three, "park": n_park, "latency": n_lat, "chain": chain}
+    report.extra["counts"] = {
+        "drain": n_drain, "three": n_three, "park": n_park, "latency": n_lat, "chain": chain,
+        "bus_waiters": 500 if quick else 10_000,
+    }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     peers = peers_python() if only & {"throughput", "latency"} else None
     if peers:
@@ -700,6 +710,9 @@ async def main(args: Any) -> None:
             assert one is not None
             assert three is not None
             throughput_section(report, args, n_drain, n_three, one, three, picked["saq"], picked["arq"])
+        if "loop" in only:
+            progress("event loops: the 1-task drain on asyncio's loop and on uvloop")
+            loop_section(report, await event_loops(url, n_drain, args.concurrency, 1 if quick else args.repeat))
         if "latency" in only:
             progress("latency")
             lat = await latency(settings_for(url), n_lat)
@@ -721,6 +734,9 @@ async def main(args: Any) -> None:
                     settings_for(url), [url], bench_app.three_tasks, 3, n_scale, args.concurrency, dispatchers
                 )
                 scale_rows.append(("one Redis", dispatchers, figures))
+        if "starts" in only:
+            progress("starts from one client (bench/bench_starts.py)")
+            starts_section(report, 1000 if quick else 5000, await bench_starts.measure(url, 1000 if quick else 5000, 3))
         if "profile" in only:
             progress("profile: one dispatcher under cProfile")
             profile_path = str(RESULTS / "dispatcher.prof")
@@ -751,6 +767,10 @@ async def main(args: Any) -> None:
     if "bus" in only:
         progress("signal bus (bench/bench_bus.py)")
         bus_section(report, bus_bench(quick))
+    if "rss" in only:
+        progress("dispatcher memory (bench/bench_memory.py)")
+        n_rss = 2000 if quick else 10_000
+        rss_section(report, n_rss, await bench_memory.measure_payloads(n_rss))
 
     seconds = time.monotonic() - began
     report.extra["seconds"] = seconds
@@ -959,14 +979,83 @@ def memory_section(report: Report, n_park: int, parked: dict[str, Any], kept: di
 def scale_section(report: Report, scale_rows: list[tuple[str, int, dict[str, float]]]) -> None:
     report.extra["scale"] = scale_rows
     rows = report.section("Scale: 3-task workflows, N dispatcher processes (2 cores for everything!)")
+    single = {n: f for where, n, f in scale_rows if where == "one Redis"}
     for where, dispatchers, figures in scale_rows:
+        share = figures["per_s"] / single[dispatchers]["per_s"] if where != "one Redis" and dispatchers in single else 0
         rows.append(
             Row(
                 f"{where}, {dispatchers} dispatcher(s): workflows/s",
                 fmt(figures["per_s"]),
+                versus=f"{share:.0%} of one Redis" + (" (target >= 90%)" if dispatchers == 1 else "") if share else "",
+                verdict=verdict(share >= 0.9) if share and dispatchers == 1 else "",
                 note=f"Redis CPU {figures['redis_cpu']:.0%} (sum of nodes), dispatchers CPU "
                 f"{figures['dispatcher_cpu']:.0%}, machine {figures['machine_cpu']:.0%} of all cores; "
                 f"{figures['round_trips_per_item']:.2f} round trips/item" + disturbed(figures),
+            )
+        )
+
+
+async def event_loops(url: str, count: int, concurrency: int, rounds: int) -> dict[str, list[dict[str, float]]]:
+    """The 1-task drain with the roles on asyncio's own loop and on uvloop, interleaved (uvloop if installed)."""
+    runs: dict[str, list[dict[str, float]]] = {"asyncio": [], "uvloop": []}
+    loops = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") else ["asyncio"]
+    for _ in range(rounds):
+        for loop in loops:
+            settings = dataclasses.replace(settings_for(url), event_loop=loop)
+            runs[loop].append(await drain(settings, [url], bench_app.one_task, 1, count, concurrency))
+    return runs
+
+
+def loop_section(report: Report, runs: dict[str, list[dict[str, float]]]) -> None:
+    picked = {loop: median_run(values) for loop, values in runs.items()}
+    report.extra["loops"] = {loop: figures for loop, figures in picked.items() if figures}
+    rows = report.section("Event loop of the roles: the 1-task drain on each (BDURABLE_EVENT_LOOP)")
+    base = picked["asyncio"]
+    assert base is not None
+    for loop, figures in picked.items():
+        if figures is None:
+            rows.append(Row(f"1-task workflows/s, {loop}", "not measured", note="uvloop is not installed"))
+            continue
+        gain = figures["per_s"] / base["per_s"]
+        rows.append(
+            Row(
+                f"1-task workflows/s, {loop}",
+                fmt(figures["per_s"]),
+                versus="" if loop == "asyncio" else f"{gain:.2f}x asyncio",
+                note=f"dispatcher CPU {figures['dispatcher_cpu']:.0%}, Redis CPU {figures['redis_cpu']:.0%}; "
+                f"{len(runs[loop])} run(s): " + ", ".join(fmt(r["per_s"]) for r in runs[loop]),
+            )
+        )
+
+
+def starts_section(report: Report, count: int, best: dict[str, float]) -> None:
+    report.extra["starts"] = best
+    rows = report.section("Starts from one client process (bench/bench_starts.py; no dispatcher runs)")
+    ratio = best["start_many"] / best["one by one"]
+    rows.append(Row("workflows started/s, one by one", fmt(best["one by one"]), note=f"{count} `client.start` calls"))
+    rows.append(
+        Row(
+            "workflows started/s, `start_many`",
+            fmt(best["start_many"]),
+            versus=f"{ratio:.1f}x one by one (target >= 10x)",
+            verdict=verdict(ratio >= 10),
+            note=f"{count} inputs in one call; median of 3",
+        )
+    )
+
+
+def rss_section(report: Report, runs: int, measured: list[tuple[int, dict[str, float]]]) -> None:
+    report.extra["rss"] = measured
+    rows = report.section(f"Dispatcher memory: {runs:,} runs in its cache (bench/bench_memory.py)")
+    for payload, f in measured:
+        grown = f["full"] - f["idle"]
+        rows.append(
+            Row(
+                f"RSS with {runs:,} runs cached, {payload:,} B payloads (MiB)",
+                f"{f['full']:,.0f}",
+                versus=f"{grown / f['counted']:.2f}x the bytes counted",
+                note=f"idle {f['idle']:.0f} MiB; {grown * 1024 / runs:.1f} KiB per run; the cache counted "
+                f"{f['counted']:,.0f} MiB against BDURABLE_RUN_CACHE_BYTES",
             )
         )
 
@@ -982,6 +1071,9 @@ def bus_section(report: Report, bus: list[tuple[str, str, str]] | str) -> None:
         if name.startswith("send_event") and "/" in value:
             p99 = float(value.split("/")[1])
             row.versus, row.verdict = "p99 target <= 5 ms", verdict(p99 <= 5)
+        if "PING during that publish" in name and "/" in value:
+            worst = float(value.split("/")[1])
+            row.versus, row.verdict = "max target <= 5 ms", verdict(worst <= 5)
         rows.append(row)
 
 
@@ -1002,9 +1094,9 @@ def print_table(report: Report) -> None:
 
 
 def write_doc(report: Report, args: Any, host: dict[str, str]) -> None:
-    from docs_template import render  # bench/, beside this file
+    from docs_template import previous_figures, render  # bench/, beside this file
 
-    DOC.write_text(render(report, args, host))
+    DOC.write_text(render(report, args, host, previous_figures(DOC)))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from bdurable.keyring import check_keys
 __all__ = ["DEFAULT_REDIS_URL", "Settings"]
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,9 @@ class Settings:
     encryption_keys: tuple[str, ...] = dataclass_field(default=(), repr=False)
     compress_above: int | None = 4096
     codec: str | None = None
+    # The event loop of the role processes: "auto" takes uvloop when it is installed (`b-durable[fast]`), else
+    # asyncio's own; "asyncio" and "uvloop" choose one (docs/performance.md measures both).
+    event_loop: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in "{}: \n"):
@@ -69,6 +73,8 @@ class Settings:
             raise ValueError("compress_above must be >= 0 (or None: never compress)")
         if self.codec is not None and ":" not in self.codec:
             raise ValueError(f"BDURABLE_CODEC must be 'module:object', not {self.codec!r}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValueError(f"invalid event loop {self.event_loop!r}: use {', '.join(map(repr, EVENT_LOOPS))}")
         check_keys(self.encryption_keys)
 
     @classmethod
@@ -114,7 +120,7 @@ def _convert(name: str, raw: str) -> Any:
             return parse_size(raw)
         if name in ("wait_replicas", "metrics_port", "shards"):
             return int(raw)
-        if name in ("log_format", "log_level"):
+        if name in ("log_format", "log_level", "event_loop"):
             return raw.lower()
         if name == "encryption_keys":
             return tuple(part.strip() for part in raw.split(",") if part.strip())

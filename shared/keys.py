@@ -413,10 +413,12 @@ _LUA_NAMES = {  # Lua names that differ from the Python entry name (kept short w
 }
 
 
-def _lua_entry(scope: str, entry: str, spec: KeySpec, tag: str, prefix: str) -> str:
+def _lua_entry(scope: str, entry: str, spec: KeySpec, tag: str, prefix: str) -> tuple[str, str]:
+    """One entry's Lua: (its definition, and for a constant key its assignment in ``bind_keys``, else '')."""
     name = _LUA_NAMES.get((scope, entry), entry)
     if not spec.params:
-        return f"local {prefix.upper()}{name.upper()} = {tag} .. ':{spec.kind}'"
+        constant = f"{prefix.upper()}{name.upper()}"
+        return f"local {constant}", f"  {constant} = {tag} .. ':{spec.kind}'"
     pieces = [f"'{':'}{spec.kind}:'"]
     for index, param in enumerate(spec.params):
         last = index == len(spec.params) - 1
@@ -427,23 +429,36 @@ def _lua_entry(scope: str, entry: str, spec: KeySpec, tag: str, prefix: str) -> 
         if not last:
             pieces.append("':'")
     body = " .. ".join(pieces)
-    return f"local function {prefix.lower()}{name}({', '.join(spec.params)}) return {tag} .. {body} end"
+    return f"local function {prefix.lower()}{name}({', '.join(spec.params)}) return {tag} .. {body} end", ""
 
 
 def lua_prelude() -> str:
-    """The Lua helpers of every key and channel, prepended to every script (see :mod:`bdurable.lua`).
+    """The Lua helpers of every key and channel, at the head of the scripts' library (see :mod:`bdurable.lua`).
 
     Convention: ``KEYS[1]`` is the shard's tag ``T`` and ``ARGV[1]`` the fleet tag ``G``; shard keys are
     ``k_<entry>(...)``/``K_<ENTRY>``, fleet keys ``g_<entry>(...)``/``G_<ENTRY>``, channels ``ch_<entry>(...)``.
+    The library is loaded once (a Redis Function library) and serves many calls, so the tags are bound per
+    call: ``bind_keys(KEYS, ARGV)`` sets ``T``, ``G`` and the constant keys before a script's body runs.
     """
+    shard = [_lua_entry("shard", entry, spec, "T", "k_") for entry, spec in SHARD_KEYS.items()]
+    fleet = [_lua_entry("fleet", entry, spec, "G", "g_") for entry, spec in FLEET_KEYS.items()]
+    fleet += [_lua_entry("channel", entry, spec, "G", "ch_") for entry, spec in CHANNELS.items()]
     lines = [
         "-- Generated from bdurable/keys.py when the scripts are loaded: the key schema's only spelling.",
-        "local T = KEYS[1]",
-        "local G = ARGV[1]",
+        "local T, G",
         "local ESCAPES = {['%'] = '%25', [':'] = '%3A'}",
         "local function esc(part) return (string.gsub(part, '[%%:]', ESCAPES)) end",
+        *(definition for definition, _ in shard + fleet),
+        "-- The constant keys are rebuilt only when a call's tags differ from the previous call's.",
+        "local function bind_keys(keys, argv)",
+        "  if keys[1] ~= T then",
+        "    T = keys[1]",
+        *(f"  {binding}" for _, binding in shard if binding),
+        "  end",
+        "  if argv[1] ~= G then",
+        "    G = argv[1]",
+        *(f"  {binding}" for _, binding in fleet if binding),
+        "  end",
+        "end",
     ]
-    lines += [_lua_entry("shard", entry, spec, "T", "k_") for entry, spec in SHARD_KEYS.items()]
-    lines += [_lua_entry("fleet", entry, spec, "G", "g_") for entry, spec in FLEET_KEYS.items()]
-    lines += [_lua_entry("channel", entry, spec, "G", "ch_") for entry, spec in CHANNELS.items()]
     return "\n".join(lines) + "\n"

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisClusterUnreachableError, ResponseError
+from redis.exceptions import RedisClusterUnreachableError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -25,7 +26,8 @@ from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.config import Settings
 from bdurable.errors import ReplicationError
 from bdurable.keys import Keys, ShardKeys
-from bdurable.lua import Script, load_scripts
+from bdurable.lua import Script, load_library, load_scripts
+from bdurable.lua.loader import install_library, is_lost_code
 from bdurable.payloads import PayloadCodec
 from bdurable.tracing import detect_tracing
 from bdurable.wire import (
@@ -44,6 +46,8 @@ from bdurable.wire import (
     Verdict,
     decode_claims,
 )
+
+log = structlog.get_logger("bdurable.store")
 
 __all__ = ["REDIS_ERRORS", "ReadyQueue", "ScriptCall", "Store", "connect_redis"]
 
@@ -158,6 +162,9 @@ class Store:
         self.keys = Keys(settings.prefix, settings.shards)
         self.cluster = is_cluster_url(settings.redis_url)
         self._scripts = load_scripts(test_clock=clock.test)
+        self._library = load_library(test_clock=clock.test)
+        self._by_function: bool | None = None  # FCALL or EVALSHA: chosen on the first call (_choose_transport)
+        self._choosing = asyncio.Lock()
         self._pending: list[ScriptCall] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
@@ -432,34 +439,51 @@ class Store:
                 call.future.set_result(result)
 
     async def _send(self, batch: list[ScriptCall]) -> list[Any]:
-        if len(batch) == 1 and self.settings.wait_replicas == 0:
-            call = batch[0]
-            try:
-                return [await self._evalsha(call)]
-            except NoScriptError:
-                await self.redis.script_load(call.script.source)
-                return [await self._evalsha(call)]
-            except ResponseError as exc:
-                return [exc]
-        results = await self._pipeline(batch)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:  # Redis restarted or failed over: reload every script, then retry those calls
-            for script in {batch[i].script for i in missing}:
-                await self.redis.script_load(script.source)
-            retried = await self._pipeline([batch[i] for i in missing])
-            for i, result in zip(missing, retried, strict=True):
+        by_function = self._by_function if self._by_function is not None else await self._choose_transport()
+        results = await self._send_by(batch, by_function)
+        lost = [i for i, result in enumerate(results) if is_lost_code(result)]
+        if lost:  # Redis restarted empty, failed over, or was flushed: load our code again, retry those calls
+            self._by_function = None
+            by_function = await self._choose_transport()
+            if not by_function:
+                for script in {batch[i].script for i in lost}:
+                    await self.redis.script_load(script.source)
+            retried = await self._send_by([batch[i] for i in lost], by_function)
+            for i, result in zip(lost, retried, strict=True):
                 results[i] = result
         return results
 
-    async def _evalsha(self, call: ScriptCall) -> Any:
-        return await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+    async def _choose_transport(self) -> bool:
+        """FCALL of the Function library when it can be installed (once per process, and again when the server
+        lost it), EVALSHA of self-contained scripts otherwise (see :mod:`bdurable.lua`)."""
+        async with self._choosing:
+            if self._by_function is None:
+                refused = await install_library(self.redis, self._library)
+                if refused:
+                    log.info("scripts are sent whole (EVALSHA): the function library cannot be used", reason=refused)
+                self._by_function = refused is None
+            return self._by_function
 
-    async def _pipeline(self, batch: list[ScriptCall]) -> list[Any]:
+    async def _send_by(self, batch: list[ScriptCall], by_function: bool) -> list[Any]:
+        if len(batch) == 1 and self.settings.wait_replicas == 0:
+            call = batch[0]
+            try:
+                if by_function:
+                    return [await self.redis.fcall(call.script.function, len(call.keys), *call.keys, *call.args)]
+                return [await self.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)]
+            except ResponseError as exc:
+                return [exc]
+        return await self._pipeline(batch, by_function)
+
+    async def _pipeline(self, batch: list[ScriptCall], by_function: bool) -> list[Any]:
         """One round trip for the batch; on a cluster, redis-py's cluster pipeline groups the calls by node (one
         round trip per node, sent concurrently), each call to the node of its shard's slot."""
         pipe = self.redis.pipeline(transaction=False)
         for call in batch:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            if by_function:
+                pipe.fcall(call.script.function, len(call.keys), *call.keys, *call.args)
+            else:
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         replicas = self.settings.wait_replicas
         if replicas > 0:
             # WAIT covers the writes of its own connection: sent in the same pipeline, it holds the

@@ -23,7 +23,7 @@ async def test_the_generated_lua_builds_every_key_exactly_like_python(client: Cl
         stem = {"processing": "proc", "sequence": "seq"}.get(entry, entry)
         args = [SAMPLES[p] for p in spec.params]
         call = f"k_{stem}({', '.join(f'ARGV[{i + 2}]' for i in range(len(args)))})" if args else f"K_{stem.upper()}"
-        script = f"{lua_prelude()}\nreturn {call}"
+        script = f"{lua_prelude()}\nbind_keys(KEYS, ARGV)\nreturn {call}"
         from_lua = await client.store.redis.eval(script, 1, shard.tag, client.keys.tag, *args)
         from_python = getattr(shard, entry)
         expected = from_python(**dict(zip(spec.params, args, strict=True))) if args else from_python
@@ -32,7 +32,7 @@ async def test_the_generated_lua_builds_every_key_exactly_like_python(client: Cl
         stem = _LUA_NAMES.get(("fleet", entry), entry)
         args = [SAMPLES[p] for p in spec.params]
         call = f"g_{stem}({', '.join(f'ARGV[{i + 2}]' for i in range(len(args)))})" if args else f"G_{stem.upper()}"
-        script = f"{lua_prelude()}\nreturn {call}"
+        script = f"{lua_prelude()}\nbind_keys(KEYS, ARGV)\nreturn {call}"
         from_lua = await client.store.redis.eval(script, 1, shard.tag, client.keys.tag, *args)
         from_python = getattr(client.keys, {"shards": "shard_count"}.get(entry, entry))
         expected = from_python(**dict(zip(spec.params, args, strict=True))) if args else from_python

@@ -1,14 +1,17 @@
-"""The Lua transitions through the store's typed calls: script-cache loss (NOSCRIPT), lease fencing of commits,
+"""The Lua transitions through the store's typed calls: the function library and the scripts sent whole, loss of
+our code on the server (a restart, a flush), lease fencing of commits,
 the direct hand-off, and the order in which claims serve work (continuations before new starts, priorities)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import uuid
 
 import engine_app
 from support import InProcessRoles
 
-from bdurable import Client, Status
+from bdurable import Client, Settings, Status
 from bdurable.keys import Keys, ShardKeys
 from bdurable.store import ReadyQueue, Store
 from bdurable.wire import (
@@ -22,22 +25,74 @@ from bdurable.wire import (
 )
 
 
-async def test_engine_keeps_working_after_the_script_cache_is_flushed(client: Client, roles: InProcessRoles) -> None:
+async def lose_our_code(client: Client) -> None:
+    """What a Redis restart without persistence, or a failover to an empty node, does: no functions, no scripts."""
+    redis = client.store.redis
+    await redis.function_flush()
+    await redis.script_flush()
+    assert await redis.function_list(library=client.store._library.name) == []
+
+
+async def test_engine_keeps_working_after_the_server_loses_its_code(client: Client, roles: InProcessRoles) -> None:
     roles.dispatcher(engine_app)
     roles.scheduler()
     warm = await client.start(engine_app.history_flow, {})
-    assert await warm.result(timeout=5) == 6  # every role has loaded its scripts by now
+    assert await warm.result(timeout=5) == 6  # every role has installed the function library by now
+    assert client.store._by_function is True
 
-    await client.store.redis.script_flush()  # what a Redis restart or failover does to the cache
-    assert await client.store.redis.script_exists(client.store._scripts["start"].sha) == [False]
-
+    await lose_our_code(client)
     after = await client.start(engine_app.history_flow, {})  # client, dispatcher and scheduler scripts
     assert await after.result(timeout=8) == 6
+    assert await client.store.redis.function_list(library=client.store._library.name) != []
 
     # again, with calls that share one pipelined round trip (the batch path of the reload)
-    await client.store.redis.script_flush()
+    await lose_our_code(client)
     batch = await asyncio.gather(*(client.start(engine_app.quick, i) for i in range(10)))
     assert await asyncio.gather(*(h.result(timeout=5) for h in batch)) == list(range(10))
+
+
+async def test_without_function_rights_scripts_travel_whole(
+    client: Client, roles: InProcessRoles, settings: Settings
+) -> None:
+    """An ACL user that may not load functions sends each script whole (EVALSHA), next to processes that call
+    the library, on the same workflows; and it reloads its scripts after the cache is flushed."""
+    password = uuid.uuid4().hex
+    await client.store.redis.acl_setuser(
+        "nofunctions", enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+        commands=["+@all", "-function"],
+    )  # fmt: skip
+    try:
+        user_url = settings.redis_url.replace("redis://", f"redis://nofunctions:{password}@", 1)
+        roles.dispatcher(engine_app)
+        roles.scheduler()
+        async with Client(settings=dataclasses.replace(settings, redis_url=user_url)) as restricted:
+            first = await restricted.start(engine_app.history_flow, {})
+            assert await first.result(timeout=5) == 6
+            assert restricted.store._by_function is False
+            await restricted.store.redis.script_flush()
+            batch = await asyncio.gather(*(restricted.start(engine_app.quick, i) for i in range(10)))
+            assert await asyncio.gather(*(h.result(timeout=5) for h in batch)) == list(range(10))
+    finally:
+        await client.store.redis.acl_deluser("nofunctions")
+
+
+async def test_a_foreign_library_under_our_name_is_never_called(client: Client, settings: Settings) -> None:
+    """A library named like ours whose code differs (loaded by someone else, before us) is not trusted: the
+    store sends its scripts whole instead, and never replaces the other library."""
+    redis = client.store.redis
+    name = client.store._library.name
+    await redis.function_flush()
+    foreign = f"#!lua name={name}\nredis.register_function('{name}_start', function(keys, args) return 'owned' end)"
+    await redis.function_load(foreign)
+    try:
+        async with Client(settings=settings) as fresh:
+            handle = await fresh.start(engine_app.quick, 1)
+            assert fresh.store._by_function is False
+            assert await fresh.get_state(handle.workflow_id) is not None  # created by our own script
+            [listed] = await redis.function_list(library=name, withcode=True)
+            assert listed[listed.index("library_code") + 1] == foreign
+    finally:
+        await redis.function_flush()
 
 
 # -- lease fencing ----------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from bdurable.store import connect_redis
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "security.md"
 # The modules that talk to Redis for the others: a role's code reaches Redis through their functions.
-ACCESS = [REPO / "shared" / "store.py", REPO / "shared" / "reads.py"]
+ACCESS = [REPO / "shared" / "store.py", REPO / "shared" / "reads.py", REPO / "shared" / "lua" / "loader.py"]
 
 # Where each documented user's commands come from. Every role talks to Redis through `bdurable.store` (the
 # scripts), `bdurable.reads` and `bdurable.pubsub`; schedules are fired through `bdurable.scheduling` (by the
@@ -94,9 +94,10 @@ LUA_CALL = re.compile(r"redis\.p?call\(\s*['\"](\w+)['\"]")
 LUA_FUNCTION = re.compile(r"^(?:local function (\w+)\(|(\w+) = function\()", re.MULTILINE)  # forward-declared too
 PY_FUNCTION = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)\(", re.MULTILINE)
 PY_CALL = re.compile(r"\b(?:redis|_redis|pipe|pubsub|_pubsub|fresh)\.(\w+)\(")
-PY_RAW_COMMAND = re.compile(r"execute_command\(\s*['\"](\w+)['\"]")
+PY_RAW_COMMAND = re.compile(r"execute_command\(\s*['\"](\w+(?: \w+)?)['\"]")  # "FUNCTION LIST" -> function|list
 QUOTED = re.compile(r"['\"](\w+)['\"]")
 ATTRIBUTE = re.compile(r"\.(\w+)\b")
+CALLED = re.compile(r"\b(\w+)\(")  # a module function called by name (the store calls the library loader)
 
 
 # -- the documented ACLs -----------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def lua_commands(script: str) -> set[str]:
 
 def python_commands(text: str) -> set[str]:
     """Commands sent by redis-py calls on the usual receivers (``redis``, ``pipe``, ``pubsub``)."""
-    commands = {c.lower() for c in PY_RAW_COMMAND.findall(text)}
+    commands = {c.lower().replace(" ", "|") for c in PY_RAW_COMMAND.findall(text)}
     for method in PY_CALL.findall(text):
         if method in NOT_COMMANDS:
             continue
@@ -191,7 +192,7 @@ def _access_used(text: str) -> tuple[set[str], set[str]]:
         seen.add(name)
         commands |= python_commands(functions[name])
         scripts |= set(QUOTED.findall(functions[name])) & set(SCRIPT_NAMES)
-        todo |= (set(ATTRIBUTE.findall(functions[name])) & set(functions)) - seen
+        todo |= (set(ATTRIBUTE.findall(functions[name]) + CALLED.findall(functions[name])) & set(functions)) - seen
     return commands, scripts
 
 
@@ -210,12 +211,23 @@ def required_commands(user: str) -> tuple[set[str], set[str]]:
     return commands, scripts
 
 
-FIRST = ["ping", "wait", "evalsha", "script|load"]  # connection and scripts, then the data commands
+# connection and scripts, then the data commands
+FIRST = ["ping", "wait", "fcall", "function|list", "function|load", "evalsha", "script|load"]
+# Loading the function library is the dispatchers' right alone: a user who may FUNCTION LOAD may also replace
+# the library that every role calls (docs/security.md). The others call it once it is there, and send their
+# scripts whole (EVALSHA) when it is not: their FUNCTION LOAD is refused, and that is a supported answer.
+LOADS_FUNCTIONS = {"bdurable-dispatcher"}
+
+
+def granted_to(user: str) -> set[str]:
+    """What the documented ACL of ``user`` must grant: what its code sends, minus what it may be refused."""
+    commands, _ = required_commands(user)
+    return commands if user in LOADS_FUNCTIONS else commands - {"function|load"}
 
 
 def acl_line(user: str) -> str:
     """The ACL line the code needs, in the layout of docs/security.md."""
-    commands, _ = required_commands(user)
+    commands = granted_to(user)
     ordered = [c for c in FIRST if c in commands] + sorted(commands - set(FIRST))
     rights = " ".join(f"+{c}" for c in ordered)
     rules = " ".join(KEY_AND_CHANNEL_RULES)
@@ -226,7 +238,7 @@ def test_the_documented_acls_grant_exactly_what_each_role_sends() -> None:
     acls = documented_acls()
     assert set(acls) == set(ROLE_SOURCES), "docs/security.md must give one ACL line per user"
     for user, rules in acls.items():
-        commands, _ = required_commands(user)
+        commands = granted_to(user)
         granted = granted_commands(rules)
         assert granted == commands, (
             f"{user}: missing {sorted(commands - granted)}, not needed {sorted(granted - commands)}.\n"
@@ -237,12 +249,15 @@ def test_the_documented_acls_grant_exactly_what_each_role_sends() -> None:
         assert not any(rule.startswith("+@") for rule in rules), f"{user}: no command categories, only commands"
 
 
-def test_every_role_calls_scripts_through_evalsha_only() -> None:
-    """The derivation above is only sound if no role sends EVAL (arbitrary Lua) or runs Redis functions."""
+def test_every_role_calls_only_the_packaged_scripts() -> None:
+    """The derivation above is only sound if no role sends EVAL (arbitrary Lua), and never deletes, flushes or
+    replaces functions: roles call the packaged library (FCALL) or the packaged scripts (EVALSHA)."""
+    forbidden = {"eval", "eval_ro", "function|delete", "function|flush", "function|restore", "script|flush"}
     for user in ROLE_SOURCES:
         commands, _ = required_commands(user)
-        assert {"eval", "eval_ro", "fcall", "function", "script|flush", "script|kill"}.isdisjoint(commands), user
-        assert commands >= {"evalsha", "script|load"}, user
+        assert forbidden.isdisjoint(commands), user
+        assert "script|kill" not in commands and "function|kill" not in commands, user
+        assert commands >= {"fcall", "function|list", "function|load", "evalsha", "script|load"}, user
 
 
 # -- a Redis with the documented users ---------------------------------------------------------------------
@@ -273,8 +288,17 @@ class AclUsers:
         return [_pairs(entry) for entry in entries]
 
     async def assert_nothing_refused(self) -> None:
-        denials = await self.denials()
+        denials = unexpected_denials(await self.admin.execute_command("ACL", "LOG"))
         assert denials == [], f"Redis refused commands of a role (ACL LOG): {denials}"
+
+
+def unexpected_denials(acl_log: Any) -> list[dict[str, Any]]:
+    """The ACL LOG's refusals, but the one FUNCTION LOAD a process of a role without that right may try (it then
+    calls the library a dispatcher loaded, or sends its scripts whole)."""
+    return [
+        entry for entry in map(_pairs, acl_log)
+        if not (entry.get("object") == "function|load" and entry.get("username") not in LOADS_FUNCTIONS)
+    ]  # fmt: skip
 
 
 def _pairs(flat: Any) -> dict[str, Any]:
@@ -858,7 +882,7 @@ async def test_mutual_tls_with_acl_users(pki: Pki, settings: Settings) -> None:
                 async with Client(settings=settings_for("client")) as client:
                     handle = await client.start(security_app.short, "mutual")
                     assert await roles.within(handle.result(timeout=10)) == "MUTUAL"
-            assert await admin.execute_command("ACL", "LOG") == []
+            assert unexpected_denials(await admin.execute_command("ACL", "LOG")) == []
         no_cert = tls_url(server, files, credentials=f"bdurable-client:{password}@")
         with pytest.raises(RedisConnectionError):
             async with Client(settings=dataclasses.replace(settings, redis_url=no_cert)):

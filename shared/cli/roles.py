@@ -126,7 +126,7 @@ def _settings(redis_url: str | None, prefix: str | None, **options: Any) -> Sett
 def _serve(command: str, settings: Settings, build: Callable[[], Role]) -> None:
     """Configure logging, build the role and run it until a signal; a crash is logged, then reported."""
     from bdurable.runtime.logging import configure_logging
-    from bdurable.runtime.service import run_until_signalled
+    from bdurable.runtime.service import run_event_loop, run_until_signalled
 
     try:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
@@ -144,7 +144,7 @@ def _serve(command: str, settings: Settings, build: Callable[[], Role]) -> None:
                 watchdog.cancel()
 
     try:
-        asyncio.run(run_until_signalled(main))
+        run_event_loop(run_until_signalled(main), settings.event_loop)
     except Exception as exc:
         # One line in the role's log (the traceback only with --debug, from the error handler): log
         # renderers that show locals would otherwise print settings, credentials in the URL included.

@@ -1,6 +1,8 @@
--- Shared helpers, prepended to every b-durable script when it is loaded (a script cannot include another).
+-- Shared helpers of every b-durable script: one Redis Function library holds them and every script (each a
+-- function of it); where functions cannot be used, each script is sent with its own copy (EVALSHA).
 -- Before this library come the helpers generated from bdurable/keys.py (every key and channel: `k_wf(id)`,
--- `K_TIMERS`, `ch_workflow(id)`, ...) and the clock `now_ms()`; see bdurable/lua/__init__.py.
+-- `K_TIMERS`, `ch_workflow(id)`, ...) and the clock `now_ms()`; see bdurable/lua/__init__.py. State that lives
+-- for one call only (the clock read, the caches below) is reset by `begin_call` (at the end) before each call.
 -- Convention: KEYS[1] is the shard's hash tag T ("{prefix:shard}"), ARGV[1] the fleet tag G ("{prefix}"); all
 -- keys of one call share T's slot.
 -- Scripts validate first and write last: Lua does not roll back, so an error must come before any write.
@@ -882,4 +884,14 @@ route = function(m, now)
     m.shard = tostring(m.shard)
     push_bus(m)
   end
+end
+
+-- ==== one call ================================================================================================
+-- The library is loaded once and serves every call (a Redis Function library), so what a call may change is
+-- reset before its script's body runs: the tags and keys (bind_keys), the clock, the caches of one call.
+local function begin_call(keys, argv)
+  bind_keys(keys, argv)
+  NOW, RETENTION_MS = nil, 7 * 86400000
+  PUSHED, PUSHED_SEEN = {}, {}
+  CREATED_KINDS, CREATED_LIVENESS, CREATED_QUEUES = {}, {}, {}
 end

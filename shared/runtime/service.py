@@ -7,8 +7,8 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import structlog
 
@@ -20,8 +20,11 @@ __all__ = [
     "Stopping",
     "new_worker_id",
     "retry_forever",
+    "run_event_loop",
     "run_until_signalled",
 ]
+
+T = TypeVar("T")
 
 log = structlog.get_logger("bdurable.runtime")
 
@@ -56,6 +59,21 @@ class Stopping:
         except TimeoutError:
             return False
         return True
+
+
+def run_event_loop(main: Coroutine[Any, Any, T], choice: str = "auto") -> T:
+    """Run a role's coroutine on the chosen event loop (``Settings.event_loop``): uvloop when asked for, or when
+    "auto" finds it installed; asyncio's own otherwise. uvloop is an optional extra (``b-durable[fast]``)."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                missing = "BDURABLE_EVENT_LOOP=uvloop, but uvloop is not installed: pip install 'b-durable[fast]'"
+                raise RuntimeError(missing) from None
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def run_until_signalled(main: Callable[[Stopping], Awaitable[Any]]) -> None:
