@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,16 @@ RESULTS = BENCH / "results"  # gitignored: logs and profiles of the last run
 LOGS = RESULTS / "logs"
 
 
+def _run_on(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run on the event loop a role process would use (``BDURABLE_EVENT_LOOP``)."""
+    if event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: str, profile: str | None) -> None:
     """One role as a ``bdurable.Worker`` of this (spawned) process until SIGTERM or SIGINT, when it drains."""
     sys.path.insert(0, str(BENCH))
@@ -38,7 +48,6 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
 
     from bdurable import Worker
     from bdurable.runtime.logging import configure_logging
-    from bdurable.runtime.service import run_event_loop
 
     options = dict(options)
     stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
@@ -54,14 +63,14 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
             await stopping.wait()
 
     if profile is None:
-        run_event_loop(serve(), settings.event_loop)
+        _run_on(serve(), settings.event_loop)
         return
     import cProfile
 
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        run_event_loop(serve(), settings.event_loop)
+        _run_on(serve(), settings.event_loop)
     finally:
         profiler.disable()
         profiler.dump_stats(profile)

@@ -14,7 +14,7 @@ from bdurable.keyring import check_keys
 __all__ = ["DEFAULT_REDIS_URL", "Settings"]
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +50,9 @@ class Settings:
     encryption_keys: tuple[str, ...] = dataclass_field(default=(), repr=False)
     compress_above: int | None = 4096
     codec: str | None = None
-    # The event loop of the role processes: "auto" takes uvloop when it is installed (`b-durable[fast]`), else
-    # asyncio's own; "asyncio" and "uvloop" choose one (docs/performance.md measures both).
-    event_loop: str = "auto"
+    # The event loop of the role processes: asyncio's own, or uvloop (the `uvloop` extra). uvloop is no default:
+    # measured on and off (docs/performance.md), it did not make a dispatcher faster here.
+    event_loop: str = "asyncio"
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in "{}: \n"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol
@@ -132,10 +133,13 @@ def _serve(command: str, settings: Settings, build: Callable[[], Role]) -> None:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
     except ValueError as exc:
         raise CliError(f"invalid setting: {exc}") from None
+    if settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise CliError("BDURABLE_EVENT_LOOP=uvloop, but uvloop is not installed: pip install 'b-durable[uvloop]'")
     role = build()
     parent = os.environ.pop(PARENT_ENV, None)  # popped: the app's own subprocesses must not inherit it
 
     async def main(stopping: Stopping) -> None:
+        log.debug("event loop", event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0])
         watchdog = asyncio.create_task(_watch_parent(int(parent), stopping)) if parent else None
         try:
             await role.run(stopping)

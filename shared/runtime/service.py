@@ -61,18 +61,17 @@ class Stopping:
         return True
 
 
-def run_event_loop(main: Coroutine[Any, Any, T], choice: str = "auto") -> T:
-    """Run a role's coroutine on the chosen event loop (``Settings.event_loop``): uvloop when asked for, or when
-    "auto" finds it installed; asyncio's own otherwise. uvloop is an optional extra (``b-durable[fast]``)."""
-    if choice != "asyncio":
+def run_event_loop(main: Coroutine[Any, Any, T], choice: str = "asyncio") -> T:
+    """Run a role's coroutine on the event loop of ``Settings.event_loop``: asyncio's own, or uvloop (an
+    optional extra, ``b-durable[uvloop]``)."""
+    if choice == "uvloop":
         try:
             import uvloop
         except ImportError:
-            if choice == "uvloop":
-                missing = "BDURABLE_EVENT_LOOP=uvloop, but uvloop is not installed: pip install 'b-durable[fast]'"
-                raise RuntimeError(missing) from None
-        else:
-            return uvloop.run(main)
+            raise RuntimeError(
+                "BDURABLE_EVENT_LOOP=uvloop, but uvloop is not installed: pip install 'b-durable[uvloop]'"
+            ) from None
+        return uvloop.run(main)
     return asyncio.run(main)
 
 
