@@ -4,7 +4,7 @@
   ``time.time()`` in Redis), p50 / p99 over ~200 samples on an idle system, one event at a time;
 * the bus's throughput: N events queued while the bus is paused, then timed from its resumption until
   every one is applied: to N waiting workflows (each wakes one), and to one workflow's buffer (nobody
-  waits); and one keyed publish waking N waiters (a single message, applied 100 waiters per script call), with
+  waits); and one keyed publish waking N waiters (a single message, applied 25 waiters per script call), with
   the longest wait of another client's PING meanwhile.
 
 Roles run as separate processes started with the real CLI (``bdurable <role>``), as in production,
@@ -240,7 +240,7 @@ async def throughput(settings: Settings, count: int) -> dict[str, float]:
             await until(buffered)
             figures["buffer_per_s"] = count / (time.perf_counter() - began)
 
-            # One keyed publish waking N waiters (one message, applied 100 waiters per script call), while
+            # One keyed publish waking N waiters (one message, applied 25 waiters per script call), while
             # another client pings Redis: how long does any other command wait meanwhile?
             before = await count_status(client, "RUNNING")
             waits: list[float] = []
@@ -256,16 +256,26 @@ async def throughput(settings: Settings, count: int) -> dict[str, float]:
                 finally:
                     await other.aclose()
 
+            # Redis's own view as well: every command that ran longer than 1 ms meanwhile (SLOWLOG), which is
+            # what another client waits behind; the PING figures add this process's own scheduling on busy cores.
+            redis = client.store.redis
+            threshold = await redis.config_get("slowlog-log-slower-than")
+            await redis.config_set("slowlog-log-slower-than", 1000)
+            await redis.slowlog_reset()
+            pinger = asyncio.create_task(ping())
             with paused(bus):
                 woken_count = await client.publish_event("paid", {"ok": True}, key=key)
                 assert woken_count == count, woken_count
-                pinger = asyncio.create_task(ping())
                 began = time.perf_counter()
             await until(woken)
             figures["publish_s"] = time.perf_counter() - began
             figures["publish_woken"] = woken_count
             pinging = False
             await pinger
+            slow = [entry["duration"] / 1000 for entry in await redis.slowlog_get(10_000)]
+            await redis.config_set("slowlog-log-slower-than", str(threshold["slowlog-log-slower-than"]))
+            figures["publish_longest_command_ms"] = max(slow, default=0.0)
+            figures["publish_commands_over_5ms"] = sum(1 for ms in slow if ms > 5)
             figures["publish_max_other_ms"] = max(waits) * 1000
             figures["publish_p99_other_ms"] = percentile(waits, 99) * 1000
     return figures
@@ -298,14 +308,21 @@ async def main(arguments: Any) -> None:
             (
                 "bus: one keyed publish waking N waiters (ms)",
                 f"{out['publish_s'] * 1000:.1f}",
-                f"{int(out['publish_woken'])} woken by one message, 100 per script call",
+                f"{int(out['publish_woken'])} woken by one message, 25 per script call",
+            )
+        )
+        rows.append(
+            (
+                "bus: longest Redis command during that publish (ms)",
+                f"{out['publish_longest_command_ms']:.2f}",
+                f"Redis SLOWLOG; {int(out['publish_commands_over_5ms'])} command(s) over 5 ms; target: none over 5 ms",
             )
         )
         rows.append(
             (
                 "bus: another client's PING during that publish, p99 / max (ms)",
                 f"{out['publish_p99_other_ms']:.2f} / {out['publish_max_other_ms']:.2f}",
-                "target: no command waits more than 5 ms",
+                "measured in Python, on cores the bus and Redis keep busy",
             )
         )
     width = max(len(r[0]) for r in rows)

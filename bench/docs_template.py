@@ -162,12 +162,14 @@ def targets(extra: dict[str, Any]) -> list[str]:
         )
     bus = {name: value for name, value, _ in extra.get("bus") or [] if isinstance(extra.get("bus"), list)}
     woken = next((v for k, v in bus.items() if k.startswith("bus: one keyed publish")), None)
+    longest = next((v for k, v in bus.items() if k.startswith("bus: longest Redis command")), None)
     pinged = next((v for k, v in bus.items() if "PING during that publish" in k), None)
-    if woken and pinged:
-        worst = float(pinged.split("/")[1])
+    if woken and longest:
         lines.append(
-            f"4. A keyed publish waking {extra['counts'].get('bus_waiters', 'N')} waiters took {woken} ms, and "
-            f"another client's PING waited at most {worst:.2f} ms meanwhile (target <= 5 ms): {mark(worst <= 5)}."
+            f"4. A keyed publish waking {extra['counts'].get('bus_waiters', 'N')} waiters took {woken} ms; the "
+            f"longest Redis command meanwhile ran {longest} ms (target: no other client waits more than 5 ms): "
+            f"{mark(float(longest) <= 5)}. Another client's PINGs, timed in Python on the busy cores, waited "
+            f"{pinged} ms (p99 / max)."
         )
     rss = extra.get("rss")
     if rss:

@@ -216,15 +216,19 @@ class Store:
         ``input`` is the payload's JSON text; ``trace`` the W3C traceparent its steps continue ('' untraced)."""
         shard = self.keys.for_workflow(workflow_id)
         stored = self.codec.seal(input)
-        raw = await self._shard(shard, "start", workflow_id, name, version, queue, stored, priority, start_at_ms, trace)
+        raw = await self._shard(shard, "start", name, version, queue, priority, start_at_ms, trace, workflow_id, stored)
         return StartReply.decode(raw[0])
 
     async def start_batch(self, shard: ShardKeys, starts: Sequence[StartRequest]) -> list[StartReply]:
-        """Create the workflows of one shard in one script call (each independently, idempotent on its id)."""
-        flat: list[Arg] = []
+        """Create the workflows of one shard in one script call (each independently, idempotent on its id). They
+        share name, version, queue, priority, start time and trace (``client.start_many``): sent once."""
+        first = starts[0]
+        shared = (first.name, first.version, first.queue, first.priority, first.start_at_ms, first.trace)
+        flat: list[Arg] = [*shared]
         for r in starts:
-            flat += [r.workflow_id, r.name, r.version, r.queue, self.codec.seal(r.input), r.priority, r.start_at_ms,
-                     r.trace]  # fmt: skip
+            if (r.name, r.version, r.queue, r.priority, r.start_at_ms, r.trace) != shared:
+                raise ValueError("the starts of one batch must share name, version, queue, priority, time and trace")
+            flat += [r.workflow_id, self.codec.seal(r.input)]
         return [StartReply.decode(raw) for raw in await self._shard(shard, "start", *flat)]
 
     async def resume(self, workflow_id: str) -> Verdict:

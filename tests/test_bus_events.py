@@ -161,7 +161,7 @@ async def test_a_keyed_publish_wakes_every_waiter_on_that_key_and_no_one_else(
 
 
 async def test_a_publish_to_hundreds_is_applied_in_chunks_and_in_order(client: Client, roles: InProcessRoles) -> None:
-    """350 waiters: the bus wakes them 100 per script call; a second publish to the same key, sent right after,
+    """350 waiters: the bus wakes them 25 per script call; a second publish to the same key, sent right after,
     is applied only once the first has woken every one of its waiters, so it wakes none of them."""
     dispatcher = roles.dispatcher(bus_app, concurrency=200)
     key = token()

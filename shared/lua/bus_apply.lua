@@ -41,7 +41,7 @@ end
 -- thousands of waiters never holds Redis for long: a publish with waiters left goes back to the head of the
 -- bus list (marked as a continuation), followed by the messages popped after it, unapplied: the order of
 -- messages stays the order they were sent (a second publish to the same key never wakes the first one's).
-local PUBLISH_CHUNK = 100
+local PUBLISH_CHUNK = 25
 
 local function apply_publish(m)
   local index = k_keyed(m.name, m.key)
