@@ -10,7 +10,7 @@ from typing import Any
 HOW = """\
 ## How each figure is measured
 
-All in one run of `python bench/run.py` (about 3 minutes here; `--quick` for a smaller smoke run,
+All in one run of `python bench/run.py` (about 5 minutes here; `--quick` for a smaller smoke run,
 `--only SECTION,...` to rerun parts without writing this file, `--repeat N` rounds of the throughput
 drains, 3 by default, whose median is shown). Redis is a local `redis-server` with AOF `appendfsync everysec`
 (the cluster: three such masters). Roles run as separate processes (multiprocessing spawn) logging JSON
@@ -25,8 +25,9 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
   clock runs from the resumption until the last one is done (polled every 10 ms). A grown AOF is rewritten
   before each drain, so that no automatic rewrite (a forked child) lands inside one. Workflows are started
   by definition (`client.start(one_task, n)`), which needs no version lookup. saq 0.26 and arq 0.28 run
-  in their own venv (`bench/.peers-venv`, created by the script with pip from PyPI) with the same
-  concurrency as the dispatcher; arq's poll delay is lowered to 10 ms. DBOS is not measured: its figures
+  in their own venv (`bench/.peers-venv`, created by the script with pip from PyPI); saq at concurrency 10,
+  100 and the dispatcher's in every round, compared at its best; arq at the dispatcher's concurrency, its poll
+  delay lowered to 10 ms. DBOS is not measured: its figures
   are the issue's (PostgreSQL, same kind of machine), a labelled reference.
 - **Round trips and commands** come from Redis's own counters over the drain: `total_reads_processed`
   (one socket read per request: a pipeline of many commands is one round trip) and `INFO commandstats`
@@ -50,6 +51,17 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
 - **Scale.** The 3-task drain with 1, 2 and 4 dispatcher processes on one Redis, then on a 3-master
   cluster (`redis+cluster://`, 12 shards). Everything (Redis nodes, dispatchers, the scheduler, the
   benchmark) shares the machine's cores.
+- **Event loop.** The 1-task drain again, with the roles on `BDURABLE_EVENT_LOOP=asyncio` and `=uvloop`, in
+  interleaved rounds (median shown).
+- **Starts.** `bench/bench_starts.py`: 5,000 `client.start` calls one after the other, then one `start_many`
+  of 5,000 inputs, each on a fresh prefix, median of 3 rounds; no dispatcher runs.
+- **Events.** `bench/bench_bus.py`: `send_event` to the next task's start; events applied per second; then one
+  keyed publish to 10,000 waiting workflows with the dispatchers stopped (only the bus works): its duration,
+  and every command that ran longer than 1 ms meanwhile (Redis `SLOWLOG`), which is what any other client
+  waits behind; a client pinging meanwhile is reported too (timed in Python, on cores the bus keeps busy).
+- **Dispatcher memory.** `bench/bench_memory.py`: one dispatcher process holding 10,000 runs in its cache
+  (workflows parked in an event wait, payloads of 100 B and of 100 KiB), resident memory from `/proc` before and
+  after, and the bytes the cache counted against `BDURABLE_RUN_CACHE_BYTES` (its `/metrics`).
 - **Profile.** One dispatcher under cProfile draining 3-task workflows (slower than unprofiled: only the
   shares matter). Time blocked in `epoll` (waiting for Redis) is left out of the shares and reported apart.
 """
@@ -345,11 +357,10 @@ def reading(extra: dict[str, Any]) -> list[str]:
         if clustered:
             rt = max(f["round_trips_per_item"] for _, f in clustered)
             text += (
-                f" On the cluster each script call is its own round trip ({rt:.2f} per item against "
-                f"{single[0][1]['round_trips_per_item'] if single else float('nan'):.2f} on one Redis: the store does "
-                f"not pipeline on a cluster, since redis-py's cluster pipeline refuses EVALSHA), so every item costs "
-                f"more Python and system calls, and three Redis processes compete for the same 2 cores: a cluster "
-                f"only pays off with cores (or machines) to spread over."
+                f" On the cluster the store pipelines per node (one round trip per node and flush: {rt:.2f} per "
+                f"item against {single[0][1]['round_trips_per_item'] if single else float('nan'):.2f} on one Redis), "
+                f"and three Redis processes share the same 2 cores with the dispatchers: a cluster pays off with "
+                f"cores (or machines) to spread over, which this machine does not have."
             )
         lines.append(text)
     drains = [one, three] + [f for _, _, f in scale]

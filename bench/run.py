@@ -685,14 +685,16 @@ async def main(args: Any) -> None:
                 server_limits(server.port, 50_000 if quick else 200_000),
             )
         if "throughput" in only:
-            runs: dict[str, list[dict[str, float]]] = {"saq": [], "arq": [], "one": [], "three": []}
+            saq_levels = sorted({10, 100, args.concurrency})  # saq is compared at its best concurrency
+            runs: dict[str, list[dict[str, float]]] = {f"saq@{c}": [] for c in saq_levels}
+            runs.update(arq=[], one=[], three=[])
             for attempt in range(1 if quick else args.repeat):  # interleaved, so that drift hits all alike
-                progress(f"drains, round {attempt + 1}: saq, arq, b-durable 1-task and 3-task")
-                for name, figures in (
-                    ("saq", peer(peers, "drain", "saq", url, n_drain, args.concurrency)),
-                    ("arq", peer(peers, "drain", "arq", url, n_drain, args.concurrency)),
-                ):
+                progress(f"drains, round {attempt + 1}: saq ({saq_levels}), arq, b-durable 1-task and 3-task")
+                drains = [(f"saq@{c}", peer(peers, "drain", "saq", url, n_drain, c)) for c in saq_levels]
+                drains.append(("arq", peer(peers, "drain", "arq", url, n_drain, args.concurrency)))
+                for name, figures in drains:
                     if figures:
+                        figures["concurrency"] = float(name.partition("@")[2] or args.concurrency)
                         runs[name].append(figures)
                 runs["one"].append(
                     await drain(settings_for(url), [url], bench_app.one_task, 1, n_drain, args.concurrency)
@@ -701,6 +703,11 @@ async def main(args: Any) -> None:
                     await drain(settings_for(url), [url], bench_app.three_tasks, 3, n_three, args.concurrency)
                 )
             picked = {name: median_run(values) for name, values in runs.items()}
+            saq_runs = [(name, figures) for name, figures in picked.items() if name.startswith("saq@") and figures]
+            best = max(saq_runs, key=lambda nf: nf[1]["per_s"], default=None)
+            picked["saq"] = best[1] if best else None
+            runs["saq"] = runs[best[0]] if best else []
+            report.extra["saq_levels"] = {name: figures["per_s"] for name, figures in saq_runs}
             report.extra["spread"] = {
                 name: (min(r["per_s"] for r in values), max(r["per_s"] for r in values))
                 for name, values in runs.items()
@@ -806,14 +813,18 @@ def throughput_section(
     arq: dict[str, float] | None,
 ) -> None:
     report.extra.update(one=one, three=three, saq=saq, arq=arq)
-    rows = report.section(f"Throughput, one worker process (concurrency {args.concurrency}), same Redis")
+    rows = report.section(f"Throughput, one worker process (dispatcher concurrency {args.concurrency}), same Redis")
+    levels = report.extra.get("saq_levels", {})
     for name, figures in (("saq", saq), ("arq", arq)):
         if figures:
+            at = f"concurrency {figures['concurrency']:.0f}"
+            if name == "saq" and len(levels) > 1:
+                at = "its best concurrency: " + ", ".join(f"{k[4:]}: {fmt(v)}/s" for k, v in levels.items())
             rows.append(
                 Row(
                     f"{name}: no-op jobs/s",
                     fmt(figures["per_s"]),
-                    note=f"{n_drain} jobs; {figures['round_trips_per_job']:.1f} round trips/job; "
+                    note=f"{n_drain} jobs, {at}; {figures['round_trips_per_job']:.1f} round trips/job; "
                     f"Redis CPU {figures['redis_cpu']:.0%}, worker CPU {figures['worker_cpu']:.0%}"
                     + spread(report, name),
                 )
@@ -823,8 +834,8 @@ def throughput_section(
         Row(
             "1-task workflows/s",
             fmt(one["per_s"]),
-            f"{ratio:.2f}x saq (target >= 1x, aim 2x)" if saq else "saq not measured",
-            verdict(ratio >= 1) if saq else "",
+            f"{ratio:.2f}x saq (target >= 2x)" if saq else "saq not measured",
+            verdict(ratio >= 2) if saq else "",
             f"{n_drain} workflows, {fmt(one['items_per_s'])} steps+tasks/s; Redis CPU {one['redis_cpu']:.0%}, "
             f"dispatcher CPU {one['dispatcher_cpu']:.0%}, machine {one['machine_cpu']:.0%} of all cores"
             + disturbed(one)
@@ -836,8 +847,8 @@ def throughput_section(
         Row(
             "3-task workflows/s",
             fmt(three["per_s"]),
-            f"{dbos:.1f}x DBOS's 80/s (target >= 10x)",
-            verdict(dbos >= 10),
+            f"{dbos:.1f}x DBOS's 80/s, quoted (target >= 12x)",
+            verdict(dbos >= 12),
             f"{n_three} workflows, {fmt(three['items_per_s'])} steps+tasks/s; Redis CPU {three['redis_cpu']:.0%}, "
             f"dispatcher CPU {three['dispatcher_cpu']:.0%}, machine {three['machine_cpu']:.0%} of all cores"
             + disturbed(three)
