@@ -427,12 +427,15 @@ async def replay_cost(settings: Settings, steps: int, window: int) -> dict[str, 
 
 
 async def memory_detail(redis_: Any) -> dict[str, int]:
-    """used_memory, Redis's own keyspace hash tables (they grow, and shrink only below 10% fill), keys."""
+    """used_memory; what is not data: Redis's own keyspace hash tables (they grow, and shrink only below 10%
+    fill) and the clients' connection buffers (transient); keys."""
     await asyncio.sleep(0.5)
     stats = await redis_.memory_stats()
     db = stats.get("db.0") or {}
     tables = int(db.get("overhead.hashtable.main", 0)) + int(db.get("overhead.hashtable.expires", 0))
-    return {"used": int(stats["total.allocated"]), "tables": tables, "keys": int(await redis_.dbsize())}
+    clients = int(stats.get("clients.normal", 0))
+    keys = int(await redis_.dbsize())
+    return {"used": int(stats["total.allocated"]), "tables": tables, "clients": clients, "keys": keys}
 
 
 async def memory_parked(settings: Settings, count: int) -> dict[str, Any]:
@@ -508,7 +511,8 @@ async def memory_retention(url: str, count: int) -> dict[str, float]:
             keys_after, after = await prefix_keys(redis_, settings.prefix), await memory_detail(redis_)
     return {
         "left_bytes": after["used"] - before["used"],
-        "left_content": (after["used"] - after["tables"]) - (before["used"] - before["tables"]),
+        "left_content": (after["used"] - after["tables"] - after["clients"])
+        - (before["used"] - before["tables"] - before["clients"]),
         "left_keys": keys_after - keys_before,
         "expiry_s": expiry.seconds,
     }
@@ -982,7 +986,7 @@ def memory_section(report: Report, n_park: int, parked: dict[str, Any], kept: di
             verdict(kept["left_keys"] <= 0 and kept["left_content"] <= 64 * 1024),
             f"{n_park // 2:,} finished workflows, retention 1 s, all expired {kept['expiry_s']:.1f} s after the "
             f"last finished; tolerance 64 KiB; bytes without Redis's keyspace hash tables, which keep their grown "
-            f"size (with them: {int(kept['left_bytes']):,} B)",
+            f"size, and the clients' connection buffers (with them: {int(kept['left_bytes']):,} B)",
         )
     )
 

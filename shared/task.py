@@ -57,6 +57,8 @@ class Task(Generic[P, R]):
             raise ValueError(f"task {fn.__qualname__}: {exc}") from None
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self._positional = _positional_names(self.signature)
+        self._required = sum(1 for p in self.signature.parameters.values() if p.default is inspect.Parameter.empty)
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -95,16 +97,46 @@ class Task(Generic[P, R]):
     def bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """A call's arguments as they are stored, ``{"args", "kwargs"}`` (a wrong call raises ``TypeError`` in
         the workflow); the payload encoder turns the values into JSON, once."""
+        if self._plain_call(args, kwargs):
+            return {"args": list(args), "kwargs": {}}  # what `bind` gives, without its cost on the hot path
         bound = self.signature.bind(*args, **kwargs)
         return {"args": list(bound.args), "kwargs": bound.kwargs}
 
+    def _plain_call(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> bool:
+        """Positional arguments only, to a signature of plain parameters, as many as it takes: ``bind`` would
+        accept them as they are."""
+        names = self._positional
+        return names is not None and not kwargs and self._required <= len(args) <= len(names)
+
     async def invoke(self, arguments: dict[str, Any], *, threads: anyio.CapacityLimiter | None = None) -> Any:
         """Run the task with JSON arguments converted back to the parameters' annotated types."""
-        bound = self.signature.bind(*arguments.get("args", []), **arguments.get("kwargs", {}))
+        args, kwargs = arguments.get("args", []), arguments.get("kwargs", {})
+        if self._plain_call(args, kwargs):
+            names = self._positional or ()
+            converted = [
+                from_json_value(value, self._hints.get(name), what=f"argument {name!r} of {self.name}")
+                for name, value in zip(names, args, strict=False)
+            ]
+            return await self._call(tuple(converted), {}, threads)
+        bound = self.signature.bind(*args, **kwargs)
         for name, value in bound.arguments.items():
-            annotation = self._hints.get(name)
-            bound.arguments[name] = from_json_value(value, annotation, what=f"argument {name!r} of {self.name}")
+            annotation, what = self._hints.get(name), f"argument {name!r} of {self.name}"
+            kind = self.signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:  # `*rest: int` annotates each element
+                bound.arguments[name] = tuple(from_json_value(v, annotation, what=what) for v in value)
+            elif kind is inspect.Parameter.VAR_KEYWORD:  # `**extra: int` annotates each value
+                bound.arguments[name] = {k: from_json_value(v, annotation, what=what) for k, v in value.items()}
+            else:
+                bound.arguments[name] = from_json_value(value, annotation, what=what)
         return await self._call(bound.args, bound.kwargs, threads)
+
+
+def _positional_names(signature: inspect.Signature) -> tuple[str, ...] | None:
+    """The parameters' names when every one can be given by position (no ``*args``, ``**kwargs`` or keyword-only
+    parameter): calls with positional arguments alone then need no ``bind``. ``None`` otherwise."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = signature.parameters.values()
+    return tuple(p.name for p in parameters) if all(p.kind in kinds for p in parameters) else None
 
 
 class TaskDecorator(Protocol):
