@@ -51,7 +51,7 @@ class Settings:
     compress_above: int | None = 4096
     codec: str | None = None
     # The event loop of the role processes: asyncio's own, or uvloop (the `uvloop` extra). uvloop is no default:
-    # measured on and off (docs/performance.md), it did not make a dispatcher faster here.
+    # measured on and off (docs/performance.md), it gave no clear gain here (0.92-1.25x across runs).
     event_loop: str = "asyncio"
 
     def __post_init__(self) -> None:
