@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from bdurable.lua import Library
 
@@ -44,10 +44,9 @@ async def install_library(redis: Redis | RedisCluster, library: Library) -> str 
 def is_lost_code(result: object) -> bool:
     """Whether a script call failed because the server lost our code (a restart without persistence, a
     failover to an empty node, a flush): ``NOSCRIPT`` for EVALSHA, "Function not found" for FCALL."""
-    if not isinstance(result, ResponseError):
-        return False
-    text = str(result)
-    return text.startswith("NOSCRIPT") or "Function not found" in text or type(result).__name__ == "NoScriptError"
+    if isinstance(result, NoScriptError):
+        return True
+    return isinstance(result, ResponseError) and "Function not found" in str(result)
 
 
 async def _library_code(redis: Redis | RedisCluster, node: ClusterNode | None, name: str) -> str | None:
