@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from pathlib import Path
 from typing import Any
 
 HOW = """\
@@ -12,7 +11,8 @@ HOW = """\
 
 All in one run of `python bench/run.py` (about 5 minutes here; `--quick` for a smaller smoke run,
 `--only SECTION,...` to rerun parts without writing this file, `--repeat N` rounds of the throughput
-drains, 3 by default, whose median is shown). Redis is a local `redis-server` with AOF `appendfsync everysec`
+drains, 3 by default, whose median is shown; `--before REV`: the *before* column from the `docs/performance.md`
+of a git revision, here the first round's). Redis is a local `redis-server` with AOF `appendfsync everysec`
 (the cluster: three such masters). Roles run as separate processes (multiprocessing spawn) logging JSON
 at `warning` to `bench/results/logs/`; the peers' worker is a separate process too.
 
@@ -67,12 +67,11 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
 """
 
 
-def previous_figures(doc: Path) -> tuple[str, dict[str, str]]:
-    """The figures of the docs/performance.md this run replaces (its date, and measure -> value), so that each
-    figure is shown next to the one before it and nothing measured before disappears unseen."""
-    if not doc.exists():
+def previous_figures(text: str) -> tuple[str, dict[str, str]]:
+    """The figures of an earlier docs/performance.md (its date, and measure -> value), so that each figure is
+    shown next to the one before it and nothing measured before disappears unseen."""
+    if not text:
         return "", {}
-    text = doc.read_text()
     date = re.search(r"on (\d{4}-\d{2}-\d{2})", text)
     figures: dict[str, str] = {}
     for line in text.splitlines():

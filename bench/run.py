@@ -1110,7 +1110,17 @@ def print_table(report: Report) -> None:
 def write_doc(report: Report, args: Any, host: dict[str, str]) -> None:
     from docs_template import previous_figures, render  # bench/, beside this file
 
-    DOC.write_text(render(report, args, host, previous_figures(DOC)))
+    DOC.write_text(render(report, args, host, previous_figures(earlier_doc(args.before))))
+
+
+def earlier_doc(revision: str | None) -> str:
+    """The docs/performance.md to compare with: the one of a git revision (``--before``), else the file as it is."""
+    if revision is None:
+        return DOC.read_text() if DOC.exists() else ""
+    shown = subprocess.run(
+        ["git", "show", f"{revision}:docs/performance.md"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return shown.stdout
 
 
 if __name__ == "__main__":
@@ -1120,5 +1130,8 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=200, help="dispatcher (and peer worker) concurrency")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds of the throughput drains (median)")
     parser.add_argument("--write-doc", action="store_true", help="write docs/performance.md even with --quick")
+    parser.add_argument(
+        "--before", help="git revision whose docs/performance.md fills the 'before' column (default: the file now)"
+    )
     parser.add_argument("--only", help=f"comma-separated sections to run (no doc written): {', '.join(SECTIONS)}")
     asyncio.run(main(parser.parse_args()))
