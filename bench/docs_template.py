@@ -168,7 +168,7 @@ def targets(extra: dict[str, Any]) -> list[str]:
     if 1 in single and 1 in clustered:
         share = clustered[1]["per_s"] / single[1]["per_s"]
         lines.append(
-            f"3. Redis Cluster: one dispatcher on the 3-node cluster at {share:.0%} of its throughput on one Redis "
+            f"3. Redis Cluster: one dispatcher on the 3-node cluster at {share:.1%} of its throughput on one Redis "
             f"(target >= 90%): {mark(share >= 0.9)}; 2 and 4 dispatchers: see the scale rows."
         )
     bus = {name: value for name, value, _ in extra.get("bus") or [] if isinstance(extra.get("bus"), list)}
@@ -197,7 +197,7 @@ def targets(extra: dict[str, Any]) -> list[str]:
             f"`start_many` = {ratio:.1f}x (target >= 10x): {mark(ratio >= 10)}."
         )
     lines.append(
-        "7. Nothing regresses: every figure above stands next to the previous run's (column *before*); the "
+        "7. Nothing regresses: every figure above stands next to the earlier one (column *before*); the "
         "command-count regression test (`tests/test_command_budget.py`) still guards the Redis commands per workflow."
     )
     worst = max(one["round_trips_per_item"], three["round_trips_per_item"])

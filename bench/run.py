@@ -1001,7 +1001,7 @@ def scale_section(report: Report, scale_rows: list[tuple[str, int, dict[str, flo
             Row(
                 f"{where}, {dispatchers} dispatcher(s): workflows/s",
                 fmt(figures["per_s"]),
-                versus=f"{share:.0%} of one Redis" + (" (target >= 90%)" if dispatchers == 1 else "") if share else "",
+                versus=f"{share:.1%} of one Redis" + (" (target >= 90%)" if dispatchers == 1 else "") if share else "",
                 verdict=verdict(share >= 0.9) if share and dispatchers == 1 else "",
                 note=f"Redis CPU {figures['redis_cpu']:.0%} (sum of nodes), dispatchers CPU "
                 f"{figures['dispatcher_cpu']:.0%}, machine {figures['machine_cpu']:.0%} of all cores; "
