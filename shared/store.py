@@ -36,6 +36,7 @@ from bdurable.wire import (
     CommitReply,
     ErrorRecord,
     FireReply,
+    FollowingStep,
     GaugesReply,
     LostAttempt,
     ReapReply,
@@ -281,13 +282,19 @@ class Store:
         payload: str,
         delay_ms: int,
         handoff: int,
+        following: FollowingStep | None = None,
     ) -> CommitReply:
         """Commit an attempt in the shard it was claimed in. ``outcome``: 'ok' (payload: the result), 'retry'
-        after ``delay_ms`` or 'fail' (payload: the error record)."""
+        after ``delay_ms`` or 'fail' (payload: the error record). ``following``: the workflow's next step, run
+        with this result, to commit with it when Redis agrees the run it ran on was current."""
         shard = self.keys.shard(claim.shard)
         stored = self.codec.seal(payload) if outcome == "ok" else self.codec.seal_error_text(payload)
+        step: list[Any] = [""]
+        if following is not None:
+            text, payloads = following.document.encode(self.codec)
+            step = [following.based_on, following.retention_ms, text, *payloads]
         raw = await self._shard(
-            shard, "commit_task", worker, claim.item.encode(), claim.lease, outcome, stored, delay_ms, handoff
+            shard, "commit_task", worker, claim.item.encode(), claim.lease, outcome, stored, delay_ms, handoff, *step
         )
         return CommitReply.decode(raw, shard.number)
 

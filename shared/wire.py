@@ -39,6 +39,7 @@ __all__ = [
     "Delivery",
     "ErrorRecord",
     "EventCommand",
+    "FollowingStep",
     "LostAttempt",
     "NewCall",
     "Outcome",
@@ -56,6 +57,7 @@ __all__ = [
     "WorkItem",
     "decode_claims",
     "decode_inbox",
+    "inbox_ok",
 ]
 
 # -- work items, call references, timer members --------------------------------------------------------------
@@ -389,6 +391,11 @@ def deliveries(inbox: Iterable[str]) -> dict[int, Delivery]:
     return found
 
 
+def inbox_ok(seq: int, value: str) -> str:
+    """The inbox entry of call ``seq`` returning ``value`` (JSON text): ``inbox_ok`` in lib.lua writes the same."""
+    return f'{{"seq":{seq},"ok":true,"v":{value}}}'
+
+
 def decode_inbox(text: str) -> Delivery | CancelRequest:
     data = loads(text)
     if not isinstance(data, dict):
@@ -570,19 +577,35 @@ def decode_claims(raw: Sequence[Any], shard: int = 0) -> list[Claim]:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowingStep:
+    """A workflow's next step, run by the dispatcher right after one of its tasks on its cached copy of the run,
+    fed that task's result: it commits with the result (``commit_task.lua``) when the copy was current."""
+
+    based_on: int  # inbox entries consumed, the task's result included
+    document: StepDocument
+    retention_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class CommitReply:
-    """``commit_step``/``commit_task``: what happened, and the work the commit handed to this dispatcher."""
+    """``commit_step``/``commit_task``: what happened, and the work the commit handed to this dispatcher.
+
+    ``step_committed``: a task commit also committed the workflow step that follows it (``commit_task.lua``);
+    ``status`` is then that step's ('ok', or 'finished' when it ended the workflow).
+    """
 
     status: Literal["ok", "finished", "retrying", "dead", "stale", "gone"]
     claims: list[Claim]
     dead_letter: str | None = None
+    step_committed: bool = False
 
     @classmethod
     def decode(cls, raw: Sequence[Any], shard: int = 0) -> CommitReply:
         status = str(raw[0])
         claims = decode_claims(raw[1], shard) if len(raw) > 1 else []
-        entry = str(raw[2]) if len(raw) > 2 else None
-        return cls(status, claims, entry)  # type: ignore[arg-type]  # the script returns only these words
+        entry = (str(raw[2]) or None) if len(raw) > 2 else None
+        step_committed = len(raw) > 3 and str(raw[3]) == "step"
+        return cls(status, claims, entry, step_committed)  # type: ignore[arg-type]  # the script's words only
 
 
 @dataclass(frozen=True, slots=True)

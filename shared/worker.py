@@ -158,11 +158,11 @@ class Worker:
 
     # -- what the roles report --------------------------------------------------------------------------
 
-    def sample(self, name: str, **labels: str) -> float | None:
+    def sample(self, metric: str, /, **labels: str) -> float | None:
         """The value of one metric sample of this worker's roles (as ``/metrics`` would show it), or ``None``:
-        ``worker.sample("bdurable_task_attempts_total", task="charge", outcome="ok")``."""
+        ``worker.sample("bdurable_task_attempts_total", task="charge", outcome="ok")`` (any label, ``name`` too)."""
         for role in self._roles:
-            value = role.metrics.registry.get_sample_value(name, labels)
+            value = role.metrics.registry.get_sample_value(metric, labels)
             if value is not None:
                 return float(value)
         return None

@@ -1,7 +1,8 @@
 """Direct hand-off and lost claim replies, end to end with a real dispatcher.
 
-A commit claims the work it made ready for its own dispatcher (a workflow's next task, then its next step),
-within the dispatcher's concurrency; a claim whose reply never reached a live dispatcher is handed back.
+A commit claims the work it made ready for its own dispatcher (a workflow's next task, or its next step when
+that step could not run with the task's commit), within the dispatcher's concurrency; a claim whose reply never
+reached a live dispatcher is handed back.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import dataclasses
 import types
 
-from support import InProcessRoles
+from support import InProcessRoles, eventually
 
 from bdurable import Client, Context, Settings, task, workflow
 from bdurable.store import ReadyQueue
@@ -35,6 +36,23 @@ async def slow_square(n: int) -> int:
         RUNNING["now"] -= 1
 
 
+GATE: dict[str, asyncio.Event] = {}
+STARTED: set[str] = set()
+
+
+@task(name="handoff.gated")
+async def gated(key: str) -> str:
+    STARTED.add(key)
+    await GATE[key].wait()
+    return f"done:{key}"
+
+
+@workflow(name="handoff_gated_flow", version="1")
+async def gated_flow(ctx: Context, key: str) -> str:
+    first = await gated(key)
+    return f"{first}+{await add_one(1)}"
+
+
 @workflow(name="handoff_one_task", version="1")
 async def one_task(ctx: Context, n: int) -> int:
     return await add_one(n)
@@ -47,6 +65,7 @@ async def fan_out(ctx: Context, n: int) -> list[int]:
 
 APP = types.ModuleType("handoff_app")
 APP.add_one, APP.slow_square, APP.one_task, APP.fan_out = add_one, slow_square, one_task, fan_out  # type: ignore[attr-defined]
+APP.gated, APP.gated_flow = gated, gated_flow  # type: ignore[attr-defined]
 
 
 async def test_a_workflows_next_task_and_step_start_on_the_dispatcher_that_committed(
@@ -55,8 +74,34 @@ async def test_a_workflows_next_task_and_step_start_on_the_dispatcher_that_commi
     dispatcher = roles.dispatcher(APP)
     for n in range(5):
         assert await (await client.start(one_task, n)).result(timeout=5) == n + 1
-    # each workflow: step 1 (claimed) hands off its task, whose commit hands off the final step
-    assert dispatcher.sample("bdurable_handoffs_total") == 10
+    # each workflow: step 1 (claimed) hands off its task, whose commit also commits the final step, run
+    # right after the task on the dispatcher's copy of the run
+    assert dispatcher.sample("bdurable_handoffs_total") == 5
+    assert dispatcher.sample("bdurable_steps_with_task_total") == 5
+
+
+async def test_a_step_is_committed_with_its_task_only_when_redis_vouches_for_the_copy_it_ran_on(
+    client: Client, roles: InProcessRoles
+) -> None:
+    """The step run right after a task commits with it only if the dispatcher's copy of the run is the committed
+    state; here another dispatcher seems to have run a step meanwhile (``cache_owner``), so the task's result is
+    delivered as usual and the step runs again from the history, with the same outcome."""
+    dispatcher = roles.dispatcher(APP)
+    GATE["stale"] = asyncio.Event()
+    handle = await client.start(gated_flow, "stale")
+    wf = client.keys.for_workflow(handle.workflow_id).wf(handle.workflow_id)
+
+    try:
+        await eventually(lambda: "stale" in STARTED, timeout=5)
+        await client.store.redis.hset(wf, "cache_owner", "another-dispatcher")  # type: ignore[misc]
+    finally:
+        GATE["stale"].set()
+    assert await handle.result(timeout=5) == "done:stale+2"
+    # the gated task's step ran again from Redis (no step with it); add_one's step followed it as usual
+    assert dispatcher.sample("bdurable_steps_with_task_total") == 1
+    assert dispatcher.sample("bdurable_steps_total", name="handoff_gated_flow") == 3
+    [first, second] = await client.history(handle.workflow_id)
+    assert (first.status, first.result, second.status, second.result) == ("done", "done:stale", "done", 2)
 
 
 async def test_hand_offs_stay_within_the_dispatchers_concurrency(client: Client, roles: InProcessRoles) -> None:

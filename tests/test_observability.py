@@ -60,8 +60,10 @@ async def test_metrics_move_as_workflows_run(client: Client, processes: RoleProc
     assert values[("bdurable_task_attempts_total", (("outcome", "fail"), ("task", "cli_app.explode")))] == 1
     assert values[("bdurable_dead_lettered_total", (("task", "cli_app.explode"),))] == 1
     assert values[("bdurable_step_duration_seconds_count", (("name", "adder"),))] >= 6
-    # each adder's task, then its final step, was handed off by the commit before it (no claim round trip)
-    assert values[("bdurable_handoffs_total", ())] >= 6
+    # each adder's task was handed off by the commit before it (no claim round trip), and its final step ran
+    # right after the task and committed with it (no claim, no commit of its own)
+    assert values[("bdurable_handoffs_total", ())] >= 3
+    assert values[("bdurable_steps_with_task_total", ())] == 3
     assert all("workflow_id" not in dict(labels) for _, labels in values)  # bounded label sets: never ids
 
     async def scheduler_sees_the_dead_letter() -> bool:

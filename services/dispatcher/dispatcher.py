@@ -132,7 +132,7 @@ class Dispatcher:
             "committer": committer, "metrics": self.metrics,
         }  # fmt: skip
         self._steps = StepRunner(**common, reads=reads, cache=self.cache, clock=self.clock)
-        self._tasks = TaskRunner(**common, threads=self.concurrency)
+        self._tasks = TaskRunner(**common, steps=self._steps, threads=self.concurrency)
         await retry_forever("register", lambda: self._register(store), stopping)
         self.health.serving = True
         log.info(

@@ -13,6 +13,7 @@ import dataclasses
 import time
 import traceback
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -29,12 +30,32 @@ from bdurable.replay.run import WorkflowRun
 from bdurable.runtime.metrics import Metrics
 from bdurable.services.dispatcher.commits import Committer
 from bdurable.store import REDIS_ERRORS, Store
-from bdurable.wire import Admission, CallRecord, ErrorRecord, Outcome, StepClaim, StepDocument
+from bdurable.wire import (
+    Admission,
+    CallRecord,
+    CommitReply,
+    ErrorRecord,
+    FollowingStep,
+    Outcome,
+    StepClaim,
+    StepDocument,
+    TaskClaim,
+    inbox_ok,
+)
 from bdurable.workflow import Workflow
 
-__all__ = ["RunCache", "StepRunner"]
+__all__ = ["Following", "RunCache", "StepRunner"]
 
 log = structlog.get_logger("bdurable.dispatcher")
+
+
+@dataclass(frozen=True, slots=True)
+class Following:
+    """A step run right after its task (:meth:`StepRunner.follow`), waiting for the task's commit."""
+
+    run: WorkflowRun
+    step: FollowingStep
+    began: float
 
 
 class RunCache:
@@ -145,23 +166,80 @@ class StepRunner:
                     handoff=budget,
                 ),
             )
-            continued = document.outcome is not None and document.outcome.status == "CONTINUED"
-            if run is not None:
-                if reply.status == "ok" and not continued:
-                    self.cache.keep(claim.workflow_id, run)
-                else:
-                    run.close()  # finished, stale, or continued as new (the next run starts from its input)
-            if continued and reply.status == "ok":
-                log.info("workflow continued as new")
-            self.metrics.run_cache_bytes.set(self.cache.bytes)
-            self.metrics.run_cache_runs.set(len(self.cache))
-            if reply.status != "stale":
-                self.metrics.child(self.metrics.steps, claim.name).inc()
-                self.metrics.child(self.metrics.step_duration, claim.name).observe(time.perf_counter() - began)
-            if reply.status == "finished":
-                status = document.outcome.status if document.outcome is not None else "FAILED"
-                self.metrics.child(self.metrics.workflows_finished, claim.name, status).inc()
-                log.info("workflow finished", status=status)
+            self._committed(claim.name, claim.workflow_id, run, document, reply, began)
+
+    def follow(self, claim: TaskClaim, result: str) -> Following | None:
+        """Run the workflow's next step right after its task returned ``result``, on this dispatcher's cached
+        copy of the run, for the task's commit to commit it too: one script instead of the task's commit, the
+        step's claim and the step's commit (``commit_task.lua`` checks that the copy was current).
+
+        Only where nothing is lost if the step kills the process: never on a task's last attempt (the attempt is
+        lost with the dispatcher and counts as failed, so a later attempt must remain; it runs on a dispatcher
+        without this copy of the run and commits on its own, so a step that kills dispatchers is then found as
+        usual), never for a suspect (it runs alone so that a crash is its own), a limited task (it lives in its
+        limit's shard) or with tracing on (a step's span continues the workflow's trace, which the task's claim
+        does not carry); nor while the dispatcher drains or a suspect runs alone, as for any new work. And only
+        when the run waits for this call alone, so the result is the next thing it receives.
+        """
+        call = claim.call
+        if claim.suspect or call.limited or call.attempt >= call.max_attempts or self.store.tracing.enabled:
+            return None
+        if self.committer.slots.handoff_budget() <= 0:  # draining (no new work, a step included), or a suspect runs
+            return None
+        run = self.cache.take(claim.workflow_id)
+        if run is None:
+            return None
+        if run.outcome is not None or len(run.pending) != 1 or claim.seq not in run.pending:
+            self.cache.keep(claim.workflow_id, run)
+            return None
+        began = time.perf_counter()
+        try:
+            run.feed([inbox_ok(claim.seq, result)])
+            document = run.take_step()
+        except Exception:  # an engine error: the step runs again from the history, where it is handled
+            run.close()
+            return None
+        return Following(run, FollowingStep(run.delivered, document, self.retention_ms), began)
+
+    def settle(self, claim: TaskClaim, following: Following, reply: CommitReply) -> None:
+        """After the task's commit: keep the run of a step that committed with it, else drop it (the result was
+        delivered as usual, and the step runs again from Redis)."""
+        run = following.run
+        if not reply.step_committed:
+            run.close()
+            return
+        self.metrics.steps_with_task.inc()
+        definition = run.definition
+        with structlog.contextvars.bound_contextvars(name=definition.name, version=definition.version):
+            self._committed(definition.name, claim.workflow_id, run, following.step.document, reply, following.began)
+
+    def _committed(
+        self,
+        name: str,
+        workflow_id: str,
+        run: WorkflowRun | None,
+        document: StepDocument,
+        reply: CommitReply,
+        began: float,
+    ) -> None:
+        """Keep the run for the next step (or drop it), count the step, and say when the workflow ended."""
+        continued = document.outcome is not None and document.outcome.status == "CONTINUED"
+        if run is not None:
+            if reply.status == "ok" and not continued:
+                self.cache.keep(workflow_id, run)
+            else:
+                run.close()  # finished, stale, or continued as new (the next run starts from its input)
+        if continued and reply.status == "ok":
+            log.info("workflow continued as new")
+        self.metrics.run_cache_bytes.set(self.cache.bytes)
+        self.metrics.run_cache_runs.set(len(self.cache))
+        if reply.status != "stale":
+            self.metrics.child(self.metrics.steps, name).inc()
+            self.metrics.child(self.metrics.step_duration, name).observe(time.perf_counter() - began)
+        if reply.status == "finished":
+            status = document.outcome.status if document.outcome is not None else "FAILED"
+            self.metrics.child(self.metrics.workflows_finished, name, status).inc()
+            log.info("workflow finished", status=status)
 
     async def _admit(self, claim: StepClaim, definition: Workflow[Any, Any]) -> Admission:
         """A run of a workflow with a concurrency limit takes a slot before its first step, or queues for one.

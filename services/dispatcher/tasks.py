@@ -22,6 +22,7 @@ from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.service import Stopping
 from bdurable.services.dispatcher.attempts import Attempt, run_attempt
 from bdurable.services.dispatcher.commits import Committer
+from bdurable.services.dispatcher.steps import StepRunner
 from bdurable.store import REDIS_ERRORS, Store
 from bdurable.wire import ErrorRecord, TaskClaim, call_ref
 
@@ -40,6 +41,7 @@ class TaskRunner:
         store: Store,
         committer: Committer,
         metrics: Metrics,
+        steps: StepRunner,
         threads: int,
     ) -> None:
         self.worker_id = worker_id
@@ -48,6 +50,7 @@ class TaskRunner:
         self.store = store
         self.committer = committer
         self.metrics = metrics
+        self.steps = steps  # runs the workflow's next step right after a task, to commit with it (follow)
         self.keys = Keys(settings.prefix, settings.shards)
         # Plain `def` tasks run in worker threads: as many as the dispatcher runs items at once.
         self.threads = anyio.CapacityLimiter(threads)
@@ -77,6 +80,7 @@ class TaskRunner:
                 )
             self.metrics.child(self.metrics.task_duration, call.name).observe(time.perf_counter() - began)
             self.metrics.child(self.metrics.task_attempts, call.name, outcome).inc()
+            following = self.steps.follow(claim, payload) if outcome == "ok" else None
             reply = await self.committer.commit(
                 "task",
                 lambda budget: self.store.commit_task(
@@ -86,8 +90,11 @@ class TaskRunner:
                     payload=payload,
                     delay_ms=delay or 0,
                     handoff=budget,
+                    following=following.step if following is not None else None,
                 ),
             )
+            if following is not None:
+                self.steps.settle(claim, following, reply)
             if reply.status == "dead":
                 self.metrics.child(self.metrics.dead_lettered, call.name).inc()
                 log.error("task dead-lettered", task=call.name, attempts=call.attempt, entry=reply.dead_letter)

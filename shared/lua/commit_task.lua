@@ -1,9 +1,14 @@
 -- Commit one task attempt: its result, a delayed retry, or its final failure (dead-letter queue).
 -- Rejected when the lease is stale: the item was handed to another dispatcher meanwhile.
--- KEYS[1] T; ARGV: G, worker, item, lease, outcome, payload, retry delay ms, hand-off budget.
+-- KEYS[1] T; ARGV: G, worker, item, lease, outcome, payload, retry delay ms, hand-off budget, then the step that
+-- follows ('' when none): based_on, retention ms, step document, its payloads (as in commit_step.lua).
 -- outcome 'ok': payload is the result (JSON); 'retry' (after the delay) and 'fail': payload is the error record.
+-- The step that follows is the workflow's next step, which the dispatcher already ran on its cached copy of the
+-- run with this result: it commits here too when `step_follows` (lib.lua) says the copy was current, which
+-- saves the step its own claim and commit; else the result is delivered as usual and the step runs again.
 -- Returns {'ok', claims} | {'retrying', {}} | {'dead', claims, entry id} | {'stale'} | {'gone'} (the call was
--- released meanwhile); claims: the workflow's next step when this dispatcher runs it too (`hand_off`).
+-- released meanwhile) | {'ok' or 'finished', claims, '', 'step'} (the step that follows committed too);
+-- claims: the work this made ready that this dispatcher runs too (`hand_off`).
 local worker, item, lease, outcome, payload = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local handoff = tonumber(ARGV[8])
 local _, id, seq = parse_item(item)
@@ -24,7 +29,17 @@ redis.call('HDEL', proc, item)
 release_permit(item, now)
 if outcome == 'ok' then
   redis.call('DEL', task)
-  deliver_task_outcome(id, seq, t[2], inbox_ok(seq, payload), 'done', now, tonumber(t[3] or '0') + 1)
+  local entry, attempts = inbox_ok(seq, payload), tonumber(t[3] or '0') + 1
+  local based_on = tonumber(ARGV[9] or '')
+  if based_on and not t[2] and step_follows(worker, id, seq, based_on) then
+    record_delivery(id, seq, entry, 'done', now)
+    redis.call('HSET', k_calls(id), seq .. ':n', attempts)
+    RETENTION_MS = tonumber(ARGV[10])
+    local function payload_of(index) return ARGV[11 + index] end
+    local status = apply_step(worker, id, based_on, cjson.decode(ARGV[11]), payload_of, now)
+    return {status, hand_off(worker, handoff), '', 'step'}
+  end
+  deliver_task_outcome(id, seq, t[2], entry, 'done', now, attempts)
   return {'ok', hand_off(worker, handoff)}
 end
 redis.call('HDEL', task, 'suspect')  -- it ran to the end: not the item that killed its dispatcher

@@ -473,9 +473,9 @@ local function hand_back(worker, item, now)
   if kind == 'w' then enqueue_step(id, now, true) else push_task(id, seq, now, true) end
 end
 
--- Deliver the result of durable call `seq` (an inbox entry) unless it was already resolved: the check makes
--- every delivery idempotent, so a timer racing a result never delivers twice.
-local function deliver(id, seq, entry, final_status, now)
+-- Record the result of durable call `seq` (an inbox entry) unless it was already resolved: the check makes
+-- every delivery idempotent, so a timer racing a result never delivers twice. Returns 1 when recorded.
+local function record_delivery(id, seq, entry, final_status, now)
   local wf = k_wf(id)
   local status = redis.call('HGET', wf, 'status')
   if not status or FINISHED[status] then return 0 end
@@ -484,6 +484,12 @@ local function deliver(id, seq, entry, final_status, now)
   redis.call('HSET', calls, seq .. ':s', final_status, seq .. ':f', int(now))
   redis.call('RPUSH', k_inbox(id), entry)
   redis.call('HINCRBY', wf, 'step', 1)
+  return 1
+end
+
+-- Deliver it: record it, and queue the workflow's next step to consume it.
+local function deliver(id, seq, entry, final_status, now)
+  if record_delivery(id, seq, entry, final_status, now) == 0 then return 0 end
   enqueue_step(id, now, false)
   return 1
 end
@@ -884,6 +890,116 @@ route = function(m, now)
     m.shard = tostring(m.shard)
     push_bus(m)
   end
+end
+
+-- ==== committing a step =======================================================================================
+
+-- Apply a step's document (built by bdurable/wire.py StepDocument): record its new durable calls, schedule
+-- what they need (tasks on ready queues, timers, child workflows, signals), set the status, and finish the
+-- workflow when it returned. `payload(index)` gives the document's payloads (a call's `p` is its index).
+-- based_on is how many inbox entries the step consumed; if more arrived meanwhile the next step is queued.
+-- The caller checked that the step may commit (its lease, or `step_follows`). Returns 'ok' or 'finished'.
+local function apply_step(worker, id, based_on, step, payload, now)
+  local wf = k_wf(id)
+  local calls = k_calls(id)
+  local signals = 0
+  local priority = redis.call('HGET', wf, 'priority')
+
+  -- A workflow with a concurrency limit took a slot (or queues for one) before its first step ran.
+  local admission = step.admission
+  if admission and admission ~= cjson.null then
+    redis.call('HSET', wf, 'slot', admission.limit, 'slot_shard', admission.shard)
+    if admission.queued then  -- no slot yet: it waits, QUEUED, until one frees (its code has not run)
+      redis.call('HSET', wf, 'pending', '0')
+      set_status(id, 'QUEUED', admission.text, now)
+      return 'ok'
+    end
+  end
+
+  for _, c in ipairs(step.calls) do
+    local seq = int(c.seq)
+    if c.kind == 'value' then
+      redis.call('HSET', calls, seq, c.rec)
+    elseif c.kind == 'signal' then
+      signals = signals + 1
+      redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'done', seq .. ':t', int(now), seq .. ':f', int(now))
+      local record = signal_record(seq, c.name, payload(c.p), now)
+      redis.call('RPUSH', k_signals(id), record)
+      push_bus({t = 'signal', id = id, rec = record})  -- the bus publishes it
+    else
+      redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'pending', seq .. ':t', int(now))
+      if c.kind == 'task' or c.kind == 'child' then
+        redis.call('HSET', calls, seq .. ':a', payload(c.p))  -- its arguments, kept with the history
+      end
+      if c.kind == 'task' and (c.limit == nil or c.limit == cjson.null) then
+        local task = k_task(seq, id)
+        redis.call('HSET', task, 'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',
+          'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
+          'on_exhausted', c.on_exhausted, 'lease', '0')
+        if priority then redis.call('HSET', task, 'priority', priority) end  -- a run's tasks inherit its priority
+        if c.trace then redis.call('HSET', task, 'trace', c.trace) end  -- its attempts' spans continue it
+        push_task(id, seq, now, false)
+      elseif c.kind == 'task' then  -- a limited task lives with its limit, in the limit's shard
+        local fields = {'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',
+          'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
+          'on_exhausted', c.on_exhausted, 'lease', '0', 'limit', c.limit.id, 'wf_shard', shard_number()}
+        if priority then table.insert(fields, 'priority') table.insert(fields, priority) end
+        if c.trace then table.insert(fields, 'trace') table.insert(fields, c.trace) end
+        route({shard = c.limit.shard, op = 'create_task', id = id, seq = seq, fields = fields, limit = c.limit}, now)
+      elseif c.kind == 'sleep' then
+        local due = c.due_ms
+        if due == nil or due == cjson.null then due = now + c.delay_ms end
+        add_timer(timer_call('s', seq, id), due)
+      elseif c.kind == 'event' then
+        local key = c.key
+        if key == cjson.null then key = nil end
+        register_wait(id, seq, c.name, key, c.timeout_ms, now)
+      elseif c.kind == 'child' then
+        route({shard = c.shard, op = 'start_child', id = c.child_id, name = c.name, version = c.version,
+          queue = c.queue, input = payload(c.p), parent_id = id, parent_seq = seq, parent_shard = shard_number(),
+          priority = tonumber(priority or '0'), trace = c.trace}, now)
+      end
+    end
+  end
+  if signals > 0 then redis.call('HINCRBY', wf, 'step', signals) end
+
+  -- Calls the workflow no longer waits for (cancelled, or left pending when it ended): stop their work.
+  for _, seq in ipairs(step.cancelled) do release_call(id, int(seq), 'cancelled', now) end
+  for _, seq in ipairs(step.abandon) do release_call(id, int(seq), 'abandoned', now) end
+
+  redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on))
+  redis.call('HDEL', wf, 'step_crashes', 'suspect')  -- it ran to the end: not what killed its dispatchers
+  local outcome = step.outcome
+  if outcome ~= cjson.null and outcome.status == 'CONTINUED' then
+    continue_as_new(id, payload(outcome.p), outcome.next_seq, based_on, now)
+    return 'ok'
+  end
+  if outcome ~= cjson.null then
+    finish_workflow(id, outcome.status, payload(outcome.p), outcome.error, RETENTION_MS, now)
+    return 'finished'
+  end
+  if redis.call('LLEN', k_inbox(id)) > based_on then
+    enqueue_step(id, now, true)  -- results arrived while the step ran: run the next step now
+  elseif tonumber(redis.call('HGET', wf, 'parked') or '0') > 0 then
+    redis.call('HSET', wf, 'pending', '0')
+    set_status(id, 'PARKED', redis.call('HGET', wf, 'parked_on'), now)
+  else
+    redis.call('HSET', wf, 'pending', '0')
+    set_status(id, step.status, step.waiting_on, now)
+  end
+  return 'ok'
+end
+
+-- Whether the step a dispatcher ran right after a task of the workflow (on its cached copy of the run, fed the
+-- task's result: see bdurable/services/dispatcher/following.py) may commit with that task's result. Only if
+-- the copy is exactly the committed state plus this result: no step queued or running, the copy is this
+-- dispatcher's and current, nothing else arrived in the inbox, and the call still waits for its result.
+-- `based_on` counts the new result. Otherwise the result is delivered as usual and the step runs again.
+local function step_follows(worker, id, seq, based_on)
+  local f = redis.call('HMGET', k_wf(id), 'status', 'pending', 'cache_owner', 'cache_len')
+  if f[1] ~= 'RUNNING' or f[2] ~= '0' or f[3] ~= worker or tonumber(f[4]) ~= based_on - 1 then return false end
+  if redis.call('LLEN', k_inbox(id)) ~= based_on - 1 then return false end
+  return redis.call('HGET', k_calls(id), seq .. ':s') == 'pending'
 end
 
 -- ==== one call ================================================================================================

@@ -105,6 +105,7 @@ class Metrics:
     dead_lettered: Counter
     stale_commits: Counter
     handoffs: Counter
+    steps_with_task: Counter
     heartbeat_age: Gauge
     in_flight: Gauge
     run_cache_bytes: Gauge
@@ -183,6 +184,11 @@ class Metrics:
         )  # fmt: skip
         self.handoffs = Counter(
             "bdurable_handoffs_total", "Items a commit claimed for its own dispatcher (direct hand-off)", registry=r
+        )
+        self.steps_with_task = Counter(
+            "bdurable_steps_with_task_total",
+            "Workflow steps run right after their task and committed with its result (no claim of their own)",
+            registry=r,
         )
         self.heartbeat_age = Gauge(
             "bdurable_heartbeat_age_seconds", "Seconds since this dispatcher's last successful heartbeat", registry=r

@@ -74,6 +74,13 @@ async def finish(workflow_id: str, n: int, results: list[str], delay: float) -> 
     return f"receipt:{workflow_id}:{len(results)}"
 
 
+@task(max_attempts=1)
+async def work_once(workflow_id: str, n: int) -> str:
+    """A task that must not run twice (one attempt): its first attempt is its last."""
+    await _record_run(workflow_id, n)
+    return f"{workflow_id}:{n}"
+
+
 @task(max_attempts=3, backoff="100ms")
 async def poison(workflow_id: str) -> str:
     """Kills the process that runs it (like a segfault or the OOM killer): it never raises."""
@@ -152,4 +159,15 @@ async def poison_task_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any
 @workflow(version="1.0")
 async def poison_step_flow(ctx: Context, input: dict[str, Any]) -> str:
     """Workflow code that kills the dispatcher replaying it (a crashing C extension, say)."""
+    os._exit(1)
+
+
+@workflow(version="1.0")
+async def poison_after_task_flow(ctx: Context, input: dict[str, Any]) -> str:
+    """Workflow code that kills its dispatcher once it has its task's result: the step that would commit with
+    the task (run right after it, on the same dispatcher) must not make the task look like the poison."""
+    if input.get("one_attempt"):
+        await work_once(ctx.workflow_id, 1)
+    else:
+        await work(ctx.workflow_id, 1, 0)
     os._exit(1)

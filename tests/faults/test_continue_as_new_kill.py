@@ -18,9 +18,9 @@ async def test_a_thousand_runs_survive_a_sigkill_between_two_runs(
     roles.scheduler()
     roles.signal_bus()
     reaper = roles.reaper()
-    # Each run commits three times: its first step, its task, its last step (the continue-as-new). The 300th
-    # commit is run 100's continue-as-new.
-    doomed = processes.start("dispatcher", "--app", "entity_app", BDURABLE_CRASH_AT="after_commit:300")
+    # Each run commits twice: its first step, then its task together with its last step (the continue-as-new,
+    # run right after the task on the same dispatcher). The 200th commit is run 100's continue-as-new.
+    doomed = processes.start("dispatcher", "--app", "entity_app", BDURABLE_CRASH_AT="after_commit:200")
     await eventually(lambda: client.reads.registered_versions("counting_loop"), timeout=20)
     handle = await client.start(entity_app.counting_loop, {"count": 0, "runs": 1000}, workflow_id="loop")
     await eventually(lambda: doomed.poll() is not None, timeout=60)

@@ -146,3 +146,30 @@ async def test_poison_step_fails_its_workflow_after_5_crashes_others_complete(
             "seconds_to_settle": round(settled, 1),
         },
     )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("one_attempt", "task_runs"), [(False, 2), (True, 1)], ids=["retryable", "one-attempt"])
+async def test_poison_step_after_a_task_is_blamed_on_the_step_not_the_task(
+    supervisor: Supervisor, client: Client, raw: aioredis.Redis, settings: Settings, one_attempt: bool, task_runs: int
+) -> None:
+    """A step run right after its task, to commit with it, dies with the task's attempt: the attempt is lost,
+    its retry runs on a dispatcher without that copy of the run and commits on its own, and the step is then
+    caught as the poison, as any poison step is. On a task's last attempt (here its only one) the step never
+    runs with it, since a lost last attempt would fail a task that succeeded. Alone in the fleet, so the task
+    is handed to the dispatcher that ran the first step, which holds its run."""
+    prefix, t = settings.prefix, shard(settings.prefix)
+    await client.start(fault_app.poison_after_task_flow, {"one_attempt": one_attempt}, workflow_id="poison-after-task")
+    found = await wait_finished(raw, prefix, ["poison-after-task"], timeout=90)
+
+    assert found["poison-after-task"] == "FAILED"
+    state = await client.get_state("poison-after-task")
+    assert state is not None
+    assert state.error is not None
+    assert state.error["type"] == "PoisonStepError", state.error
+    # retryable: the task ran once with the step that followed it (lost with it), then once more on its own
+    assert (await counts(raw, prefix, "runs"))["poison-after-task:1"] == task_runs
+    [entry] = await client.history("poison-after-task")
+    assert (entry.kind, entry.status, entry.result) == ("task", "done", "poison-after-task:1")
+    assert await raw.zcard(t.dlq) == 0  # nothing dead-lettered: the task never failed
+    assert supervisor.deaths >= 4 + task_runs  # a lost attempt (retryable), then the five crashes of the step
