@@ -10,6 +10,7 @@ import asyncio
 import builtins
 import dataclasses
 import functools
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -41,6 +42,7 @@ from bdurable.reads import ListQuery, Reads, ms, outcome_from_message, state_fro
 from bdurable.scheduling import ScheduleMethods
 from bdurable.schema import validate_against_schema
 from bdurable.store import REDIS_ERRORS, StartRequest, Store
+from bdurable.wire import StartReply
 from bdurable.workflow import Workflow
 
 __all__ = ["Client", "WorkflowHandle", "validate_workflow_id"]
@@ -49,6 +51,17 @@ T = TypeVar("T")
 
 MAX_ID_LENGTH = 256
 PRIORITY_RANGE = range(-1000, 1001)  # the ready queues' score keeps priorities within this range exact
+
+
+def new_workflow_ids(count: int) -> list[str]:
+    """``count`` random workflow ids, each the hex of a version-4 UUID (as ``uuid.uuid4().hex``), drawn from
+    the OS in one call: ``start_many`` of thousands would otherwise spend a fifth of its time making ids."""
+    raw = bytearray(os.urandom(16 * count))
+    for at in range(0, 16 * count, 16):
+        raw[at + 6] = raw[at + 6] & 0x0F | 0x40  # version 4
+        raw[at + 8] = raw[at + 8] & 0x3F | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return [text[at : at + 32] for at in range(0, 32 * count, 32)]
 
 
 def validate_workflow_id(workflow_id: str) -> str:
@@ -199,12 +212,14 @@ class Client(ScheduleMethods):
         ``WorkflowAlreadyExistsError`` naming it, after the others were started.
         """
         values = builtins.list(inputs)
-        ids = [uuid.uuid4().hex for _ in values] if workflow_ids is None else builtins.list(workflow_ids)
-        if len(ids) != len(values):
-            raise InvalidInputError(f"{len(ids)} workflow ids for {len(values)} inputs")
-        ids = [validate_workflow_id(workflow_id) for workflow_id in ids]
-        if len(set(ids)) != len(ids):
-            raise InvalidInputError("workflow_ids must be distinct")
+        if workflow_ids is None:
+            ids = new_workflow_ids(len(values))
+        else:
+            ids = [validate_workflow_id(workflow_id) for workflow_id in workflow_ids]
+            if len(ids) != len(values):
+                raise InvalidInputError(f"{len(ids)} workflow ids for {len(values)} inputs")
+            if len(set(ids)) != len(ids):
+                raise InvalidInputError("workflow_ids must be distinct")
         _check_priority(priority)
         if not values:
             return []
@@ -222,9 +237,13 @@ class Client(ScheduleMethods):
             for number, shard_requests in by_shard.items()
             for first in range(0, len(shard_requests), START_BATCH)
         ]
-        replies = await asyncio.gather(
-            *(self.store.start_batch(self.keys.shard(number), batch) for number, batch in batches)
-        )  # pipelined: every batch in one round trip (per node on a cluster)
+        # Pipelined, a group of batches at a time: while Redis runs one group, the next is packed and sent.
+        sending: builtins.list[asyncio.Future[builtins.list[StartReply]]] = []
+        for index, (number, batch) in enumerate(batches, start=1):
+            sending.append(asyncio.ensure_future(self.store.start_batch(self.keys.shard(number), batch)))
+            if index % START_GROUP == 0:
+                await asyncio.sleep(0)  # this group goes out as one pipeline (one per node on a cluster)
+        replies = await asyncio.gather(*sending)
         outcome = {
             request.workflow_id: reply
             for (_, batch), batch_replies in zip(batches, replies, strict=True)
@@ -509,6 +528,7 @@ class Client(ScheduleMethods):
 
 
 START_BATCH = 100  # workflows per script call of start_many: each call stays short (about a millisecond)
+START_GROUP = 4  # script calls of start_many per pipeline (so that packing the next overlaps Redis running this)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -119,9 +119,15 @@ end
 -- The continuation sets this script pushed to, in order, once each (for `hand_off`).
 local PUSHED, PUSHED_SEEN = {}, {}
 
+-- The wake-up tokens this call already left (a batch of starts queues many items on one queue; a token taken
+-- meanwhile can only be taken by a dispatcher, after this script).
+local WOKEN = {}
+
 local function wake(queue)
   local token = k_wake(queue)
+  if WOKEN[token] then return end
   if redis.call('LLEN', token) == 0 then redis.call('LPUSH', token, '1') end
+  WOKEN[token] = true
 end
 
 -- Put an item on `list`, a set of the queue whose continuation set is `queue`, and wake a dispatcher.
@@ -139,7 +145,9 @@ local function rewake(queue, new_starts)
   if redis.call('ZCARD', queue) > 0 or (new_starts ~= '' and redis.call('ZCARD', new_starts) > 0) then
     wake(queue)
   else
-    redis.call('DEL', k_wake(queue))
+    local token = k_wake(queue)
+    redis.call('DEL', token)
+    WOKEN[token] = nil
   end
 end
 
@@ -503,69 +511,86 @@ add_timer = function(member, due)
   end
 end
 
--- Create a workflow record and queue its first step. Returns 'created', or the existing workflow's name.
+-- Create a workflow record and queue its first step. Returns true, or false with the name and status of the
+-- workflow that already has this id.
 -- With `start_at` (ms), it waits as SCHEDULED until then (a timer), instead of queuing its first step now.
--- What one script call learned once and may reuse for every workflow it creates (a batch of starts).
-local CREATED_KINDS, CREATED_LIVENESS, CREATED_QUEUES = {}, {}, {}
+-- What one script call learned once and reuses for every workflow it creates (a batch of starts): per workflow
+-- version and queue, its keys, its liveness, and whether it was registered (kinds, step queues) in this call.
+local CREATED = {}
+
+local function created_kind(name, version, queue)
+  local id = queue .. '\t' .. name .. '\t' .. version
+  local c = CREATED[id]
+  if c then return c end
+  redis.call('SADD', K_KINDS, kind_member(name, version))
+  c = {running = k_index('RUNNING', version, name), continuations = k_step_queue(queue, version, name),
+    new_starts = k_step_new(queue, version, name), member = step_queue_member(queue, name, version)}
+  CREATED[id] = c
+  return c
+end
+
+local function add_field(fields, field, value)
+  fields[#fields + 1] = field
+  fields[#fields + 1] = value
+end
 
 -- `trace`: the W3C traceparent its steps continue (tracing on; nil or '' otherwise, and nothing is stored).
 local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, parent_shard, priority, now,
                                start_at, trace)
   local wf = k_wf(id)
-  local existing = redis.call('HGET', wf, 'name')
-  if existing then return existing end
+  local existing = redis.call('HMGET', wf, 'name', 'status')
+  if existing[1] then return false, existing[1], existing[2] end
+  local c = created_kind(name, version, queue)
   -- Only what is known now: absent fields read as their defaults (no parent, nothing parked, no lease yet,
   -- priority 0), which keeps a waiting workflow's footprint small. Written at once, in one HSET: a new workflow
   -- has no reader yet (nobody can follow an id before it exists), so nothing is published.
+  local at = int(now)
   local fields = {'name', name, 'version', version, 'queue', queue, 'input', input, 'step', '0',
-    'created_at', int(now), 'updated_at', int(now)}
-  local function add(field, value) fields[#fields + 1] = field fields[#fields + 1] = value end
-  if priority and priority ~= 0 then add('priority', int(priority)) end
-  if trace and trace ~= '' then add('trace', trace) end
+    'created_at', at, 'updated_at', at}
+  if priority and priority ~= 0 then add_field(fields, 'priority', int(priority)) end
+  if trace and trace ~= '' then add_field(fields, 'trace', trace) end
   local order
   if parent_id ~= '' then
-    add('parent_id', parent_id) add('parent_seq', parent_seq) add('parent_shard', parent_shard)
+    add_field(fields, 'parent_id', parent_id)
+    add_field(fields, 'parent_seq', parent_seq)
+    add_field(fields, 'parent_shard', parent_shard)
   else
     order = next_order()  -- its place in line among new starts
-    add('order', order)
-  end
-  local kind = kind_member(name, version)
-  if not CREATED_KINDS[kind] then
-    redis.call('SADD', K_KINDS, kind)
-    CREATED_KINDS[kind] = true
+    add_field(fields, 'order', order)
   end
   redis.call('ZADD', K_IDS, 0, id)
   if start_at then
-    add('status', 'SCHEDULED') add('waiting_on', 'its start at ' .. int(start_at) .. ' ms') add('start_at', int(start_at))
+    add_field(fields, 'status', 'SCHEDULED')
+    add_field(fields, 'waiting_on', 'its start at ' .. int(start_at) .. ' ms')
+    add_field(fields, 'start_at', int(start_at))
     redis.call('HSET', wf, unpack(fields))
-    redis.call('ZADD', k_index('SCHEDULED', version, name), int(now), id)
+    redis.call('ZADD', k_index('SCHEDULED', version, name), at, id)
     add_timer('d|' .. id, start_at)
-    return 'created'
+    return true
   end
-  local liveness = CREATED_LIVENESS[kind] or version_liveness(name, version, now)
-  CREATED_LIVENESS[kind] = liveness
-  add('status', 'RUNNING')
-  if liveness == 'other' then  -- its version is not live while others are: enqueue_step halts it
+  if not c.liveness then c.liveness = version_liveness(name, version, now) end
+  add_field(fields, 'status', 'RUNNING')
+  if c.liveness == 'other' then  -- its version is not live while others are: enqueue_step halts it
     redis.call('HSET', wf, unpack(fields))
-    redis.call('ZADD', k_index('RUNNING', version, name), int(now), id)
+    redis.call('ZADD', c.running, at, id)
     enqueue_step(id, now, false)
-    return 'created'
+    return true
   end
   -- Queued at once, as enqueue_step would (without reading back what was just written).
   local waiting = 'a dispatcher to run its next step'
-  if liveness == 'none' then waiting = 'a live dispatcher that runs ' .. name .. '@' .. version end
-  add('waiting_on', waiting) add('pending', '1') add('queued_at', int(now))
+  if c.liveness == 'none' then waiting = 'a live dispatcher that runs ' .. name .. '@' .. version end
+  add_field(fields, 'waiting_on', waiting)
+  add_field(fields, 'pending', '1')
+  add_field(fields, 'queued_at', at)
   redis.call('HSET', wf, unpack(fields))
-  redis.call('ZADD', k_index('RUNNING', version, name), int(now), id)
-  local continuations = k_step_queue(queue, version, name)
-  local member = step_queue_member(queue, name, version)
-  if not CREATED_QUEUES[member] then
-    redis.call('SADD', K_STEP_QUEUES, member)
-    CREATED_QUEUES[member] = true
+  redis.call('ZADD', c.running, at, id)
+  if not c.queued then
+    redis.call('SADD', K_STEP_QUEUES, c.member)
+    c.queued = true
   end
-  local list = order and k_step_new(queue, version, name) or continuations  -- a child's first step continues
-  push_ready(list, continuations, item_step(id), tonumber(priority or 0), order or next_order())
-  return 'created'
+  local list = order and c.new_starts or c.continuations  -- a child's first step continues
+  push_ready(list, c.continuations, item_step(id), tonumber(priority or 0), order or next_order())
+  return true
 end
 
 -- Continue as new: this run ends and the workflow starts again under the same id, with `input` and a fresh
@@ -793,6 +818,7 @@ local function sweep_versions(now)
         end
       end
       redis.call('DEL', continuations, new_starts, k_wake(continuations))
+      WOKEN[k_wake(continuations)] = nil
       redis.call('SREM', K_STEP_QUEUES, member)
     end
   end
@@ -870,7 +896,7 @@ local function apply_x(m, now)
   elseif m.op == 'start_child' then
     local created = create_workflow(m.id, m.name, m.version, m.queue, m.input, m.parent_id, m.parent_seq,
       m.parent_shard, m.priority, now, nil, m.trace)
-    if created ~= 'created' then
+    if not created then
       local f = redis.call('HMGET', k_wf(m.id), 'parent_id', 'parent_seq')
       if f[1] ~= m.parent_id or f[2] ~= m.parent_seq then  -- not a replay of our own start: a conflict
         local conflict = error_record('ChildWorkflowError', 'workflow id ' .. m.id .. ' is already used',
@@ -1008,6 +1034,6 @@ end
 local function begin_call(keys, argv)
   bind_keys(keys, argv)
   NOW, RETENTION_MS = nil, 7 * 86400000
-  PUSHED, PUSHED_SEEN = {}, {}
-  CREATED_KINDS, CREATED_LIVENESS, CREATED_QUEUES = {}, {}, {}
+  PUSHED, PUSHED_SEEN, WOKEN = {}, {}, {}
+  CREATED = {}
 end

@@ -9,17 +9,16 @@ local now = now_once()
 local replies = {}
 local name, version, queue = ARGV[2], ARGV[3], ARGV[4]
 local priority, start_at, trace = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local later = start_at > now
 for i = 8, #ARGV, 2 do
-  local id, input = ARGV[i], ARGV[i + 1]
-  local existing = redis.call('HMGET', k_wf(id), 'name', 'status')
-  if existing[1] then
-    table.insert(replies, {existing[1] == name and 'exists' or 'conflict', existing[1] == name and existing[2] or existing[1]})
-  elseif start_at > now then
-    create_workflow(id, name, version, queue, input, '', '', '', priority, now, start_at, trace)
-    table.insert(replies, {'created', 'SCHEDULED'})
+  local created, existing, status = create_workflow(ARGV[i], name, version, queue, ARGV[i + 1], '', '', '', priority,
+    now, later and start_at or nil, trace)
+  if created then
+    replies[#replies + 1] = {'created', later and 'SCHEDULED' or 'RUNNING'}
+  elseif existing == name then
+    replies[#replies + 1] = {'exists', status}
   else
-    create_workflow(id, name, version, queue, input, '', '', '', priority, now, nil, trace)
-    table.insert(replies, {'created', 'RUNNING'})
+    replies[#replies + 1] = {'conflict', existing}
   end
 end
 return replies
