@@ -1093,6 +1093,8 @@ def bus_section(report: Report, bus: list[tuple[str, str, str]] | str) -> None:
 
 def print_table(report: Report) -> None:
     all_rows = [r for _, rows in report.sections for r in rows]
+    if not all_rows:  # a section that only records (the profile: see bench/results/dispatcher.prof)
+        return
     w0 = max(len(r.name) for r in all_rows)
     w1 = max(len(r.value) for r in all_rows)
     w2 = max(len(r.versus) for r in all_rows)
