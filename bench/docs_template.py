@@ -261,7 +261,8 @@ def profile_section(extra: dict[str, Any]) -> list[str]:
         f"{pct('redis-py')} (plus {pct('socket')} in socket calls), JSON encoding and decoding {pct('JSON')}, "
         f"structlog's contextvars bound for every item even when nothing is logged {pct('structlog')}, "
         f"prometheus label lookups {pct('prometheus')}, the task's argument binding through `inspect` "
-        f"{pct('task invocation')}, and the dispatcher's own loop {pct('dispatcher loop')}. On the Redis side "
+        f"{pct('task invocation')}, the dispatcher's own code (claims, slots, steps, attempts, commits) "
+        f"{pct('dispatcher')}, and the typed wire to and from the scripts {pct('wire')}. On the Redis side "
         f"the Lua of claims and commits costs {three['usec_per_script']:.0f} us per script call with "
         f"{three['inner_commands_per_item']:.0f} commands run inside scripts per step or task attempt.",
     ]

@@ -522,7 +522,8 @@ async def memory_retention(url: str, count: int) -> dict[str, float]:
 
 CATEGORIES = [
     ("replay: step loop, workflow run, context (bdurable.replay)", ("bdurable/replay/",)),
-    ("dispatcher loop (services/dispatcher)", ("dispatcher/worker.py",)),
+    ("dispatcher: claims, slots, steps, task attempts, commits (services/dispatcher)", ("services/dispatcher/",)),
+    ("wire: claims, replies and step documents decoded and encoded (bdurable.wire)", ("bdurable/wire.py",)),
     ("task invocation: argument binding (bdurable.task, inspect)", ("bdurable/task.py", "inspect.py")),
     ("store: auto-pipelining, script calls (bdurable.store)", ("bdurable/store.py",)),
     ("redis-py: command packing, pipelines, connections", ("/redis/",)),
@@ -532,7 +533,7 @@ CATEGORIES = [
     ("prometheus metrics", ("prometheus_client/",)),
     ("asyncio: event loop, tasks, futures, timeouts", ("asyncio/", "_asyncio", "_contextvars", "contextlib.py")),
     ("socket system calls (send, recv, epoll registration)", ("selectors.py", "socket", "select.epoll")),
-    ("other bdurable modules (keys, config...)", ("bdurable/",)),
+    ("other bdurable modules (payloads, metrics helpers, keys...)", ("bdurable/",)),
     ("workflow and task code (bench_app)", ("bench_app.py",)),
 ]
 IDLE = "'poll' of 'select.epoll' objects"  # the event loop blocked, waiting for I/O: not a cost
