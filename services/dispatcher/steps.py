@@ -176,13 +176,16 @@ class StepRunner:
         Only where nothing is lost if the step kills the process: never on a task's last attempt (the attempt is
         lost with the dispatcher and counts as failed, so a later attempt must remain; it runs on a dispatcher
         without this copy of the run and commits on its own, so a step that kills dispatchers is then found as
-        usual), never for a suspect (it runs alone so that a crash is its own), a limited task (it lives in its
-        limit's shard) or with tracing on (a step's span continues the workflow's trace, which the task's claim
-        does not carry); nor while the dispatcher drains or a suspect runs alone, as for any new work. And only
-        when the run waits for this call alone, so the result is the next thing it receives.
+        usual), never for a suspect (it runs alone so that a crash is its own), a task in another shard than its
+        workflow (a limited task lives in its limit's shard; one script, one shard) or with tracing on (a step's
+        span continues the workflow's trace, which the task's claim does not carry); nor while the dispatcher
+        drains or a suspect runs alone, as for any new work. And only when the run waits for this call alone, so
+        the result is the next thing it receives.
         """
         call = claim.call
-        if claim.suspect or call.limited or call.attempt >= call.max_attempts or self.store.tracing.enabled:
+        if claim.suspect or call.attempt >= call.max_attempts or self.store.tracing.enabled:
+            return None
+        if claim.shard != self.keys.shard_of(claim.workflow_id):  # a limited task living in its limit's shard
             return None
         if self.committer.slots.handoff_budget() <= 0:  # draining (no new work, a step included), or a suspect runs
             return None

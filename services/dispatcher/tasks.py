@@ -81,18 +81,23 @@ class TaskRunner:
             self.metrics.child(self.metrics.task_duration, call.name).observe(time.perf_counter() - began)
             self.metrics.child(self.metrics.task_attempts, call.name, outcome).inc()
             following = self.steps.follow(claim, payload) if outcome == "ok" else None
-            reply = await self.committer.commit(
-                "task",
-                lambda budget: self.store.commit_task(
-                    self.worker_id,
-                    claim,
-                    outcome=outcome,
-                    payload=payload,
-                    delay_ms=delay or 0,
-                    handoff=budget,
-                    following=following.step if following is not None else None,
-                ),
-            )
+            try:
+                reply = await self.committer.commit(
+                    "task",
+                    lambda budget: self.store.commit_task(
+                        self.worker_id,
+                        claim,
+                        outcome=outcome,
+                        payload=payload,
+                        delay_ms=delay or 0,
+                        handoff=budget,
+                        following=following.step if following is not None else None,
+                    ),
+                )
+            except BaseException:  # cancelled by a drain that timed out: the step's run is dropped, not cached
+                if following is not None:
+                    following.run.close()
+                raise
             if following is not None:
                 self.steps.settle(claim, following, reply)
             if reply.status == "dead":

@@ -31,7 +31,7 @@ if outcome == 'ok' then
   redis.call('DEL', task)
   local entry, attempts = inbox_ok(seq, payload), tonumber(t[3] or '0') + 1
   local based_on = tonumber(ARGV[9] or '')
-  if based_on and not t[2] and step_follows(worker, id, seq, based_on) then
+  if based_on and (not t[2] or t[2] == shard_number()) and step_follows(worker, id, seq, based_on) then
     record_delivery(id, seq, entry, 'done', now)
     redis.call('HSET', k_calls(id), seq .. ':n', attempts)
     RETENTION_MS = tonumber(ARGV[10])
