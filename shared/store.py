@@ -395,7 +395,13 @@ class Store:
 
     async def lease(self, duty: str, holder: str, ttl_ms: int) -> bool:
         """Take or renew a fleet-wide duty; True while ``holder`` holds it."""
+        if ttl_ms <= 0:
+            raise ValueError("a lease lasts at least 1 ms (release_lease gives one up)")
         return bool(int(await self._fleet("lease", duty, holder, ttl_ms)))
+
+    async def release_lease(self, duty: str, holder: str) -> None:
+        """Give up a duty ``holder`` holds (a process that stops), so that another takes it over at once."""
+        await self._fleet("lease", duty, holder, 0)
 
     # -- dead letters ----------------------------------------------------------------------------------
 

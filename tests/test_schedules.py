@@ -4,6 +4,7 @@ outage, daylight-saving nights (through backfill, which runs past times now), a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from bdurable import (
     InvalidInputError,
     ScheduleAlreadyExistsError,
     ScheduleNotFoundError,
+    Settings,
     Status,
     Worker,
     WorkflowCancelledError,
@@ -268,3 +270,32 @@ async def test_a_schedule_for_an_unregistered_workflow_waits_for_a_dispatcher(
     info = await eventually(lambda: _with_recent(client, "later", 1), timeout=40)
     first = info.recent[0]["workflow_id"]  # type: ignore[attr-defined]
     assert await client.result(first, timeout=10) == f"ran {first}"
+
+
+async def test_a_scheduler_that_stops_hands_its_duties_on_at_once(settings: Settings) -> None:
+    """Firing schedules and exporting the fleet gauges are leases; a scheduler that stops gives them up, so
+    another takes them over at its next look (a third of the lease) instead of after the lease lapses."""
+    slow = dataclasses.replace(settings, heartbeat_interval=0.5, heartbeat_timeout=6.0)  # leases of 6 s
+    roles = InProcessRoles(slow)
+    try:
+        async with Client(settings=slow) as client:
+            first = roles.scheduler()
+            duties = [client.keys.lease(duty) for duty in ("schedules", "fleet-exporter")]
+            await eventually(lambda: _held_by(client, duties, "scheduler-"), timeout=5)
+            holder = await client.store.redis.get(duties[0])
+            roles.scheduler()
+            await asyncio.sleep(0.5)
+            assert await client.store.redis.get(duties[0]) == holder  # the first still holds them
+            await roles.stop(first)
+            assert [await client.store.redis.get(duty) for duty in duties] == [None, None]  # given up at stop
+            began = asyncio.get_running_loop().time()
+            await eventually(lambda: _held_by(client, duties, "scheduler-"), timeout=5)
+            assert asyncio.get_running_loop().time() - began < 3.0  # not the 6 s of a lapse
+            assert await client.store.redis.get(duties[0]) != holder
+    finally:
+        await roles.stop_all()
+
+
+async def _held_by(client: Client, duties: list[str], prefix: str) -> bool:
+    held = [await client.store.redis.get(duty) for duty in duties]
+    return all(isinstance(h, str) and h.startswith(prefix) for h in held)

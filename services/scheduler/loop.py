@@ -24,6 +24,7 @@ from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.role import role_runtime
 from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
+from bdurable.services.scheduler.schedules import DUTY as FIRING_SCHEDULES
 from bdurable.services.scheduler.schedules import ScheduleFiring
 from bdurable.store import Store
 
@@ -88,6 +89,15 @@ class Scheduler:
             if pubsub is not None:
                 with suppress(Exception):
                     await pubsub.aclose()
+            await self._give_up_duties(store)
+
+    async def _give_up_duties(self, store: Store) -> None:
+        """A scheduler that stops hands its duties on at once, rather than after its leases lapse."""
+        for duty in (FLEET_EXPORTER, FIRING_SCHEDULES):
+            try:
+                await store.release_lease(duty, self.worker_id)
+            except REDIS_ERRORS as exc:
+                log.warning("could not give up a duty; it lapses by itself", duty=duty, error=str(exc))
 
     async def _fire_all(self, store: Store) -> int:
         """Fire every due timer of every shard; returns ms until the next one (-1 when none)."""
