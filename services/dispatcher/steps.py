@@ -69,6 +69,10 @@ class RunCache:
         self._runs: OrderedDict[str, WorkflowRun] = OrderedDict()
         self._sizes: dict[str, int] = {}
 
+    def peek(self, workflow_id: str) -> WorkflowRun | None:
+        """The cached run, left in place (and in its place in line)."""
+        return self._runs.get(workflow_id)
+
     def take(self, workflow_id: str) -> WorkflowRun | None:
         self.bytes -= self._sizes.pop(workflow_id, 0)
         return self._runs.pop(workflow_id, None)
@@ -189,12 +193,10 @@ class StepRunner:
             return None
         if self.committer.slots.handoff_budget() <= 0:  # draining (no new work, a step included), or a suspect runs
             return None
-        run = self.cache.take(claim.workflow_id)
-        if run is None:
+        run = self.cache.peek(claim.workflow_id)
+        if run is None or run.outcome is not None or len(run.pending) != 1 or claim.seq not in run.pending:
             return None
-        if run.outcome is not None or len(run.pending) != 1 or claim.seq not in run.pending:
-            self.cache.keep(claim.workflow_id, run)
-            return None
+        self.cache.take(claim.workflow_id)  # ours until the commit says whether it is kept
         began = time.perf_counter()
         try:
             run.feed([inbox_ok(claim.seq, result)])

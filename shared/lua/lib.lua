@@ -511,9 +511,6 @@ add_timer = function(member, due)
   end
 end
 
--- Create a workflow record and queue its first step. Returns true, or false with the name and status of the
--- workflow that already has this id.
--- With `start_at` (ms), it waits as SCHEDULED until then (a timer), instead of queuing its first step now.
 -- What one script call learned once and reuses for every workflow it creates (a batch of starts): per workflow
 -- version and queue, its keys, its liveness, and whether it was registered (kinds, step queues) in this call.
 local CREATED = {}
@@ -534,6 +531,9 @@ local function add_field(fields, field, value)
   fields[#fields + 1] = value
 end
 
+-- Create a workflow record and queue its first step. Returns true, or false with the name and status of the
+-- workflow that already has this id.
+-- With `start_at` (ms), it waits as SCHEDULED until then (a timer), instead of queuing its first step now.
 -- `trace`: the W3C traceparent its steps continue (tracing on; nil or '' otherwise, and nothing is stored).
 local function create_workflow(id, name, version, queue, input, parent_id, parent_seq, parent_shard, priority, now,
                                start_at, trace)
@@ -1017,8 +1017,8 @@ local function apply_step(worker, id, based_on, step, payload, now)
 end
 
 -- Whether the step a dispatcher ran right after a task of the workflow (on its cached copy of the run, fed the
--- task's result: see bdurable/services/dispatcher/following.py) may commit with that task's result. Only if
--- the copy is exactly the committed state plus this result: no step queued or running, the copy is this
+-- task's result: `StepRunner.follow` in services/dispatcher/steps.py) may commit with that task's result. Only
+-- if the copy is exactly the committed state plus this result: no step queued or running, the copy is this
 -- dispatcher's and current, nothing else arrived in the inbox, and the call still waits for its result.
 -- `based_on` counts the new result. Otherwise the result is delivered as usual and the step runs again.
 local function step_follows(worker, id, seq, based_on)

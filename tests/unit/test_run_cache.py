@@ -60,3 +60,16 @@ def test_keeping_a_run_again_counts_its_new_size_once() -> None:
     cache.clear()
     assert cache.bytes == 0
     assert run.closed
+
+
+def test_a_peek_leaves_the_run_cached_and_in_its_place_in_line() -> None:
+    cache = RunCache(2)
+    runs = {name: FakeRun(10) for name in "abc"}
+    cache.keep("a", runs["a"])  # type: ignore[arg-type]
+    cache.keep("b", runs["b"])  # type: ignore[arg-type]
+    assert cache.peek("a") is runs["a"]
+    assert cache.peek("z") is None
+    assert (len(cache), cache.bytes) == (2, 20)
+    cache.keep("c", runs["c"])  # type: ignore[arg-type]  # "a" is still the least recently used: it goes
+    assert runs["a"].closed
+    assert not runs["b"].closed
