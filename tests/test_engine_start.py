@@ -125,6 +125,21 @@ async def test_start_many_starts_thousands_in_a_few_round_trips(client: Client, 
     assert await again[0].result(timeout=5) == {"n": 0}  # the existing run, not a second one
 
 
+async def test_start_many_queues_its_workflows_in_the_order_given(client: Client, roles: InProcessRoles) -> None:
+    """A batch reserves its places in line at once and adds to its sets at its end: still first in, first out,
+    across batches and around ids that already exist (their reserved places stay unused)."""
+    await client.start(engine_app.quick, "old", workflow_id="line-0120")
+    ids = [f"line-{n:04d}" for n in range(260)]  # three script calls, the existing id in the second
+    handles = await client.start_many(engine_app.quick, list(range(260)), workflow_ids=ids)
+    assert (await client.get_state("line-0120")).input == "old"  # type: ignore[union-attr]
+    roles.dispatcher(engine_app, concurrency=1)  # one step at a time: they finish in the order they were queued
+    assert await asyncio.gather(*(h.result(timeout=60) for h in handles[119:122])) == [119, "old", 121]
+    await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    finished = [(await client.get_state(i)).updated_at for i in ids if i != "line-0120"]  # type: ignore[union-attr]
+    assert finished == sorted(finished)
+    assert (await client.reads.counts())[Status.COMPLETED] == 260
+
+
 async def test_start_many_validates_every_input_before_writing_anything(client: Client, prefix: str) -> None:
     inputs = [{"order_id": f"o-{n}", "amount": n} for n in range(10)] + [{"order_id": "o-x", "amount": "lots"}]
     with pytest.raises(InvalidInputError):

@@ -112,8 +112,59 @@ local function ready_score(priority, order)
   return (PRIORITY_MAX - (priority or 0)) * ORDER_SPAN + order
 end
 
+-- Orders reserved by a batch (`reserve_orders`): handed out in turn without an INCR each, nil when none.
+local ORDER_NEXT, ORDER_LAST = nil, nil
+
 local function next_order()
+  if ORDER_NEXT and ORDER_NEXT <= ORDER_LAST then
+    ORDER_NEXT = ORDER_NEXT + 1
+    return ORDER_NEXT - 1
+  end
   return redis.call('INCR', K_ORDER)
+end
+
+-- Reserve `count` orders at once (a batch of starts: one INCRBY instead of one INCR per workflow). An order
+-- reserved and not used leaves a gap, which changes no one's place in line.
+local function reserve_orders(count)
+  if count < 1 then return end
+  ORDER_LAST = redis.call('INCRBY', K_ORDER, count)
+  ORDER_NEXT = ORDER_LAST - count + 1
+end
+
+-- A batch of starts adds to each sorted set (the ids, an index, a ready queue) once at its end, a hundred
+-- members in one ZADD instead of a hundred ZADDs (`defer_zadds`, then `flush_zadds` before the script returns).
+-- Only additions that nothing in the same call reads back or removes are deferred (see `create_workflow`).
+local DEFERRED, DEFERRED_KEYS = nil, {}
+
+local function zadd(key, score, member)
+  if not DEFERRED then
+    redis.call('ZADD', key, score, member)
+    return
+  end
+  local args = DEFERRED[key]
+  if not args then
+    args = {}
+    DEFERRED[key] = args
+    DEFERRED_KEYS[#DEFERRED_KEYS + 1] = key
+  end
+  args[#args + 1] = score
+  args[#args + 1] = member
+end
+
+local function defer_zadds()
+  DEFERRED, DEFERRED_KEYS = {}, {}
+end
+
+local ZADD_CHUNK = 1000  -- arguments per ZADD, well below what Lua may unpack at once
+
+local function flush_zadds()
+  for _, key in ipairs(DEFERRED_KEYS) do
+    local args = DEFERRED[key]
+    for first = 1, #args, ZADD_CHUNK do
+      redis.call('ZADD', key, unpack(args, first, math.min(first + ZADD_CHUNK - 1, #args)))
+    end
+  end
+  DEFERRED, DEFERRED_KEYS = nil, {}
 end
 
 -- The continuation sets this script pushed to, in order, once each (for `hand_off`).
@@ -132,7 +183,7 @@ end
 
 -- Put an item on `list`, a set of the queue whose continuation set is `queue`, and wake a dispatcher.
 local function push_ready(list, queue, item, priority, order)
-  redis.call('ZADD', list, int(ready_score(priority, order)), item)
+  zadd(list, int(ready_score(priority, order)), item)
   wake(queue)
   if list == queue and not PUSHED_SEEN[list] then
     PUSHED_SEEN[list] = true
@@ -558,21 +609,21 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
     order = next_order()  -- its place in line among new starts
     add_field(fields, 'order', order)
   end
-  redis.call('ZADD', K_IDS, 0, id)
+  zadd(K_IDS, 0, id)
   if start_at then
     add_field(fields, 'status', 'SCHEDULED')
     add_field(fields, 'waiting_on', 'its start at ' .. int(start_at) .. ' ms')
     add_field(fields, 'start_at', int(start_at))
     redis.call('HSET', wf, unpack(fields))
-    redis.call('ZADD', k_index('SCHEDULED', version, name), at, id)
-    add_timer('d|' .. id, start_at)
+    zadd(k_index('SCHEDULED', version, name), at, id)
+    add_timer('d|' .. id, start_at)  -- not deferred: it reads the earliest timer
     return true
   end
   if not c.liveness then c.liveness = version_liveness(name, version, now) end
   add_field(fields, 'status', 'RUNNING')
   if c.liveness == 'other' then  -- its version is not live while others are: enqueue_step halts it
     redis.call('HSET', wf, unpack(fields))
-    redis.call('ZADD', c.running, at, id)
+    redis.call('ZADD', c.running, at, id)  -- not deferred: the halt moves it to another index at once
     enqueue_step(id, now, false)
     return true
   end
@@ -583,7 +634,7 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
   add_field(fields, 'pending', '1')
   add_field(fields, 'queued_at', at)
   redis.call('HSET', wf, unpack(fields))
-  redis.call('ZADD', c.running, at, id)
+  zadd(c.running, at, id)
   if not c.queued then
     redis.call('SADD', K_STEP_QUEUES, c.member)
     c.queued = true
@@ -1036,4 +1087,5 @@ local function begin_call(keys, argv)
   NOW, RETENTION_MS = nil, 7 * 86400000
   PUSHED, PUSHED_SEEN, WOKEN = {}, {}, {}
   CREATED = {}
+  ORDER_NEXT, ORDER_LAST, DEFERRED, DEFERRED_KEYS = nil, nil, nil, {}
 end

@@ -10,6 +10,8 @@ local replies = {}
 local name, version, queue = ARGV[2], ARGV[3], ARGV[4]
 local priority, start_at, trace = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local later = start_at > now
+reserve_orders(math.floor((#ARGV - 7) / 2))
+defer_zadds()
 for i = 8, #ARGV, 2 do
   local created, existing, status = create_workflow(ARGV[i], name, version, queue, ARGV[i + 1], '', '', '', priority,
     now, later and start_at or nil, trace)
@@ -21,4 +23,5 @@ for i = 8, #ARGV, 2 do
     replies[#replies + 1] = {'conflict', existing}
   end
 end
+flush_zadds()
 return replies
