@@ -29,6 +29,7 @@ from bdurable.keys import Keys, ShardKeys
 from bdurable.lua import Script, load_library, load_scripts
 from bdurable.lua.loader import install_library, is_lost_code
 from bdurable.payloads import PayloadCodec
+from bdurable.resp import connection_class
 from bdurable.tracing import detect_tracing
 from bdurable.wire import (
     BusApplyReply,
@@ -63,6 +64,7 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 Arg = str | int | float
+RESUME_GROUP = 32  # callers of one pipelined batch resumed per loop pass (see Store._flush)
 WAIT_TIMEOUT_MS = 2_000  # below the connections' read timeout, so a short-handed WAIT is reported as such
 
 _NO_MAINTENANCE_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
@@ -100,15 +102,16 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
         )
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        connection_class=connection_class(url),  # commands packed by hiredis in one call (bdurable.resp)
         max_connections=options.pop("max_connections", 128),
         timeout=30,
         decode_responses=True,
         encoding_errors="replace",  # bytes that are not UTF-8 become U+FFFD: data errors, never crashes
         socket_connect_timeout=5,
-        socket_keepalive=True,
         driver_info=None,  # no CLIENT SETINFO (see above)
         maint_notifications_config=_NO_MAINTENANCE_NOTIFICATIONS,
         health_check_interval=30,
+        **({} if scheme == "unix" else {"socket_keepalive": True}),  # a TCP option: a Unix socket refuses it
         **options,
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
@@ -130,6 +133,15 @@ class ScriptCall:
     keys: Sequence[str]
     args: Sequence[Arg]
     future: asyncio.Future[Any] = field(repr=False)
+
+
+def _answer(call: ScriptCall, result: Any) -> None:
+    if call.future.done():  # its caller was cancelled, or it was answered already
+        return
+    if isinstance(result, Exception):
+        call.future.set_exception(result)
+    else:
+        call.future.set_result(result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,13 +459,20 @@ class Store:
             if not isinstance(exc, Exception):
                 raise
             return
-        for call, result in zip(batch, results, strict=True):
-            if call.future.done():
-                continue
-            if isinstance(result, Exception):
-                call.future.set_exception(result)
-            else:
-                call.future.set_result(result)
+        # Callers resume a group at a time, one loop pass between groups: the script calls the first group makes
+        # next go out while the rest are still being handled, so Redis works while Python does. Resumed all at
+        # once, a busy dispatcher and Redis take turns on whole batches (measured: ~10% fewer items per second).
+        answers = list(zip(batch, results, strict=True))
+        try:
+            for first in range(0, len(answers), RESUME_GROUP):
+                if first:
+                    await asyncio.sleep(0)
+                for call, result in answers[first : first + RESUME_GROUP]:
+                    _answer(call, result)
+        except BaseException:  # cancelled between groups (the loop is closing): all still get Redis's reply
+            for call, result in answers:
+                _answer(call, result)
+            raise
 
     async def _send(self, batch: list[ScriptCall]) -> list[Any]:
         by_function = self._by_function if self._by_function is not None else await self._choose_transport()
