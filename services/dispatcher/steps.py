@@ -135,12 +135,10 @@ class StepRunner:
 
     async def run(self, claim: StepClaim) -> None:
         began = time.perf_counter()
-        with (
-            structlog.contextvars.bound_contextvars(
-                workflow_id=claim.workflow_id, name=claim.name, version=claim.version
-            ),
-            self.store.tracing.step(claim) as span,
-        ):
+        # Bound, not undone: every claimed item runs in its own copy of the context (WorkPool.spawn), and this
+        # costs half of a `bound_contextvars` block (it saves and restores whatever was bound before).
+        structlog.contextvars.bind_contextvars(workflow_id=claim.workflow_id, name=claim.name, version=claim.version)
+        with self.store.tracing.step(claim) as span:
             definition = self.registry.workflow(claim.name, claim.version)
             if definition is None:  # cannot happen through version routing; never guess
                 log.error("claimed a step of a version this dispatcher does not hold")
@@ -215,8 +213,9 @@ class StepRunner:
             return
         self.metrics.steps_with_task.inc()
         definition = run.definition
-        with structlog.contextvars.bound_contextvars(name=definition.name, version=definition.version):
-            self._committed(definition.name, claim.workflow_id, run, following.step.document, reply, following.began)
+        # In the task attempt's own context, which ends with it (see `run`): the step's log lines name the workflow.
+        structlog.contextvars.bind_contextvars(name=definition.name, version=definition.version)
+        self._committed(definition.name, claim.workflow_id, run, following.step.document, reply, following.began)
 
     def _committed(
         self,

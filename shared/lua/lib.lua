@@ -112,23 +112,28 @@ local function ready_score(priority, order)
   return (PRIORITY_MAX - (priority or 0)) * ORDER_SPAN + order
 end
 
--- Orders reserved by a batch (`reserve_orders`): handed out in turn without an INCR each, nil when none.
-local ORDER_NEXT, ORDER_LAST = nil, nil
+-- A batch of starts takes its places in line with one INCRBY instead of one INCR per workflow: `orders_ahead`
+-- says how many it may need, and the first order taken reserves them all (an order reserved and not used
+-- leaves a gap, which changes no one's place in line). Nothing is reserved before a workflow is created, so a
+-- batch of ids that all exist changes nothing.
+local ORDERS_AHEAD, ORDER_NEXT, ORDER_LAST = 0, nil, nil
+
+local function orders_ahead(count)
+  ORDERS_AHEAD = count
+end
 
 local function next_order()
   if ORDER_NEXT and ORDER_NEXT <= ORDER_LAST then
     ORDER_NEXT = ORDER_NEXT + 1
     return ORDER_NEXT - 1
   end
+  if ORDERS_AHEAD > 1 then
+    ORDER_LAST = redis.call('INCRBY', K_ORDER, ORDERS_AHEAD)
+    ORDER_NEXT = ORDER_LAST - ORDERS_AHEAD + 2
+    ORDERS_AHEAD = 0
+    return ORDER_NEXT - 1
+  end
   return redis.call('INCR', K_ORDER)
-end
-
--- Reserve `count` orders at once (a batch of starts: one INCRBY instead of one INCR per workflow). An order
--- reserved and not used leaves a gap, which changes no one's place in line.
-local function reserve_orders(count)
-  if count < 1 then return end
-  ORDER_LAST = redis.call('INCRBY', K_ORDER, count)
-  ORDER_NEXT = ORDER_LAST - count + 1
 end
 
 -- A batch of starts adds to each sorted set (the ids, an index, a ready queue) once at its end, a hundred
@@ -1087,5 +1092,5 @@ local function begin_call(keys, argv)
   NOW, RETENTION_MS = nil, 7 * 86400000
   PUSHED, PUSHED_SEEN, WOKEN = {}, {}, {}
   CREATED = {}
-  ORDER_NEXT, ORDER_LAST, DEFERRED, DEFERRED_KEYS = nil, nil, nil, {}
+  ORDERS_AHEAD, ORDER_NEXT, ORDER_LAST, DEFERRED, DEFERRED_KEYS = 0, nil, nil, nil, {}
 end

@@ -10,7 +10,7 @@ local replies = {}
 local name, version, queue = ARGV[2], ARGV[3], ARGV[4]
 local priority, start_at, trace = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local later = start_at > now
-reserve_orders(math.floor((#ARGV - 7) / 2))
+orders_ahead(math.floor((#ARGV - 7) / 2))
 defer_zadds()
 for i = 8, #ARGV, 2 do
   local created, existing, status = create_workflow(ARGV[i], name, version, queue, ARGV[i + 1], '', '', '', priority,
