@@ -267,6 +267,28 @@ class Store:
         flat = [name for queue in queues for name in (queue.continuations, queue.new_starts)]
         return decode_claims(await self._shard(shard, "claim", worker, budget, *flat), shard.number)
 
+    async def claim_when_woken(
+        self, shard: ShardKeys, worker: str, budget: int, queues: Sequence[ReadyQueue], timeout: float
+    ) -> tuple[bool, list[Claim]]:
+        """Block on the queues' wake-up tokens (up to ``timeout`` s) and claim right after, in one pipeline on
+        one connection: Redis runs the claim as soon as a token arrives, without a round trip to the
+        dispatcher and back (an idle dispatcher's first claim). Returns whether a token came, and the claims
+        (the claim runs after a timeout too: it finds what arrived without a token, usually nothing)."""
+        flat = [name for queue in queues for name in (queue.continuations, queue.new_starts)]
+        keys: list[str] = [shard.tag]
+        args: list[Arg] = [self.keys.tag, worker, budget, *flat]
+        call = ScriptCall(self._scripts["claim"], keys, args, asyncio.get_running_loop().create_future())
+        by_function = self._by_function if self._by_function is not None else await self._choose_transport()
+        tokens = [shard.wake(queue.continuations) for queue in queues]
+        woken, raw = await self._pipeline([call], by_function, first=("BLPOP", *tokens, timeout))
+        if isinstance(woken, Exception):
+            raise woken
+        if is_lost_code(raw):  # the server lost our code: the claim again, through the path that reloads it
+            raw = await self._shard(shard, "claim", worker, budget, *flat)
+        elif isinstance(raw, Exception):
+            raise raw
+        return bool(woken), decode_claims(raw, shard.number)
+
     async def commit_step(
         self,
         worker: str,
@@ -511,10 +533,13 @@ class Store:
                 return [exc]
         return await self._pipeline(batch, by_function)
 
-    async def _pipeline(self, batch: list[ScriptCall], by_function: bool) -> list[Any]:
+    async def _pipeline(self, batch: list[ScriptCall], by_function: bool, first: Sequence[Arg] = ()) -> list[Any]:
         """One round trip for the batch; on a cluster, redis-py's cluster pipeline groups the calls by node (one
-        round trip per node, sent concurrently), each call to the node of its shard's slot."""
+        round trip per node, sent concurrently), each call to the node of its shard's slot. ``first``: a command
+        sent before the batch, its reply first in the list (a blocking read: the batch runs once it returns)."""
         pipe = self.redis.pipeline(transaction=False)
+        if first:
+            pipe.execute_command(*first)
         for call in batch:
             if by_function:
                 pipe.fcall(call.script.function, len(call.keys), *call.keys, *call.args)

@@ -58,6 +58,7 @@ class ClaimLoop:
         self.check_held = check_held
         self._rotation = 0
         self._woken = asyncio.Event()
+        self._idle = False  # the loop found every queue empty and waits for a wake-up
 
     async def run(self, stopping: Stopping) -> None:
         claiming = asyncio.Event()  # cleared when this loop ends: the waiters leave within WAKE_TIMEOUT
@@ -94,8 +95,12 @@ class ClaimLoop:
                 for claim in claims:
                     self.spawn(claim)
                 if drained:  # every queue gave less than asked: wait for a wake-up, no empty re-claim
-                    while not await _wait(self._woken, LIVENESS_TICK):  # a token, or stopping (_wake_on_stop)
-                        self.health.tick()
+                    self._idle = True  # meanwhile the wake-up waiters claim what wakes them (_wake_waiter)
+                    try:
+                        while not await _wait(self._woken, LIVENESS_TICK):  # a token, or stopping (_wake_on_stop)
+                            self.health.tick()
+                    finally:
+                        self._idle = False
         finally:
             stop_watch.cancel()
             # Blocking reads are not cancelled mid-command (redis-py may swallow that); they time out.
@@ -140,20 +145,47 @@ class ClaimLoop:
         return taken, True
 
     async def _wake_waiter(self, shard: ShardKeys, claiming: asyncio.Event) -> None:
-        """Block on one shard's wake-up tokens and wake the claim loop (one blocked connection per shard)."""
-        tokens: list[Any] = [shard.wake(queue.continuations) for queue in self.queues[shard.tag]]
+        """Block on one shard's wake-up tokens and wake the claim loop (one blocked connection per shard).
+
+        While the claim loop is idle, the waiter claims too: the claim is pipelined behind the blocking read, so
+        Redis runs it the moment a token arrives (one hop less for the first step of a quiet system's
+        workflow). Its budget is reserved meanwhile, like any claim's; the claim loop is woken only if the
+        claim took all it asked for (more may wait).
+        """
+        queues = self.queues[shard.tag]
+        tokens: list[Any] = [shard.wake(queue.continuations) for queue in queues]
         while claiming.is_set():
-            if self.slots.free() <= 0:
+            free = self.slots.free()
+            if free <= 0:
                 # Full: leave wake-up tokens to dispatchers that can claim, until a slot frees up.
                 await self.slots.wait_for_room(WAKE_TIMEOUT)
                 self.health.tick()
                 continue
+            budget = min(max(1, free // len(self.shards)), self.slots.batch) if self._idle else 0
             try:
-                if await self.store.redis.blpop(tokens, timeout=WAKE_TIMEOUT):
+                if budget:
+                    await self._claim_when_woken(shard, queues, budget)
+                elif await self.store.redis.blpop(tokens, timeout=WAKE_TIMEOUT):
                     self._woken.set()
-            except REDIS_ERRORS:
+            except Exception as exc:  # an outage, or a reply that cannot be decoded: its claims may be lost
+                if not isinstance(exc, REDIS_ERRORS):
+                    log.warning("claim failed, retrying", error=f"{type(exc).__name__}: {exc}", retry_in=0.5)
+                self.check_held.set()
                 await asyncio.sleep(0.5)
             self.health.tick()
+
+    async def _claim_when_woken(self, shard: ShardKeys, queues: list[ReadyQueue], budget: int) -> None:
+        self.slots.reserve(budget)
+        try:
+            woken, claims = await self.store.claim_when_woken(shard, self.worker_id, budget, queues, WAKE_TIMEOUT)
+        finally:
+            self.slots.release(budget)
+        if claims:
+            crash_point("after_claim")
+        for claim in claims:
+            self.spawn(claim)
+        if woken and len(claims) >= budget:
+            self._woken.set()
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:
