@@ -161,14 +161,16 @@ class ClaimLoop:
                 await self.slots.wait_for_room(WAKE_TIMEOUT)
                 self.health.tick()
                 continue
-            budget = min(max(1, free // len(self.shards)), self.slots.batch) if self._idle else 0
+            # A share of the free slots, rounded down: the waiters of other shards always find some left (with
+            # fewer free slots than shards, a waiter only wakes the claim loop); one shard's waiter takes all.
+            budget = min(free // len(self.shards), self.slots.batch) if self._idle else 0
             try:
                 if budget:
                     await self._claim_when_woken(shard, queues, budget)
                 elif await self.store.redis.blpop(tokens, timeout=WAKE_TIMEOUT):
                     self._woken.set()
             except Exception as exc:  # an outage, or a reply that cannot be decoded: its claims may be lost
-                if not isinstance(exc, REDIS_ERRORS):
+                if not isinstance(exc, REDIS_ERRORS):  # an outage: the claim loop says so
                     log.warning("claim failed, retrying", error=f"{type(exc).__name__}: {exc}", retry_in=0.5)
                 self.check_held.set()
                 await asyncio.sleep(0.5)
@@ -182,6 +184,11 @@ class ClaimLoop:
             self.slots.release(budget)
         if claims:
             crash_point("after_claim")
+        if claims and (not self.slots.accepting or self.slots.exclusive):
+            # The claim ran after this dispatcher stopped taking work (it drains, or a suspect runs alone):
+            # put it back at once for others (if this fails, leaving or the reaper puts it back).
+            await self.store.hand_back(shard, self.worker_id, {claim.item.encode(): claim.lease for claim in claims})
+            return
         for claim in claims:
             self.spawn(claim)
         if woken and len(claims) >= budget:
