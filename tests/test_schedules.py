@@ -287,7 +287,8 @@ async def test_a_scheduler_that_stops_hands_its_duties_on_at_once(settings: Sett
             await asyncio.sleep(0.5)
             assert await client.store.redis.get(duties[0]) == holder  # the first still holds them
             await roles.stop(first)
-            assert [await client.store.redis.get(duty) for duty in duties] == [None, None]  # given up at stop
+            # Given up at stop: free, or already taken by the other scheduler (its next look may come first).
+            assert holder not in [await client.store.redis.get(duty) for duty in duties]
             began = asyncio.get_running_loop().time()
             await eventually(lambda: _held_by(client, duties, "scheduler-"), timeout=5)
             assert asyncio.get_running_loop().time() - began < 3.0  # not the 6 s of a lapse
