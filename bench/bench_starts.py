@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_app
-from harness import redis
+from harness import node_clients, redis, settle
 
 from bdurable import Client, Settings
 
@@ -38,12 +38,16 @@ async def measure(url: str, count: int, repeat: int) -> dict[str, float]:
     """Starts per second, one by one and with ``start_many`` (the median of ``repeat`` interleaved rounds), each
     on a fresh client after one warm-up start (its connection made, the function library checked)."""
     rows: dict[str, list[float]] = {"one by one": [], "start_many": []}
+    nodes = node_clients([url])
     for _ in range(repeat):
         for name, measure_one in (("one by one", one_by_one), ("start_many", batched)):
             settings = Settings(redis_url=url, prefix=f"s{uuid.uuid4().hex[:8]}")
             async with Client(settings=settings) as client:
                 await client.start(bench_app.one_task, -1)  # warm: connected, the library loaded, for both
+                await settle(nodes)  # no AOF rewrite (a fork) lands in the measure
                 rows[name].append(await measure_one(client, count))
+    for node in nodes:
+        await node.aclose()
     return {name: sorted(values)[len(values) // 2] for name, values in rows.items()}
 
 
