@@ -2,7 +2,8 @@
 none to take.
 
 One blocked connection per shard waits on the wake-up tokens of the dispatcher's ready queues (BLPOP) and
-wakes the loop. A full dispatcher leaves tokens to dispatchers that can claim. Claims over several shards go
+wakes the loop; while the loop is idle, a claim rides behind that BLPOP in the same pipeline, so Redis runs it
+as soon as a token arrives. A full dispatcher leaves tokens to dispatchers that can claim. Claims over several shards go
 out at once when the budget gives each shard at least one item, else shard by shard, so the dispatcher never
 holds more than its concurrency.
 """
