@@ -194,7 +194,8 @@ async def measure(settings: Settings, total: int, requests: int) -> list[tuple[s
             results.append(("status=COMPLETED, pages 1 to 50 (cursor)", "/api/workflows", samples))
     finally:
         console.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(console.wait(), 15)
+        async with asyncio.timeout(15):
+            await console.wait()
     return results
 
 

@@ -62,7 +62,8 @@ async def drive(url: str, events: int, report_every: int) -> list[tuple[int, int
             rows.append((n, state.run, await memory(client, "acct")))
         await client.send_event("acct", "change", {"close": True})
         assert await client.result("acct", timeout=60) == events - events % report_every
-        await asyncio.wait_for(follower, 10)
+        async with asyncio.timeout(10):
+            await follower
     return rows
 
 

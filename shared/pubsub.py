@@ -51,7 +51,8 @@ class Waiter:
     async def next(self) -> Message:
         """The next message, or ``None`` to look again (at the latest after ``recheck_every`` seconds)."""
         try:
-            return await asyncio.wait_for(self._queue.get(), self.recheck_every)
+            async with asyncio.timeout(self.recheck_every):
+                return await self._queue.get()
         except TimeoutError:
             return None
 
@@ -96,7 +97,8 @@ class Subscriptions:
             self._ensure_reader()
         try:
             with suppress(TimeoutError):
-                await asyncio.wait_for(entry.confirmed.wait(), CONFIRM_TIMEOUT)
+                async with asyncio.timeout(CONFIRM_TIMEOUT):
+                    await entry.confirmed.wait()
             yield waiter
         finally:
             await self._leave(channel, waiter)

@@ -29,7 +29,7 @@ from bdurable.keys import Keys, ShardKeys
 from bdurable.lua import Script, load_library, load_scripts
 from bdurable.lua.loader import install_library, is_lost_code
 from bdurable.payloads import PayloadCodec
-from bdurable.resp import connection_class
+from bdurable.resp import connection_class, engine_cluster_connections
 from bdurable.tracing import detect_tracing
 from bdurable.wire import (
     BusApplyReply,
@@ -89,7 +89,7 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
     """
     scheme, _, rest = url.partition("://")
     if scheme in CLUSTER_SCHEMES:
-        return RedisCluster.from_url(  # type: ignore[return-value]  # the same command interface as Redis
+        cluster = RedisCluster.from_url(
             f"{CLUSTER_SCHEMES[scheme]}://{rest}",
             decode_responses=True,
             encoding_errors="replace",  # bytes that are not UTF-8 become U+FFFD: data errors, never crashes
@@ -100,6 +100,7 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
             max_connections=options.pop("max_connections", 1024),  # per node: script batches go out concurrently
             **options,
         )
+        return engine_cluster_connections(cluster)  # type: ignore[return-value]  # the same interface as Redis
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         connection_class=connection_class(url),  # commands packed by hiredis in one call (bdurable.resp)

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from support import eventually
+from support import eventually, within
 
 from bdurable import Settings
 
@@ -61,7 +61,7 @@ async def stop(process: asyncio.subprocess.Process, log: Path, timeout: float) -
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
     try:
-        await asyncio.wait_for(process.wait(), timeout)
+        await within(timeout, process.wait())
     finally:
         if process.returncode is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bdurable import Client, Settings, Worker
 from bdurable.limits import limit_id
@@ -20,6 +20,8 @@ from bdurable.wire import WorkItem
 
 TESTS = Path(__file__).parent
 APPS = TESTS / "apps"
+
+T = TypeVar("T")
 
 
 class InProcessRoles:
@@ -133,6 +135,13 @@ async def status_is(client: Client, workflow_id: str, *statuses: str) -> bool:
     """Whether the workflow exists and is in one of ``statuses`` (for ``eventually``)."""
     state = await client.get_state(workflow_id)
     return state is not None and state.status in statuses
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result, or ``TimeoutError`` after ``seconds``: ``asyncio.wait_for`` without Python 3.11's
+    flaw (a cancel that lands as the awaited work completes is lost; see ``bdurable.resp``)."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 import bus_app
 import pytest
-from support import InProcessRoles, eventually, status_is, token
+from support import InProcessRoles, eventually, status_is, token, within
 
 from bdurable import Client, Signal, Status, WorkflowNotFoundError
 from bdurable.codec import loads
@@ -39,13 +39,13 @@ async def test_a_late_subscriber_gets_every_signal_from_the_first_then_live_ones
 
     received: list[Signal] = []
     stream = client.signals(handle.workflow_id)
-    await asyncio.wait_for(collect(stream, received, count=3), timeout=5)
+    await within(5, collect(stream, received, count=3))
     assert [s.payload for s in received] == [{"n": 0}, {"n": 1}, {"n": 2}]
     for n in range(3, 6):
         await client.send_event(handle.workflow_id, "go")
-        await asyncio.wait_for(collect(stream, received, count=n + 1), timeout=5)  # live, one by one
+        await within(5, collect(stream, received, count=n + 1))  # live, one by one
         assert received[-1].payload == {"n": n}
-    await asyncio.wait_for(collect(stream, received), timeout=5)  # ends when the workflow finishes
+    await within(5, collect(stream, received))  # ends when the workflow finishes
     assert await client.result(handle.workflow_id, timeout=5) == 6
     assert [s.name for s in received] == ["tick"] * 6
     assert [s.payload["n"] for s in received] == list(range(6))
@@ -63,7 +63,7 @@ async def test_subscribing_to_a_finished_workflow_replays_its_log_and_ends(
     handle = await client.start(bus_app.signal_steps, {"before": 4})
     assert await client.result(handle.workflow_id, timeout=5) == 4
     received: list[Signal] = []
-    await asyncio.wait_for(collect(client.signals(handle.workflow_id), received), timeout=5)
+    await within(5, collect(client.signals(handle.workflow_id), received))
     assert [s.payload["n"] for s in received] == [0, 1, 2, 3]
 
 
@@ -100,7 +100,7 @@ async def test_the_bus_publishes_each_signal_once_on_the_workflow_channel_and_th
                 elif "signal" in data:
                     on_channel.append(data["signal"])
 
-        await asyncio.wait_for(drain(), timeout=5)
+        await within(5, drain())
         await asyncio.sleep(0.2)
         while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)) is not None:
             data = loads(message["data"])
@@ -138,7 +138,7 @@ async def test_signals_are_emitted_exactly_once_across_replays_from_scratch(
         assert state is not None
         assert state.step == len(history) == 3 * rounds + 1
         received: list[Signal] = []
-        await asyncio.wait_for(collect(client.signals(handle.workflow_id), received), timeout=5)
+        await within(5, collect(client.signals(handle.workflow_id), received))
         assert [s.seq for s in received] == seqs
     replays = sum(bus_app.ENTERED[t] for t in tokens) - len(tokens)
     if cache_size == 0:
@@ -165,16 +165,16 @@ async def test_a_subscriber_survives_its_pubsub_connection_being_killed(
     handle = await client.start(bus_app.signal_steps, {"before": 1, "rounds": rounds})
     received: list[Signal] = []
     stream = client.signals(handle.workflow_id)
-    await asyncio.wait_for(collect(stream, received, count=1), timeout=5)
+    await within(5, collect(stream, received, count=1))
     async with Client(settings=client.settings) as admin:
         for n in range(1, rounds + 1):
             # Our subscription is live again (the last signal came after its re-subscription): kill it.
             killed = await _kill_pubsub_connections(admin)
             assert int(killed) >= 1
             await client.send_event(handle.workflow_id, "go")  # its signal is published during the gap
-            await asyncio.wait_for(collect(stream, received, count=n + 1), timeout=5)
+            await within(5, collect(stream, received, count=n + 1))
             assert len(reconnects) == n  # the kill did cut our subscription, and it came back
-        await asyncio.wait_for(collect(stream, received), timeout=10)  # ends when the workflow finishes
+        await within(10, collect(stream, received))  # ends when the workflow finishes
     assert await client.result(handle.workflow_id, timeout=5) == rounds + 1
     assert [s.payload["n"] for s in received] == list(range(rounds + 1))
     assert len({s.seq for s in received}) == rounds + 1

@@ -21,7 +21,7 @@ import console_app
 import httpx
 import schedule_app
 from console_kit import TOKEN, RunningConsole, bearer, running_console
-from support import InProcessRoles, eventually, status_is
+from support import InProcessRoles, eventually, status_is, within
 
 from bdurable import Client, Settings, Status
 from bdurable.embedded import free_port
@@ -585,7 +585,7 @@ async def test_the_stream_sends_status_and_signal_events_then_ends(
             "progress", {"step": "greeted", "text": "hello ada"},
         )  # fmt: skip
         await client.send_event(workflow_id, "approve", {"ok": True})
-        await asyncio.wait_for(follower, 10)
+        await within(10, follower)
         statuses = [data["status"] for kind, data in events if kind == "status"]
         assert statuses[-1] == "COMPLETED"
         assert events[-1] == ("end", {})
@@ -607,7 +607,7 @@ async def test_an_open_stream_ends_when_the_console_stops(
         follower = asyncio.create_task(follow())
         await eventually(lambda: any(line.startswith("event: status") for line in lines), timeout=10)
     with suppress(httpx.HTTPError):  # the server ended it, or closed the connection: done either way
-        await asyncio.wait_for(follower, 5)
+        await within(5, follower)
     assert follower.done()
 
 

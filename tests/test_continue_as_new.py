@@ -7,7 +7,7 @@ import asyncio
 
 import entity_app
 import pytest
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, within
 
 from bdurable import Client, Status, WorkflowCancelledError
 
@@ -65,7 +65,7 @@ async def test_signals_follow_the_workflow_across_runs(client: Client, roles: In
         await client.send_event("tally-2", "add", {"n": n})
         await eventually(lambda n=n: sum(range(1, n + 1)) in seen, timeout=10)  # type: ignore[misc]
     await client.send_event("tally-2", "add", {"stop": True})
-    await asyncio.wait_for(follower, 10)  # ends when the workflow finishes, not when a run continues
+    await within(10, follower)  # ends when the workflow finishes, not when a run continues
     assert seen == [sum(range(1, n + 1)) for n in range(1, 11)]  # every signal once, in order, over 4 runs
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import uuid
 from typing import Any
 
 import pytest
-from support import APPS, RoleProcesses, eventually
+from support import APPS, RoleProcesses, eventually, within
 
 from bdurable import Client, Signal, Status, WorkflowCancelledError
 
@@ -50,7 +49,7 @@ async def all_signals(client: Client, workflow_id: str) -> list[Signal]:
     async def gather() -> list[Signal]:
         return [s async for s in client.signals(workflow_id)]
 
-    return await asyncio.wait_for(gather(), timeout=10)
+    return await within(10, gather())
 
 
 def order(order_id: str, **extra: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import bus_app
 import pytest
 from redis.asyncio.client import PubSub
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, within
 
 from bdurable import Client, Status
 from bdurable.pubsub import Subscriptions
@@ -66,7 +66,7 @@ async def test_a_subscription_that_lands_after_the_finish_still_sees_it(
     await client.send_event(handle.workflow_id, "go", 1)
     await eventually(lambda: _finished(client, handle.workflow_id), timeout=5)  # published while unsubscribed
     sent.set()
-    assert await asyncio.wait_for(waiter, timeout=5) == [1]
+    assert await within(5, waiter) == [1]
 
 
 async def test_waiters_outlive_their_reader_being_killed(client: Client, roles: InProcessRoles) -> None:

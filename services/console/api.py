@@ -142,7 +142,8 @@ async def _events(console: ConsoleState, workflow_id: str) -> AsyncIterator[str]
         yield "retry: 3000\n\n"
         while not console.closing:
             try:
-                item = await asyncio.wait_for(queue.get(), PING_SECONDS)
+                async with asyncio.timeout(PING_SECONDS):
+                    item = await queue.get()
             except TimeoutError:
                 yield ": ping\n\n"
                 continue

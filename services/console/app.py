@@ -47,7 +47,8 @@ async def readyz(request: Request) -> Response:
     if not console.connected:
         return PlainTextResponse("not connected to redis yet\n", status_code=503)
     try:
-        await asyncio.wait_for(console.client.store.redis.ping(), 1.0)
+        async with asyncio.timeout(1.0):
+            await console.client.store.redis.ping()
     except Exception as exc:
         return PlainTextResponse(f"redis unavailable: {exc}\n", status_code=503)
     return PlainTextResponse("ok\n")

@@ -199,5 +199,6 @@ class ClaimLoop:
 async def _wait(event: asyncio.Event, timeout: float) -> bool:
     """Wait for ``event`` up to ``timeout``; returns whether it is set."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await event.wait()
     return event.is_set()

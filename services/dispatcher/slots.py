@@ -64,5 +64,6 @@ class SlotLimiter:
         if self.free() > 0:
             return True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._room.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._room.wait()
         return self.free() > 0

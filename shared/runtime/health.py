@@ -64,9 +64,10 @@ class HealthServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass  # headers are not needed
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass  # headers are not needed
             parts = request.decode("latin-1").split()
             path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
             status, body, kind = await self._route(parts[0] if parts else "", path)
@@ -96,7 +97,8 @@ class HealthServer:
             if not self.health.serving:
                 return "503 Service Unavailable", b"not serving (starting or draining)\n", text
             try:
-                await asyncio.wait_for(self.ping(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self.ping()
             except Exception as exc:
                 return "503 Service Unavailable", f"redis unavailable: {exc}\n".encode(), text
             return "200 OK", b"ok\n", text

@@ -55,7 +55,8 @@ class Stopping:
     async def sleep(self, seconds: float) -> bool:
         """Sleep, waking early on stop; returns True when stopping."""
         try:
-            await asyncio.wait_for(self.event.wait(), timeout=max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self.event.wait()
         except TimeoutError:
             return False
         return True

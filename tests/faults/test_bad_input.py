@@ -16,7 +16,7 @@ import fault_app
 import pytest
 import redis.asyncio as aioredis
 from faultkit import Fleet, report, snapshot, statuses, wait_finished
-from support import eventually
+from support import eventually, within
 
 from bdurable import (
     Client,
@@ -172,7 +172,7 @@ async def _run_cli(args: list[str], env: dict[str, str], limit: asyncio.Semaphor
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            out, err = await asyncio.wait_for(process.communicate(), 30)
+            out, err = await within(30, process.communicate())
         except TimeoutError:
             process.kill()
             out, err = await process.communicate()

@@ -11,7 +11,7 @@ from typing import Any
 
 import limits_app
 import pytest
-from support import HeldSampler, InProcessRoles, RoleProcesses, eventually, held_by_dispatchers
+from support import HeldSampler, InProcessRoles, RoleProcesses, eventually, held_by_dispatchers, within
 
 from bdurable import Client
 from bdurable.limits import limit_id
@@ -35,7 +35,7 @@ async def test_concurrency_five_holds_through_a_sigkill(
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(10)
         try:
-            results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 60)
+            results = await within(60, asyncio.gather(*(h.result() for h in handles)))
         except TimeoutError:
             pytest.fail(f"the workflows did not finish within 60 s: {await _diagnosis(client, handles, processes)}")
         assert results == [list(range(50))] * 4

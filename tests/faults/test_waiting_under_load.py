@@ -9,7 +9,7 @@ import time
 import bus_app
 import pytest
 from faultkit import OwnRedis, report
-from support import InProcessRoles, eventually
+from support import InProcessRoles, eventually, within
 
 from bdurable import Client, Status
 from bdurable.store import REDIS_ERRORS
@@ -56,7 +56,7 @@ async def test_a_hundred_thousand_waiters_all_return_through_a_killed_reader_and
                     await asyncio.sleep(0.5)
                     o.server.start()
                 await _send(o.client, workflow_id, index)
-            results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=240)
+            results = await within(240, asyncio.gather(*waiters))
             elapsed = time.monotonic() - began
         expected = [[index] for index in range(WORKFLOWS) for _ in range(WAITERS_EACH)]
         assert results == expected
