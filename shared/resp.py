@@ -45,7 +45,7 @@ WAIT_FOR_LOSES_CANCELS = sys.version_info < (3, 12)
 
 
 class _EngineConnection(AbstractConnection):
-    """What the engine changes in every connection class of a single Redis (see the module's docstring)."""
+    """What the engine changes in each of its connection classes (see the module's docstring)."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
         return _packed(args) or super().pack_command(*args)
@@ -55,7 +55,8 @@ class _EngineConnection(AbstractConnection):
         if not (timeout and WAIT_FOR_LOSES_CANCELS):
             return await super().send_packed_command(command, check_health)
         # Without a socket timeout redis-py writes without wait_for; the same bound comes from asyncio.timeout.
-        # Only the task that holds the connection uses it, so nothing else sees the attribute change.
+        # The change lasts for the write only. A connection has one user at a time, but for a pub/sub one, whose
+        # reader may read meanwhile: it passes its own timeout to every read, so it never sees the change.
         self.socket_timeout = None
         try:
             async with asyncio.timeout(timeout):
