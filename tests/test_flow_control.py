@@ -13,6 +13,9 @@ import pytest
 from support import HeldSampler, InProcessRoles, eventually, held_by_dispatchers
 
 from bdurable import Client, Status, WorkflowCancelledError
+from bdurable.limits import limit_id
+from bdurable.store import ReadyQueue
+from bdurable.wire import Admission, StepClaim, StepDocument
 
 
 async def test_a_task_concurrency_limit_holds_across_dispatchers(client: Client, roles: InProcessRoles) -> None:
@@ -111,6 +114,58 @@ async def test_workflow_concurrency_queues_runs_until_a_slot_frees(client: Clien
         left.remove(running[0])
     await client.send_event(other.workflow_id, "go")
     assert await other.result(timeout=10) == "bob"
+
+
+async def test_a_slot_that_frees_before_a_queued_run_commits_is_not_lost(client: Client, roles: InProcessRoles) -> None:
+    """The race, built step by step: a dispatcher is told 'queued' for run B; before it commits that, A's slot
+    frees and is granted to B, which is not QUEUED yet. B must still run (the grant was lost, and B waited
+    QUEUED for ever while it held the slot)."""
+    ident = limit_id("w", "one_per_customer", "ada")
+    limit_shard = client.keys.shard(client.keys.shard_of(ident))
+    # Both runs live in the limit's shard, so that the grant is applied in the script that frees the slot (on
+    # several shards the bus would carry it, at a moment the test does not choose).
+    ids = (f"slot-race-{n}" for n in range(1000))
+    a_id, b_id = [i for i in ids if client.keys.shard_of(i) == limit_shard.number][:2]
+    a = await client.start(limits_app.one_per_customer, {"customer": "ada"}, workflow_id=a_id)
+    b = await client.start(limits_app.one_per_customer, {"customer": "ada"}, workflow_id=b_id)
+    by_hand = "dispatcher-by-hand"  # claims and admits the way a dispatcher does, one command at a time
+    claims = {run.workflow_id: await _claim_first_step(client, by_hand, run.workflow_id) for run in (a, b)}
+
+    async def admit(workflow_id: str) -> bool:
+        member = f"{client.keys.shard_of(workflow_id)}|{workflow_id}"
+        return await client.store.admit(limit_shard, limit=ident, concurrency=1, key="ada", member=member, priority=0)
+
+    assert await admit(a.workflow_id)  # A takes the slot ...
+    assert not await admit(b.workflow_id)  # ... B is told to queue, and its commit is still to come
+    shard_a = client.keys.for_workflow(a.workflow_id)
+    await client.store.hand_back(shard_a, by_hand, {claims[a.workflow_id].item.encode(): claims[a.workflow_id].lease})
+    roles.signal_bus()
+    roles.dispatcher(limits_app)  # runs A (admitted again: it holds the slot), which waits for "go"
+    await client.send_event(a.workflow_id, "go")
+    assert await a.result(timeout=10) == "ada"  # A's finish freed the slot and granted it to B, still RUNNING
+    assert await client.store.redis.sismember(limit_shard.slots(ident), f"{limit_shard.number}|{b_id}")
+
+    text = "a slot of one_per_customer"
+    await client.store.commit_step(
+        by_hand, b.workflow_id, lease=claims[b.workflow_id].lease, based_on=0, retention_ms=60_000, handoff=0,
+        document=StepDocument([], "QUEUED", text, None, admission=Admission(ident, limit_shard.number, True, text)),
+    )  # fmt: skip
+    await eventually(lambda: _status(client, b.workflow_id, Status.AWAITING_EVENT), timeout=10)  # B runs
+    await client.send_event(b.workflow_id, "go")
+    assert await b.result(timeout=10) == "ada"
+
+
+async def _claim_first_step(client: Client, worker: str, workflow_id: str) -> StepClaim:
+    shard = client.keys.for_workflow(workflow_id)
+    ready = ReadyQueue(shard.step_queue("default", "one_per_customer", "1"),
+                       shard.step_new("default", "one_per_customer", "1"))  # fmt: skip
+    claimed = await client.store.claim(shard, worker, 10, [ready])
+    [claim] = [c for c in claimed if c.workflow_id == workflow_id]
+    others = {c.item.encode(): c.lease for c in claimed if c.workflow_id != workflow_id}
+    if others:
+        await client.store.hand_back(shard, worker, others)  # the other run, if it lives in the same shard
+    assert isinstance(claim, StepClaim)
+    return claim
 
 
 async def test_priorities_overtake_a_backlog(client: Client, roles: InProcessRoles) -> None:

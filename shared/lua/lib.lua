@@ -946,7 +946,15 @@ local function apply_x(m, now)
     redis.call('ZREM', k_slot_queue(m.limit), m.member)
     grant_slots(m.limit, now)
   elseif m.op == 'grant' then  -- a QUEUED workflow got its slot: its first step runs
-    if redis.call('HGET', k_wf(m.id), 'status') == 'QUEUED' then enqueue_step(m.id, now, true) end
+    local wf = k_wf(m.id)
+    local status = redis.call('HGET', wf, 'status')
+    if status == 'QUEUED' then
+      enqueue_step(m.id, now, true)
+    elseif status and not FINISHED[status] then
+      -- Not QUEUED yet: its dispatcher was told 'queued' (admit.lua) and is committing that; the slot freed in
+      -- between. The grant waits here for that commit, which runs the step at once (apply_step).
+      redis.call('HSET', wf, 'slot_granted', '1')
+    end
   elseif m.op == 'cancel' then
     request_cancel(m.id, m.reason, now)
   elseif m.op == 'start_child' then
@@ -991,9 +999,11 @@ local function apply_step(worker, id, based_on, step, payload, now)
   local admission = step.admission
   if admission and admission ~= cjson.null then
     redis.call('HSET', wf, 'slot', admission.limit, 'slot_shard', admission.shard)
+    local granted = redis.call('HDEL', wf, 'slot_granted') == 1  -- a grant that came before this commit
     if admission.queued then  -- no slot yet: it waits, QUEUED, until one frees (its code has not run)
       redis.call('HSET', wf, 'pending', '0')
       set_status(id, 'QUEUED', admission.text, now)
+      if granted then enqueue_step(id, now, true) end  -- one freed meanwhile: the next claim is admitted
       return 'ok'
     end
   end

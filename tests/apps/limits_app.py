@@ -61,6 +61,12 @@ async def one_at_a_time(ctx: Context, input: dict[str, Any]) -> str:
     return input["customer"]
 
 
+@workflow(name="one_per_customer", version="1", concurrency=1, key=lambda input: input["customer"])
+async def one_per_customer(ctx: Context, input: dict[str, Any]) -> str:
+    await ctx.wait_for_event("go")
+    return input["customer"]
+
+
 @task(name="limits.noop")
 async def noop(value: int) -> int:
     return value + 1
