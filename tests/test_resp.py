@@ -53,6 +53,16 @@ def test_each_url_scheme_gets_its_connection_class() -> None:
     assert connection_class("unix:///run/redis.sock") is HiredisUnixConnection
 
 
+async def test_a_cluster_client_makes_its_nodes_with_the_engines_classes() -> None:
+    for url, expected in (("redis+cluster://127.0.0.1:7000", HiredisConnection),
+                          ("rediss+cluster://127.0.0.1:7000", HiredisSSLConnection)):  # fmt: skip
+        cluster = connect_redis(url)  # nothing is connected before the first command
+        assert isinstance(cluster, RedisCluster)
+        assert cluster.connection_kwargs["connection_class"] is expected, url  # for the nodes it will find
+        assert {node.connection_class for node in cluster.startup_nodes} == {expected}, url  # and the one given
+        await cluster.aclose()
+
+
 async def test_values_round_trip_through_redis(redis_server: RedisServer) -> None:
     redis = connect_redis(redis_server.url)
     try:
