@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -81,7 +82,8 @@ async def test_metrics_move_as_workflows_run(client: Client, processes: RoleProc
 
 
 async def test_readyz_follows_redis_while_livez_does_not(settings: Settings, tmp_path: Path) -> None:
-    """A Redis outage makes a role unready (503), never un-live: Kubernetes must not restart every pod."""
+    """A Redis outage makes a role unready (503), never un-live: Kubernetes must not restart every pod. A Redis
+    that freezes (connections taken, no answer) makes it unready within the probe's 1 s, saying so."""
     server = RedisServer(data_dir=str(tmp_path / "redis")).start()
     port = free_port()
     roles = RoleProcesses(replace(settings, redis_url=server.url), tmp_path)
@@ -95,6 +97,14 @@ async def test_readyz_follows_redis_while_livez_does_not(settings: Settings, tmp
             assert (await _fetch(port, "/livez"))[0] == 200
             await asyncio.sleep(0.3)
         server.start()
+        await eventually(lambda: _ready(port), timeout=20)
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)  # a Redis that takes connections but never answers
+        try:
+            status, body = await _fetch(port, "/readyz")
+            assert (status, body) == (503, "redis unavailable: no answer within 1 s\n")
+        finally:
+            server.process.send_signal(signal.SIGCONT)
         await eventually(lambda: _ready(port), timeout=20)
     finally:
         roles.stop_all()
@@ -142,7 +152,6 @@ async def _status(client: Client, workflow_id: str, status: str) -> bool:
 
 async def test_sigterm_drains_a_dispatcher_process(client: Client, processes: RoleProcesses) -> None:
     """SIGTERM: the dispatcher stops claiming, finishes the task it runs, commits it and exits 0."""
-    import signal
 
     dispatcher = processes.start("dispatcher", "--app", "cli_app")
     await eventually(lambda: client.store.redis.zcard(client.keys.versions("paused")), timeout=20)
@@ -183,7 +192,6 @@ async def test_the_endpoint_answers_before_redis_does_and_sigterm_while_waiting_
 ) -> None:
     """Startup does not depend on Redis: /livez answers at once, /readyz says not ready, and a SIGTERM while
     the role waits for Redis ends it promptly and cleanly (a pod in a Redis outage is not crash-looped)."""
-    import signal
     import time
 
     port = free_port()
@@ -206,7 +214,6 @@ async def test_the_endpoint_answers_before_redis_does_and_sigterm_while_waiting_
 async def test_the_drain_timeout_setting_bounds_a_drain_and_hands_the_rest_back(
     client: Client, processes: RoleProcesses
 ) -> None:
-    import signal
     import time
 
     dispatcher = processes.start("dispatcher", "--app", "cli_app", BDURABLE_DRAIN_TIMEOUT="1s")

@@ -49,6 +49,8 @@ async def readyz(request: Request) -> Response:
     try:
         async with asyncio.timeout(1.0):
             await console.client.store.redis.ping()
+    except TimeoutError:
+        return PlainTextResponse("redis unavailable: no answer within 1 s\n", status_code=503)
     except Exception as exc:
         return PlainTextResponse(f"redis unavailable: {exc}\n", status_code=503)
     return PlainTextResponse("ok\n")

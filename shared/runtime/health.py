@@ -99,6 +99,8 @@ class HealthServer:
             try:
                 async with asyncio.timeout(1.0):
                     await self.ping()
+            except TimeoutError:
+                return "503 Service Unavailable", b"redis unavailable: no answer within 1 s\n", text
             except Exception as exc:
                 return "503 Service Unavailable", f"redis unavailable: {exc}\n".encode(), text
             return "200 OK", b"ok\n", text
