@@ -314,26 +314,23 @@ class Client(ScheduleMethods):
         tampering) this raises ``EncryptionKeyMissingError`` (or ``PayloadIntegrityError``), where the views
         (``get_state``, ``history``...) show ``"<encrypted>"``.
         """
-        state: WorkflowState | None = None
+        seen = _LastSeen()
         delay = 0.05
         try:
             async with asyncio.timeout(timeout):
-                while state is None or state.status not in FINISHED:
+                while True:
                     try:
-                        state = await self._wait_for_finish(workflow_id)
+                        return _outcome(await self._wait_for_finish(workflow_id, seen))
                     except REDIS_ERRORS:
                         await asyncio.sleep(delay)  # subscribing or the first read met an outage: again
                         delay = min(delay * 2, 1.0)
         except TimeoutError:
-            raise TimeoutError(
-                f"workflow {workflow_id!r} did not finish within {timeout:g}s "
-                f"(status {state.status if state else 'unknown'})"
-            ) from None
-        return _outcome(state)
+            status = f"last read {seen.status}" if seen.status else "never read: Redis did not answer"
+            raise TimeoutError(f"workflow {workflow_id!r} did not finish within {timeout:g}s ({status})") from None
 
-    async def _wait_for_finish(self, workflow_id: str) -> WorkflowState:
+    async def _wait_for_finish(self, workflow_id: str, seen: _LastSeen) -> WorkflowState:
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
-            state = await self._require_state(workflow_id, strict=True)
+            state = seen.note(await self._require_state(workflow_id, strict=True))
             while state.status not in FINISHED:
                 message = await waiter.next()
                 if message is not None and message.get("status") not in FINISHED:
@@ -341,7 +338,7 @@ class Client(ScheduleMethods):
                 if message is not None and isinstance(message.get("output"), str):
                     # the finish carried its outcome
                     return outcome_from_message(state, message, self.store.codec, strict=True)
-                state = await self._riding_out(lambda: self._require_state(workflow_id, strict=True))
+                state = seen.note(await self._riding_out(lambda: self._require_state(workflow_id, strict=True)))
         return state
 
     async def _riding_out(self, read: Callable[[], Awaitable[T]]) -> T:
@@ -529,6 +526,18 @@ class Client(ScheduleMethods):
 
 START_BATCH = 100  # workflows per script call of start_many: each call stays short (about a millisecond)
 START_GROUP = 4  # script calls of start_many per pipeline (so that packing the next overlaps Redis running this)
+
+
+@dataclasses.dataclass(slots=True)
+class _LastSeen:
+    """The status a ``result()`` wait last read, for its timeout's message: a wait that read ``AWAITING_EVENT``
+    a moment ago is a different problem from one that never got an answer from Redis."""
+
+    status: str | None = None
+
+    def note(self, state: WorkflowState) -> WorkflowState:
+        self.status = state.status
+        return state
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

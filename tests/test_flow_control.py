@@ -12,7 +12,7 @@ import limits_app
 import pytest
 from support import HeldSampler, InProcessRoles, eventually, held_by_dispatchers
 
-from bdurable import Client, Status, WorkflowCancelledError
+from bdurable import Client, Status, WorkflowCancelledError, WorkflowFailedError
 from bdurable.limits import limit_id
 from bdurable.store import ReadyQueue
 from bdurable.wire import Admission, StepClaim, StepDocument
@@ -151,6 +151,45 @@ async def test_a_slot_that_frees_before_a_queued_run_commits_is_not_lost(client:
         document=StepDocument([], "QUEUED", text, None, admission=Admission(ident, limit_shard.number, True, text)),
     )  # fmt: skip
     await eventually(lambda: _status(client, b.workflow_id, Status.AWAITING_EVENT), timeout=10)  # B runs
+    await client.send_event(b.workflow_id, "go")
+    assert await b.result(timeout=10) == "ada"
+
+
+async def test_a_run_failed_before_its_first_step_commits_gives_its_slot_back(
+    client: Client, roles: InProcessRoles
+) -> None:
+    """A run takes its slot, then its dispatcher dies before the first step commits, until the reaper fails the run
+    (PoisonStepError). The run never committed a step, yet its finish must free the slot: the next run of that
+    key runs (it used to wait QUEUED for ever)."""
+    ident = limit_id("w", "one_per_customer", "ada")
+    limit_shard = client.keys.shard(client.keys.shard_of(ident))
+    # On several shards the run lives in another shard than its limit: the bus carries what passes between them.
+    ids = (f"slot-poison-{n}" for n in range(1000))
+    a_id = next(i for i in ids if client.settings.shards == 1 or client.keys.shard_of(i) != limit_shard.number)
+    a = await client.start(limits_app.one_per_customer, {"customer": "ada"}, workflow_id=a_id)
+    dying = "dispatcher-that-dies"
+    await _claim_first_step(client, dying, a.workflow_id)
+    member = f"{client.keys.shard_of(a.workflow_id)}|{a.workflow_id}"
+    assert await client.store.admit(limit_shard, limit=ident, concurrency=1, key="ada", member=member, priority=0)
+    roles.signal_bus()
+    shard_a = client.keys.for_workflow(a.workflow_id)
+    await client.store.beat_shard(shard_a, dying, 1, [], [])  # its heartbeat lapses at once: it "died"
+
+    async def reaped() -> bool:
+        reply = await client.store.reap(shard_a, max_workers=10, max_step_crashes=1, retention_ms=60_000)
+        return reply.failed == 1
+
+    await eventually(reaped, timeout=5)
+    with pytest.raises(WorkflowFailedError, match="PoisonStepError"):
+        await a.result(timeout=5)
+
+    async def slot_free() -> bool:
+        return not await client.store.redis.sismember(limit_shard.slots(ident), member)
+
+    await eventually(slot_free, timeout=10)
+    roles.dispatcher(limits_app)
+    b = await client.start(limits_app.one_per_customer, {"customer": "ada"})
+    await eventually(lambda: _status(client, b.workflow_id, Status.AWAITING_EVENT), timeout=10)  # it took the slot
     await client.send_event(b.workflow_id, "go")
     assert await b.result(timeout=10) == "ada"
 

@@ -945,6 +945,13 @@ local function apply_x(m, now)
     redis.call('SREM', k_slots(m.limit), m.member)
     redis.call('ZREM', k_slot_queue(m.limit), m.member)
     grant_slots(m.limit, now)
+  elseif m.op == 'slot_taken' then  -- a run took a slot, or its place in line (admit.lua): its finish frees it
+    local status = redis.call('HGET', k_wf(m.id), 'status')
+    if status and not FINISHED[status] then
+      redis.call('HSET', k_wf(m.id), 'slot', m.limit, 'slot_shard', m.limit_shard)
+    else  -- it ended (or expired) before this came: give the slot back now
+      route({shard = m.limit_shard, op = 'release_slot', limit = m.limit, member = shard_number() .. '|' .. m.id}, now)
+    end
   elseif m.op == 'grant' then  -- a QUEUED workflow got its slot: its first step runs
     local wf = k_wf(m.id)
     local status = redis.call('HGET', wf, 'status')
@@ -954,7 +961,7 @@ local function apply_x(m, now)
       -- Not QUEUED yet: its dispatcher was told 'queued' (admit.lua) and is committing that; the slot freed in
       -- between. The grant waits here for that commit, which runs the step at once (apply_step).
       redis.call('HSET', wf, 'slot_granted', '1')
-    end
+    end  -- a run that ended meanwhile gave its slot back (slot_taken, finish_workflow)
   elseif m.op == 'cancel' then
     request_cancel(m.id, m.reason, now)
   elseif m.op == 'start_child' then
