@@ -92,3 +92,14 @@ async def test_waiters_outlive_their_reader_being_killed(client: Client, roles: 
 async def _finished(client: Client, workflow_id: str) -> bool:
     state = await client.get_state(workflow_id)
     return state is not None and state.finished
+
+
+async def test_a_result_that_times_out_names_the_status_it_last_read(client: Client, roles: InProcessRoles) -> None:
+    roles.signal_bus()
+    roles.dispatcher(bus_app)
+    handle = await client.start(bus_app.wait_events, {"name": "go"})
+    await waiting_for_go(client, handle)
+    with pytest.raises(TimeoutError, match=r"did not finish within 0.3s \(last read AWAITING_EVENT\)$"):
+        await client.result(handle.workflow_id, timeout=0.3)
+    await client.send_event(handle.workflow_id, "go", 1)
+    assert await client.result(handle.workflow_id, timeout=10) == [1]  # the timed-out wait left nothing behind
