@@ -103,3 +103,34 @@ async def test_a_result_that_times_out_names_the_status_it_last_read(client: Cli
         await client.result(handle.workflow_id, timeout=0.3)
     await client.send_event(handle.workflow_id, "go", 1)
     assert await client.result(handle.workflow_id, timeout=10) == [1]  # the timed-out wait left nothing behind
+
+
+async def test_a_subscription_write_that_hangs_holds_up_no_other_waiter(
+    client: Client, roles: InProcessRoles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One waiter leaves and the UNSUBSCRIBE it causes never completes (a write stuck on a saturated connection):
+    the other waiters still get their finish, and the leaving one still ends at its timeout (both used to wait
+    behind that write, for ever)."""
+    roles.signal_bus()
+    roles.dispatcher(bus_app)
+    first = await client.start(bus_app.wait_events, {"name": "go"})
+    second = await client.start(bus_app.wait_events, {"name": "go"})
+    for handle in (first, second):
+        await waiting_for_go(client, handle)
+    no_recheck(client)  # only the finish message can end the wait
+    stuck = asyncio.Event()
+    original = PubSub.execute_command
+
+    async def hangs_on_unsubscribe(self: PubSub, *args: Any) -> Any:
+        if args[0] == "UNSUBSCRIBE":
+            stuck.set()
+            await asyncio.Event().wait()  # never completes
+        return await original(self, *args)
+
+    monkeypatch.setattr(PubSub, "execute_command", hangs_on_unsubscribe)
+    waiting = asyncio.create_task(client.result(first.workflow_id, timeout=10))
+    with pytest.raises(TimeoutError, match="last read AWAITING_EVENT"):
+        await within(5, client.result(second.workflow_id, timeout=0.5))  # leaves: its channel is unsubscribed
+    await within(5, stuck.wait())
+    await client.send_event(first.workflow_id, "go", 1)
+    assert await within(5, waiting) == [1]
