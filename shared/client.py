@@ -35,6 +35,7 @@ from bdurable.errors import (
     WorkflowNotFoundError,
     WorkflowNotHaltedError,
 )
+from bdurable.finish_waits import FinishWaits, LastSeen
 from bdurable.keys import Keys, ShardKeys
 from bdurable.model import FINISHED, DeadLetter, HistoryEntry, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.pubsub import Subscriptions
@@ -123,6 +124,7 @@ class Client(ScheduleMethods):
         self._reads: Reads | None = None
         self._clock: Clock = SYSTEM_CLOCK  # bdurable.testing's environment gives its client its test clock
         self._subscriptions: Subscriptions | None = None
+        self._finish_waits = FinishWaits(self._await_finish)
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -143,6 +145,7 @@ class Client(ScheduleMethods):
             self._store, self._reads = store, Reads(store.redis, self.keys, store.codec, clock=self._clock)
 
     async def close(self) -> None:
+        self._finish_waits.cancel_all()
         if self._subscriptions is not None:
             await self._subscriptions.close()
             self._subscriptions = None
@@ -308,27 +311,33 @@ class Client(ScheduleMethods):
         Never misses the finish: the subscription is confirmed before the first read, and the waiter looks
         again after every reconnection and on a slow timer (see :mod:`bdurable.pubsub`). A Redis outage
         while waiting (a restart, a failover), even one that begins before the first read, is ridden out:
-        the wait goes on once Redis answers again, bounded only by ``timeout``.
+        the wait goes on once Redis answers again, bounded only by ``timeout``. Concurrent calls for one
+        workflow share one wait (:mod:`bdurable.finish_waits`), each with its own timeout.
 
         The output is the value itself, never a placeholder: without the key it was encrypted with (or after
         tampering) this raises ``EncryptionKeyMissingError`` (or ``PayloadIntegrityError``), where the views
         (``get_state``, ``history``...) show ``"<encrypted>"``.
         """
-        seen = _LastSeen()
-        delay = 0.05
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    try:
-                        return _outcome(await self._wait_for_finish(workflow_id, seen))
-                    except REDIS_ERRORS:
-                        await asyncio.sleep(delay)  # subscribing or the first read met an outage: again
-                        delay = min(delay * 2, 1.0)
-        except TimeoutError:
-            status = f"last read {seen.status}" if seen.status else "never read: Redis did not answer"
-            raise TimeoutError(f"workflow {workflow_id!r} did not finish within {timeout:g}s ({status})") from None
+        async with self._finish_waits.join(workflow_id) as shared:  # concurrent calls of one workflow share it
+            try:
+                async with asyncio.timeout(timeout):
+                    return _outcome(await shared.finished())
+            except TimeoutError:
+                seen = shared.seen.status
+                status = f"last read {seen}" if seen else "never read: Redis did not answer"
+                raise TimeoutError(f"workflow {workflow_id!r} did not finish within {timeout:g}s ({status})") from None
 
-    async def _wait_for_finish(self, workflow_id: str, seen: _LastSeen) -> WorkflowState:
+    async def _await_finish(self, workflow_id: str, seen: LastSeen) -> WorkflowState:
+        """The wait that concurrent ``result()`` calls of the workflow share (``bdurable.finish_waits``)."""
+        delay = 0.05
+        while True:
+            try:
+                return await self._wait_for_finish(workflow_id, seen)
+            except REDIS_ERRORS:
+                await asyncio.sleep(delay)  # subscribing or the first read met an outage: again
+                delay = min(delay * 2, 1.0)
+
+    async def _wait_for_finish(self, workflow_id: str, seen: LastSeen) -> WorkflowState:
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
             state = seen.note(await self._require_state(workflow_id, strict=True))
             while state.status not in FINISHED:
@@ -526,18 +535,6 @@ class Client(ScheduleMethods):
 
 START_BATCH = 100  # workflows per script call of start_many: each call stays short (about a millisecond)
 START_GROUP = 4  # script calls of start_many per pipeline (so that packing the next overlaps Redis running this)
-
-
-@dataclasses.dataclass(slots=True)
-class _LastSeen:
-    """The status a ``result()`` wait last read, for its timeout's message: a wait that read ``AWAITING_EVENT``
-    a moment ago is a different problem from one that never got an answer from Redis."""
-
-    status: str | None = None
-
-    def note(self, state: WorkflowState) -> WorkflowState:
-        self.status = state.status
-        return state
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

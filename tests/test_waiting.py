@@ -134,3 +134,31 @@ async def test_a_subscription_write_that_hangs_holds_up_no_other_waiter(
     await within(5, stuck.wait())
     await client.send_event(first.workflow_id, "go", 1)
     assert await within(5, waiting) == [1]
+
+
+async def test_concurrent_results_of_one_workflow_share_one_wait(client: Client, roles: InProcessRoles) -> None:
+    """A thousand result() calls of one workflow make one subscription and one read per look; each keeps its own
+    timeout, and the shared wait stops once nobody waits for it."""
+    roles.signal_bus()
+    roles.dispatcher(bus_app)
+    handle = await client.start(bus_app.wait_events, {"name": "go"})
+    other = await client.start(bus_app.wait_events, {"name": "go"})
+    for started in (handle, other):
+        await waiting_for_go(client, started)
+    calls = [asyncio.create_task(client.result(handle.workflow_id, timeout=10)) for _ in range(1000)]
+    impatient = [asyncio.create_task(client.result(handle.workflow_id, timeout=0.3)) for _ in range(10)]
+    for call in impatient:
+        with pytest.raises(TimeoutError, match="last read AWAITING_EVENT"):
+            await within(5, call)
+    subscriptions = client._subscriptions
+    assert subscriptions is not None
+    assert [len(entry.waiters) for entry in subscriptions._channels.values()] == [1]
+    await client.send_event(handle.workflow_id, "go", 1)
+    assert await within(10, asyncio.gather(*calls)) == [[1]] * 1000
+    assert not subscriptions._channels
+
+    alone = asyncio.create_task(client.result(other.workflow_id, timeout=10))
+    await eventually(lambda: subscriptions._channels, timeout=5)
+    alone.cancel()  # its only caller gave up: the shared wait stops and leaves its channel
+    await eventually(lambda: not subscriptions._channels, timeout=5)
+    assert not client._finish_waits._waits
