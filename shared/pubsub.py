@@ -154,7 +154,7 @@ class Subscriptions:
                 pause = min(max(pause * 2, 0.05), 1.0)
                 await self._reconnect(pubsub)
                 continue
-            if message is not None:
+            if message is not None and pubsub is self._pubsub:  # not one of a connection replaced meanwhile
                 self._dispatch(message)
 
     async def _write(self) -> None:
