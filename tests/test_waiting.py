@@ -34,6 +34,16 @@ async def waiting_for_go(client: Client, handle: Any) -> None:
     await eventually(waits, timeout=5)
 
 
+async def waiting_workflows(client: Client, roles: InProcessRoles, count: int) -> list[Any]:
+    """``count`` workflows waiting for their "go" event, with the roles that run them."""
+    roles.signal_bus()
+    roles.dispatcher(bus_app)
+    handles = [await client.start(bus_app.wait_events, {"name": "go"}) for _ in range(count)]
+    for handle in handles:
+        await waiting_for_go(client, handle)
+    return handles
+
+
 async def test_a_subscription_that_lands_after_the_finish_still_sees_it(
     client: Client, roles: InProcessRoles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,12 +121,7 @@ async def test_a_subscription_write_that_hangs_holds_up_no_other_waiter(
     """One waiter leaves and the UNSUBSCRIBE it causes never completes (a write stuck on a saturated connection):
     the other waiters still get their finish, and the leaving one still ends at its timeout (both used to wait
     behind that write, for ever)."""
-    roles.signal_bus()
-    roles.dispatcher(bus_app)
-    first = await client.start(bus_app.wait_events, {"name": "go"})
-    second = await client.start(bus_app.wait_events, {"name": "go"})
-    for handle in (first, second):
-        await waiting_for_go(client, handle)
+    first, second = await waiting_workflows(client, roles, 2)
     no_recheck(client)  # only the finish message can end the wait
     stuck = asyncio.Event()
     original = PubSub.execute_command
@@ -139,12 +144,7 @@ async def test_a_subscription_write_that_hangs_holds_up_no_other_waiter(
 async def test_concurrent_results_of_one_workflow_share_one_wait(client: Client, roles: InProcessRoles) -> None:
     """A thousand result() calls of one workflow make one subscription and one read per look; each keeps its own
     timeout, and the shared wait stops once nobody waits for it."""
-    roles.signal_bus()
-    roles.dispatcher(bus_app)
-    handle = await client.start(bus_app.wait_events, {"name": "go"})
-    other = await client.start(bus_app.wait_events, {"name": "go"})
-    for started in (handle, other):
-        await waiting_for_go(client, started)
+    handle, other = await waiting_workflows(client, roles, 2)
     calls = [asyncio.create_task(client.result(handle.workflow_id, timeout=10)) for _ in range(1000)]
     impatient = [asyncio.create_task(client.result(handle.workflow_id, timeout=0.3)) for _ in range(10)]
     for call in impatient:
