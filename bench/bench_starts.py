@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 import uuid
@@ -51,9 +52,12 @@ async def measure(url: str, count: int, repeat: int) -> dict[str, float]:
     return {name: sorted(values)[len(values) // 2] for name, values in rows.items()}
 
 
-async def main(count: int, repeat: int) -> None:
+async def main(count: int, repeat: int, as_json: bool) -> None:
     with redis() as server:
         best = await measure(server.url, count, repeat)
+    if as_json:  # for bench/run.py, which runs this in a process of its own
+        print(json.dumps(best))
+        return
     print(f"\n{count} single-task workflows started from one client, median of {repeat}\n")
     print(f"{'how':<12}{'starts/s':>12}")
     for name, value in best.items():
@@ -65,5 +69,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.repeat))
+    asyncio.run(main(args.count, args.repeat, args.json))
