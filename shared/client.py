@@ -405,7 +405,7 @@ class Client(ScheduleMethods):
 
     def _subscriptions_ready(self) -> Subscriptions:
         if self._subscriptions is None:
-            self._subscriptions = Subscriptions(self.store.redis, self.keys.keepalive_channel)
+            self._subscriptions = Subscriptions(self.store.pubsub, self.keys.keepalive_channel)
         return self._subscriptions
 
     async def list(

@@ -23,12 +23,11 @@ would race the reader. Many concurrent ``result()`` calls share one connection i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 
 from bdurable.codec import loads
@@ -69,8 +68,8 @@ class _Channel:
 
 
 class Subscriptions:
-    def __init__(self, redis: aioredis.Redis, keepalive: str, *, recheck_every: float = 5.0) -> None:
-        self._redis = redis
+    def __init__(self, pubsub: Callable[[], Any], keepalive: str, *, recheck_every: float = 5.0) -> None:
+        self._new_pubsub = pubsub  # makes a redis-py PubSub (Store.pubsub: never waits for the command pool)
         self.keepalive = keepalive
         self.recheck_every = recheck_every
         self._channels: dict[str, _Channel] = {}  # what is wanted: the followed channels and their waiters
@@ -211,7 +210,7 @@ class Subscriptions:
                 waiter.put(payload if isinstance(payload, dict) else None)
 
     async def _connect(self, channels: list[str]) -> Any:
-        pubsub = self._redis.pubsub()
+        pubsub = self._new_pubsub()
         try:
             await pubsub.subscribe(self.keepalive)
             for chunk in _chunks(channels):

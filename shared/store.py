@@ -65,6 +65,7 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 
 Arg = str | int | float
 RESUME_GROUP = 32  # callers of one pipelined batch resumed per loop pass (see Store._flush)
+PUBSUB_CONNECTIONS = 16  # per store: its subscribers (a client's waiters, a role's listener) hold one each
 WAIT_TIMEOUT_MS = 2_000  # below the connections' read timeout, so a short-handed WAIT is reported as such
 
 _NO_MAINTENANCE_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
@@ -182,6 +183,7 @@ class Store:
         self._pending: list[ScriptCall] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
+        self._listening: aioredis.Redis | None = None  # the connections of pub/sub (see pubsub())
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, service: str = "bdurable") -> Store:
@@ -207,9 +209,28 @@ class Store:
                 f"{recorded} shards: every process of one prefix must use the same count"
             )
 
+    def pubsub(self) -> Any:
+        """A redis-py ``PubSub`` whose connection never waits for the command pool.
+
+        A subscription holds its connection for as long as it lives, and is made again after any failure. Drawn
+        from the command pool, that new connection waited behind busy script batches (the pool blocks when
+        full), and every notification of the process waited with it. On one Redis, subscriptions get a pool of
+        their own (same URL, credentials and TLS). On a cluster, redis-py picks the node and borrows a connection
+        of that node's pool, which fails at once rather than waits when full (it is large: see
+        ``connect_redis``).
+        """
+        if self.cluster:
+            return self.redis.pubsub()
+        if self._listening is None:
+            self._listening = connect_redis(self.settings.redis_url, max_connections=PUBSUB_CONNECTIONS)
+        return self._listening.pubsub()
+
     async def close(self) -> None:
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._listening is not None:
+            await self._listening.aclose()
+            self._listening = None
         await self.redis.aclose()
 
     # -- workflows -------------------------------------------------------------------------------------

@@ -13,15 +13,16 @@ from typing import Any
 
 import bus_app
 import pytest
+import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from support import InProcessRoles, eventually, within
 
-from bdurable import Client, Status
+from bdurable import Client, Settings, Status
 from bdurable.pubsub import Subscriptions
 
 
 def no_recheck(client: Client) -> Subscriptions:
-    subscriptions = Subscriptions(client.store.redis, client.keys.keepalive_channel, recheck_every=3600)
+    subscriptions = Subscriptions(client.store.pubsub, client.keys.keepalive_channel, recheck_every=3600)
     client._subscriptions = subscriptions  # the waiter may only rely on the guards under test
     return subscriptions
 
@@ -162,3 +163,31 @@ async def test_concurrent_results_of_one_workflow_share_one_wait(client: Client,
     alone.cancel()  # its only caller gave up: the shared wait stops and leaves its channel
     await eventually(lambda: not subscriptions._channels, timeout=5)
     assert not client._finish_waits._waits
+
+
+async def test_notifications_never_wait_for_a_saturated_command_pool(client: Client, settings: Settings) -> None:
+    """Every connection of the client's command pool is taken (a burst of slow commands): a new subscription is
+    still confirmed, its messages still arrive, and so they do again after its connection is killed (the new
+    connection used to wait for the command pool, up to its 30 s timeout, with every notification behind it)."""
+    if client.store.cluster:
+        pytest.skip("a cluster's pub/sub borrows a connection of a node's pool, which never waits (Store.pubsub)")
+    subscriptions = no_recheck(client)
+    pool = client.store.redis.connection_pool
+    taken = [await pool.get_connection() for _ in range(pool.max_connections)]
+    outside = aioredis.from_url(settings.redis_url, decode_responses=True)
+    channel = client.keys.workflow_channel("saturated")
+    try:
+        async with subscriptions.follow(channel) as waiter:
+            assert subscriptions._channels[channel].confirmed.is_set()
+            await outside.publish(channel, '{"status": "RUNNING"}')
+            assert await within(3, waiter.next()) == {"status": "RUNNING"}
+
+            assert await outside.client_kill_filter(_type="pubsub") >= 1
+            assert await within(3, waiter.next()) is None  # re-subscribed on a new connection: look again
+            await outside.publish(channel, '{"status": "COMPLETED"}')
+            assert await within(3, waiter.next()) == {"status": "COMPLETED"}
+        assert len(pool._in_use_connections) == pool.max_connections  # the pool was never freed meanwhile
+    finally:
+        for connection in taken:
+            await pool.release(connection)
+        await outside.aclose()

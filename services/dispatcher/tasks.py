@@ -123,7 +123,7 @@ class TaskRunner:
     async def cancel_hints(self, stopping: Stopping) -> None:
         """Stop running tasks whose call was released (workflow cancelled or ended); results are discarded."""
         while not stopping.is_set:
-            pubsub = self.store.redis.pubsub()
+            pubsub = self.store.pubsub()
             try:
                 await pubsub.subscribe(self.keys.cancel_channel)
                 while not stopping.is_set:

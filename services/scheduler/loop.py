@@ -63,7 +63,7 @@ class Scheduler:
         reads = Reads(store.redis, self.keys, store.codec, clock=self.clock)
         pubsub: Any = None
         try:
-            pubsub = store.redis.pubsub()
+            pubsub = store.pubsub()
             await retry_forever("subscribe", lambda: pubsub.subscribe(self.keys.timers_channel), stopping)
             await retry_forever("check shards", store.check_shards, stopping)
             log.info("scheduler started")
@@ -184,7 +184,7 @@ class Scheduler:
     async def _resubscribe(self, store: Store, pubsub: Any, stopping: Stopping) -> Any:
         with suppress(Exception):
             await pubsub.aclose()
-        fresh = store.redis.pubsub()
+        fresh = store.pubsub()
         await retry_forever("subscribe", lambda: fresh.subscribe(self.keys.timers_channel), stopping)
         return fresh
 
