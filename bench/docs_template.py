@@ -39,7 +39,9 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
 - **Latency.** One workflow at a time on an otherwise idle system: `client.start(definition)` then
   `handle.result()`; saq: enqueue then wait for the job's completion message (saq's pub/sub, subscribed
   first). Timers: a workflow sleeping 20 ms, the lag between the timer's due time and its firing, from the
-  call record's timestamps (Redis clock, 1 ms resolution).
+  call record's timestamps (Redis clock, 1 ms resolution). What a hop costs when the machine was idle: a
+  `PING` round trip (p50) and a small script's time inside Redis (`INFO commandstats`), back to back and
+  each after 10 ms of sleep (the limits table).
 - **Replay cost.** One `long_chain` workflow (a task per step): the mean time per step+task between
   steps 10 and 10+W and around step 1,000, from the calls' recorded start times. Cold: the same chain
   then a 6 s sleep, during which the dispatcher is stopped and a new one started: the first step after the
@@ -66,6 +68,19 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
 - **Profile.** One dispatcher under cProfile draining 3-task workflows (slower than unprofiled: only the
   shares matter). Time blocked in `epoll` (waiting for Redis) is left out of the shares and reported apart.
 """
+
+
+def idle_penalty_text(limits: dict[str, float]) -> str:
+    """What a hop costs on a quiet system, from the limits section (empty when it was not measured)."""
+    if "round_trip_ms_idle" not in limits:
+        return ""
+    return (
+        f" On a quiet system every hop pays for waking what slept: on this machine a round trip after 10 ms "
+        f"of idleness took {limits['round_trip_ms_idle']:.2f} ms against {limits['round_trip_ms_warm']:.2f} ms "
+        f"back to back, and a small script {limits['script_us_idle']:.0f} us in Redis against "
+        f"{limits['script_us_warm']:.0f} (the limits table). Each hop of the chain pays it: "
+        "the latency is the hop count times that, not a loaded system's cost per item."
+    )
 
 
 def previous_figures(text: str) -> tuple[str, dict[str, str]]:
@@ -329,9 +344,9 @@ def reading(extra: dict[str, Any]) -> list[str]:
             f"wake-up (BLPOP, with the first step's claim pipelined behind it: Redis runs the claim the moment the "
             f"token arrives), the step's commit (which hands the task straight to the same "
             f"dispatcher), the task's commit (which also commits the final step, run right after the task on the "
-            f"dispatcher's copy of the run), then the result, published with the final commit. At ~0.1-0.2 ms "
-            f"per round trip with the Python around it, that is {lat['p50_ms']:.1f} ms against saq's "
-            f"{saq_lat['p50_ms']:.1f} ms for ~6 round trips."
+            f"dispatcher's copy of the run), then the result, published with the final commit. That is "
+            f"{lat['p50_ms']:.1f} ms against saq's {saq_lat['p50_ms']:.1f} ms for ~6 round trips."
+            + idle_penalty_text(limits)
             + (
                 " The sequential part is four hops (start, the wake-up that brings the claim, two commits) against "
                 "saq's two "

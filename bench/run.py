@@ -183,6 +183,41 @@ async def client_limits(url: str, count: int) -> dict[str, float]:
     }
 
 
+IDLE_GAP = 0.01  # between the calls of the "after idle" figures: about the gap between a quiet system's hops
+COLD_SCRIPT = "local s = 0 for i = 1, 2000 do s = s + i end redis.call('SET', KEYS[1], s) return s"
+
+
+async def idle_penalty(url: str, count: int) -> dict[str, float]:
+    """The same work back to back and after ``IDLE_GAP`` of idleness: a round trip as Python sees it, and a
+    small script's time inside Redis (INFO commandstats). A quiet system's workflow pays the idle figure at
+    every hop; a busy one the back-to-back figure (this is why idle latency is no per-item cost times hops)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(url)
+    figures: dict[str, float] = {}
+    try:
+        sha = await r.script_load(COLD_SCRIPT)
+        for label, gap in (("warm", 0.0), ("idle", IDLE_GAP)):
+            await r.config_resetstat()
+            trips: list[float] = []
+            for _ in range(count):
+                if gap:
+                    await asyncio.sleep(gap)
+                start = time.perf_counter()
+                await r.ping()
+                trips.append((time.perf_counter() - start) * 1000)
+                if gap:
+                    await asyncio.sleep(gap)
+                await r.evalsha(sha, 1, "bench:idle-penalty")
+            stats = await r.info("commandstats")
+            figures[f"script_us_{label}"] = float(stats["cmdstat_evalsha"]["usec_per_call"])
+            figures[f"round_trip_ms_{label}"] = percentile(trips, 50)
+        await r.delete("bench:idle-penalty")
+    finally:
+        await r.aclose()
+    return figures
+
+
 def server_limits(port: int, requests: int) -> dict[str, float]:
     """The server answering a small Lua script (EVALSHA), 50 connections, unpipelined and in pipelines of 32."""
     binary = shutil.which("redis-benchmark")
@@ -697,7 +732,7 @@ async def main(args: Any) -> None:
             progress("limits")
             limits_section(
                 report,
-                await client_limits(url, 2000 if quick else 5000),
+                await client_limits(url, 2000 if quick else 5000) | await idle_penalty(url, 100 if quick else 300),
                 server_limits(server.port, 50_000 if quick else 200_000),
             )
         if "throughput" in only:
@@ -810,6 +845,21 @@ def limits_section(report: Report, limits: dict[str, float], served: dict[str, f
     rows.append(Row("redis-py sequential round trips/s", fmt(limits["sequential"]), note="PING, one at a time"))
     rows.append(Row("redis-py round trips/s, 64 in flight", fmt(limits["in_flight_64"]), note="64 coroutines"))
     rows.append(Row("redis-py commands/s in pipelines of 32", fmt(limits["pipelined_32"]), note="PING x 32"))
+    if "script_us_idle" in limits:
+        rows.append(
+            Row(
+                "redis-py round trip p50, back to back / after 10 ms idle (ms)",
+                f"{limits['round_trip_ms_warm']:.2f} / {limits['round_trip_ms_idle']:.2f}",
+                note="PING; a quiet system pays the second figure at every hop",
+            )
+        )
+        rows.append(
+            Row(
+                "server: one small script in Redis, back to back / after 10 ms idle (us)",
+                f"{limits['script_us_warm']:.1f} / {limits['script_us_idle']:.1f}",
+                note="a loop of 2,000 additions and a SET; INFO commandstats",
+            )
+        )
     if served:
         rows.append(
             Row("server: small Lua scripts/s, unpipelined", fmt(served["unpipelined"]), note="redis-benchmark -c 50")
