@@ -38,10 +38,11 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
   cluster's nodes. Dispatchers: `/proc/PID/stat`. Machine: `/proc/stat`, busy share of all cores.
 - **Latency.** One workflow at a time on an otherwise idle system: `client.start(definition)` then
   `handle.result()`; saq: enqueue then wait for the job's completion message (saq's pub/sub, subscribed
-  first). Timers: a workflow sleeping 20 ms, the lag between the timer's due time and its firing, from the
-  call record's timestamps (Redis clock, 1 ms resolution). What a hop costs when the machine was idle: a
-  `PING` round trip (p50) and a small script's time inside Redis (`INFO commandstats`), back to back and
-  each after 10 ms of sleep (the limits table).
+  first); three rounds of 200 samples each, ours and saq's interleaved, the median round of each. Timers: a
+  workflow sleeping 20 ms, the lag between the timer's due time and its firing, from the call record's
+  timestamps (Redis clock, 1 ms resolution). What a hop costs when the machine was idle: a `PING` round trip
+  (p50) and a small script's time inside Redis (`INFO commandstats`), back to back and each after 10 ms of
+  sleep (the limits table).
 - **Replay cost.** One `long_chain` workflow (a task per step): the mean time per step+task between
   steps 10 and 10+W and around step 1,000, from the calls' recorded start times. Cold: the same chain
   then a 6 s sleep, during which the dispatcher is stopped and a new one started: the first step after the
@@ -53,8 +54,9 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
 - **Scale.** The 3-task drain with 1, 2 and 4 dispatcher processes on one Redis, then on a 3-master
   cluster (`redis+cluster://`, 12 shards). Everything (Redis nodes, dispatchers, the scheduler, the
   benchmark) shares the machine's cores.
-- **Event loop.** The 1-task drain again, with the roles on `BDURABLE_EVENT_LOOP=asyncio` and `=uvloop`, in
-  interleaved rounds (median shown).
+- **Accelerators.** The 1-task drain again, with the roles on `BDURABLE_EVENT_LOOP=asyncio` and `=uvloop`,
+  and on asyncio with JSON written and read by the standard library instead of pydantic-core (the benchmark
+  sets `bdurable.codec.ACCELERATED = False` in the dispatcher process), in interleaved rounds (median shown).
 - **Starts.** `bench/bench_starts.py`: 5,000 `client.start` calls one after the other, then one `start_many`
   of 5,000 inputs, each on a fresh prefix and client after one warm-up start, median of 3 rounds; no
   dispatcher runs.

@@ -50,6 +50,10 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
     from bdurable.runtime.logging import configure_logging
 
     options = dict(options)
+    if options.pop("json", None) == "stdlib":  # the JSON accelerator off (bench/run.py measures it on and off)
+        from bdurable import codec
+
+        codec.ACCELERATED = False
     stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     configure_logging(level=options.pop("log_level", "warning"), fmt="json", stream=stream)
     worker = Worker([bench_app], settings=settings, roles=(role.replace("-", "_"),), **options)

@@ -93,6 +93,18 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float] | None:
     return sorted(runs, key=lambda r: r["per_s"])[(len(runs) - 1) // 2]
 
 
+def median_latency(rounds: list[dict[str, float]]) -> Any:
+    """The round with the median p50 (all its figures together), or None if there was none."""
+    return sorted(rounds, key=lambda r: r["p50_ms"])[(len(rounds) - 1) // 2] if rounds else None
+
+
+def latency_rounds(report: Report, name: str) -> str:
+    p50s = report.extra.get("latency_rounds", {}).get(name, [])
+    if len(p50s) < 2:
+        return ""
+    return f"; median of {len(p50s)} interleaved rounds (p50s: {', '.join(f'{v:.2f}' for v in p50s)})"
+
+
 def spread(report: Report, name: str) -> str:
     low, high = report.extra.get("spread", {}).get(name, (0, 0))
     return f"; median of {report.extra.get('repeat', 1)} runs ({fmt(low)}-{fmt(high)})" if high > low else ""
@@ -251,13 +263,17 @@ async def drain(
     concurrency: int,
     dispatchers: int = 1,
     profile: str | None = None,
+    **options: Any,
 ) -> dict[str, float]:
-    """Dispatchers (warmed up, then paused) drain ``count`` queued workflows; timed from their resumption."""
+    """Dispatchers (warmed up, then paused) drain ``count`` queued workflows; timed from their resumption.
+    ``options``: more options of the dispatcher processes (see ``harness.roles``)."""
     nodes = node_clients(node_urls)
     async with Client(settings=settings) as client:
         with (
             roles(settings, "scheduler"),
-            roles(settings, "dispatcher", count=dispatchers, concurrency=concurrency, profile=profile) as running,
+            roles(
+                settings, "dispatcher", count=dispatchers, concurrency=concurrency, profile=profile, **options
+            ) as running,
         ):
             await registered(client, workflow.name, dispatchers)
             warm = await asyncio.gather(*(client.start(workflow, i) for i in range(50)))
@@ -773,8 +789,13 @@ async def main(args: Any) -> None:
             loop_section(report, await event_loops(url, n_drain, args.concurrency, 1 if quick else args.repeat))
         if "latency" in only:
             progress("latency")
-            lat = await latency(settings_for(url), n_lat)
-            saq_lat = peer(peers, "latency", "saq", url, n_lat)
+            ours: list[dict[str, float]] = []
+            theirs: list[dict[str, float]] = []
+            for _ in range(1 if quick else args.repeat):  # interleaved: a shift of the machine hits both alike
+                ours.append(await latency(settings_for(url), n_lat))
+                theirs += filter(None, [peer(peers, "latency", "saq", url, n_lat)])
+            lat, saq_lat = median_latency(ours), median_latency(theirs)
+            report.extra["latency_rounds"] = {"ours": [r["p50_ms"] for r in ours], "saq": [r["p50_ms"] for r in theirs]}
             lag = await timer_lag(settings_for(url), 40 if quick else 100, 20)
             latency_section(report, n_lat, lat, saq_lat, lag)
         if "replay" in only:
@@ -957,14 +978,21 @@ def latency_section(
     report.extra.update(latency=lat, saq_latency=saq_lat, timer_lag=lag)
     rows = report.section("Latency on an idle system")
     if saq_lat:
-        rows.append(Row("saq: enqueue-to-result p50 / p99 (ms)", f"{saq_lat['p50_ms']:.2f} / {saq_lat['p99_ms']:.2f}"))
+        rows.append(
+            Row(
+                "saq: enqueue-to-result p50 / p99 (ms)",
+                f"{saq_lat['p50_ms']:.2f} / {saq_lat['p99_ms']:.2f}",
+                note=latency_rounds(report, "saq").removeprefix("; "),
+            )
+        )
     rows.append(
         Row(
             "1-task start-to-result p50 (ms)",
             f"{lat['p50_ms']:.2f}",
             f"{lat['p50_ms'] / saq_lat['p50_ms']:.2f}x saq's p50 (target <= 1x)" if saq_lat else "",
             verdict(lat["p50_ms"] <= saq_lat["p50_ms"]) if saq_lat else "",
-            f"{n_lat} samples, started by definition; by name (version lookup): p50 {lat['by_name_p50_ms']:.2f} ms",
+            f"{n_lat} samples, started by definition; by name (version lookup): p50 {lat['by_name_p50_ms']:.2f} ms"
+            + latency_rounds(report, "ours"),
         )
     )
     rows.append(
@@ -1073,35 +1101,44 @@ def scale_section(report: Report, scale_rows: list[tuple[str, int, dict[str, flo
         )
 
 
+STDLIB_JSON = "asyncio, standard-library JSON"  # the JSON accelerator (pydantic-core) off
+
+
 async def event_loops(url: str, count: int, concurrency: int, rounds: int) -> dict[str, list[dict[str, float]]]:
-    """The 1-task drain with the roles on asyncio's own loop and on uvloop, interleaved (uvloop if installed)."""
-    runs: dict[str, list[dict[str, float]]] = {"asyncio": [], "uvloop": []}
-    loops = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") else ["asyncio"]
+    """The 1-task drain with the roles on asyncio's own loop, on uvloop (if installed), and on asyncio with the
+    JSON accelerator off, interleaved."""
+    runs: dict[str, list[dict[str, float]]] = {"asyncio": [], "uvloop": [], STDLIB_JSON: []}
+    variants = ["asyncio", STDLIB_JSON] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
     for _ in range(rounds):
-        for loop in loops:
+        for variant in variants:
+            loop = "uvloop" if variant == "uvloop" else "asyncio"
             settings = dataclasses.replace(settings_for(url), event_loop=loop)
-            runs[loop].append(await drain(settings, [url], bench_app.one_task, 1, count, concurrency))
+            options: dict[str, Any] = {"json": "stdlib"} if variant == STDLIB_JSON else {}
+            runs[variant].append(await drain(settings, [url], bench_app.one_task, 1, count, concurrency, **options))
     return runs
 
 
 def loop_section(report: Report, runs: dict[str, list[dict[str, float]]]) -> None:
-    picked = {loop: median_run(values) for loop, values in runs.items()}
-    report.extra["loops"] = {loop: figures for loop, figures in picked.items() if figures}
-    rows = report.section("Event loop of the roles: the 1-task drain on each (BDURABLE_EVENT_LOOP)")
+    picked = {variant: median_run(values) for variant, values in runs.items()}
+    report.extra["loops"] = {variant: figures for variant, figures in picked.items() if figures}
+    rows = report.section(
+        "Accelerators: the 1-task drain on each event loop (BDURABLE_EVENT_LOOP), and with JSON by the standard "
+        "library instead of pydantic-core"
+    )
     base = picked["asyncio"]
     assert base is not None
-    for loop, figures in picked.items():
+    for variant, figures in picked.items():
         if figures is None:
-            rows.append(Row(f"1-task workflows/s, {loop}", "not measured", note="uvloop is not installed"))
+            rows.append(Row(f"1-task workflows/s, {variant}", "not measured", note="uvloop is not installed"))
             continue
         gain = figures["per_s"] / base["per_s"]
         rows.append(
             Row(
-                f"1-task workflows/s, {loop}",
+                f"1-task workflows/s, {variant}",
                 fmt(figures["per_s"]),
-                versus="" if loop == "asyncio" else f"{gain:.2f}x asyncio",
+                versus="" if variant == "asyncio" else f"{gain:.2f}x asyncio",
                 note=f"dispatcher CPU {figures['dispatcher_cpu']:.0%}, Redis CPU {figures['redis_cpu']:.0%}; "
-                f"{len(runs[loop])} run(s): " + ", ".join(fmt(r["per_s"]) for r in runs[loop]),
+                f"{len(runs[variant])} run(s): " + ", ".join(fmt(r["per_s"]) for r in runs[variant]),
             )
         )
 

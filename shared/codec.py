@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import PydanticSchemaGenerationError, PydanticUserError, TypeAdapter, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import from_json, to_json, to_jsonable_python
 
 from bdurable.errors import InvalidInputError, PayloadTooLargeError
 
@@ -22,22 +22,60 @@ __all__ = [
     "encode_payload",
     "from_json_value",
     "loads",
+    "same_json",
     "to_json_value",
 ]
 
 
-# One encoder for every payload: ``json.dumps`` with options builds a new encoder on each call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# The standard library's encoder decides what pydantic-core's fast one may not: one for every payload (``json.dumps``
+# with options builds a new encoder on each call).
+_STRICT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+# pydantic-core writes and reads JSON unless this is False: only the benchmark turns it off, to measure it.
+ACCELERATED = True
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text of a JSON-ready value."""
-    return _ENCODER.encode(value)
+    """Compact JSON text of a JSON-ready value.
+
+    Written by pydantic-core (Rust, already a dependency through pydantic), which makes a dispatcher ~9% faster
+    on single-task workflows than the standard library (docs/performance.md). Where the two could differ in
+    meaning, the standard library has the last word, as before: NaN and infinities, which JSON cannot hold,
+    are refused (pydantic-core would write ``null``), and text it cannot encode (a lone surrogate) is written as
+    before. Floats may be spelled differently (``1e-7`` for ``1e-07``): the same number.
+    """
+    if not ACCELERATED:
+        return _STRICT.encode(value)
+    try:
+        text = to_json(value, inf_nan_mode="constants")
+    except ValueError:
+        return _STRICT.encode(value)
+    if b"NaN" in text or b"Infinity" in text:  # maybe a float JSON cannot hold (or only a string saying so)
+        return _STRICT.encode(value)
+    return text.decode()
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse JSON text."""
-    return json.loads(text)
+    """Parse JSON text: pydantic-core first (2-10x faster), the standard library for what it refuses (an escaped
+    lone surrogate) and for the error message of text that is no JSON."""
+    if not ACCELERATED:
+        return json.loads(text)
+    try:
+        return from_json(text)
+    except ValueError:
+        return json.loads(text)
+
+
+def same_json(first: str, second: str) -> bool:
+    """Whether two JSON texts are the same value, written alike (texts written by different encoders, as by
+    b-durable before and after it changed its own, may spell a float differently). Written again by one
+    encoder, so that ``1``, ``1.0`` and ``true`` stay different, and so do two key orders."""
+    if first == second:
+        return True
+    try:
+        return dumps(loads(first)) == dumps(loads(second))
+    except ValueError:
+        return False
 
 
 def to_json_value(value: Any) -> Any:

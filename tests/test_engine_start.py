@@ -113,6 +113,28 @@ async def test_invalid_typed_input_by_name_is_checked_against_the_registered_sch
     assert await client.get_state("good-1") is not None
 
 
+async def test_json_edge_values_round_trip_and_nan_is_refused(
+    client: Client, roles: InProcessRoles, prefix: str
+) -> None:
+    """Payloads are JSON: values at its edges come back as they went in, each of its type, and a float JSON
+    cannot hold (NaN, an infinity) is refused before anything is written, whatever encoder spells the rest."""
+    roles.dispatcher(engine_app)
+    edges = {
+        "floats": [1e-7, 2.5e-5, 1e16, 1.7976931348623157e308, 5e-324, -0.0, 0.1],
+        "ints": [2**70, -(2**63), 0],
+        "text": "BaNaNa, Infinity, NaN: only words \u00e9 \u2028 \x00 \U0001f600",
+        "mixed": [True, None, 1, 1.0, {"": []}],
+    }
+    output = await (await client.start(engine_app.quick, edges)).result(timeout=5)
+    assert output == edges
+    assert [type(v) for v in output["mixed"]] == [bool, type(None), int, float, dict]
+    assert [repr(v) for v in output["floats"]] == [repr(v) for v in edges["floats"]]  # -0.0 stays -0.0
+    for bad in (float("nan"), float("inf"), {"deep": [1, float("-inf")]}):
+        with pytest.raises(TypeError, match="not JSON-serialisable"):
+            await client.start(engine_app.quick, bad, workflow_id="nan-1")
+    assert await keys_of(client, prefix, "nan-") == []
+
+
 async def test_start_many_starts_thousands_in_a_few_round_trips(client: Client, roles: InProcessRoles) -> None:
     roles.dispatcher(engine_app, concurrency=100)
     handles = await client.start_many(engine_app.quick, [{"n": n} for n in range(2500)])

@@ -8,6 +8,7 @@ without Redis: the same code replays both identically, and each changed module i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -272,6 +273,31 @@ async def test_the_same_calls_with_another_ending_diverge_at_the_end(recorded: R
     assert str(error).startswith(f"workflow {recorded.workflow_id!r}: at the end: recorded COMPLETED with output {{")
     # while it was still running, the ending was not known: that history replays identically
     assert (await Replayer(apps=[replay_app_output]).replay(recorded.waiting)).ok
+
+
+async def test_arguments_spelled_by_another_json_encoder_are_the_same_values(recorded: Recorded) -> None:
+    """Argument texts recorded by another encoder (an older b-durable's spelled 1e-7 as "1e-07"; here: spaces
+    after the separators) hold the same values, so the replay is identical; a value whose type changed (40 to
+    40.0) still diverges, at its call."""
+    history = recorded.finished
+    respelled = [
+        dataclasses.replace(call, arguments_json=json.dumps(call.arguments)) if call.arguments_json else call
+        for call in history.calls
+    ]
+    assert sum(a.arguments_json != b.arguments_json for a, b in zip(respelled, history.calls, strict=True)) >= 3
+    assert (await Replayer(apps=[replay_app]).replay(dataclasses.replace(history, calls=respelled))).ok
+
+    charge = next(call for call in history.calls if call.name == "replay.charge")
+    assert charge.arguments == {"args": [RESERVATION, 40], "kwargs": {}}
+    retyped = [
+        dataclasses.replace(call, arguments_json=json.dumps({"args": [RESERVATION, 40.0], "kwargs": {}}))
+        if call is charge
+        else call
+        for call in history.calls
+    ]
+    with pytest.raises(NonDeterminismError) as raised:
+        await Replayer(apps=[replay_app]).replay(dataclasses.replace(history, calls=retyped))
+    assert raised.value.seq == charge.seq
 
 
 async def test_a_change_after_the_recorded_part_of_a_running_workflow_passes(recorded: Recorded) -> None:

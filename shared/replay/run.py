@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bdurable.codec import dumps, loads, to_json_value
+from bdurable.codec import dumps, loads, same_json, to_json_value
 from bdurable.current import running
 from bdurable.errors import (
     ChildWorkflowError,
@@ -236,7 +236,11 @@ class WorkflowRun:
                     new=_call_summary(kind, name, arguments),
                 )
             recorded_arguments = (self.recorded_arguments or {}).get(seq)
-            if arguments is not None and recorded_arguments is not None and recorded_arguments != arguments:
+            if (
+                arguments is not None
+                and recorded_arguments is not None
+                and not same_json(recorded_arguments, arguments)  # written by an older encoder: same value?
+            ):
                 self._nondeterminism(
                     f"call #{seq} ({kind} {name!r}) is made with other arguments than recorded: "
                     f"recorded {_shorten(recorded_arguments)}, now {_shorten(arguments)}",
