@@ -131,12 +131,8 @@ async def test_a_slot_that_frees_before_a_queued_run_commits_is_not_lost(client:
     by_hand = "dispatcher-by-hand"  # claims and admits the way a dispatcher does, one command at a time
     claims = {run.workflow_id: await _claim_first_step(client, by_hand, run.workflow_id) for run in (a, b)}
 
-    async def admit(workflow_id: str) -> bool:
-        member = f"{client.keys.shard_of(workflow_id)}|{workflow_id}"
-        return await client.store.admit(limit_shard, limit=ident, concurrency=1, key="ada", member=member, priority=0)
-
-    assert await admit(a.workflow_id)  # A takes the slot ...
-    assert not await admit(b.workflow_id)  # ... B is told to queue, and its commit is still to come
+    assert await _admit_to_ada_slot(client, a.workflow_id)  # A takes the slot ...
+    assert not await _admit_to_ada_slot(client, b.workflow_id)  # ... B is told to queue; its commit is still to come
     shard_a = client.keys.for_workflow(a.workflow_id)
     await client.store.hand_back(shard_a, by_hand, {claims[a.workflow_id].item.encode(): claims[a.workflow_id].lease})
     roles.signal_bus()
@@ -169,8 +165,7 @@ async def test_a_run_failed_before_its_first_step_commits_gives_its_slot_back(
     a = await client.start(limits_app.one_per_customer, {"customer": "ada"}, workflow_id=a_id)
     dying = "dispatcher-that-dies"
     await _claim_first_step(client, dying, a.workflow_id)
-    member = f"{client.keys.shard_of(a.workflow_id)}|{a.workflow_id}"
-    assert await client.store.admit(limit_shard, limit=ident, concurrency=1, key="ada", member=member, priority=0)
+    assert await _admit_to_ada_slot(client, a.workflow_id)
     roles.signal_bus()
     shard_a = client.keys.for_workflow(a.workflow_id)
     await client.store.beat_shard(shard_a, dying, 1, [], [])  # its heartbeat lapses at once: it "died"
@@ -184,7 +179,7 @@ async def test_a_run_failed_before_its_first_step_commits_gives_its_slot_back(
         await a.result(timeout=5)
 
     async def slot_free() -> bool:
-        return not await client.store.redis.sismember(limit_shard.slots(ident), member)
+        return not await client.store.redis.sismember(limit_shard.slots(ident), _limit_member(client, a.workflow_id))
 
     await eventually(slot_free, timeout=10)
     roles.dispatcher(limits_app)
@@ -192,6 +187,19 @@ async def test_a_run_failed_before_its_first_step_commits_gives_its_slot_back(
     await eventually(lambda: _status(client, b.workflow_id, Status.AWAITING_EVENT), timeout=10)  # it took the slot
     await client.send_event(b.workflow_id, "go")
     assert await b.result(timeout=10) == "ada"
+
+
+def _limit_member(client: Client, workflow_id: str) -> str:
+    return f"{client.keys.shard_of(workflow_id)}|{workflow_id}"
+
+
+async def _admit_to_ada_slot(client: Client, workflow_id: str) -> bool:
+    """Take (True) or queue for (False) the one slot of one_per_customer's customer "ada", as a dispatcher's
+    admission does."""
+    ident = limit_id("w", "one_per_customer", "ada")
+    limit_shard = client.keys.shard(client.keys.shard_of(ident))
+    member = _limit_member(client, workflow_id)
+    return await client.store.admit(limit_shard, limit=ident, concurrency=1, key="ada", member=member, priority=0)
 
 
 async def _claim_first_step(client: Client, worker: str, workflow_id: str) -> StepClaim:
