@@ -184,6 +184,7 @@ class Store:
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
         self._listening: aioredis.Redis | None = None  # the connections of pub/sub (see pubsub())
+        self._closed = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, service: str = "bdurable") -> Store:
@@ -219,6 +220,8 @@ class Store:
         of that node's pool, which fails at once rather than waits when full (it is large: see
         ``connect_redis``).
         """
+        if self._closed:
+            raise RuntimeError("the store is closed: it makes no more subscriptions")
         if self.cluster:
             return self.redis.pubsub()
         if self._listening is None:
@@ -226,12 +229,15 @@ class Store:
         return self._listening.pubsub()
 
     async def close(self) -> None:
+        self._closed = True
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
-        if self._listening is not None:
-            await self._listening.aclose()
+        try:
+            if self._listening is not None:
+                await self._listening.aclose()
+        finally:
             self._listening = None
-        await self.redis.aclose()
+            await self.redis.aclose()
 
     # -- workflows -------------------------------------------------------------------------------------
 

@@ -299,6 +299,16 @@ async def test_arguments_spelled_by_another_json_encoder_are_the_same_values(rec
         await Replayer(apps=[replay_app]).replay(dataclasses.replace(history, calls=retyped))
     assert raised.value.seq == charge.seq
 
+    # a hand-edited document whose argument holds text no encoder writes (an escaped lone surrogate) diverges
+    # there too, reported as such rather than failing on the text
+    document = history.to_json()
+    for call in document["calls"]:
+        if call["seq"] == charge.seq:
+            call["arguments"]["args"][0] = "r-\udcff"
+    with pytest.raises(NonDeterminismError) as raised:
+        await Replayer(apps=[replay_app]).replay(json.loads(json.dumps(document)))
+    assert raised.value.seq == charge.seq
+
 
 async def test_a_change_after_the_recorded_part_of_a_running_workflow_passes(recorded: Recorded) -> None:
     """The waiting history ends at the event: code changed after it has nothing recorded to differ from."""

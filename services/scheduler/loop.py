@@ -185,7 +185,12 @@ class Scheduler:
         with suppress(Exception):
             await pubsub.aclose()
         fresh = store.pubsub()
-        await retry_forever("subscribe", lambda: fresh.subscribe(self.keys.timers_channel), stopping)
+        try:
+            await retry_forever("subscribe", lambda: fresh.subscribe(self.keys.timers_channel), stopping)
+        except BaseException:  # stopped (or cancelled) before it subscribed: its connection goes back now
+            with suppress(Exception):
+                await fresh.aclose()
+            raise
         return fresh
 
 
