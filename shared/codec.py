@@ -42,9 +42,10 @@ def dumps(value: Any) -> str:
 
     Written by pydantic-core (Rust, already a dependency through pydantic), which makes a dispatcher ~9% faster
     on single-task workflows than the standard library (docs/performance.md). Where the two could differ in
-    meaning, the standard library has the last word, as before: NaN and infinities, which JSON cannot hold,
-    are refused (pydantic-core would write ``null``), and text it cannot encode (a lone surrogate) is written as
-    before. Floats may be spelled differently (``1e-7`` for ``1e-07``): the same number.
+    meaning, the standard library has the last word, as before: NaN and infinities, which JSON cannot hold, are
+    refused (pydantic-core writes them as the constants ``NaN`` and ``Infinity``, which send the value to the
+    standard library), and text it cannot encode (a lone surrogate) is written as before. Floats may be spelled
+    differently (``1e-7`` for ``1e-07``): the same number.
     """
     if not ACCELERATED:
         return _STRICT.encode(value)
