@@ -86,16 +86,11 @@ def fmt(value: float) -> str:
     return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
 
 
-def median_run(runs: list[dict[str, float]]) -> dict[str, float] | None:
-    """The run with the median throughput (all its figures together), or None if there was none."""
+def median_run(runs: list[dict[str, float]], by: str = "per_s") -> dict[str, float] | None:
+    """The run with the median figure ``by`` (all its figures together), or None if there was none."""
     if not runs:
         return None
-    return sorted(runs, key=lambda r: r["per_s"])[(len(runs) - 1) // 2]
-
-
-def median_latency(rounds: list[dict[str, float]]) -> Any:
-    """The round with the median p50 (all its figures together), or None if there was none."""
-    return sorted(rounds, key=lambda r: r["p50_ms"])[(len(rounds) - 1) // 2] if rounds else None
+    return sorted(runs, key=lambda r: r[by])[(len(runs) - 1) // 2]
 
 
 def latency_rounds(report: Report, name: str) -> str:
@@ -794,7 +789,8 @@ async def main(args: Any) -> None:
             for _ in range(1 if quick else args.repeat):  # interleaved: a shift of the machine hits both alike
                 ours.append(await latency(settings_for(url), n_lat))
                 theirs += filter(None, [peer(peers, "latency", "saq", url, n_lat)])
-            lat, saq_lat = median_latency(ours), median_latency(theirs)
+            lat, saq_lat = median_run(ours, by="p50_ms"), median_run(theirs, by="p50_ms")
+            assert lat is not None
             report.extra["latency_rounds"] = {"ours": [r["p50_ms"] for r in ours], "saq": [r["p50_ms"] for r in theirs]}
             lag = await timer_lag(settings_for(url), 40 if quick else 100, 20)
             latency_section(report, n_lat, lat, saq_lat, lag)
