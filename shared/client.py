@@ -26,6 +26,7 @@ from bdurable.errors import (
     DeadLetterNotParkedError,
     FinishedWorkflowNotFoundError,
     InvalidInputError,
+    ResultTimeoutError,
     UnknownWorkflowError,
     VersionNotLiveError,
     WorkflowAlreadyExistsError,
@@ -43,6 +44,7 @@ from bdurable.reads import ListQuery, Reads, ms, outcome_from_message, state_fro
 from bdurable.scheduling import ScheduleMethods
 from bdurable.schema import validate_against_schema
 from bdurable.store import REDIS_ERRORS, StartRequest, Store
+from bdurable.task import Task
 from bdurable.wire import StartReply
 from bdurable.workflow import Workflow
 
@@ -79,10 +81,13 @@ def validate_workflow_id(workflow_id: str) -> str:
         raise InvalidInputError(f"a workflow id is at most {MAX_ID_LENGTH} characters (got {len(workflow_id)})")
     if _CONTROL_CHARACTER.search(workflow_id):
         raise InvalidInputError("a workflow id may not contain control characters")
+    if _LONE_SURROGATE.search(workflow_id):  # Redis keys are UTF-8: such an id would alias another one
+        raise InvalidInputError("a workflow id must be valid Unicode text (it holds a lone surrogate)")
     return workflow_id
 
 
 _CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _not_found(workflow_id: str) -> WorkflowNotFoundError:
@@ -266,6 +271,9 @@ class Client(ScheduleMethods):
             if version is not None and version != workflow.version:
                 raise InvalidInputError(f"version {version!r} differs from the definition's {workflow.version!r}")
             return _Target(workflow.name, workflow.version, workflow.queue, definition=workflow)
+        given: object = workflow  # callers may pass anything: a task, a plain function, None
+        if not isinstance(given, str):
+            raise TypeError(f"start takes a @workflow (or a workflow's name), not {_kind_of(given)}")
         registration = await self.reads.registration(workflow, version, workflow_id)
         if registration is None:
             raise await self._unknown(workflow, version)
@@ -276,7 +284,7 @@ class Client(ScheduleMethods):
         if delay is not None and at is not None:
             raise InvalidInputError("give start_delay or start_at, not both")
         if at is not None:
-            return _ms_of(at) or 0
+            return _ms_of(at, "start_at") or 0
         if delay is None:
             return 0
         try:
@@ -297,10 +305,10 @@ class Client(ScheduleMethods):
 
     async def get_state(self, workflow_id: str) -> WorkflowState | None:
         """The workflow's current state, or ``None`` if it is unknown or expired."""
-        return await self.reads.state(workflow_id)
+        return await self.reads.state(validate_workflow_id(workflow_id))
 
     async def _require_state(self, workflow_id: str, *, strict: bool = False) -> WorkflowState:
-        state = await self.reads.state(workflow_id, strict=strict)
+        state = await self.reads.state(validate_workflow_id(workflow_id), strict=strict)
         if state is None:
             raise _not_found(workflow_id)
         return state
@@ -318,14 +326,19 @@ class Client(ScheduleMethods):
         tampering) this raises ``EncryptionKeyMissingError`` (or ``PayloadIntegrityError``), where the views
         (``get_state``, ``history``...) show ``"<encrypted>"``.
         """
+        validate_workflow_id(workflow_id)
         async with self._finish_waits.join(workflow_id) as shared:  # concurrent calls of one workflow share it
             try:
                 async with asyncio.timeout(timeout):
                     return _outcome(await shared.finished())
             except TimeoutError:
+                if shared.task.done() and not shared.task.cancelled() and shared.task.exception() is None:
+                    return _outcome(shared.task.result())  # the finish came with the timeout: it is there
                 seen = shared.seen.status
                 status = f"last read {seen}" if seen else "never read: Redis did not answer"
-                raise TimeoutError(f"workflow {workflow_id!r} did not finish within {timeout:g}s ({status})") from None
+                raise ResultTimeoutError(
+                    f"workflow {workflow_id!r} did not finish within {timeout:g}s ({status})"
+                ) from None
 
     async def _await_finish(self, workflow_id: str, seen: LastSeen) -> WorkflowState:
         """The wait that concurrent ``result()`` calls of the workflow share (``bdurable.finish_waits``)."""
@@ -424,8 +437,8 @@ class Client(ScheduleMethods):
         the next page. With an id ``prefix``, the page is ordered by id instead. Every filter reads an index:
         a list is as fast with a million finished workflows as with ten."""
         query = ListQuery(
-            status=status, name=name, version=version, prefix=prefix, since_ms=_ms_of(since), until_ms=_ms_of(until),
-            limit=limit, cursor=cursor,
+            status=status, name=name, version=version, prefix=prefix, since_ms=_ms_of(since, "since"),
+            until_ms=_ms_of(until, "until"), limit=limit, cursor=cursor,
         )  # fmt: skip
         return await self.reads.page(query)
 
@@ -558,16 +571,23 @@ class _Target:
         return encode_payload(value, what=f"input of workflow {self.name}", max_bytes=max_bytes, json_ready=True)
 
 
+def _kind_of(value: object) -> str:
+    if isinstance(value, Task):
+        return f"the task {value.name!r} (a task runs inside a workflow)"
+    return f"{type(value).__name__} {value!r}"
+
+
 def _check_priority(priority: object) -> None:
     if not _is_int(priority) or priority not in PRIORITY_RANGE:
         raise InvalidInputError(f"priority must be an integer from -1000 to 1000, not {priority!r}")
 
 
-def _ms_of(moment: datetime | None) -> int | None:
+def _ms_of(moment: datetime | None, what: str) -> int | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        raise InvalidInputError("since/until need an aware datetime (with a timezone)")
+    value: object = moment  # callers may pass anything
+    if not isinstance(value, datetime) or moment.tzinfo is None:
+        raise InvalidInputError(f"{what} needs an aware datetime (with a timezone), not {moment!r}")
     return int(moment.timestamp() * 1000)
 
 

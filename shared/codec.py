@@ -98,7 +98,10 @@ def encode_payload(value: Any, *, what: str, max_bytes: int, json_ready: bool = 
         text = dumps(value if json_ready else to_json_value(value))
     except ValueError as exc:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
-    size = len(text.encode())
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:  # Redis holds UTF-8: a lone surrogate cannot be stored (nor sent) as it is
+        raise TypeError(f"{what} is not JSON-serialisable: it holds text that is not valid Unicode") from None
     if size > max_bytes:
         raise PayloadTooLargeError(
             f"{what} is {size} bytes, over the limit of {max_bytes} bytes (BDURABLE_MAX_PAYLOAD)"

@@ -88,7 +88,7 @@ class Settings:
                 values[field.name] = _convert(field.name, raw)
         for name, value in overrides.items():
             if value is not None:
-                values[name] = _convert(name, value) if isinstance(value, str) else value
+                values[name] = _convert(name, value, source=_option(name)) if isinstance(value, str) else value
         return cls(**values)
 
     def to_env(self) -> dict[str, str]:
@@ -108,11 +108,21 @@ class Settings:
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given non-``None`` fields replaced (strings parsed like the environment)."""
-        clean = {k: (_convert(k, v) if isinstance(v, str) else v) for k, v in overrides.items() if v is not None}
+        clean = {
+            k: (_convert(k, v, source=_option(k)) if isinstance(v, str) else v)
+            for k, v in overrides.items()
+            if v is not None
+        }
         return replace(self, **clean)
 
 
-def _convert(name: str, raw: str) -> Any:
+def _option(name: str) -> str:
+    """How an override is named in errors: the CLI option that gives it (``--retention``)."""
+    return "--" + name.replace("_", "-")
+
+
+def _convert(name: str, raw: str, *, source: str | None = None) -> Any:
+    """A setting from its text (a variable's, or an option's: ``source`` names the option in errors)."""
     try:
         if name in ("retention", "heartbeat_interval", "heartbeat_timeout", "drain_timeout", "liveness_timeout"):
             return parse_duration(raw)
@@ -127,5 +137,5 @@ def _convert(name: str, raw: str) -> Any:
         if name == "compress_above":
             return None if raw.strip().lower() in ("off", "never", "none") else parse_size(raw)
     except ValueError as exc:
-        raise ValueError(f"BDURABLE_{name.upper()}: {exc}") from None
+        raise ValueError(f"{source or 'BDURABLE_' + name.upper()}: {exc}") from None
     return raw

@@ -25,6 +25,7 @@ __all__ = [
     "PayloadUnreadableError",
     "RegistrationError",
     "ReplicationError",
+    "ResultTimeoutError",
     "ScheduleAlreadyExistsError",
     "ScheduleNotFoundError",
     "TaskFailedError",
@@ -47,6 +48,11 @@ class DurableError(Exception):
     """
 
     is_cancellation = False
+
+
+class ResultTimeoutError(DurableError, TimeoutError):
+    """``result()`` did not see the workflow finish within its ``timeout`` (the workflow goes on). A
+    ``TimeoutError`` too, so ``except TimeoutError`` catches it, and it has ``is_cancellation`` like every error."""
 
 
 class TaskFailedError(DurableError):

@@ -27,7 +27,8 @@ a call that failed). ``inbox`` is what replay needs: the results delivered to th
 arrived, exactly as the engine stores them; ``consumed`` is how many of them the workflow's steps had run over
 when it was exported (``null`` when no step had run yet). Payloads are the JSON values the workflow saw: sealed
 ones are opened with the exporting process's keys (an exported history is plaintext: keep it like the data it
-holds), and show as ``"<encrypted>"`` where that process lacks the key (such a history cannot be replayed).
+holds), and show as ``"<encrypted>"`` where that process lacks the key: such a history cannot be replayed, and
+reading it says so (a payload whose whole value is that placeholder).
 A history is one run's: after a continue-as-new, ``run`` counts the runs and ``seq_base`` how many calls earlier
 runs made (this run's calls are numbered after them).
 """
@@ -46,7 +47,7 @@ from bdurable.client import Client, validate_workflow_id
 from bdurable.codec import decode, dumps, loads
 from bdurable.errors import InvalidInputError, WorkflowNotFoundError
 from bdurable.model import FINISHED
-from bdurable.payloads import PayloadCodec
+from bdurable.payloads import ENCRYPTED, UNREADABLE, PayloadCodec
 from bdurable.reads import ms
 from bdurable.wire import CallRecord, SignalRecord, deliveries
 
@@ -294,6 +295,7 @@ class _Reader:
             if required not in data:
                 raise self.bad("the document", f"has no {required!r} field")
         inbox = self.inbox(data["inbox"])
+        self.readable(data)
         consumed = data.get("consumed")
         if consumed is not None and (not _is_int(consumed) or not 0 <= consumed <= len(inbox)):
             raise self.bad('"consumed"', f"must be null or an integer from 0 to {len(inbox)} (the inbox's length)")
@@ -313,6 +315,22 @@ class _Reader:
             calls=self.calls(data["calls"]),
             inbox=inbox,
         )
+
+    def readable(self, data: Mapping[str, Any]) -> None:
+        """Refuse a history whose payloads were exported without their key: what replay would feed the code
+        (the input, a call's arguments, a result) is a placeholder, so any verdict on it would be wrong."""
+        payloads = [('"input"', data["input"])]
+        for index, call in enumerate(data["calls"]):
+            if isinstance(call, dict) and "arguments" in call:
+                payloads.append((f'"calls[{index}].arguments"', call["arguments"]))
+        for index, entry in enumerate(data["inbox"]):
+            payloads.append((f'"inbox[{index}]"', entry.get("v")))
+        for where, value in payloads:
+            if value in (ENCRYPTED, UNREADABLE):
+                raise InvalidInputError(
+                    f"{self.source}: cannot be replayed: {where} is {value!r}, a payload the exporting process "
+                    "could not open (export it again with BDURABLE_ENCRYPTION_KEYS set to the keys it was sealed with)"
+                )
 
     def text(self, data: Mapping[str, Any], key: str) -> str:
         value = data.get(key)

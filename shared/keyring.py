@@ -57,10 +57,22 @@ def parse_key(text: str, position: int) -> bytes:
 
 
 def check_keys(texts: Sequence[str]) -> None:
-    """Refuse a malformed or repeated key list (at startup, before anything is written with it)."""
-    keyring = Keyring([parse_key(text, i + 1) for i, text in enumerate(texts)])
-    if len({key.id for key in keyring.keys}) != len(keyring.keys):
-        raise ValueError("BDURABLE_ENCRYPTION_KEYS lists the same key twice")
+    """Refuse a malformed or repeated key list (at startup, before anything is written with it), naming keys by
+    their positions (``#1`` first), never by their values."""
+    secrets = [parse_key(text, i + 1) for i, text in enumerate(texts)]
+    first: dict[str, int] = {}  # key id -> the first position holding it
+    for position, key in enumerate(Keyring(secrets).keys, start=1):
+        earlier = first.setdefault(key.id, position)
+        if earlier == position:
+            continue
+        if secrets[earlier - 1] == secrets[position - 1]:  # also one key written in both base64 alphabets
+            raise ValueError(
+                f"BDURABLE_ENCRYPTION_KEYS lists the same key twice: key #{position} repeats key #{earlier}"
+            )
+        raise ValueError(  # two keys whose 4-byte ids collide: a payload could not say which one sealed it
+            f"BDURABLE_ENCRYPTION_KEYS: key #{position} has the same key id as key #{earlier}; replace one of them "
+            "with a new key"
+        )
 
 
 class Key:

@@ -53,8 +53,10 @@ class Limit:
 
     def __post_init__(self) -> None:
         concurrency: object = self.concurrency  # callers without a type checker may pass anything
-        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError("concurrency must be a positive integer")
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):  # a bool is an int to Python, and `concurrency=True` is never meant as one
+            raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
         if self.key is not None and not callable(self.key):
             raise ValueError("key must be a function returning a string")
 

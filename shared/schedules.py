@@ -34,6 +34,9 @@ __all__ = ["OVERLAP_POLICIES", "Firing", "Plan", "ScheduleSpec", "ScheduleState"
 Overlap = Literal["skip", "buffer_one", "buffer_all", "cancel_other", "allow_all"]
 OVERLAP_POLICIES: tuple[Overlap, ...] = ("skip", "buffer_one", "buffer_all", "cancel_other", "allow_all")
 RECENT = 10  # firings remembered per schedule
+# A time that fires at most this late is on time, whatever the catch-up window: the scheduler's own delay (a
+# wake-up, a busy pass) never makes it "missed", so `catchup_window="0s"` means "never later than this".
+ON_TIME_MS = 1_000
 MAX_FIRINGS_PER_PASS = 1000  # a catch-up beyond this continues in the next pass
 
 
@@ -116,11 +119,11 @@ class ScheduleSpec:
             input=input_text,
             cron=cron,
             every_ms=_duration_ms(every, "every"),
-            timezone=timezone or "UTC",
+            timezone="UTC" if timezone is None else timezone,
             overlap=overlap,  # type: ignore[arg-type]  # validated below
             jitter_ms=_duration_ms(jitter, "jitter") or 0,
             catchup_ms=_duration_ms(catchup_window, "catchup_window") or 0 if catchup_window is not None else 60_000,
-            paused=bool(paused),
+            paused=paused,
             note=note or "",
             start_at_ms=_aware_ms(start_at, "start_at"),
             end_at_ms=_aware_ms(end_at, "end_at"),
@@ -141,11 +144,14 @@ class ScheduleSpec:
                 CronSim(self.cron, datetime(2000, 1, 1))
             except CronSimError as exc:
                 raise InvalidInputError(f"invalid cron expression {self.cron!r}: {exc}") from None
+        paused: object = self.paused  # callers may pass anything: "yes" is not a yes
+        if not isinstance(paused, bool):
+            raise InvalidInputError(f"paused must be True or False, not {paused!r}")
         if self.every_ms is not None and self.every_ms <= 0:
             raise InvalidInputError("every must be a positive duration")
         try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+            ZoneInfo(self.timezone)  # "" is no zone (leave it out for UTC)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
             raise InvalidInputError(f"unknown time zone {self.timezone!r}") from None
         if self.overlap not in OVERLAP_POLICIES:
             raise InvalidInputError(f"invalid overlap {self.overlap!r}: use one of {', '.join(OVERLAP_POLICIES)}")
@@ -322,7 +328,7 @@ def plan(
     for scheduled in due:
         if spec.paused:
             continue
-        if scheduled < now_ms - spec.catchup_ms:
+        if scheduled < now_ms - max(spec.catchup_ms, ON_TIME_MS):
             missed += 1
             skip("missed")
             continue

@@ -40,10 +40,21 @@ class Task(Generic[P, R]):
         rate_limit: str | None = None,
         key: Callable[..., Any] | None = None,
     ) -> None:
+        attempts: object = max_attempts  # callers without a type checker may pass anything
+        if isinstance(attempts, bool) or not isinstance(attempts, int):
+            raise TypeError(f"task {fn.__qualname__}: max_attempts must be an int, not {type(attempts).__name__}")
         if max_attempts < 1:
             raise ValueError(f"task {fn.__qualname__}: max_attempts must be >= 1")
         if on_exhausted not in ("raise", "park"):
             raise ValueError(f"task {fn.__qualname__}: on_exhausted must be 'raise' or 'park'")
+        given: object = name  # callers without a type checker may pass anything
+        if given is not None and not isinstance(given, str):
+            raise TypeError(f"task {fn.__qualname__}: name must be a str, not {type(given).__name__}")
+        if name == "":
+            raise ValueError(
+                f"task {fn.__qualname__}: name is empty: give a name, or leave it out for the default "
+                f"{fn.__module__}.{fn.__qualname__}"
+            )
         self.fn = fn
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.max_attempts = max_attempts
@@ -55,6 +66,11 @@ class Task(Generic[P, R]):
             self.limit = Limit(concurrency, None if rate_limit is None else parse_rate(rate_limit), key)
         except ValueError as exc:
             raise ValueError(f"task {fn.__qualname__}: {exc}") from None
+        if key is not None and not self.limit.active:
+            raise ValueError(
+                f"task {fn.__qualname__}: a key needs a concurrency or a rate_limit "
+                "(a key without a limit does nothing)"
+            )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._positional = _positional_names(self.signature)

@@ -203,6 +203,13 @@ class TaskCommand:
     on_exhausted: str
     limit: LimitSpec | None = None
     trace: str = ""  # W3C traceparent of the call (tracing on): its attempts' spans are its children
+    origin: str = ""  # the calling workflow: name, version and step, for its attempts' log lines (`task_origin`)
+
+
+def task_origin(name: str, version: str, step: int) -> str:
+    """What a task call's hash keeps of its workflow (field ``of``), so that its attempts' log lines carry the
+    workflow's ``name``, ``version`` and ``step`` as a step's do: read back by :attr:`TaskCall.origin`."""
+    return f"{name}\t{version}\t{step}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +333,8 @@ class StepDocument:
                     entry["limit"] = call.limit.to_json()
                 if call.trace:
                     entry["trace"] = call.trace
+                if call.origin:
+                    entry["of"] = call.origin
             elif isinstance(call, SleepCommand):
                 entry |= {"kind": "sleep", "delay_ms": call.delay_ms, "due_ms": call.due_ms}
             elif isinstance(call, EventCommand):
@@ -464,6 +473,7 @@ class TaskCall:
     on_exhausted: str
     limited: bool = False  # it holds a permit of a limit while it runs
     trace: str = ""  # the W3C traceparent stored with the call (tracing on), which its attempts' spans continue
+    of: str = ""  # its workflow's name, version and step when it called (``task_origin``); "" for older calls
 
     @property
     def attempt(self) -> int:
@@ -483,7 +493,16 @@ class TaskCall:
             on_exhausted=fields.get("on_exhausted", "raise"),
             limited="limit" in fields,
             trace=fields.get("trace", ""),
+            of=fields.get("of", ""),
         )
+
+    @property
+    def origin(self) -> dict[str, str | int]:
+        """The calling workflow's ``name``, ``version`` and ``step``, as log fields (none for older calls)."""
+        parts = self.of.split("\t")
+        if len(parts) != 3 or not parts[2].isdigit():
+            return {}
+        return {"name": parts[0], "version": parts[1], "step": int(parts[2])}
 
 
 @dataclass(frozen=True, slots=True)

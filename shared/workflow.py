@@ -39,6 +39,13 @@ class Workflow(Generic[I, O]):
             raise TypeError(f"workflow {fn.__qualname__} must take exactly two arguments: (ctx, input)")
         if not _is_text(version):
             raise TypeError(f"workflow {fn.__qualname__}: version must be a non-empty string")
+        given: object = name  # callers without a type checker may pass anything
+        if given is not None and not isinstance(given, str):
+            raise TypeError(f"workflow {fn.__qualname__}: name must be a str, not {type(given).__name__}")
+        if name == "":
+            raise ValueError(
+                f"workflow {fn.__qualname__}: name is empty: give a name, or leave it out for the default {fn.__name__}"
+            )
         self.fn = fn
         self.name = name or fn.__name__
         self.version = version
@@ -48,7 +55,9 @@ class Workflow(Generic[I, O]):
         except ValueError as exc:
             raise ValueError(f"workflow {fn.__qualname__}: {exc}") from None
         if key is not None and concurrency is None:
-            raise ValueError(f"workflow {fn.__qualname__}: a key needs a concurrency")
+            raise ValueError(
+                f"workflow {fn.__qualname__}: a key needs a concurrency (a key without a limit does nothing)"
+            )
         self._input_parameter = parameters[1].name
         for text, what in ((self.name, "name"), (version, "version"), (queue, "queue")):
             if any(c in text for c in "\t\n|@{}"):

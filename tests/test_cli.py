@@ -155,6 +155,13 @@ def test_not_found_exits_3(env: dict[str, str], args: list[str]) -> None:
         (["start", "adder", "--input", "@/no/such/file.json"], "cannot read --input @/no/such/file.json"),
         (["start", "never_registered"], "no dispatcher has registered a workflow named 'never_registered'"),
         (["start", "adder", "--timeout", "soon"], "invalid --timeout"),
+        (["start", "adder", "--input", '{"a": NaN}'], "--input is not valid JSON: NaN is not a JSON value"),
+        (["send-event", "x", "e", "--payload", "Infinity"], "--payload is not valid JSON: Infinity is not"),
+        (["start", "adder", "--input", "[" * 100_000 + "]" * 100_000], "--input is nested too deeply"),
+        (["start", "adder", "--input", "[" * 300 + "]" * 300], "--input cannot be a payload"),
+        (["start", "adder", "--id", "\udcfey"], "must be valid Unicode text"),
+        (["start", "adder", "--delay", "banana"], "invalid --delay"),
+        (["start", "adder", "--delay", "1m", "--start-at", "2030-01-01T00:00:00Z"], "give --delay or --start-at"),
         (["list", "--status", "SNOOZING"], "unknown status"),
         (["list", "--cursor", "garbage"], "invalid cursor"),
         (["state", "x", "--prefix", "has space"], "invalid prefix"),
@@ -497,11 +504,43 @@ def test_dev_reports_a_role_that_dies(tmp_path: Path) -> None:
         stop_dev(process, [])
 
 
-def test_dev_needs_an_app_and_a_free_port(tmp_path: Path) -> None:
-    assert_error(cli({}, "dev"), 2, "needs --app")
+def test_dev_needs_a_known_app_and_a_free_port(tmp_path: Path) -> None:
+    assert_error(cli({}, "dev", "--start", "adder"), 2, "--start needs --app MODULE")
     assert_error(cli({}, "dev", "--app", "no_such_module_anywhere"), 2, "cannot find --app module")
     with RedisServer() as busy:
         assert_error(cli({}, "dev", "--app", "cli_app", "--port", str(busy.port)), 2, "already in use")
+
+
+def test_dev_without_an_app_runs_every_role_but_the_dispatcher(tmp_path: Path) -> None:
+    """The contract's `bdurable dev [--app MODULE]`: without a module, a local cluster for dispatchers started
+    by hand (from another terminal, with the URL dev prints)."""
+    port = free_port()
+    process, log = start_dev(tmp_path, "--port", str(port), "--data-dir", str(tmp_path / "r"))
+    dispatcher: subprocess.Popen[bytes] | None = None
+    children: list[int] = []
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_for(lambda: all(f"{role} started" in log.read_text() for role in ("scheduler", "reaper")), timeout=15)
+        assert "no --app: no dispatcher runs" in log.read_text()
+        children = children_of(process.pid)
+        assert len(children) == 5  # redis-server, three roles and the console
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("BDURABLE_")}
+        environment.update(PYTHONPATH=str(APPS), BDURABLE_REDIS_URL=url)
+        dispatcher = subprocess.Popen(
+            [sys.executable, "-m", "bdurable.cli", "dispatcher", "--app", "cli_app"], env=environment,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        workflow_id = new_id()
+        wait_for(lambda: cli({}, "start", "adder", "--input", '{"a": 1, "b": 2}', "--id", workflow_id,
+                             "--redis-url", url).exit_code == 0, timeout=20)  # fmt: skip
+        assert cli({}, "result", workflow_id, "--redis-url", url, "--timeout", "10").stdout.strip() == "3"
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if dispatcher is not None:
+            dispatcher.kill()
+            dispatcher.wait(timeout=10)
+        stop_dev(process, children)
 
 
 def test_dev_restart_resumes_an_unfinished_workflow(tmp_path: Path) -> None:

@@ -189,6 +189,53 @@ async def test_unknown_ids_answer_404_with_a_clear_json_error(settings: Settings
         assert "no workflow with id &#39;nope&#39;" in page.text
 
 
+async def test_a_wrong_method_on_an_action_answers_405_with_allow(settings: Settings) -> None:
+    """An action URL read with GET is that action with the wrong method, not a read of a workflow, entry or
+    schedule whose id happens to end in ``/cancel``, ``/purge`` or ``/trigger``."""
+    async with running_console(settings) as web:
+        for path in ("/api/workflows/nope/cancel", "/api/workflows/nope/resume", "/api/workflows/nope/events",
+                     "/api/workflows/a/b/cancel", "/api/dlq/purge", "/api/dlq/0-999/retry", "/api/dlq/0-999/fail",
+                     "/api/schedules/s1/pause", "/api/schedules/s1/unpause", "/api/schedules/s1/trigger"):  # fmt: skip
+            for method in ("GET", "PUT", "DELETE"):
+                response = await web.http.request(method, path)
+                assert_error(response, 405, "method not allowed")
+                assert response.headers["allow"] == "POST", (method, path)
+        for path in ("/api/workflows/nope", "/api/workflows/nope/history", "/api/dlq/0-999", "/api/schedules/s1"):
+            for method in ("PUT", "POST", "DELETE"):
+                response = await web.http.request(method, path, headers=bearer())
+                assert_error(response, 405, "method not allowed")
+                assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}, (method, path)
+
+
+async def test_an_id_ending_like_an_action_is_reached_percent_encoded(
+    client: Client, roles: InProcessRoles, settings: Settings
+) -> None:
+    base = new_id("journey")
+    await journey_waiting(client, roles, base)
+    odd = f"{base}/cancel"
+    await client.start(console_app.journey, {"who": "bob"}, workflow_id=odd)
+    await eventually(lambda: status_is(client, odd, Status.AWAITING_EVENT), timeout=10)
+    encoded = quote(odd, safe="")
+    async with running_console(settings) as web:
+        shown = await web.http.get(f"/api/workflows/{encoded}")
+        assert shown.status_code == 200, shown.text
+        assert (shown.json()["workflow_id"], shown.json()["input"]) == (odd, {"who": "bob"})
+        history = await web.http.get(f"/api/workflows/{encoded}/history")
+        assert history.status_code == 200, history.text
+        assert_error(await web.http.get(f"/api/workflows/{base}/cancel"), 405)  # the action of `base`, not `odd`
+        # an action on the encoded id acts on that workflow only
+        cancelled = await web.http.post(f"/api/workflows/{encoded}/cancel", json={"reason": "odd"}, headers=bearer())
+        assert cancelled.json() == {"workflow_id": odd, "cancel_requested": True, "reason": "odd"}
+        await eventually(lambda: status_is(client, odd, Status.CANCELLED), timeout=10)
+        assert await status_is(client, base, Status.AWAITING_EVENT)
+        # the unencoded '/' of an id still works where it is not ambiguous
+        slashed = await web.http.get(f"/api/workflows/{base}/cancel/history")
+        assert slashed.status_code == 200, slashed.text
+        assert slashed.json() == (await web.http.get(f"/api/workflows/{encoded}/history")).json()
+        assert_error(await web.http.get(f"/api/workflows/{quote(base + '/nope', safe='')}"), 404,
+                     f"no workflow with id '{base}/nope'")  # fmt: skip
+
+
 async def test_bad_input_answers_400_with_a_clear_json_error(
     client: Client, roles: InProcessRoles, settings: Settings
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import engine_app
 import pytest
@@ -92,6 +93,41 @@ async def test_invalid_typed_input_by_object_writes_nothing(client: Client, pref
     assert await client.get_state("bad-1") is None
     assert await client.get_state("bad-2") is None
     assert await keys_of(client, prefix, "bad-") == []
+
+
+async def test_an_id_that_is_not_valid_unicode_is_refused_by_every_call(client: Client, prefix: str) -> None:
+    # Redis holds UTF-8: such an id, once encoded, would name another workflow ("?x"), and a wait on it would
+    # follow a channel that never answers. (A CLI argument with bytes that are not UTF-8 arrives like this.)
+    for bad in ("\ud800x", "\udcfex"):
+        calls: list[Awaitable[object]] = [
+            client.start(engine_app.calls_flow, {}, workflow_id=bad),
+            client.get_state(bad),
+            client.result(bad, timeout=1),
+            client.send_event(bad, "go", 1),
+            client.cancel(bad),
+            client.history(bad),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidInputError, match="valid Unicode"):
+                await call
+    assert await keys_of(client, prefix, "x") == []
+
+
+async def test_starting_something_that_is_not_a_workflow_is_a_type_error(client: Client) -> None:
+    with pytest.raises(TypeError, match=r"not the task 'engine_app\.add' \(a task runs inside a workflow\)"):
+        await client.start(engine_app.add, {})  # type: ignore[arg-type]
+    for other in (42, None):
+        with pytest.raises(TypeError, match=r"start takes a @workflow \(or a workflow's name\)"):
+            await client.start(other, {})  # type: ignore[arg-type]
+
+
+async def test_a_payload_that_is_not_valid_unicode_is_refused_like_any_unserialisable_one(
+    client: Client, prefix: str
+) -> None:
+    for payload in ({"text": "\ud800"}, {"list": ["\udcfe"]}):
+        with pytest.raises(TypeError, match="not JSON-serialisable"):
+            await client.start(engine_app.calls_flow, payload, workflow_id="lone")
+    assert await client.get_state("lone") is None
 
 
 async def test_invalid_typed_input_by_name_is_checked_against_the_registered_schema(

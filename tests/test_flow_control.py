@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import limits_app
@@ -114,6 +115,22 @@ async def test_workflow_concurrency_queues_runs_until_a_slot_frees(client: Clien
         left.remove(running[0])
     await client.send_event(other.workflow_id, "go")
     assert await other.result(timeout=10) == "bob"
+
+
+async def test_a_workflow_whose_limit_key_function_fails_fails_before_its_code_runs(
+    client: Client, roles: InProcessRoles
+) -> None:
+    # As a task's key function failing fails its call: a run is never let through under a made-up key.
+    roles.signal_bus()
+    roles.dispatcher(limits_app)
+    for bad_input, error_type in (({"name": "no customer field"}, "KeyError"), ({"customer": 7}, "TypeError")):
+        handle = await client.start(limits_app.one_per_customer, bad_input)
+        with pytest.raises(WorkflowFailedError, match="key function of its concurrency limit failed") as failed:
+            await handle.result(timeout=10)
+        assert failed.value.error_type == error_type
+        assert await client.history(handle.workflow_id) == []  # its code never ran
+    good = await client.start(limits_app.one_per_customer, {"customer": "ada"})  # the limit still works
+    await eventually(lambda: _status(client, good.workflow_id, Status.AWAITING_EVENT))
 
 
 async def test_a_slot_that_frees_before_a_queued_run_commits_is_not_lost(client: Client, roles: InProcessRoles) -> None:
@@ -238,6 +255,12 @@ async def test_a_delayed_start_waits_scheduled_and_can_be_cancelled(client: Clie
     assert state is not None
     assert state.status == Status.SCHEDULED
     assert [s.workflow_id for s in (await client.list(status="SCHEDULED")).items] == [later.workflow_id]
+    at = datetime(2126, 2, 28, 23, 59, 58, 999_000, tzinfo=UTC)  # a leap year's end of February, whole seconds
+    far = await client.start(limits_app.plain_quick, "far", start_at=at)
+    far_state = await far.state()
+    assert far_state is not None
+    assert far_state.waiting_on == "its start at 2126-02-28T23:59:58Z"  # in words, not milliseconds
+    await client.cancel(far.workflow_id)
     dropped = await client.start(limits_app.plain_quick, "dropped", start_delay="1h")
     await client.cancel(dropped.workflow_id, reason="changed plans")
     with pytest.raises(WorkflowCancelledError, match="changed plans"):

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import protection_app
@@ -221,7 +222,9 @@ def bdurable(settings: Settings, *args: str, keys: tuple[str, ...] = ()) -> subp
                           timeout=60, check=False)  # fmt: skip
 
 
-async def test_the_cli_and_export_decode_with_the_keys_and_say_encrypted_without_them(settings: Settings) -> None:
+async def test_the_cli_and_export_decode_with_the_keys_and_say_encrypted_without_them(
+    settings: Settings, tmp_path: Path
+) -> None:
     key = new_key()
     protected = with_keys(settings, key)
     roles = start_roles(protected)
@@ -245,9 +248,19 @@ async def test_the_cli_and_export_decode_with_the_keys_and_say_encrypted_without
         assert json.loads(exported.stdout)["input"] == ENCRYPTED
         assert "cannot be replayed" in exported.stderr
 
+        (tmp_path / "sealed.json").write_text(exported.stdout)
+        replayed = await asyncio.to_thread(bdurable, settings, "replay", "--app", "protection_app",
+                                           str(tmp_path / "sealed.json"))  # fmt: skip
+        assert replayed.returncode == 2, replayed  # cannot be replayed: not a divergence of the code (exit 1)
+        assert "\"input\" is '<encrypted>'" in replayed.stderr
+
         keyed = await asyncio.to_thread(bdurable, settings, "export", wid, keys=(key,))
         assert json.loads(keyed.stdout)["input"] == {"secret": "visible with the key"}
         assert json.loads(keyed.stdout)["output"] == {"child saw": "visible with the key"}
+        (tmp_path / "open.json").write_text(keyed.stdout)
+        replayed = await asyncio.to_thread(bdurable, settings, "replay", "--app", "protection_app",
+                                           str(tmp_path / "open.json"))  # fmt: skip
+        assert replayed.returncode == 0, replayed
         result = await asyncio.to_thread(bdurable, settings, "result", wid, keys=(key,))
         assert json.loads(result.stdout) == {"child saw": "visible with the key"}
 

@@ -99,6 +99,8 @@ async def test_create_read_update_pause_and_delete(client: Client) -> None:
         ({"every": "1h", "overlap": "queue"}, "overlap"),
         ({"every": "1h", "cron": "0 9 * * *"}, "exactly one"),
         ({"every": "1h", "unknown": 1}, "unexpected keyword"),
+        ({"every": "1h", "timezone": ""}, "unknown time zone ''"),
+        ({"every": "1h", "paused": "yes"}, "paused must be True or False"),
     ],
 )
 async def test_bad_options_are_refused_and_nothing_is_written(
@@ -220,6 +222,14 @@ async def test_after_an_outage_only_times_within_the_catch_up_window_run(client:
     assert info.missed >= 4  # type: ignore[attr-defined]
     ran = [f["scheduled_at"] for f in info.recent]  # type: ignore[attr-defined]
     assert ran[0] >= info.created_at + timedelta(seconds=2.5)  # type: ignore[attr-defined]
+
+
+async def test_a_zero_catch_up_window_still_runs_every_time_on_time(client: Client, roles: InProcessRoles) -> None:
+    # "0s": never run late, but a time the scheduler fires on time (a few ms after it) is not "missed".
+    await roles_for_schedules(client, roles)
+    await client.create_schedule("z", schedule_app.tick, None, every="300ms", catchup_window="0s")
+    info = await eventually(lambda: _with_recent(client, "z", 3), timeout=10)
+    assert info.missed == 0  # type: ignore[attr-defined]
 
 
 async def test_daylight_saving_nights_in_a_backfill(client: Client, roles: InProcessRoles) -> None:

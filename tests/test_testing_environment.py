@@ -3,6 +3,7 @@ skips time (a week-long onboarding finishes in well under a second), and the pyt
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta
 
@@ -37,6 +38,20 @@ async def test_a_week_of_onboarding_takes_well_under_a_second(redis_url: str) ->
         assert reminder.started_at is not None
         assert reminder.started_at - sleep.started_at >= timedelta(days=8)
     assert elapsed < 1.0, elapsed
+
+
+async def test_time_skips_while_the_test_follows_a_workflow_s_signals_and_changes(redis_url: str) -> None:
+    async with WorkflowEnvironment([examples.onboarding], redis_url=redis_url, time_skipping=True) as env:
+        for follow in (env.client.signals, env.client.watch):
+            handle = await env.client.start(examples.onboarding.user_onboarding, ONBOARDING)
+            began = time.monotonic()
+            async with asyncio.timeout(10):  # a day's sleep and a week's wait, skipped: the stream ends
+                items = [item async for item in follow(handle.workflow_id)]
+            assert time.monotonic() - began < 5.0
+            assert items
+            state = await handle.state()
+            assert state is not None
+            assert state.status == Status.COMPLETED
 
 
 async def test_sleep_moves_the_clock_on_and_an_event_beats_the_reminder(redis_url: str) -> None:

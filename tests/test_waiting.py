@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from support import InProcessRoles, eventually, within
 
-from bdurable import Client, Settings, Status
+from bdurable import Client, ResultTimeoutError, Settings, Status
 from bdurable.pubsub import Subscriptions
 
 
@@ -110,8 +110,10 @@ async def test_a_result_that_times_out_names_the_status_it_last_read(client: Cli
     roles.dispatcher(bus_app)
     handle = await client.start(bus_app.wait_events, {"name": "go"})
     await waiting_for_go(client, handle)
-    with pytest.raises(TimeoutError, match=r"did not finish within 0.3s \(last read AWAITING_EVENT\)$"):
+    with pytest.raises(TimeoutError, match=r"did not finish within 0.3s \(last read AWAITING_EVENT\)$") as raised:
         await client.result(handle.workflow_id, timeout=0.3)
+    assert isinstance(raised.value, ResultTimeoutError)  # a DurableError too: the seed's pattern works on it
+    assert raised.value.is_cancellation is False
     await client.send_event(handle.workflow_id, "go", 1)
     assert await client.result(handle.workflow_id, timeout=10) == [1]  # the timed-out wait left nothing behind
 

@@ -12,19 +12,20 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
 from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from bdurable.client import Client
 from bdurable.errors import InvalidInputError, WorkflowNotFoundError
 from bdurable.services.console import data
 from bdurable.services.console.state import ConsoleState, error_response_for, state_of, url_id
 
-__all__ = ["PING_SECONDS", "json_error", "routes"]
+__all__ = ["PING_SECONDS", "ApiRoute", "json_error", "routes"]
 
 PING_SECONDS = 15.0  # a comment line on idle streams, so proxies keep them open and closed tabs are noticed
 BODY_SLACK = 64 * 1024  # an action's body: at most the largest payload plus this
@@ -379,25 +380,55 @@ async def trigger_schedule(request: Request) -> Response:
     return await act(request, perform)
 
 
+class ApiRoute(Route):
+    """A route of the API, matched as an API client means it, not as Starlette does by default.
+
+    - On the path as sent (``raw_path``), its ids percent-decoded after matching: an id may hold ``/``, so
+      ``/api/workflows/a%2Fcancel`` is the workflow ``a/cancel`` while ``/api/workflows/a/cancel`` is the cancel
+      action of ``a``. The decoded path cannot tell them apart.
+    - The first route whose path matches answers, whatever the method: a wrong method on an action URL is 405 (with
+      ``Allow``), not a later, more general route's read (``GET /api/workflows/a/cancel`` is not the workflow
+      ``a/cancel``; ``GET /api/dlq/purge`` is not the entry ``purge``). So the order of :func:`routes` matters:
+      the longer paths first.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        raw = scope.get("raw_path")
+        if scope["type"] != "http" or raw is None:  # a server without raw_path: the decoded path, as before
+            match, child = super().matches(scope)
+            return (Match.FULL if match is Match.PARTIAL else match), child
+        path = raw.decode("latin-1").partition("?")[0]  # ASGI leaves the query out; some clients do not
+        root = quote(scope.get("root_path", ""))
+        if root and path.startswith(root + "/"):
+            path = path[len(root) :]
+        match, child = super().matches({**scope, "path": path, "root_path": ""})
+        if match is Match.NONE:
+            return match, child
+        params = dict(child["path_params"])
+        for name in self.param_convertors:
+            params[name] = unquote(params[name])
+        return Match.FULL, {**child, "path_params": params}
+
+
 def routes() -> list[Route]:
     return [
-        Route("/api/overview", get_overview, methods=["GET"]),
-        Route("/api/workflows", list_workflows, methods=["GET"]),
-        Route("/api/workflows/{workflow_id:path}/history", get_history, methods=["GET"]),
-        Route("/api/workflows/{workflow_id:path}/signals", get_signals, methods=["GET"]),
-        Route("/api/workflows/{workflow_id:path}/stream", stream_workflow, methods=["GET"]),
-        Route("/api/workflows/{workflow_id:path}/cancel", cancel, methods=["POST"]),
-        Route("/api/workflows/{workflow_id:path}/resume", resume, methods=["POST"]),
-        Route("/api/workflows/{workflow_id:path}/events", send_event, methods=["POST"]),
-        Route("/api/workflows/{workflow_id:path}", get_workflow, methods=["GET"]),
-        Route("/api/dlq", list_dead_letters, methods=["GET"]),
-        Route("/api/dlq/purge", dlq_purge, methods=["POST"]),
-        Route("/api/dlq/{entry_id}/retry", dlq_retry, methods=["POST"]),
-        Route("/api/dlq/{entry_id}/fail", dlq_fail, methods=["POST"]),
-        Route("/api/dlq/{entry_id}", get_dead_letter, methods=["GET"]),
-        Route("/api/schedules", list_schedules, methods=["GET"]),
-        Route("/api/schedules/{schedule_id:path}/pause", pause_schedule, methods=["POST"]),
-        Route("/api/schedules/{schedule_id:path}/unpause", unpause_schedule, methods=["POST"]),
-        Route("/api/schedules/{schedule_id:path}/trigger", trigger_schedule, methods=["POST"]),
-        Route("/api/schedules/{schedule_id:path}", get_schedule, methods=["GET"]),
+        ApiRoute("/api/overview", get_overview, methods=["GET"]),
+        ApiRoute("/api/workflows", list_workflows, methods=["GET"]),
+        ApiRoute("/api/workflows/{workflow_id:path}/history", get_history, methods=["GET"]),
+        ApiRoute("/api/workflows/{workflow_id:path}/signals", get_signals, methods=["GET"]),
+        ApiRoute("/api/workflows/{workflow_id:path}/stream", stream_workflow, methods=["GET"]),
+        ApiRoute("/api/workflows/{workflow_id:path}/cancel", cancel, methods=["POST"]),
+        ApiRoute("/api/workflows/{workflow_id:path}/resume", resume, methods=["POST"]),
+        ApiRoute("/api/workflows/{workflow_id:path}/events", send_event, methods=["POST"]),
+        ApiRoute("/api/workflows/{workflow_id:path}", get_workflow, methods=["GET"]),
+        ApiRoute("/api/dlq", list_dead_letters, methods=["GET"]),
+        ApiRoute("/api/dlq/purge", dlq_purge, methods=["POST"]),
+        ApiRoute("/api/dlq/{entry_id}/retry", dlq_retry, methods=["POST"]),
+        ApiRoute("/api/dlq/{entry_id}/fail", dlq_fail, methods=["POST"]),
+        ApiRoute("/api/dlq/{entry_id}", get_dead_letter, methods=["GET"]),
+        ApiRoute("/api/schedules", list_schedules, methods=["GET"]),
+        ApiRoute("/api/schedules/{schedule_id:path}/pause", pause_schedule, methods=["POST"]),
+        ApiRoute("/api/schedules/{schedule_id:path}/unpause", unpause_schedule, methods=["POST"]),
+        ApiRoute("/api/schedules/{schedule_id:path}/trigger", trigger_schedule, methods=["POST"]),
+        ApiRoute("/api/schedules/{schedule_id:path}", get_schedule, methods=["GET"]),
     ]

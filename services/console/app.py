@@ -63,7 +63,9 @@ async def metrics(request: Request) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if request.url.path.startswith("/api/") or exc.status_code == 405:
-        return json_error(exc.status_code, str(exc.detail))
+        response = json_error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
     return pages.render(request, "error.html", status=exc.status_code, title=f"Error {exc.status_code}",
                         message=str(exc.detail))  # fmt: skip
 

@@ -143,17 +143,19 @@ class StepRunner:
             if definition is None:  # cannot happen through version routing; never guess
                 log.error("claimed a step of a version this dispatcher does not hold")
                 return
-            admission = None
+            admission: Admission | StepDocument | None = None
             if definition.limit.active and claim.committed_len < 0:
                 admission = await self._admit(claim, definition)
-            if admission is not None and admission.queued:  # no slot: it waits QUEUED, its code does not run
+            if isinstance(admission, StepDocument):  # its key function failed: the run fails, its code never runs
+                run, based_on, document = None, 0, admission
+            elif admission is not None and admission.queued:  # no slot: it waits QUEUED, its code does not run
                 run, based_on = None, 0
                 document = StepDocument([], "QUEUED", admission.text, None, admission=admission)
             else:
                 if claim.committed_len < 0:
                     self.metrics.child(self.metrics.workflows_started, claim.name).inc()
                 run, document, based_on = await self._advance(claim, definition)
-                if admission is not None:
+                if isinstance(admission, Admission):
                     document = dataclasses.replace(document, admission=admission)
             document = span.annotate(document)  # tracing: the new calls' contexts (a no-op when off)
             reply = await self.committer.commit(
@@ -213,7 +215,8 @@ class StepRunner:
             return
         self.metrics.steps_with_task.inc()
         definition = run.definition
-        # In the task attempt's own context, which ends with it (see `run`): the step's log lines name the workflow.
+        # In the task attempt's own context, which ends with it (see `run`): the step's log lines are the step's.
+        structlog.contextvars.unbind_contextvars("task", "attempt")
         structlog.contextvars.bind_contextvars(name=definition.name, version=definition.version)
         self._committed(definition.name, claim.workflow_id, run, following.step.document, reply, following.began)
 
@@ -228,6 +231,8 @@ class StepRunner:
     ) -> None:
         """Keep the run for the next step (or drop it), count the step, and say when the workflow ended."""
         continued = document.outcome is not None and document.outcome.status == "CONTINUED"
+        if run is not None:
+            structlog.contextvars.bind_contextvars(step=run.completed)  # the step's own context (see `run`)
         if run is not None:
             if reply.status == "ok" and not continued:
                 self.cache.keep(workflow_id, run)
@@ -245,18 +250,20 @@ class StepRunner:
             self.metrics.child(self.metrics.workflows_finished, name, status).inc()
             log.info("workflow finished", status=status)
 
-    async def _admit(self, claim: StepClaim, definition: Workflow[Any, Any]) -> Admission:
+    async def _admit(self, claim: StepClaim, definition: Workflow[Any, Any]) -> Admission | StepDocument:
         """A run of a workflow with a concurrency limit takes a slot before its first step, or queues for one.
 
         Asked again on every claim until the first step commits: the answer is the same (the script is
-        idempotent), so a dispatcher that dies in between changes nothing. A key function that fails is
-        left to the step itself, which then fails the workflow with its error.
+        idempotent), so a dispatcher that dies in between changes nothing. A key function that fails (or
+        returns no string) fails the run, as a task's fails its call: the step that fails it is returned.
         """
         limit = definition.limit
         try:
             key = limit.key_of(definition.convert_input(self.store.codec.open(claim.input)))
-        except Exception:
-            key = ""
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("the workflow's limit key function failed: failing the run", error=error)
+            return _failed_before_running(exc, "the key function of its concurrency limit failed")
         ident = limit_id("w", definition.name, key)
         shard = self.keys.shard_of(ident)
         member = f"{self.keys.shard_of(claim.workflow_id)}|{claim.workflow_id}"
@@ -295,7 +302,9 @@ class StepRunner:
         except Exception as exc:
             # Corrupt history (or an engine bug): fail this workflow with a clear error rather than leaving it
             # held and RUNNING forever; the others run on.
-            log.exception("cannot replay the workflow's history: failing it")
+            # No exc_info: a rendered traceback may show the frames' locals, the opened payloads among them. The
+            # traceback goes into the workflow's error record (in Redis, as any error's).
+            log.error("cannot replay the workflow's history: failing it", error=f"{type(exc).__name__}: {exc}")
             if run is not None:
                 run.close()
             consumed = len(entries) if claim.inbox_start < 0 else claim.inbox_start
@@ -332,6 +341,12 @@ class StepRunner:
                 log.warning("reading history failed, retrying", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def _failed_before_running(exc: BaseException, why: str) -> StepDocument:
+    """A first step that fails the workflow before its code runs, with the error that stopped it."""
+    error = ErrorRecord(type(exc).__name__, f"{why}: {exc}", "".join(traceback.format_exception(exc)))
+    return StepDocument([], "FAILED", "", Outcome("FAILED", "null", error))
 
 
 def _corrupt_history(exc: BaseException) -> StepDocument:

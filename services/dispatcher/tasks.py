@@ -60,7 +60,9 @@ class TaskRunner:
     async def run(self, claim: TaskClaim) -> None:
         call = claim.call
         # Bound, not undone: the attempt runs in its own copy of the context (WorkPool.spawn).
-        structlog.contextvars.bind_contextvars(workflow_id=claim.workflow_id, task=call.name, attempt=call.attempt)
+        structlog.contextvars.bind_contextvars(
+            workflow_id=claim.workflow_id, **call.origin, task=call.name, attempt=call.attempt
+        )
         with self.store.tracing.attempt(claim) as span:
             began = time.perf_counter()
             attempt = await self._attempt(claim)

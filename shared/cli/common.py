@@ -29,6 +29,7 @@ from rich.console import Console
 
 from bdurable import errors
 from bdurable.client import Client
+from bdurable.codec import to_json_value
 from bdurable.config import DEFAULT_REDIS_URL, Settings
 from bdurable.durations import parse_duration
 
@@ -143,9 +144,22 @@ def parse_json(text: str | None, option: str) -> Any:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise CliError(f"cannot read {source}: {reason}") from None
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise CliError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # NaN, Infinity: Python's json reads them, JSON has no such values
+        raise CliError(f"{source} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CliError(f"{source} is nested too deeply to be a payload") from None
+    try:
+        to_json_value(value)  # what a payload can hold (its nesting depth): refused here, as bad input
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"{source} cannot be a payload: {exc}") from None
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def parse_moment(text: str, option: str) -> datetime:
@@ -236,6 +250,8 @@ def message_for(exc: BaseException, redis_url: str | None, *, debug: bool = Fals
     """One line saying what went wrong, without our internals."""
     code = exit_code_for(exc)
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, errors.ReplicationError):  # reached, and written: not an outage (exit 4 all the same)
+        return f"{text} (the write was applied on the primary; running the command again is safe)"
     if code == EXIT_UNREACHABLE:
         where = f" at {redact_url(redis_url)}" if redis_url else ""
         return f"cannot reach Redis{where}: {text}"

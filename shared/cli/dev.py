@@ -136,7 +136,11 @@ def _pick_port(port: int | None, *, default: int = DEFAULT_PORT, option: str = "
 def dev(
     app: Annotated[
         list[str] | None,
-        typer.Option("--app", help="Module whose workflows and tasks the dispatcher runs (repeatable)."),
+        typer.Option(
+            "--app",
+            help="Module whose workflows and tasks the dispatcher runs (repeatable); without it, every role but the "
+            "dispatcher runs (start dispatchers yourself).",
+        ),
     ] = None,
     port: Annotated[
         int | None,
@@ -170,8 +174,8 @@ def dev(
     if input_text is not None and start is None:
         fail("--input goes with --start NAME")
     modules = list(app or _default_modules())
-    if not modules:
-        fail("bdurable dev needs --app MODULE: the module(s) whose workflows and tasks to run")
+    if not modules and start is not None:
+        fail("--start needs --app MODULE: the module whose workflow the dispatcher runs")
     _check_modules(modules)
     settings = client_settings(redis_url, prefix)
     embedded = redis_url is None
@@ -316,6 +320,9 @@ async def _start_children(
     for role in ROLES:
         if not role_available(role):
             _say("dev", f"the {role} role is not available in this build: not started")
+            continue
+        if role == "dispatcher" and not modules:  # nothing for it to run: dispatchers are started by hand
+            _say("dev", "no --app: no dispatcher runs; start one with `bdurable dispatcher --app MODULE` (same URL)")
             continue
         args = [arg for module in modules for arg in ("--app", module)] if role == "dispatcher" else []
         if role == "console":

@@ -26,6 +26,7 @@ from bdurable.cli.common import (
     client_settings,
     echo_json,
     error_console,
+    fail,
     handles_errors,
     parse_json,
     parse_moment,
@@ -35,6 +36,7 @@ from bdurable.cli.common import (
 )
 from bdurable.cli.render import print_history, print_page, print_state
 from bdurable.client import Client
+from bdurable.durations import parse_duration
 from bdurable.errors import (
     PayloadUnreadableError,
     WorkflowCancelledError,
@@ -174,6 +176,13 @@ def start(
     value = parse_json(input, "--input")
     seconds = parse_timeout(timeout)
     at = parse_moment(start_at, "--start-at") if start_at is not None else None
+    if delay is not None and at is not None:
+        fail("give --delay or --start-at, not both")
+    if delay is not None:
+        try:
+            parse_duration(delay)
+        except ValueError as exc:
+            fail(f"invalid --delay: {exc}")
 
     async def main() -> None:
         async with Client(settings=settings) as client:

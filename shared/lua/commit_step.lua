@@ -20,4 +20,5 @@ if redis.call('HGET', wf, 'lease') ~= lease or redis.call('HGET', proc, item) ~=
 end
 local now = now_once()
 redis.call('HDEL', proc, item)
+defer_wakes()  -- the hand-off below may take what this step queues
 return {apply_step(worker, id, based_on, step, payload, now), hand_off(worker, handoff)}

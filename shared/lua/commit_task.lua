@@ -28,12 +28,12 @@ local now = now_once()
 redis.call('HDEL', proc, item)
 release_permit(item, now)
 if outcome == 'ok' then
+  defer_wakes()  -- the hand-off below may take what this queues
   redis.call('DEL', task)
   local entry, attempts = inbox_ok(seq, payload), tonumber(t[3] or '0') + 1
   local based_on = tonumber(ARGV[9] or '')
   if based_on and (not t[2] or t[2] == shard_number()) and step_follows(worker, id, seq, based_on) then
-    record_delivery(id, seq, entry, 'done', now)
-    redis.call('HSET', k_calls(id), seq .. ':n', attempts)
+    record_delivery(id, seq, entry, 'done', now, attempts, true)
     RETENTION_MS = tonumber(ARGV[10])
     local function payload_of(index) return ARGV[11 + index] end
     local status = apply_step(worker, id, based_on, cjson.decode(ARGV[11]), payload_of, now)

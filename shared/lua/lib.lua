@@ -13,6 +13,25 @@ end
 
 local FINISHED = {COMPLETED = true, FAILED = true, CANCELLED = true}
 
+-- A time (ms since the epoch) as ISO 8601 UTC text to the second, for what people read (`waiting_on`); the
+-- date from the day number by H. Hinnant's civil_from_days (Lua in Redis has no os.date).
+local function utc_text(ms)
+  local seconds = math.floor(ms / 1000)
+  local days = math.floor(seconds / 86400)
+  local rest = seconds - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02dZ', year, month, day, math.floor(rest / 3600),
+    math.floor(rest % 3600 / 60), rest % 60)
+end
+
 -- Defined further down, used before: operations on another shard (`route`), timers, limits.
 local route, add_timer, wake_held
 
@@ -179,9 +198,25 @@ local PUSHED, PUSHED_SEEN = {}, {}
 -- meanwhile can only be taken by a dispatcher, after this script).
 local WOKEN = {}
 
+-- A commit that hands work off to its own dispatcher (`hand_off`) defers its wake-up tokens until then: the
+-- hand-off usually takes what the commit queued, and a token left for it would only be taken back at once.
+-- `defer_wakes` starts deferring; `hand_off` ends it and leaves the tokens still needed.
+local WAKES_DEFERRED, WAKES_DEFERRED_SEEN = nil, nil
+
+local function defer_wakes()
+  WAKES_DEFERRED, WAKES_DEFERRED_SEEN = {}, {}
+end
+
 local function wake(queue)
   local token = k_wake(queue)
   if WOKEN[token] then return end
+  if WAKES_DEFERRED then
+    if not WAKES_DEFERRED_SEEN[queue] then
+      WAKES_DEFERRED_SEEN[queue] = true
+      table.insert(WAKES_DEFERRED, queue)
+    end
+    return
+  end
   if redis.call('LLEN', token) == 0 then redis.call('LPUSH', token, '1') end
   WOKEN[token] = true
 end
@@ -249,11 +284,17 @@ end
 
 local function claim_task(worker, id, seq, item, suspect, claims)
   local task = k_task(seq, id)
-  if redis.call('EXISTS', task) == 0 then return end  -- its workflow finished or was cancelled
+  local fields = redis.call('HGETALL', task)
+  if #fields == 0 then return end  -- its workflow finished or was cancelled
   local lease = redis.call('INCR', K_SEQ)
   redis.call('HSET', task, 'lease', lease)
   redis.call('HSET', k_proc(worker), item, lease)
-  table.insert(claims, {'t', suspect and 1 or 0, id, seq, lease, redis.call('HGETALL', task)})
+  local at = #fields + 1  -- the fields as they are now, with the new lease
+  for i = 1, #fields, 2 do
+    if fields[i] == 'lease' then at = i end
+  end
+  fields[at], fields[at + 1] = 'lease', int(lease)
+  table.insert(claims, {'t', suspect and 1 or 0, id, seq, lease, fields})
 end
 
 -- ==== flow control: the limits of a task (its permits, its sliding window, its held-back calls) =============
@@ -382,20 +423,25 @@ end
 -- never a suspect. `T:holds:<worker>` maps each continuation set the dispatcher listens to onto its
 -- new-start set ('' for task queues), for the wake-up token.
 local function hand_off(worker, budget)
-  local claims = {}
-  if budget <= 0 or #PUSHED == 0 then return claims end
-  local holds = k_holds(worker)
-  local lists, new_starts = {}, {}
-  for _, list in ipairs(PUSHED) do
-    local other = redis.call('HGET', holds, list)
-    if other then
-      table.insert(lists, list)
-      new_starts[list] = other
+  local deferred = WAKES_DEFERRED or {}
+  WAKES_DEFERRED, WAKES_DEFERRED_SEEN = nil, nil
+  local claims, new_starts = {}, {}
+  if budget > 0 and #PUSHED > 0 then
+    local holds = k_holds(worker)
+    local lists = {}
+    for _, list in ipairs(PUSHED) do
+      local other = redis.call('HGET', holds, list)
+      if other then
+        table.insert(lists, list)
+        new_starts[list] = other
+      end
     end
+    if #lists > 0 then take_ordered(lists, worker, budget, claims, true) end
+    for _, list in ipairs(lists) do rewake(list, new_starts[list]) end  -- a token only while work is left
   end
-  if #lists == 0 then return claims end
-  take_ordered(lists, worker, budget, claims, true)
-  for _, list in ipairs(lists) do rewake(list, new_starts[list]) end
+  for _, queue in ipairs(deferred) do
+    if not new_starts[queue] then wake(queue) end
+  end
   return claims
 end
 
@@ -420,25 +466,34 @@ end
 -- Tell subscribers (result waiters, `bdurable watch`) the workflow's status; a hint, the hash is the truth.
 -- A finish carries the output and error texts too (when small), so a result waiter needs no extra read.
 local MAX_PUBLISHED_OUTCOME = 65536
-local function publish_state(id, wf)
-  local s = redis.call('HMGET', wf, 'status', 'step', 'waiting_on', 'output', 'error')
-  local message = {status = s[1], step = tonumber(s[2]), waiting_on = s[3]}
-  if FINISHED[s[1]] and #(s[4] or '') + #(s[5] or '') <= MAX_PUBLISHED_OUTCOME then
-    message.output, message.error = s[4] or '', s[5] or ''
+local function publish_state(id, status, step, waiting_on, output, error_json)
+  local message = {status = status, step = tonumber(step), waiting_on = waiting_on}
+  if FINISHED[status] and #(output or '') + #(error_json or '') <= MAX_PUBLISHED_OUTCOME then
+    message.output, message.error = output or '', error_json or ''
   end
   redis.call('PUBLISH', ch_workflow(id), cjson.encode(message))
 end
 
--- Change status, keeping the index of (status, version) in step.
-local function set_status(id, status, waiting_on, now)
+-- Change status, keeping the index of (status, version) in step, and tell subscribers. `fields` (optional:
+-- field, value, ...) are written in the same HSET: one read and one write of the hash per change.
+local function set_status(id, status, waiting_on, now, fields)
   local wf = k_wf(id)
-  local f = redis.call('HMGET', wf, 'status', 'created_at', 'name', 'version')
+  local f = redis.call('HMGET', wf, 'status', 'created_at', 'name', 'version', 'step', 'output', 'error')
   if f[1] ~= status then
     if f[1] then redis.call('ZREM', k_index(f[1], f[4], f[3]), id) end
     redis.call('ZADD', k_index(status, f[4], f[3]), f[2], id)
   end
-  redis.call('HSET', wf, 'status', status, 'waiting_on', waiting_on or '', 'updated_at', int(now))
-  publish_state(id, wf)
+  waiting_on = waiting_on or ''
+  local written = {'status', status, 'waiting_on', waiting_on, 'updated_at', int(now)}
+  local output, error_json = f[6], f[7]
+  for i = 1, #(fields or {}), 2 do
+    local field, value = fields[i], fields[i + 1]
+    written[#written + 1] = field
+    written[#written + 1] = value
+    if field == 'output' then output = value elseif field == 'error' then error_json = value end
+  end
+  redis.call('HSET', wf, unpack(written))
+  publish_state(id, status, f[5], waiting_on, output, error_json)
 end
 
 -- ==== versions ================================================================================================
@@ -493,19 +548,24 @@ local function enqueue_step(id, now, force)
   return 1
 end
 
--- Put a task call on its queue's ready set. `keep_place` (a hand-back) keeps the order it had.
+-- Put task call `seq` of workflow `id` on its queue's ready set, at `order` (its place in line).
+local function queue_task(id, seq, queue, name, priority, order, limited)
+  redis.call('SADD', K_TASK_QUEUES, task_queue_member(queue, name))
+  local list = k_task_queue(queue, name)
+  local item = limited and item_limited(seq, id) or item_task(seq, id)
+  push_ready(list, list, item, tonumber(priority or '0'), order)
+end
+
+-- Put a recorded task call on its queue's ready set. `keep_place` (a hand-back) keeps the order it had.
 local function push_task(id, seq, now, keep_place)
   local task = k_task(seq, id)
   local t = redis.call('HMGET', task, 'queue', 'name', 'priority', 'order', 'limit')
   local order = keep_place and tonumber(t[4]) or nil
   if not order then
     order = next_order()
-    redis.call('HSET', task, 'order', order, 'queued_at', int(now))
+    redis.call('HSET', task, 'order', int(order), 'queued_at', int(now))
   end
-  redis.call('SADD', K_TASK_QUEUES, task_queue_member(t[1], t[2]))
-  local list = k_task_queue(t[1], t[2])
-  local item = t[5] and item_limited(seq, id) or item_task(seq, id)
-  push_ready(list, list, item, tonumber(t[3] or '0'), order)
+  queue_task(id, seq, t[1], t[2], t[3], order, t[5])
 end
 
 -- A limit has room again (a permit freed, the window moved): the calls it held back longest go back to their
@@ -539,21 +599,29 @@ end
 
 -- Record the result of durable call `seq` (an inbox entry) unless it was already resolved: the check makes
 -- every delivery idempotent, so a timer racing a result never delivers twice. Returns 1 when recorded.
-local function record_delivery(id, seq, entry, final_status, now)
+-- `attempts`: how many attempts a task call took (kept with the history); `checked`: the caller has just
+-- checked that the workflow runs and the call is pending (`step_follows`).
+local function record_delivery(id, seq, entry, final_status, now, attempts, checked)
   local wf = k_wf(id)
-  local status = redis.call('HGET', wf, 'status')
-  if not status or FINISHED[status] then return 0 end
   local calls = k_calls(id)
-  if redis.call('HGET', calls, seq .. ':s') ~= 'pending' then return 0 end
-  redis.call('HSET', calls, seq .. ':s', final_status, seq .. ':f', int(now))
+  if not checked then
+    local status = redis.call('HGET', wf, 'status')
+    if not status or FINISHED[status] then return 0 end
+    if redis.call('HGET', calls, seq .. ':s') ~= 'pending' then return 0 end
+  end
+  if attempts then
+    redis.call('HSET', calls, seq .. ':s', final_status, seq .. ':f', int(now), seq .. ':n', int(attempts))
+  else
+    redis.call('HSET', calls, seq .. ':s', final_status, seq .. ':f', int(now))
+  end
   redis.call('RPUSH', k_inbox(id), entry)
   redis.call('HINCRBY', wf, 'step', 1)
   return 1
 end
 
 -- Deliver it: record it, and queue the workflow's next step to consume it.
-local function deliver(id, seq, entry, final_status, now)
-  if record_delivery(id, seq, entry, final_status, now) == 0 then return 0 end
+local function deliver(id, seq, entry, final_status, now, attempts)
+  if record_delivery(id, seq, entry, final_status, now, attempts) == 0 then return 0 end
   enqueue_step(id, now, false)
   return 1
 end
@@ -617,7 +685,7 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
   zadd(K_IDS, 0, id)
   if start_at then
     add_field(fields, 'status', 'SCHEDULED')
-    add_field(fields, 'waiting_on', 'its start at ' .. int(start_at) .. ' ms')
+    add_field(fields, 'waiting_on', 'its start at ' .. utc_text(start_at))
     add_field(fields, 'start_at', int(start_at))
     redis.call('HSET', wf, unpack(fields))
     zadd(k_index('SCHEDULED', version, name), at, id)
@@ -693,11 +761,13 @@ end
 
 -- Finish a workflow: final status, output or error, expiry of all its keys after the retention period,
 -- delivery of its result to its parent, and the slot of its concurrency limit freed.
-local function finish_workflow(id, status, output, error_json, retention_ms, now)
+-- `fields`: more to write with the final status (field, value, ...).
+local function finish_workflow(id, status, output, error_json, retention_ms, now, fields)
   local wf = k_wf(id)
-  redis.call('HSET', wf, 'output', output, 'pending', '0', 'finished_at', int(now))
-  if error_json ~= '' then redis.call('HSET', wf, 'error', error_json) end
-  set_status(id, status, '', now)
+  local written = {'output', output, 'pending', '0', 'finished_at', int(now)}
+  if error_json ~= '' then add_field(written, 'error', error_json) end
+  for i = 1, #(fields or {}), 2 do add_field(written, fields[i], fields[i + 1]) end
+  set_status(id, status, '', now, written)
   local expire_at = now + retention_ms
   for _, key in ipairs({wf, k_calls(id), k_inbox(id), k_signals(id), k_events(id)}) do
     redis.call('PEXPIREAT', key, int(expire_at))
@@ -899,9 +969,9 @@ end
 
 local function apply_x(m, now)
   if m.op == 'deliver' then
-    if deliver(m.id, m.seq, m.entry, m.status, now) == 1 and m.attempts and m.attempts ~= cjson.null then
-      redis.call('HSET', k_calls(m.id), m.seq .. ':n', int(m.attempts))
-    end
+    local attempts = m.attempts
+    if attempts == cjson.null then attempts = nil end
+    deliver(m.id, m.seq, m.entry, m.status, now, attempts)
   elseif m.op == 'create_task' then  -- a limited task, created in its limit's shard
     local task = k_task(m.seq, m.id)
     if redis.call('EXISTS', task) == 0 then
@@ -1000,7 +1070,11 @@ local function apply_step(worker, id, based_on, step, payload, now)
   local wf = k_wf(id)
   local calls = k_calls(id)
   local signals = 0
-  local priority = redis.call('HGET', wf, 'priority')
+  local priority, priority_read = nil, false
+  local function run_priority()  -- read once, and only by a step that starts something (a run's own priority)
+    if not priority_read then priority, priority_read = redis.call('HGET', wf, 'priority'), true end
+    return priority
+  end
 
   -- A workflow with a concurrency limit took a slot (or queues for one) before its first step ran.
   local admission = step.admission
@@ -1008,8 +1082,7 @@ local function apply_step(worker, id, based_on, step, payload, now)
     redis.call('HSET', wf, 'slot', admission.limit, 'slot_shard', admission.shard)
     local granted = redis.call('HDEL', wf, 'slot_granted') == 1  -- a grant that came before this commit
     if admission.queued then  -- no slot yet: it waits, QUEUED, until one frees (its code has not run)
-      redis.call('HSET', wf, 'pending', '0')
-      set_status(id, 'QUEUED', admission.text, now)
+      set_status(id, 'QUEUED', admission.text, now, {'pending', '0'})
       if granted then enqueue_step(id, now, true) end  -- one freed meanwhile: the next claim is admitted
       return 'ok'
     end
@@ -1025,39 +1098,41 @@ local function apply_step(worker, id, based_on, step, payload, now)
       local record = signal_record(seq, c.name, payload(c.p), now)
       redis.call('RPUSH', k_signals(id), record)
       push_bus({t = 'signal', id = id, rec = record})  -- the bus publishes it
-    else
+    elseif c.kind == 'task' or c.kind == 'child' then  -- pending, its arguments kept with the history
+      redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'pending', seq .. ':t', int(now), seq .. ':a', payload(c.p))
+    else  -- a sleep, an event wait: pending
       redis.call('HSET', calls, seq, c.rec, seq .. ':s', 'pending', seq .. ':t', int(now))
-      if c.kind == 'task' or c.kind == 'child' then
-        redis.call('HSET', calls, seq .. ':a', payload(c.p))  -- its arguments, kept with the history
-      end
-      if c.kind == 'task' and (c.limit == nil or c.limit == cjson.null) then
-        local task = k_task(seq, id)
-        redis.call('HSET', task, 'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',
-          'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
-          'on_exhausted', c.on_exhausted, 'lease', '0')
-        if priority then redis.call('HSET', task, 'priority', priority) end  -- a run's tasks inherit its priority
-        if c.trace then redis.call('HSET', task, 'trace', c.trace) end  -- its attempts' spans continue it
-        push_task(id, seq, now, false)
-      elseif c.kind == 'task' then  -- a limited task lives with its limit, in the limit's shard
-        local fields = {'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',
-          'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
-          'on_exhausted', c.on_exhausted, 'lease', '0', 'limit', c.limit.id, 'wf_shard', shard_number()}
-        if priority then table.insert(fields, 'priority') table.insert(fields, priority) end
-        if c.trace then table.insert(fields, 'trace') table.insert(fields, c.trace) end
+    end
+    if c.kind == 'task' then
+      local fields = {'name', c.name, 'args', payload(c.p), 'queue', c.queue, 'attempts', '0',
+        'max_attempts', int(c.max_attempts), 'backoff_ms', int(c.backoff_ms), 'timeout_ms', int(c.timeout_ms),
+        'on_exhausted', c.on_exhausted, 'lease', '0'}
+      if run_priority() then add_field(fields, 'priority', priority) end  -- a run's tasks inherit its priority
+      if c.trace then add_field(fields, 'trace', c.trace) end  -- its attempts' spans continue it
+      if c.of then add_field(fields, 'of', c.of) end  -- its workflow, for its attempts' log lines
+      if c.limit == nil or c.limit == cjson.null then  -- created and queued at once, in one write
+        local order = next_order()
+        add_field(fields, 'order', int(order))
+        add_field(fields, 'queued_at', int(now))
+        redis.call('HSET', k_task(seq, id), unpack(fields))
+        queue_task(id, seq, c.queue, c.name, priority, order, false)
+      else  -- a limited task lives with its limit, in the limit's shard
+        add_field(fields, 'limit', c.limit.id)
+        add_field(fields, 'wf_shard', shard_number())
         route({shard = c.limit.shard, op = 'create_task', id = id, seq = seq, fields = fields, limit = c.limit}, now)
-      elseif c.kind == 'sleep' then
-        local due = c.due_ms
-        if due == nil or due == cjson.null then due = now + c.delay_ms end
-        add_timer(timer_call('s', seq, id), due)
-      elseif c.kind == 'event' then
-        local key = c.key
-        if key == cjson.null then key = nil end
-        register_wait(id, seq, c.name, key, c.timeout_ms, now)
-      elseif c.kind == 'child' then
-        route({shard = c.shard, op = 'start_child', id = c.child_id, name = c.name, version = c.version,
-          queue = c.queue, input = payload(c.p), parent_id = id, parent_seq = seq, parent_shard = shard_number(),
-          priority = tonumber(priority or '0'), trace = c.trace}, now)
       end
+    elseif c.kind == 'sleep' then
+      local due = c.due_ms
+      if due == nil or due == cjson.null then due = now + c.delay_ms end
+      add_timer(timer_call('s', seq, id), due)
+    elseif c.kind == 'event' then
+      local key = c.key
+      if key == cjson.null then key = nil end
+      register_wait(id, seq, c.name, key, c.timeout_ms, now)
+    elseif c.kind == 'child' then
+      route({shard = c.shard, op = 'start_child', id = c.child_id, name = c.name, version = c.version,
+        queue = c.queue, input = payload(c.p), parent_id = id, parent_seq = seq, parent_shard = shard_number(),
+        priority = tonumber(run_priority() or '0'), trace = c.trace}, now)
     end
   end
   if signals > 0 then redis.call('HINCRBY', wf, 'step', signals) end
@@ -1066,25 +1141,28 @@ local function apply_step(worker, id, based_on, step, payload, now)
   for _, seq in ipairs(step.cancelled) do release_call(id, int(seq), 'cancelled', now) end
   for _, seq in ipairs(step.abandon) do release_call(id, int(seq), 'abandoned', now) end
 
-  redis.call('HSET', wf, 'cache_owner', worker, 'cache_len', int(based_on))
   redis.call('HDEL', wf, 'step_crashes', 'suspect')  -- it ran to the end: not what killed its dispatchers
   local outcome = step.outcome
   if outcome ~= cjson.null and outcome.status == 'CONTINUED' then
-    continue_as_new(id, payload(outcome.p), outcome.next_seq, based_on, now)
+    continue_as_new(id, payload(outcome.p), outcome.next_seq, based_on, now)  -- no copy of the new run is kept
     return 'ok'
   end
+  -- The committing dispatcher keeps its copy of the run, current up to here (written with the status).
+  local written = {'cache_owner', worker, 'cache_len', int(based_on)}
   if outcome ~= cjson.null then
-    finish_workflow(id, outcome.status, payload(outcome.p), outcome.error, RETENTION_MS, now)
+    finish_workflow(id, outcome.status, payload(outcome.p), outcome.error, RETENTION_MS, now, written)
     return 'finished'
   end
   if redis.call('LLEN', k_inbox(id)) > based_on then
+    redis.call('HSET', wf, unpack(written))  -- before enqueue_step, which reads it (a continuation)
     enqueue_step(id, now, true)  -- results arrived while the step ran: run the next step now
-  elseif tonumber(redis.call('HGET', wf, 'parked') or '0') > 0 then
-    redis.call('HSET', wf, 'pending', '0')
-    set_status(id, 'PARKED', redis.call('HGET', wf, 'parked_on'), now)
+    return 'ok'
+  end
+  add_field(written, 'pending', '0')
+  if tonumber(redis.call('HGET', wf, 'parked') or '0') > 0 then
+    set_status(id, 'PARKED', redis.call('HGET', wf, 'parked_on'), now, written)
   else
-    redis.call('HSET', wf, 'pending', '0')
-    set_status(id, step.status, step.waiting_on, now)
+    set_status(id, step.status, step.waiting_on, now, written)
   end
   return 'ok'
 end
@@ -1108,6 +1186,7 @@ local function begin_call(keys, argv)
   bind_keys(keys, argv)
   NOW, RETENTION_MS = nil, 7 * 86400000
   PUSHED, PUSHED_SEEN, WOKEN = {}, {}, {}
+  WAKES_DEFERRED, WAKES_DEFERRED_SEEN = nil, nil
   CREATED = {}
   ORDERS_AHEAD, ORDER_NEXT, ORDER_LAST, DEFERRED, DEFERRED_KEYS = 0, nil, nil, nil, {}
 end

@@ -14,7 +14,15 @@ from bdurable.codec import encode_payload, from_json_value
 from bdurable.durations import parse_duration
 from bdurable.limits import limit_id
 from bdurable.replay.signals import ContinueAsNew
-from bdurable.wire import ChildCommand, EventCommand, LimitSpec, SignalCommand, SleepCommand, TaskCommand
+from bdurable.wire import (
+    ChildCommand,
+    EventCommand,
+    LimitSpec,
+    SignalCommand,
+    SleepCommand,
+    TaskCommand,
+    task_origin,
+)
 
 if TYPE_CHECKING:
     from bdurable.replay.run import WorkflowRun
@@ -142,6 +150,7 @@ class Context:
             task.bind_arguments(args, kwargs), what=f"arguments of task {task.name}", max_bytes=run.max_payload
         )
         limit, record, description = self._task_limit(task, args, kwargs), None, f"task {task.name}"
+        origin = task_origin(run.definition.name, run.definition.version, run.completed)
         if limit is not None:
             description += f" (limited{task.limit.describe(task.limit.key_of(*args, **kwargs))})"
             if limit.shard != run.shard_of(run.workflow_id):
@@ -160,6 +169,7 @@ class Context:
                 round((task.timeout or 0) * 1000),
                 task.on_exhausted,
                 limit,
+                origin=origin,
             ),
             record=record,
             description=description,

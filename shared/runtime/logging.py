@@ -30,6 +30,14 @@ def _trace_ids() -> list[Any]:
     return [add_trace_ids]
 
 
+def _traceback_without_locals() -> Any:
+    try:
+        import rich  # noqa: F401  # only whether it is installed (the CLI's dependency typer brings it)
+    except ImportError:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False)
+
+
 def configure_logging(*, level: str = "info", fmt: str | None = None, stream: Any = None) -> None:
     output = stream or sys.stderr
     if fmt is None:
@@ -38,7 +46,8 @@ def configure_logging(*, level: str = "info", fmt: str | None = None, stream: An
     if not isinstance(numeric, int):
         raise ValueError(f"invalid log level {level!r}")
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=output.isatty())
+        # Tracebacks without the frames' locals: those may hold opened (decrypted) payloads.
+        structlog.dev.ConsoleRenderer(colors=output.isatty(), exception_formatter=_traceback_without_locals())
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )

@@ -5,10 +5,11 @@ Time skipping: the environment's roles run the engine's scripts in their test-cl
 :mod:`bdurable.lua`), which add an offset stored in Redis under the environment's prefix to the server's clock;
 the roles' Python code reads the same offset from the environment's :class:`TestClock` (``ctx.now()``, delayed
 starts, schedules). Only this module makes such a clock and only for the objects it creates, so production code
-never runs on it. While a test awaits a workflow's result through ``env.client``, the environment watches the
-engine: when nothing can run (no ready step or task, nothing in flight on its dispatcher, no message on the
-signal bus) and a timer is pending, it moves the clock to that timer, and the scheduler fires it as if the time
-had come. ``await env.sleep("3 days")`` moves the clock on explicitly, firing the timers on the way in order.
+never runs on it. While a test awaits a workflow's result through ``env.client`` (or the next item of its
+``signals``/``watch`` stream), the environment watches the engine: when nothing can run (no ready step or task,
+nothing in flight on its dispatcher, no message on the signal bus) and a timer is pending, it moves the clock to
+that timer, and the scheduler fires it as if the time had come. ``await env.sleep("3 days")`` moves the clock on
+explicitly, firing the timers on the way in order.
 
 Heartbeats and leases count in the same clock, so a jump of days would make every role look dead: the
 environment runs its roles with a heartbeat timeout of ten years (nothing is ever reaped in it; crash recovery
@@ -19,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from bdurable.client import Client
 from bdurable.clock import SYSTEM_CLOCK, Clock
@@ -30,9 +31,12 @@ from bdurable.config import Settings
 from bdurable.durations import parse_duration
 from bdurable.embedded import RedisServer
 from bdurable.keys import Keys, ShardKeys
+from bdurable.model import Signal
 from bdurable.worker import ROLES, Worker
 
 __all__ = ["TestClock", "WorkflowEnvironment"]
+
+T = TypeVar("T")
 
 TEN_YEARS = 10 * 365 * 86400.0
 IDLE_CHECKS = 3  # consecutive idle looks (a few ms apart) before the clock moves: settled, not between two hops
@@ -61,6 +65,30 @@ class _EnvironmentClient(Client):
         finally:
             self._environment._waiting -= 1
 
+    async def signals(self, workflow_id: str) -> AsyncIterator[Signal]:
+        async for signal in self._awaiting(super().signals(workflow_id)):
+            yield signal
+
+    async def watch(self, workflow_id: str) -> AsyncIterator[dict[str, Any]]:
+        async for change in self._awaiting(super().watch(workflow_id)):
+            yield change
+
+    async def _awaiting(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        """The items of a stream that follows a workflow (until it ends), letting time skip while the test awaits
+        the next one: not while the test handles one (it may act on the workflow before its next timer)."""
+        try:
+            while True:
+                self._environment._waiting += 1
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    self._environment._waiting -= 1
+                yield item
+        finally:
+            await items.aclose()  # type: ignore[attr-defined]
+
 
 class WorkflowEnvironment:
     """An embedded Redis (or ``redis_url``), the roles in this process, and ``env.client``.
@@ -68,7 +96,8 @@ class WorkflowEnvironment:
     ``apps`` are the modules (or import names) whose workflows and tasks the environment runs. Each
     environment uses a fresh key prefix, so environments can share one Redis (pass ``redis_url``: starting
     a server takes a few hundred milliseconds). With ``time_skipping=True`` the clock jumps to the next timer
-    whenever the test waits on a result and every workflow waits; ``sleep`` moves it on explicitly.
+    whenever every workflow waits while the test awaits one of them (a result, the next signal or change of
+    ``signals``/``watch``); ``sleep`` moves it on explicitly.
     """
 
     __test__ = False

@@ -4,6 +4,7 @@ user's value is never mistaken for an envelope."""
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import os
 from typing import Any
@@ -165,8 +166,16 @@ def test_settings_refuse_bad_keys_without_printing_them() -> None:
     with pytest.raises(ValueError, match="key #1 is not base64"):
         Settings.from_env({"BDURABLE_ENCRYPTION_KEYS": "not base64!"})
     key = new_key()
-    with pytest.raises(ValueError, match="same key twice"):
+    with pytest.raises(ValueError, match=r"same key twice: key #2 repeats key #1$") as info:
         Settings.from_env({"BDURABLE_ENCRYPTION_KEYS": f"{key},{key}"})
+    assert key not in str(info.value)
+    url_safe = base64.urlsafe_b64encode(base64.b64decode(key)).decode().rstrip("=")  # the same key, spelled apart
+    with pytest.raises(ValueError, match=r"same key twice: key #3 repeats key #1$"):
+        Settings.from_env({"BDURABLE_ENCRYPTION_KEYS": f"{key},{new_key()},{url_safe}"})
+    with pytest.MonkeyPatch.context() as patch:  # two different keys whose ids collide (1 in 2**32 for real)
+        patch.setattr(hmac, "digest", lambda key, msg, digest: bytes(32))
+        with pytest.raises(ValueError, match="key #2 has the same key id as key #1; replace one"):
+            Settings.from_env({"BDURABLE_ENCRYPTION_KEYS": f"{key},{new_key()}"})
     parsed = Settings.from_env({"BDURABLE_ENCRYPTION_KEYS": f" {key} ,", "BDURABLE_COMPRESS_ABOVE": "off"})
     assert parsed.encryption_keys == (key,)
     assert parsed.compress_above is None
