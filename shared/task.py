@@ -14,6 +14,7 @@ from bdurable.codec import from_json_value
 from bdurable.current import current_run
 from bdurable.durations import parse_duration
 from bdurable.limits import Limit, parse_rate
+from bdurable.naming import given_name
 
 __all__ = ["Task", "task"]
 
@@ -47,16 +48,8 @@ class Task(Generic[P, R]):
             raise ValueError(f"task {fn.__qualname__}: max_attempts must be >= 1")
         if on_exhausted not in ("raise", "park"):
             raise ValueError(f"task {fn.__qualname__}: on_exhausted must be 'raise' or 'park'")
-        given: object = name  # callers without a type checker may pass anything
-        if given is not None and not isinstance(given, str):
-            raise TypeError(f"task {fn.__qualname__}: name must be a str, not {type(given).__name__}")
-        if name == "":
-            raise ValueError(
-                f"task {fn.__qualname__}: name is empty: give a name, or leave it out for the default "
-                f"{fn.__module__}.{fn.__qualname__}"
-            )
         self.fn = fn
-        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        self.name = given_name(name, f"{fn.__module__}.{fn.__qualname__}", f"task {fn.__qualname__}")
         self.max_attempts = max_attempts
         self.backoff = parse_duration(backoff)
         self.timeout = None if timeout is None else parse_duration(timeout)

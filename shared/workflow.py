@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints
 
 from bdurable.codec import from_json_value, json_schema, to_json_value
 from bdurable.limits import Limit
+from bdurable.naming import given_name
 
 if TYPE_CHECKING:
     from bdurable.replay.context import Context
@@ -39,15 +40,8 @@ class Workflow(Generic[I, O]):
             raise TypeError(f"workflow {fn.__qualname__} must take exactly two arguments: (ctx, input)")
         if not _is_text(version):
             raise TypeError(f"workflow {fn.__qualname__}: version must be a non-empty string")
-        given: object = name  # callers without a type checker may pass anything
-        if given is not None and not isinstance(given, str):
-            raise TypeError(f"workflow {fn.__qualname__}: name must be a str, not {type(given).__name__}")
-        if name == "":
-            raise ValueError(
-                f"workflow {fn.__qualname__}: name is empty: give a name, or leave it out for the default {fn.__name__}"
-            )
         self.fn = fn
-        self.name = name or fn.__name__
+        self.name = given_name(name, fn.__name__, f"workflow {fn.__qualname__}")
         self.version = version
         self.queue = queue
         try:
