@@ -233,7 +233,6 @@ class StepRunner:
         continued = document.outcome is not None and document.outcome.status == "CONTINUED"
         if run is not None:
             structlog.contextvars.bind_contextvars(step=run.completed)  # the step's own context (see `run`)
-        if run is not None:
             if reply.status == "ok" and not continued:
                 self.cache.keep(workflow_id, run)
             else:
