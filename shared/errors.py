@@ -83,7 +83,7 @@ class WorkflowCancelledError(DurableError):
 
     def __init__(self, reason: str | None = None) -> None:
         super().__init__(f"workflow cancelled: {reason}" if reason else "workflow cancelled")
-        self.reason = reason
+        self.reason = reason or None  # a cancel without a reason (stored as "") has none
 
 
 class EventTimeoutError(DurableError):

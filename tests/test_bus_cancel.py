@@ -313,6 +313,18 @@ async def test_cancelling_a_parent_cancels_its_child_on_another_shard(settings: 
         await roles.stop_all()
 
 
+async def test_a_cancel_without_a_reason_has_none(client: Client, roles: InProcessRoles) -> None:
+    roles.signal_bus()
+    t = token()
+    handle = await client.start(bus_app.cancel_except, {"at": "sleep", "token": t})
+    await handle.cancel()
+    roles.dispatcher(bus_app)
+    with pytest.raises(WorkflowCancelledError) as caught:
+        await handle.result(timeout=10)
+    assert caught.value.reason is None
+    assert str(caught.value) == "workflow cancelled"
+
+
 async def test_a_cancel_before_the_first_step_is_raised_at_the_first_await(
     client: Client, roles: InProcessRoles
 ) -> None:
