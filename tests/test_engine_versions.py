@@ -151,6 +151,27 @@ async def test_resume_refuses_workflows_that_are_not_halted(client: Client, role
         await client.resume("no-such-workflow")
 
 
+async def test_a_queued_step_says_which_version_s_dispatcher_it_waits_for(
+    client: Client, roles: InProcessRoles
+) -> None:
+    # During a deploy an old run may wait for a dispatcher of its old version: waiting_on names it.
+    roles.dispatcher(engine_app, concurrency=1)
+    await eventually(lambda: _live(client, {"1"}), timeout=5)
+    busy = await client.start(engine_app.blocking_flow, {"seconds": 1.5, "n": 1})  # its one slot, 1.5 s
+    await eventually(lambda: _waits_on(client, busy.workflow_id, "task"), timeout=5)
+    queued = await client.start(engine_app.versioned_v1, {"task": False})
+    state = await queued.state()
+    assert state is not None
+    assert (state.status, state.waiting_on) == (Status.RUNNING, "a dispatcher of versioned@1 to run its next step")
+    assert await queued.result(timeout=10) == {"workflow": "1"}
+    await busy.result(timeout=10)
+
+
+async def _waits_on(client: Client, workflow_id: str, prefix: str) -> bool:
+    state = await client.get_state(workflow_id)
+    return state is not None and (state.waiting_on or "").startswith(prefix)
+
+
 async def test_without_any_live_dispatcher_a_workflow_waits_then_runs(client: Client, roles: InProcessRoles) -> None:
     handle = await client.start(engine_app.versioned_v1, {})
     state = await client.get_state(handle.workflow_id)

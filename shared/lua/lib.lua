@@ -510,6 +510,13 @@ local function version_liveness(name, version, now)
   return 'other'
 end
 
+-- What a queued step waits for, in words: a dispatcher of its version (the one that runs it, maybe a dispatcher
+-- of the old version during a deploy), or a live one at all.
+local function waiting_for_dispatcher(name, version, liveness)
+  if liveness == 'none' then return 'a live dispatcher that runs ' .. name .. '@' .. version end
+  return 'a dispatcher of ' .. name .. '@' .. version .. ' to run its next step'
+end
+
 -- Every halt is counted here (`bdurable_workflows_halted_total` is exported from this total).
 local function halt_version_mismatch(id, name, version, now)
   redis.call('HINCRBY', K_STATS, 'halted', 1)
@@ -542,9 +549,7 @@ local function enqueue_step(id, now, force)
   end
   redis.call('SADD', K_STEP_QUEUES, step_queue_member(queue, name, version))
   push_ready(list, continuations, item_step(id), tonumber(f[6] or '0'), order or next_order())
-  local waiting = 'a dispatcher to run its next step'
-  if liveness == 'none' then waiting = 'a live dispatcher that runs ' .. name .. '@' .. version end
-  set_status(id, 'RUNNING', waiting, now)
+  set_status(id, 'RUNNING', waiting_for_dispatcher(name, version, liveness), now)
   return 1
 end
 
@@ -701,9 +706,7 @@ local function create_workflow(id, name, version, queue, input, parent_id, paren
     return true
   end
   -- Queued at once, as enqueue_step would (without reading back what was just written).
-  local waiting = 'a dispatcher to run its next step'
-  if c.liveness == 'none' then waiting = 'a live dispatcher that runs ' .. name .. '@' .. version end
-  add_field(fields, 'waiting_on', waiting)
+  add_field(fields, 'waiting_on', waiting_for_dispatcher(name, version, c.liveness))
   add_field(fields, 'pending', '1')
   add_field(fields, 'queued_at', at)
   redis.call('HSET', wf, unpack(fields))
