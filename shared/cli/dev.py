@@ -165,6 +165,7 @@ def dev(
 ) -> None:
     """Run an embedded Redis, every role and the web console locally; Ctrl-C stops them all.
 
+    Without --app no dispatcher runs: start dispatchers yourself against the URL dev prints.
     With --redis-url (or BDURABLE_REDIS_URL) no Redis is started and the roles use that one. If a role
     dies on its own, dev says so and stops the others (exit 1). With --start NAME, dev runs that one
     workflow end to end (its status changes and signals shown as they happen), prints its result and
