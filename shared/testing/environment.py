@@ -19,8 +19,9 @@ is tested with real processes, see ``tests/faults``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any, TypeVar
@@ -59,11 +60,8 @@ class _EnvironmentClient(Client):
         self._clock = environment.clock
 
     async def result(self, workflow_id: str, timeout: float | None = None) -> Any:
-        self._environment._waiting += 1
-        try:
+        with self._environment._awaited():
             return await super().result(workflow_id, timeout=timeout)
-        finally:
-            self._environment._waiting -= 1
 
     async def signals(self, workflow_id: str) -> AsyncIterator[Signal]:
         async for signal in self._awaiting(super().signals(workflow_id)):
@@ -78,16 +76,14 @@ class _EnvironmentClient(Client):
         the next one: not while the test handles one (it may act on the workflow before its next timer)."""
         try:
             while True:
-                self._environment._waiting += 1
-                try:
-                    item = await anext(items)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    self._environment._waiting -= 1
+                with self._environment._awaited():
+                    try:
+                        item = await anext(items)
+                    except StopAsyncIteration:
+                        return
                 yield item
         finally:
-            await items.aclose()  # type: ignore[attr-defined]
+            await items.aclose()  # type: ignore[attr-defined]  # Client's streams are async generators
 
 
 class WorkflowEnvironment:
@@ -210,6 +206,15 @@ class WorkflowEnvironment:
                 await self._settled()
                 return
             await self._move_to(max(due, now))
+
+    @contextlib.contextmanager
+    def _awaited(self) -> Iterator[None]:
+        """While the test awaits a workflow through ``env.client``: time may skip meanwhile."""
+        self._waiting += 1
+        try:
+            yield
+        finally:
+            self._waiting -= 1
 
     async def _skip_while_waiting(self) -> None:
         """While a result is awaited and nothing can run, jump to the next timer."""
