@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.codec import encode_payload, to_json_value
 from bdurable.config import Settings
-from bdurable.durations import parse_duration
+from bdurable.durations import aware_ms, parse_duration
 from bdurable.errors import (
     DeadLetterNotFoundError,
     DeadLetterNotParkedError,
@@ -583,12 +583,7 @@ def _check_priority(priority: object) -> None:
 
 
 def _ms_of(moment: datetime | None, what: str) -> int | None:
-    if moment is None:
-        return None
-    value: object = moment  # callers may pass anything
-    if not isinstance(value, datetime) or moment.tzinfo is None:
-        raise InvalidInputError(f"{what} needs an aware datetime (with a timezone), not {moment!r}")
-    return int(moment.timestamp() * 1000)
+    return None if moment is None else aware_ms(moment, what)
 
 
 def _is_text(value: object) -> bool:

@@ -1,11 +1,14 @@
-"""Parsing of the human duration and size strings used by ``ctx.sleep`` and the settings."""
+"""Parsing of the human duration and size strings used by ``ctx.sleep`` and the settings, and the one check of
+the moments the API takes (aware datetimes)."""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-__all__ = ["parse_duration", "parse_size"]
+from bdurable.errors import InvalidInputError
+
+__all__ = ["aware_ms", "parse_duration", "parse_size"]
 
 _UNIT_SECONDS: dict[str, float] = {
     "ms": 0.001,
@@ -109,3 +112,12 @@ def parse_size(value: str | int) -> int:
     if size <= 0:
         raise ValueError(f"invalid size {value!r}: must be positive")
     return size
+
+
+def aware_ms(moment: datetime, what: str) -> int:
+    """A moment given to the API (``what`` names it in errors), in ms since the epoch: an aware datetime only,
+    since a naive one means a different instant on every machine."""
+    value: object = moment  # callers may pass anything
+    if not isinstance(value, datetime) or moment.tzinfo is None:
+        raise InvalidInputError(f"{what} must be an aware datetime (with a timezone), not {moment!r}")
+    return int(moment.timestamp() * 1000)

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from bdurable.codec import dumps, loads
-from bdurable.durations import parse_duration
+from bdurable.durations import aware_ms, parse_duration
 from bdurable.errors import InvalidInputError
 
 __all__ = ["OVERLAP_POLICIES", "Firing", "Plan", "ScheduleSpec", "ScheduleState", "plan", "run_id"]
@@ -67,12 +67,7 @@ def _duration_ms(value: str | float | timedelta | None, what: str) -> int | None
 
 
 def _aware_ms(value: datetime | None, what: str) -> int | None:
-    if value is None:
-        return None
-    given: object = value  # callers may pass anything
-    if not isinstance(given, datetime) or given.tzinfo is None:
-        raise InvalidInputError(f"{what} must be an aware datetime (with a timezone)")
-    return _ms(value)
+    return None if value is None else aware_ms(value, what)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bdurable.codec import encode_payload, to_json_value
 from bdurable.config import Settings
+from bdurable.durations import aware_ms
 from bdurable.errors import (
     InvalidInputError,
     ScheduleAlreadyExistsError,
@@ -224,7 +225,7 @@ class ScheduleMethods:
         """One run per scheduled time in ``[start, end)`` (each at once, whatever the overlap policy); returns
         their ids. A time that already ran is not run again (its id exists)."""
         scheduled = await load_schedule(self.reads, schedule_id)
-        first, last = _aware(start, "start"), _aware(end, "end")
+        first, last = aware_ms(start, "start"), aware_ms(end, "end")
         if last <= first:
             raise InvalidInputError("end must be after start")
         started = []
@@ -336,10 +337,3 @@ def _check_schedule_id(schedule_id: str) -> None:
         raise InvalidInputError(f"a schedule id is at most {MAX_SCHEDULE_ID} characters")
     if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in schedule_id):
         raise InvalidInputError("a schedule id may not contain control characters")
-
-
-def _aware(moment: datetime, what: str) -> int:
-    value: object = moment  # callers may pass anything
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidInputError(f"{what} must be an aware datetime (with a timezone)")
-    return int(moment.timestamp() * 1000)
