@@ -55,8 +55,10 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
   cluster (`redis+cluster://`, 12 shards). Everything (Redis nodes, dispatchers, the scheduler, the
   benchmark) shares the machine's cores.
 - **Accelerators.** The 1-task drain again, with the roles on `BDURABLE_EVENT_LOOP=asyncio` and `=uvloop`,
-  and on asyncio with JSON written and read by the standard library instead of pydantic-core (the benchmark
-  sets `bdurable.codec.ACCELERATED = False` in the dispatcher process), in interleaved rounds (median shown).
+  on asyncio with JSON written and read by the standard library instead of pydantic-core (the benchmark
+  sets `bdurable.codec.ACCELERATED = False` in the dispatcher process), and on asyncio with the role
+  processes' heap not settled (CPython's own collector settings, nothing frozen: see
+  `bdurable.runtime.heap`), in interleaved rounds (median shown).
 - **Starts.** `bench/bench_starts.py`: 5,000 `client.start` calls one after the other, then one `start_many`
   of 5,000 inputs, each on a fresh prefix and client after one warm-up start, median of 3 rounds; no
   dispatcher runs.

@@ -1,8 +1,9 @@
 """Start Redis (one server or a 3-node cluster) and role processes for a benchmark; read Redis's own figures.
 
 Roles run as separate processes (multiprocessing ``spawn``, each a ``bdurable.Worker`` of one role), as in
-production, logging JSON at ``warning`` to ``bench/results/logs/`` (``log_level`` changes that). A role can run
-under cProfile (``profile=PATH``).
+production: their heap settled as the role commands settle it (``bdurable.runtime.heap``; ``heap="default"``
+leaves it), logging JSON at ``warning`` to ``bench/results/logs/`` (``log_level`` changes that). A role can
+run under cProfile (``profile=PATH``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
     import bench_app
 
     from bdurable import Worker
+    from bdurable.runtime.heap import settle_heap
     from bdurable.runtime.logging import configure_logging
 
     options = dict(options)
+    settled = options.pop("heap", "settled") == "settled"  # "default": CPython's collector settings, unfrozen
     if options.pop("json", None) == "stdlib":  # the JSON accelerator off (bench/run.py measures it on and off)
         from bdurable import codec
 
@@ -57,6 +60,8 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
     stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     configure_logging(level=options.pop("log_level", "warning"), fmt="json", stream=stream)
     worker = Worker([bench_app], settings=settings, roles=(role.replace("-", "_"),), **options)
+    if settled:  # as the role commands do (bdurable.runtime.heap)
+        settle_heap()
 
     async def serve() -> None:
         stopping = asyncio.Event()

@@ -1098,18 +1098,21 @@ def scale_section(report: Report, scale_rows: list[tuple[str, int, dict[str, flo
 
 
 STDLIB_JSON = "asyncio, standard-library JSON"  # the JSON accelerator (pydantic-core) off
+HEAP_DEFAULT = "asyncio, CPython's collector settings"  # the role's heap not settled (bdurable.runtime.heap)
 
 
 async def event_loops(url: str, count: int, concurrency: int, rounds: int) -> dict[str, list[dict[str, float]]]:
     """The 1-task drain with the roles on asyncio's own loop, on uvloop (if installed), and on asyncio with the
-    JSON accelerator off, interleaved."""
-    runs: dict[str, list[dict[str, float]]] = {"asyncio": [], "uvloop": [], STDLIB_JSON: []}
-    variants = ["asyncio", STDLIB_JSON] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
+    JSON accelerator off, or the collector left at CPython's settings, interleaved."""
+    runs: dict[str, list[dict[str, float]]] = {"asyncio": [], "uvloop": [], STDLIB_JSON: [], HEAP_DEFAULT: []}
+    variants = ["asyncio", STDLIB_JSON, HEAP_DEFAULT] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
     for _ in range(rounds):
         for variant in variants:
             loop = "uvloop" if variant == "uvloop" else "asyncio"
             settings = dataclasses.replace(settings_for(url), event_loop=loop)
             options: dict[str, Any] = {"json": "stdlib"} if variant == STDLIB_JSON else {}
+            if variant == HEAP_DEFAULT:
+                options["heap"] = "default"
             runs[variant].append(await drain(settings, [url], bench_app.one_task, 1, count, concurrency, **options))
     return runs
 
@@ -1118,8 +1121,8 @@ def loop_section(report: Report, runs: dict[str, list[dict[str, float]]]) -> Non
     picked = {variant: median_run(values) for variant, values in runs.items()}
     report.extra["loops"] = {variant: figures for variant, figures in picked.items() if figures}
     rows = report.section(
-        "Accelerators: the 1-task drain on each event loop (BDURABLE_EVENT_LOOP), and with JSON by the standard "
-        "library instead of pydantic-core"
+        "Accelerators: the 1-task drain on each event loop (BDURABLE_EVENT_LOOP), with JSON by the standard library "
+        "instead of pydantic-core, and with the role's heap not settled (CPython's collector settings)"
     )
     base = picked["asyncio"]
     assert base is not None
@@ -1133,7 +1136,9 @@ def loop_section(report: Report, runs: dict[str, list[dict[str, float]]]) -> Non
                 f"1-task workflows/s, {variant}",
                 fmt(figures["per_s"]),
                 versus="" if variant == "asyncio" else f"{gain:.2f}x asyncio",
-                note=f"dispatcher CPU {figures['dispatcher_cpu']:.0%}, Redis CPU {figures['redis_cpu']:.0%}; "
+                note=f"dispatcher CPU {figures['dispatcher_cpu']:.0%} "
+                f"({figures['dispatcher_cpu'] / figures['per_s'] * 1e6:.0f} us per workflow), "
+                f"Redis CPU {figures['redis_cpu']:.0%}; "
                 f"{len(runs[variant])} run(s): " + ", ".join(fmt(r["per_s"]) for r in runs[variant]),
             )
         )

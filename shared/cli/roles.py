@@ -8,6 +8,7 @@ itself never imports a service at import time, and a build without a role says s
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import importlib.util
 import os
@@ -126,6 +127,7 @@ def _settings(redis_url: str | None, prefix: str | None, **options: Any) -> Sett
 
 def _serve(command: str, settings: Settings, build: Callable[[], Role]) -> None:
     """Configure logging, build the role and run it until a signal; a crash is logged, then reported."""
+    from bdurable.runtime.heap import settle_heap
     from bdurable.runtime.logging import configure_logging
     from bdurable.runtime.service import run_event_loop, run_until_signalled
 
@@ -137,9 +139,15 @@ def _serve(command: str, settings: Settings, build: Callable[[], Role]) -> None:
         raise CliError("BDURABLE_EVENT_LOOP=uvloop, but uvloop is not installed: pip install 'b-durable[uvloop]'")
     role = build()
     parent = os.environ.pop(PARENT_ENV, None)  # popped: the app's own subprocesses must not inherit it
+    settle_heap()  # the app is imported: what lives now lives as long as the process (bdurable.runtime.heap)
 
     async def main(stopping: Stopping) -> None:
-        log.debug("event loop", event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0])
+        log.debug(
+            "event loop",
+            event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
+            gc_frozen=gc.get_freeze_count(),
+            gc_thresholds=list(gc.get_threshold()),
+        )
         watchdog = asyncio.create_task(_watch_parent(int(parent), stopping)) if parent else None
         try:
             await role.run(stopping)
