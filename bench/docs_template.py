@@ -58,7 +58,9 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
   on asyncio with JSON written and read by the standard library instead of pydantic-core (the benchmark
   sets `bdurable.codec.ACCELERATED = False` in the dispatcher process), and on asyncio with the role
   processes' heap not settled (CPython's own collector settings, nothing frozen: see
-  `bdurable.runtime.heap`), in interleaved rounds (median shown).
+  `bdurable.runtime.heap`), in interleaved rounds (median shown). Each note gives the dispatcher's CPU per
+  workflow and its garbage collector's time (timed with `gc.callbacks` in the role process, over its life: start,
+  warm-up, drain and stop, divided by the workflows it ran) with the longest pause.
 - **Starts.** `bench/bench_starts.py`: 5,000 `client.start` calls one after the other, then one `start_many`
   of 5,000 inputs, each on a fresh prefix and client after one warm-up start, median of 3 rounds; no
   dispatcher runs.

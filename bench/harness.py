@@ -9,6 +9,8 @@ run under cProfile (``profile=PATH``).
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import multiprocessing
 import os
 import re
@@ -57,6 +59,7 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
         from bdurable import codec
 
         codec.ACCELERATED = False
+    collector = _time_collections()
     stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     configure_logging(level=options.pop("log_level", "warning"), fmt="json", stream=stream)
     worker = Worker([bench_app], settings=settings, roles=(role.replace("-", "_"),), **options)
@@ -71,18 +74,44 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
         async with worker:
             await stopping.wait()
 
-    if profile is None:
-        _run_on(serve(), settings.event_loop)
-        return
-    import cProfile
-
-    profiler = cProfile.Profile()
-    profiler.enable()
     try:
-        _run_on(serve(), settings.event_loop)
+        if profile is None:
+            _run_on(serve(), settings.event_loop)
+            return
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            _run_on(serve(), settings.event_loop)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile)
     finally:
-        profiler.disable()
-        profiler.dump_stats(profile)
+        Path(collector_file(log_path)).write_text(json.dumps(collector))
+
+
+def collector_file(log_path: str) -> str:
+    """Where a role process leaves the time its garbage collector took (written when it exits)."""
+    return log_path + ".gc.json"
+
+
+def _time_collections() -> dict[str, float]:
+    """Time this process's garbage collections from now on: total seconds, count, longest pause (s)."""
+    totals = {"seconds": 0.0, "collections": 0, "longest": 0.0}
+    began = [0.0]
+
+    def timed(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - began[0]
+        totals["seconds"] += took
+        totals["collections"] += 1
+        totals["longest"] = max(totals["longest"], took)
+
+    gc.callbacks.append(timed)
+    return totals
 
 
 @contextmanager
@@ -116,6 +145,24 @@ def cpu_seconds(pid: int) -> float:
 
 class Roles(list[Any]):
     """The role processes of one ``roles()`` block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_paths: list[str] = []
+
+    def collector(self) -> dict[str, float]:
+        """The garbage collector's time in these processes over their lives: total seconds, collections,
+        longest pause in seconds (once they exited; zeros for a process that left no figures)."""
+        totals = {"seconds": 0.0, "collections": 0.0, "longest": 0.0}
+        for log_path in self.log_paths:
+            try:
+                figures = json.loads(Path(collector_file(log_path)).read_text())
+            except (FileNotFoundError, ValueError):
+                continue
+            totals["seconds"] += figures["seconds"]
+            totals["collections"] += figures["collections"]
+            totals["longest"] = max(totals["longest"], figures["longest"])
+        return totals
 
     def pause(self) -> None:
         for process in self:
@@ -152,6 +199,7 @@ def roles(
             )
             process.start()
             processes.append(process)
+            processes.log_paths.append(log_path)
     try:
         yield processes
     finally:

@@ -287,6 +287,7 @@ async def drain(
             after, cpu_after, machine_after = await snapshot(nodes), running.cpu_seconds(), machine_cpu()
     for node in nodes:
         await node.aclose()
+    collector = running.collector()  # over the dispatchers' lives: start, warm-up, the drain, the stop
     delta: Delta = after - before
     steps = count * (tasks_per_workflow + 1)
     items = steps + count * tasks_per_workflow  # workflow steps + task attempts: each is a claim and a commit
@@ -306,6 +307,8 @@ async def drain(
         "dispatcher_cpu": (cpu_after - cpu_before) / seconds,
         "aof_rewrites": delta.forks,
         "machine_cpu": (machine_after[0] - machine_before[0]) / max(1, machine_after[1] - machine_before[1]),
+        "gc_us_per_workflow": collector["seconds"] / (count + 50) * 1e6,  # the drain and the 50 warm-up workflows
+        "gc_longest_ms": collector["longest"] * 1000,
     }
     # Cores used by everything else (the scheduler and the benchmark's polling: a few %; more is other work).
     figures["others_cpu"] = (
@@ -1137,8 +1140,9 @@ def loop_section(report: Report, runs: dict[str, list[dict[str, float]]]) -> Non
                 fmt(figures["per_s"]),
                 versus="" if variant == "asyncio" else f"{gain:.2f}x asyncio",
                 note=f"dispatcher CPU {figures['dispatcher_cpu']:.0%} "
-                f"({figures['dispatcher_cpu'] / figures['per_s'] * 1e6:.0f} us per workflow), "
-                f"Redis CPU {figures['redis_cpu']:.0%}; "
+                f"({figures['dispatcher_cpu'] / figures['per_s'] * 1e6:.0f} us per workflow; its garbage collector "
+                f"{figures['gc_us_per_workflow']:.0f} us per workflow over its life, longest pause "
+                f"{figures['gc_longest_ms']:.0f} ms), Redis CPU {figures['redis_cpu']:.0%}; "
                 f"{len(runs[variant])} run(s): " + ", ".join(fmt(r["per_s"]) for r in runs[variant]),
             )
         )
