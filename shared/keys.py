@@ -69,6 +69,9 @@ SHARD_KEYS: dict[str, KeySpec] = {
     "dlq_entry": KeySpec("dlqe", ("entry_id",), "hash", "one dead-letter entry"),
     "sequence": KeySpec("seq", (), "string", "counter of lease tokens and dead-letter entry ids"),
     "keyed": KeySpec("kw", ("event", "key"), "set", "'<id>|<seq>' of workflows waiting on a keyed event"),
+    "keyed_count": KeySpec(
+        "kwc", ("event", "key"), "hash", "workflow id -> its waits on a keyed event, '' -> all: counted, never read"
+    ),
     "bus": KeySpec("bus", (), "list", "the signal bus's inbound messages"),
     "bus_wake": KeySpec("buswake", (), "list", "wake-up token for a blocked signal bus"),
     "bus_alive": KeySpec("busalive", (), "zset", "signal bus -> lease expiry"),
@@ -292,6 +295,11 @@ class ShardKeys:
     # events and the signal bus
     def keyed(self, event: str, key: str) -> str:
         return self._key("keyed", event, key)
+
+    def keyed_count(self, event: str, key: str) -> str:
+        """How many waits each workflow has on a keyed event (and all together, field ''): a publish counts
+        the workflows it wakes from this, without reading the set of waits."""
+        return self._key("keyed_count", event, key)
 
     @property
     def bus(self) -> str:

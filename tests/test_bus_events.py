@@ -352,3 +352,27 @@ async def test_publish_counts_waiting_workflows_not_waits(client: Client, roles:
     await eventually(lambda: status_is(client, handle.workflow_id, "AWAITING_EVENT"))
     assert await client.publish_event(name, {"ok": 1}, key=key) == 1
     assert await handle.result(timeout=10) == [{"ok": 1}, {"ok": 1}]
+
+
+async def test_keyed_waits_that_end_without_a_publish_leave_nothing_counted(
+    client: Client, roles: InProcessRoles
+) -> None:
+    """A publish counts its waiting workflows from counts kept beside the waits (it never reads them all): a
+    wait that times out, or whose workflow is cancelled, leaves those counts, so a later publish counts no one
+    and both keys are gone."""
+    roles.dispatcher(bus_app)
+    roles.scheduler()
+    roles.signal_bus()
+    name, key = "paid", token()
+    timing_out = [await client.start(bus_app.wait_keyed, {"name": name, "key": key, "timeout": "300ms"}) for _ in "ab"]
+    cancelled = await client.start(bus_app.wait_keyed_twice, {"name": name, "key": key})
+    for handle in [*timing_out, cancelled]:
+        await eventually(lambda handle=handle: status_is(client, handle.workflow_id, "AWAITING_EVENT"))
+    await client.cancel(cancelled.workflow_id)
+    for handle in timing_out:
+        with pytest.raises(WorkflowFailedError, match="EventTimeoutError"):
+            await handle.result(timeout=10)
+    await eventually(lambda: status_is(client, cancelled.workflow_id, "CANCELLED"))
+    assert await client.publish_event(name, {"late": True}, key=key) == 0
+    keys = [k for shard in client.keys.all_shards() for k in (shard.keyed(name, key), shard.keyed_count(name, key))]
+    assert [await client.store.redis.exists(k) for k in keys] == [0] * len(keys)

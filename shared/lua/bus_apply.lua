@@ -48,6 +48,7 @@ local function apply_publish(m)
   local woken = 0
   for _, member in ipairs(redis.call('SPOP', index, PUBLISH_CHUNK)) do
     local id, seq = parse_call_ref(member)
+    keyed_removed(m.name, m.key, id)
     if deliver(id, seq, inbox_ok(seq, m.p), 'done', now) == 1 then
       redis.call('ZREM', K_TIMERS, timer_call('e', seq, id))
       woken = woken + 1

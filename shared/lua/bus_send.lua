@@ -5,12 +5,7 @@
 --   'cancel', id, reason                -> 'ok' | 'missing' | 'finished' | 'already'
 local kind = ARGV[2]
 if kind == 'publish' then
-  local workflows = {}  -- count workflows, not waits: one may wait twice on the same name and key
-  local waiting = 0
-  for _, member in ipairs(redis.call('SMEMBERS', k_keyed(ARGV[3], ARGV[4]))) do
-    local id = parse_call_ref(member)
-    if not workflows[id] then workflows[id] = true waiting = waiting + 1 end
-  end
+  local waiting = keyed_waiting(ARGV[3], ARGV[4])  -- workflows, not waits: one may wait twice on a name and key
   if waiting > 0 then
     push_bus({t = 'publish', name = ARGV[3], key = ARGV[4], p = ARGV[5]})
   end

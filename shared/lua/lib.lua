@@ -852,10 +852,47 @@ local function drop_waiter(id, name, seq)
   if #kept == 0 then redis.call('HDEL', wf, field) else redis.call('HSET', wf, field, table.concat(kept, ' ')) end
 end
 
+-- Keyed waits: the set k_keyed(name, key) holds one call ref per wait. Beside it, k_keyed_count(name, key)
+-- counts each workflow's waits (field: its id) and all of them (field ''), so that a publish counts the distinct
+-- workflows it wakes in O(1) instead of reading 10,000 refs in one command. Waits added by a version without the
+-- counts make the total disagree with the set: the count then reads the set, until it drains and both reset.
+local function keyed_added(name, key, id)
+  local counts = k_keyed_count(name, key)
+  redis.call('HINCRBY', counts, id, 1)
+  redis.call('HINCRBY', counts, '', 1)
+end
+
+local function keyed_removed(name, key, id)
+  local counts = k_keyed_count(name, key)
+  if redis.call('SCARD', k_keyed(name, key)) == 0 then
+    redis.call('DEL', counts)
+    return
+  end
+  if redis.call('HINCRBY', counts, id, -1) <= 0 then redis.call('HDEL', counts, id) end
+  redis.call('HINCRBY', counts, '', -1)
+end
+
+-- How many distinct workflows wait on a keyed event.
+local function keyed_waiting(name, key)
+  local waits = redis.call('SCARD', k_keyed(name, key))
+  if waits == 0 then return 0 end
+  local counts = k_keyed_count(name, key)
+  if tonumber(redis.call('HGET', counts, '') or '0') == waits then return redis.call('HLEN', counts) - 1 end
+  local workflows, waiting = {}, 0  -- counts incomplete (waits of an older version): read the set
+  for _, member in ipairs(redis.call('SMEMBERS', k_keyed(name, key))) do
+    local id = parse_call_ref(member)
+    if not workflows[id] then
+      workflows[id] = true
+      waiting = waiting + 1
+    end
+  end
+  return waiting
+end
+
 -- Register a wait for an event; a matching event already buffered is delivered at once.
 local function register_wait(id, seq, name, key, timeout_ms, now)
   if key then
-    redis.call('SADD', k_keyed(name, key), call_ref(seq, id))
+    if redis.call('SADD', k_keyed(name, key), call_ref(seq, id)) == 1 then keyed_added(name, key, id) end
   else
     local buffer = k_events(id)
     local head = event_entry(name, '')
@@ -877,7 +914,9 @@ end
 -- Forget the registration of an event wait (after a timeout, or when the call is released).
 local function unregister_wait(id, seq, record)
   if record.key and record.key ~= cjson.null then
-    redis.call('SREM', k_keyed(record.n, record.key), call_ref(seq, id))
+    if redis.call('SREM', k_keyed(record.n, record.key), call_ref(seq, id)) == 1 then
+      keyed_removed(record.n, record.key, id)
+    end
   else
     drop_waiter(id, record.n, seq)
   end
