@@ -358,8 +358,8 @@ async def test_keyed_waits_that_end_without_a_publish_leave_nothing_counted(
     client: Client, roles: InProcessRoles
 ) -> None:
     """A publish counts its waiting workflows from counts kept beside the waits (it never reads them all): a
-    wait that times out, or whose workflow is cancelled, leaves those counts, so a later publish counts no one
-    and both keys are gone."""
+    wait that times out, or whose workflow is cancelled, takes itself out of those counts, so a later publish
+    counts no one and both keys are gone."""
     roles.dispatcher(bus_app)
     roles.scheduler()
     roles.signal_bus()
