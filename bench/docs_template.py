@@ -365,8 +365,8 @@ def reading(extra: dict[str, Any]) -> list[str]:
                 "brought it there: before it, each of the three items paid a wake-up and a claim."
             )
         )
-    loops = extra.get("loops") or {}
-    settled, unsettled = loops.get("asyncio"), loops.get("asyncio, CPython's collector settings")
+    heap = extra.get("heap") or {}
+    settled, unsettled = heap.get("settled"), heap.get("default")
     if settled and unsettled and "gc_us_per_workflow" in settled:
         lines.append(
             "- **The garbage collector.** A role process settles its heap before it serves (`gc.freeze()` of what "

@@ -249,6 +249,9 @@ def server_limits(port: int, requests: int) -> dict[str, float]:
 # -- 1, 2, 6. throughput, round trips, scale -------------------------------------------------------------
 
 
+DRAIN_WARM_UP = 50  # workflows each dispatcher runs before a drain is timed (connections, caches, the library)
+
+
 async def drain(
     settings: Settings,
     node_urls: list[str],
@@ -271,7 +274,7 @@ async def drain(
             ) as running,
         ):
             await registered(client, workflow.name, dispatchers)
-            warm = await asyncio.gather(*(client.start(workflow, i) for i in range(50)))
+            warm = await asyncio.gather(*(client.start(workflow, i) for i in range(DRAIN_WARM_UP)))
             await asyncio.gather(*(h.result(timeout=60) for h in warm))
             base = await count_status(client, "COMPLETED")
             await settle(nodes)
@@ -307,7 +310,7 @@ async def drain(
         "dispatcher_cpu": (cpu_after - cpu_before) / seconds,
         "aof_rewrites": delta.forks,
         "machine_cpu": (machine_after[0] - machine_before[0]) / max(1, machine_after[1] - machine_before[1]),
-        "gc_us_per_workflow": collector["seconds"] / (count + 50) * 1e6,  # the drain and the 50 warm-up workflows
+        "gc_us_per_workflow": collector["seconds"] / (count + DRAIN_WARM_UP) * 1e6,  # the drain and the warm-up
         "gc_longest_ms": collector["longest"] * 1000,
     }
     # Cores used by everything else (the scheduler and the benchmark's polling: a few %; more is other work).
@@ -1123,6 +1126,7 @@ async def event_loops(url: str, count: int, concurrency: int, rounds: int) -> di
 def loop_section(report: Report, runs: dict[str, list[dict[str, float]]]) -> None:
     picked = {variant: median_run(values) for variant, values in runs.items()}
     report.extra["loops"] = {variant: figures for variant, figures in picked.items() if figures}
+    report.extra["heap"] = {"settled": picked["asyncio"], "default": picked[HEAP_DEFAULT]}
     rows = report.section(
         "Accelerators: the 1-task drain on each event loop (BDURABLE_EVENT_LOOP), with JSON by the standard library "
         "instead of pydantic-core, and with the role's heap not settled (CPython's collector settings)"

@@ -45,17 +45,17 @@ local PUBLISH_CHUNK = 25
 
 local function apply_publish(m)
   local index = k_keyed(m.name, m.key)
-  local woken = 0
+  local woken, ids = 0, {}
   for _, member in ipairs(redis.call('SPOP', index, PUBLISH_CHUNK)) do
     local id, seq = parse_call_ref(member)
-    keyed_removed(m.name, m.key, id)
+    table.insert(ids, id)
     if deliver(id, seq, inbox_ok(seq, m.p), 'done', now) == 1 then
       redis.call('ZREM', K_TIMERS, timer_call('e', seq, id))
       woken = woken + 1
     end
   end
   counts.delivered = counts.delivered + woken
-  if redis.call('SCARD', index) > 0 then return true end  -- more to wake: continued in the next call
+  if keyed_removed(m.name, m.key, ids) > 0 then return true end  -- more to wake: continued in the next call
   if woken == 0 and not m.more then counts.dropped = counts.dropped + 1 end
   return false
 end

@@ -862,14 +862,20 @@ local function keyed_added(name, key, id)
   redis.call('HINCRBY', counts, '', 1)
 end
 
-local function keyed_removed(name, key, id)
+-- Waits of the workflows `ids` (one entry per wait) just left the set: count them out, or drop the counts once
+-- the set is empty. Returns how many waits are left.
+local function keyed_removed(name, key, ids)
   local counts = k_keyed_count(name, key)
-  if redis.call('SCARD', k_keyed(name, key)) == 0 then
+  local left = redis.call('SCARD', k_keyed(name, key))
+  if left == 0 then
     redis.call('DEL', counts)
-    return
+    return 0
   end
-  if redis.call('HINCRBY', counts, id, -1) <= 0 then redis.call('HDEL', counts, id) end
-  redis.call('HINCRBY', counts, '', -1)
+  for _, id in ipairs(ids) do
+    if redis.call('HINCRBY', counts, id, -1) <= 0 then redis.call('HDEL', counts, id) end
+  end
+  redis.call('HINCRBY', counts, '', -#ids)
+  return left
 end
 
 -- How many distinct workflows wait on a keyed event.
@@ -915,7 +921,7 @@ end
 local function unregister_wait(id, seq, record)
   if record.key and record.key ~= cjson.null then
     if redis.call('SREM', k_keyed(record.n, record.key), call_ref(seq, id)) == 1 then
-      keyed_removed(record.n, record.key, id)
+      keyed_removed(record.n, record.key, {id})
     end
   else
     drop_waiter(id, record.n, seq)
