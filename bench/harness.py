@@ -17,7 +17,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,17 @@ RESULTS = BENCH / "results"  # gitignored: logs and profiles of the last run
 LOGS = RESULTS / "logs"
 
 
+def _run_on(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run on the event loop a role process would use (``BDURABLE_EVENT_LOOP``). Not ``run_event_loop`` of
+    ``bdurable.runtime.service``: benchmarks run roles through the public surface only (tests/test_structure.py)."""
+    if event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: str, profile: str | None) -> None:
     """One role as a ``bdurable.Worker`` of this (spawned) process until SIGTERM or SIGINT, when it drains."""
     sys.path.insert(0, str(BENCH))
@@ -42,7 +53,6 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
     from bdurable import Worker
     from bdurable.runtime.heap import settle_heap
     from bdurable.runtime.logging import configure_logging
-    from bdurable.runtime.service import run_event_loop
 
     options = dict(options)
     settled = options.pop("heap", "settled") == "settled"  # "default": CPython's collector settings, unfrozen
@@ -67,14 +77,14 @@ def _run_role(role: str, settings: Settings, options: dict[str, Any], log_path: 
 
     try:
         if profile is None:
-            run_event_loop(serve(), settings.event_loop)
+            _run_on(serve(), settings.event_loop)
             return
         import cProfile
 
         profiler = cProfile.Profile()
         profiler.enable()
         try:
-            run_event_loop(serve(), settings.event_loop)
+            _run_on(serve(), settings.event_loop)
         finally:
             profiler.disable()
             profiler.dump_stats(profile)
