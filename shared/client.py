@@ -307,8 +307,8 @@ class Client(ScheduleMethods):
         """The workflow's current state, or ``None`` if it is unknown or expired."""
         return await self.reads.state(validate_workflow_id(workflow_id))
 
-    async def _require_state(self, workflow_id: str, *, strict: bool = False) -> WorkflowState:
-        state = await self.reads.state(validate_workflow_id(workflow_id), strict=strict)
+    async def _require_state(self, workflow_id: str, *, strict: bool = False, with_input: bool = True) -> WorkflowState:
+        state = await self.reads.state(validate_workflow_id(workflow_id), strict=strict, with_input=with_input)
         if state is None:
             raise _not_found(workflow_id)
         return state
@@ -352,7 +352,7 @@ class Client(ScheduleMethods):
 
     async def _wait_for_finish(self, workflow_id: str, seen: LastSeen) -> WorkflowState:
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
-            state = seen.note(await self._require_state(workflow_id, strict=True))
+            state = seen.note(await self._require_state(workflow_id, strict=True, with_input=False))
             while state.status not in FINISHED:
                 message = await waiter.next()
                 if message is not None and message.get("status") not in FINISHED:
@@ -360,7 +360,8 @@ class Client(ScheduleMethods):
                 if message is not None and isinstance(message.get("output"), str):
                     # the finish carried its outcome
                     return outcome_from_message(state, message, self.store.codec, strict=True)
-                state = seen.note(await self._riding_out(lambda: self._require_state(workflow_id, strict=True)))
+                read = functools.partial(self._require_state, workflow_id, strict=True, with_input=False)
+                state = seen.note(await self._riding_out(read))
         return state
 
     async def _riding_out(self, read: Callable[[], Awaitable[T]]) -> T:
@@ -379,7 +380,7 @@ class Client(ScheduleMethods):
         seen_signals = 0
         last: tuple[str, int, str | None] | None = None
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
-            await self._require_state(workflow_id)
+            await self._require_state(workflow_id, with_input=False)  # it exists (raises if not)
             while True:
                 read = functools.partial(self.store.read_signals, workflow_id, seen_signals, full=True)
                 snapshot = await self._riding_out(read)
@@ -403,7 +404,7 @@ class Client(ScheduleMethods):
         the workflow finishes."""
         seen = 0  # how many signals of the durable log (over all runs) were read
         async with self._subscriptions_ready().follow(self.keys.workflow_channel(workflow_id)) as waiter:
-            await self._require_state(workflow_id)
+            await self._require_state(workflow_id, with_input=False)  # it exists (raises if not)
             while True:
                 # The log is the truth; messages only say "look again". Subscribed first, so nothing slips.
                 read = functools.partial(self.store.read_signals, workflow_id, seen, full=False)
@@ -444,7 +445,7 @@ class Client(ScheduleMethods):
 
     async def history(self, workflow_id: str) -> builtins.list[HistoryEntry]:
         """The recorded durable calls of a workflow, in order, with their results."""
-        await self._require_state(workflow_id)
+        await self._require_state(workflow_id, with_input=False)  # it exists (raises if not)
         return await self.reads.history(workflow_id)
 
     # -- managing ---------------------------------------------------------------------------------------

@@ -62,6 +62,13 @@ def _payload(text: str | None, codec: PayloadCodec, strict: bool) -> Any:
         return text
 
 
+# The fields of the workflow hash that ``state_from_hash`` reads, the input aside.
+STATE_FIELDS_BUT_INPUT = (
+    "name", "version", "status", "step", "waiting_on", "output", "error", "parent_id", "created_at", "updated_at",
+    "run",
+)  # fmt: skip
+
+
 def state_from_hash(
     workflow_id: str, data: Mapping[str, str], codec: PayloadCodec = _UNKEYED, *, strict: bool = False
 ) -> WorkflowState:
@@ -163,12 +170,18 @@ class Reads:
 
     # -- one workflow ----------------------------------------------------------------------------------
 
-    async def state(self, workflow_id: str, *, strict: bool = False) -> WorkflowState | None:
+    async def state(self, workflow_id: str, *, strict: bool = False, with_input: bool = True) -> WorkflowState | None:
         """The workflow's current state, or ``None`` if it is unknown or expired. ``strict``: an output or error
-        that cannot be opened raises ``PayloadUnreadableError`` (else it shows as a placeholder)."""
-        data: dict[str, str] = await self.redis.hgetall(  # type: ignore[assignment]  # redis-py's stubs
-            self.keys.for_workflow(workflow_id).wf(workflow_id)
-        )
+        that cannot be opened raises ``PayloadUnreadableError`` (else it shows as a placeholder).
+        ``with_input=False`` (``result()``'s waits): the input is neither read nor opened (it shows as ``None``),
+        so that a thousand waits on workflows with 1 MiB inputs do not move and parse a gigabyte."""
+        key = self.keys.for_workflow(workflow_id).wf(workflow_id)
+        data: dict[str, str]
+        if with_input:
+            data = await self.redis.hgetall(key)  # type: ignore[assignment]  # redis-py's stubs
+        else:
+            values: list[str | None] = await self.redis.hmget(key, STATE_FIELDS_BUT_INPUT)  # type: ignore[assignment]
+            data = {f: v for f, v in zip(STATE_FIELDS_BUT_INPUT, values, strict=True) if v is not None}
         if not data or "name" not in data:
             return None
         return state_from_hash(workflow_id, data, self.codec, strict=strict)

@@ -9,6 +9,7 @@ can save the waiter.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any
 
 import bus_app
@@ -193,3 +194,32 @@ async def test_notifications_never_wait_for_a_saturated_command_pool(client: Cli
         for connection in taken:
             await pool.release(connection)
         await outside.aclose()
+
+
+async def bytes_sent_by_redis(client: Client) -> int:
+    """What the server has written to all its clients so far (summed over a cluster's primaries)."""
+    redis = client.store.redis
+    if client.store.cluster:
+        per_node = await redis.info("stats", target_nodes=redis.get_primaries())
+        return sum(int(stats["total_net_output_bytes"]) for stats in per_node.values())
+    return int((await redis.info("stats"))["total_net_output_bytes"])
+
+
+async def test_results_read_the_outcome_never_the_input(client: Client, roles: InProcessRoles) -> None:
+    """result() needs the status and the outcome: waits on workflows with big inputs (up to max_payload each)
+    must not move those inputs from Redis, let alone parse or decrypt them."""
+    roles.signal_bus()
+    roles.dispatcher(bus_app)
+    count, pad = 40, secrets.token_hex(50_000)  # random: compression (compress_above) cannot shrink it away
+    handles = await client.start_many(bus_app.wait_events, [{"name": "go", "pad": pad}] * count)
+    for handle in handles:
+        await waiting_for_go(client, handle)
+    waiting = [asyncio.create_task(client.result(handle.workflow_id, timeout=10)) for handle in handles]
+    for handle in handles:
+        await client.send_event(handle.workflow_id, "go", 1)
+    assert await within(10, asyncio.gather(*waiting)) == [[1]] * count  # waited, then finished
+
+    before = await bytes_sent_by_redis(client)
+    assert await within(10, asyncio.gather(*(client.result(h.workflow_id) for h in handles))) == [[1]] * count
+    sent = await bytes_sent_by_redis(client) - before
+    assert sent < count * len(pad) // 10, f"{sent} bytes read for {count} results"
