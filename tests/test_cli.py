@@ -124,6 +124,28 @@ def test_usage_errors_exit_2(env: dict[str, str]) -> None:
     assert cli(env, "list", "--limit", "0").exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["list", "--limit", "0"], "'--limit'"),
+        (["state"], "Missing argument 'ID'"),
+        (["state", "x", "--bogus"], "No such option: --bogus"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_are_one_line_too(env: dict[str, str], args: list[str], fragment: str) -> None:
+    """As the installed command runs them (not through typer's test runner): one stderr line, exit 2."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bdurable.cli", *args], env={**os.environ, **env}, capture_output=True, text=True,
+        timeout=20,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: "), done.stderr
+    assert fragment in done.stderr, done.stderr
+    assert done.stdout == ""
+
+
 # -- errors and their exit codes --------------------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@ the public contract (see ``bdurable.cli.common``).
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from bdurable.cli import dev, diagnostics, manage, replay, roles, workflows
@@ -14,6 +16,10 @@ from bdurable.cli.dlq import dlq_app
 from bdurable.cli.schedules import schedule_app
 
 __all__ = ["app", "main"]
+
+# click's exception classes, from wherever this typer takes click (newer typers carry their own copy of it).
+UsageError: type[Exception] = typer.BadParameter.__mro__[1]
+ClickException: type[Exception] = typer.BadParameter.__mro__[2]
 
 app = typer.Typer(
     name="bdurable",
@@ -35,5 +41,25 @@ replay.register(app)
 
 
 def main() -> None:
-    """Console-script entry point (``bdurable``)."""
-    app(prog_name="bdurable")
+    """Console-script entry point (``bdurable``).
+
+    Run outside click's standalone mode so that a usage error (a missing argument, an unknown option, a value out
+    of range) is one stderr line like every other error (INTERFACE §6), not click's usage block; exit code 2.
+    """
+    try:
+        code = app(prog_name="bdurable", standalone_mode=False)
+    except UsageError as exc:
+        context = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and context is not None:  # bare `bdurable`, `bdurable dlq`
+            exc.show()  # type: ignore[attr-defined]
+        else:
+            hint = f" (see '{context.command_path} -h')" if context is not None else ""
+            typer.echo(f"error: {exc.format_message()}{hint}", err=True)  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 2))
+    except ClickException as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 1))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
