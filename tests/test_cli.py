@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -313,9 +314,12 @@ def test_watch_prints_signals_and_status_changes(fleet: Fleet) -> None:
     assert signals
     assert all(s["name"] == "progress" for s in signals)
     assert signals[-1]["payload"] == {"done": 4, "of": 4}
+    time.sleep(1.1)  # the signals are now from the past: each line must show when it was sent, not when it was read
     human = cli(fleet.env, "watch", workflow_id)
     assert human.exit_code == 0
     assert "COMPLETED" in human.stdout
+    shown = [line.split()[0] for line in human.stdout.splitlines() if " signal progress " in line]
+    assert shown == [datetime.fromtimestamp(s["at"] / 1000).strftime("%H:%M:%S") for s in signals]
 
 
 def test_watch_of_a_failed_workflow_exits_1(fleet: Fleet) -> None:

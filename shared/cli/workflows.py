@@ -238,7 +238,9 @@ def watch(
     workflow_id: Annotated[str, typer.Argument(metavar="ID", help="Workflow id.")],
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    json_output: JsonOutput = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per change, one per line (JSON Lines).")
+    ] = False,
     debug: Debug = False,
 ) -> None:
     """Stream status changes and signals until the workflow finishes; exit as `result` would.
@@ -264,13 +266,13 @@ def _print_change(change: dict[str, Any], *, json_output: bool) -> None:
     if json_output:
         typer.echo(_json_text(change))  # JSON Lines: one object per line, flushed at once
         return
-    clock = datetime.now().strftime("%H:%M:%S")
-    if "signal" in change:
+    if "signal" in change:  # at the time it was sent (a finished workflow's signals are all from the past)
         signal = change["signal"] or {}
-        payload = signal.get("payload")
-        typer.echo(f"{clock}  signal {signal.get('name')} {_json_text(payload)}")
-    else:
-        typer.echo(f"{clock}  {_progress_line(change)}")
+        at = signal.get("at")
+        when = datetime.fromtimestamp(at / 1000) if isinstance(at, int | float) else datetime.now()
+        typer.echo(f"{when:%H:%M:%S}  signal {signal.get('name')} {_json_text(signal.get('payload'))}")
+    else:  # a status change, when it was seen
+        typer.echo(f"{datetime.now():%H:%M:%S}  {_progress_line(change)}")
 
 
 def _json_text(value: Any) -> str:
