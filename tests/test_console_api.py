@@ -402,13 +402,31 @@ async def test_without_a_token_only_a_loopback_console_acts_and_only_from_its_ow
     await eventually(lambda: status_is(client, first.workflow_id, Status.AWAITING_EVENT), timeout=10)
     cancel = f"/api/workflows/{first.workflow_id}/cancel"
     async with running_console(settings, token=None) as web:
-        assert_error(await web.http.post(cancel, json={}), 403, "CSRF")
+        # a browser's request (it says where it comes from) needs the page's CSRF token, even from the same origin
+        assert_error(await web.http.post(cancel, json={}, headers={"Origin": web.url}), 403, "CSRF")
+        assert_error(await web.http.post(cancel, json={}, headers={"Sec-Fetch-Site": "same-origin"}), 403, "CSRF")
+        assert_error(await web.http.post(cancel, json={}, headers={"Sec-Fetch-Site": "cross-site"}), 403, "cross")
+        # a form post, as any page could send cross-site without asking: refused, with the hint for scripts
+        assert_error(await web.http.post(cancel, data={"reason": "form"}), 403, "application/json")
         assert_error(await web.http.post(cancel, json={}, headers=bearer()), 401, "no BDURABLE_CONSOLE_TOKEN")
         csrf = await csrf_of(web)
         assert "Sign in" not in (await web.http.get("/")).text
         done = await web.http.post(cancel, json={"reason": "loopback"}, headers={"X-CSRF-Token": csrf})
         assert done.status_code == 200, done.text
         await eventually(lambda: status_is(client, first.workflow_id, Status.CANCELLED), timeout=10)
+
+        # a script on this machine (JSON, no browser headers) acts as the CLI would: INTERFACE §10
+        scripted = await client.start(console_app.waiter, None, workflow_id=new_id("waiter"))
+        await eventually(lambda: status_is(client, scripted.workflow_id, Status.AWAITING_EVENT), timeout=10)
+        events = f"/api/workflows/{scripted.workflow_id}/events"
+        malformed = await web.http.post(events, content=b"{bad", headers={"Content-Type": "application/json"})
+        assert_error(malformed, 400, "JSON")
+        sent = await web.http.post(events, json={"name": "go", "payload": {"by": "script"}})
+        assert sent.status_code == 200, sent.text
+        script_cancel = f"/api/workflows/{scripted.workflow_id}/cancel"
+        cancelled = await web.http.post(script_cancel, json={"reason": "script"})
+        assert cancelled.status_code == 200, cancelled.text
+        await eventually(lambda: status_is(client, scripted.workflow_id, Status.CANCELLED), timeout=10)
         # DNS rebinding: a page of another name resolving to 127.0.0.1 is not served at all
         assert_error(await web.http.get("/api/workflows", headers={"Host": "evil.example:80"}), 400, "loopback")
 

@@ -10,6 +10,10 @@
   (when sent) is ``same-origin``, ``Origin`` (when sent) is the console's own, and the CSRF token of the page
   (a signed double-submit cookie, HttpOnly and SameSite=Strict) is echoed in ``X-CSRF-Token`` or a ``csrf``
   form field.
+- One exception, where no token is set (so the console acts only on loopback): a script's JSON call, with
+  ``Content-Type: application/json`` and neither ``Origin`` nor ``Sec-Fetch-Site``, acts as the CLI would (INTERFACE
+  §10: a loopback console without a token is not read-only). No browser can send that cross-site: a JSON ``POST``
+  from another origin needs a CORS preflight, which the console never grants, and browsers send ``Origin`` with it.
 - Bound to loopback, the ``Host`` header must name loopback too, so a DNS-rebinding page cannot pose as
   same-origin.
 
@@ -60,6 +64,13 @@ def _host_name(host_header: str) -> str:
     if host_header.startswith("["):
         return host_header[1 : host_header.find("]")] if "]" in host_header else host_header
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def _is_script_call(request: Request) -> bool:
+    """A JSON call without a browser's cross-site headers: what curl or a script sends, never a cross-site page."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    headers = request.headers
+    return media_type == "application/json" and "origin" not in headers and "sec-fetch-site" not in headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +148,8 @@ class AccessPolicy:
             return Refusal(401, "wrong token")
         if self.token is not None and not self.signed_in(request):
             return Refusal(401, "sign in, or send Authorization: Bearer <BDURABLE_CONSOLE_TOKEN>")
+        if self.token is None and _is_script_call(request):
+            return None  # loopback without a token: a script on this machine acts (see the module's docstring)
         return self.check_same_origin(request, form_csrf)
 
     def check_same_origin(self, request: Request, form_csrf: str | None = None) -> Refusal | None:
@@ -150,6 +163,8 @@ class AccessPolicy:
         sent = request.headers.get("x-csrf-token") or form_csrf
         cookie = request.cookies.get(CSRF_COOKIE)
         if not sent or not cookie or not hmac.compare_digest(sent, cookie) or not self._verify_csrf(cookie):
+            if site is None and origin is None and self.token is None:  # not a browser's, by its headers
+                return Refusal(403, "missing CSRF token: a script sends Content-Type: application/json")
             return Refusal(403, "missing or stale CSRF token: reload the page and try again")
         return None
 
