@@ -415,7 +415,11 @@ async def test_without_a_token_only_a_loopback_console_acts_and_only_from_its_ow
         assert done.status_code == 200, done.text
         await eventually(lambda: status_is(client, first.workflow_id, Status.CANCELLED), timeout=10)
 
-        # a script on this machine (JSON, no browser headers) acts as the CLI would: INTERFACE §10
+        # a script on this machine (JSON, no browser headers) acts as the CLI would: INTERFACE §10. A page of another
+        # site cannot make a browser send that: the CORS preflight a cross-origin JSON POST needs is never granted
+        preflight = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "content-type"}  # fmt: skip
+        assert "access-control-allow-origin" not in (await web.http.options(cancel, headers=preflight)).headers
         scripted = await client.start(console_app.waiter, None, workflow_id=new_id("waiter"))
         await eventually(lambda: status_is(client, scripted.workflow_id, Status.AWAITING_EVENT), timeout=10)
         events = f"/api/workflows/{scripted.workflow_id}/events"
