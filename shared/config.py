@@ -17,6 +17,10 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 EVENT_LOOPS = ("asyncio", "uvloop")
 
 
+# What a Redis URL may start with: redis-py's own schemes, and the cluster ones (bdurable.store.CLUSTER_SCHEMES).
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of b-durable, with the defaults of the public contract.
@@ -55,6 +59,12 @@ class Settings:
     event_loop: str = "asyncio"
 
     def __post_init__(self) -> None:
+        scheme = self.redis_url.partition("://")[0].lower() if "://" in self.redis_url else ""
+        if scheme not in REDIS_URL_SCHEMES:  # the URL itself is not shown: it may hold a password
+            raise ValueError(
+                "the Redis URL (BDURABLE_REDIS_URL, --redis-url) must start with "
+                + ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
+            )
         if not self.prefix or any(c in self.prefix for c in "{}: \n"):
             raise ValueError(f"invalid prefix {self.prefix!r}: use letters, digits, '-', '_' or '.'")
         if self.heartbeat_interval <= 0 or self.heartbeat_timeout <= self.heartbeat_interval:

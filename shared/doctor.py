@@ -305,7 +305,9 @@ def _loss_window(aof: bool | None, fsync: str | None, rdb: bool | None, save: st
 def _mode(info: Mapping[str, Any]) -> str | None:
     if _int(info.get("cluster_enabled")):
         return "cluster"
-    return _text(info.get("redis_mode"))
+    # Redis says `redis_mode`; Valkey 8+ says `server_mode`. A server that answers commands and is no cluster
+    # node is standalone (a sentinel would not run them).
+    return _text(info.get("redis_mode")) or _text(info.get("server_mode")) or "standalone"
 
 
 def _yes(value: str | None) -> bool | None:

@@ -188,12 +188,19 @@ def test_not_found_exits_3(env: dict[str, str], args: list[str]) -> None:
         (["list", "--status", "SNOOZING"], "unknown status"),
         (["list", "--cursor", "garbage"], "invalid cursor"),
         (["state", "x", "--prefix", "has space"], "invalid prefix"),
+        (["state", "x", "--redis-url", "localhost:6379"], "redis+cluster://"),
         (["scheduler", "--heartbeat-timeout", "forever"], "invalid setting"),
         (["dispatcher", "--app", "no_such_module_anywhere"], "cannot import --app module 'no_such_module_anywhere'"),
     ],
 )
 def test_bad_input_exits_2(env: dict[str, str], args: list[str], fragment: str) -> None:
     assert_error(cli(env, *args), 2, fragment)
+
+
+def test_a_malformed_redis_url_is_refused_without_showing_it(env: dict[str, str]) -> None:
+    result = cli(env, "state", "x", "--redis-url", "redis:/user:secret@host")  # one slash short
+    assert_error(result, 2, "must start with redis://, rediss://, unix://, redis+cluster://")
+    assert "secret" not in result.stderr + result.stdout  # the URL may hold a password
 
 
 def test_unreachable_redis_exits_4_and_debug_shows_the_traceback() -> None:

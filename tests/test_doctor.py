@@ -124,6 +124,7 @@ def test_cli_on_the_test_server_is_ok(redis_server: RedisServer) -> None:
     assert document["aof_enabled"] is True
     assert document["maxmemory_policy"] == "noeviction"
     assert document["appendfsync"] == "everysec"
+    assert document["mode"] == "standalone"  # Valkey names it server_mode: it read as unknown ("?")
 
 
 def test_cli_flags_a_server_that_persists_nothing() -> None:

@@ -813,7 +813,8 @@ local function exhaust_task(id, seq, error_json, now)
   redis.call('ZADD', K_DLQ, int(now), entry_id)
   if parked then
     local text = 'dead-letter entry ' .. entry_id .. ' (task ' .. t[1] .. ' failed after ' .. t[3] ..
-      ' attempts); run `bdurable dlq retry ' .. entry_id .. '` or `bdurable dlq fail ' .. entry_id .. '`'
+      (t[3] == '1' and ' attempt' or ' attempts') .. '); run `bdurable dlq retry ' .. entry_id ..
+      '` or `bdurable dlq fail ' .. entry_id .. '`'
     redis.call('HSET', task, 'lease', '0', 'dlq_entry', entry_id)
     route({shard = t[5] or shard_number(), op = 'park', id = id, seq = seq, text = text}, now)
     return entry_id
