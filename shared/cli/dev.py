@@ -166,10 +166,10 @@ def dev(
     """Run an embedded Redis, every role and the web console locally; Ctrl-C stops them all.
 
     Without --app no dispatcher runs: start dispatchers yourself against the URL dev prints.
-    With --redis-url (or BDURABLE_REDIS_URL) no Redis is started and the roles use that one. If a role
-    dies on its own, dev says so and stops the others (exit 1). With --start NAME, dev runs that one
-    workflow end to end (its status changes and signals shown as they happen), prints its result and
-    stops: exit 0 when it completed, 1 when it failed or was cancelled.
+    With --redis-url (or BDURABLE_REDIS_URL) no Redis is started and the roles use that one.
+    If a role dies on its own, dev says so and stops the others (exit 1).
+    With --start NAME, dev runs that one workflow end to end (its status changes and signals shown as they
+    happen), prints its result and stops: exit 0 when it completed, 1 when it failed or was cancelled.
     """
     workflow_input = parse_json(input_text, "--input") if input_text is not None else None
     if input_text is not None and start is None:

@@ -144,7 +144,7 @@ async def _finish_unreadable(
 
 @handles_errors
 def start(
-    name: Annotated[str, typer.Argument(help="Registered workflow name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Registered workflow name.")],
     input: Annotated[str | None, typer.Option("--input", help="Input as JSON, or @file (@- for stdin).")] = None,
     workflow_id: Annotated[
         str | None, typer.Option("--id", help="Workflow id (an idempotency key); random when omitted.")
