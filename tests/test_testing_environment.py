@@ -87,6 +87,22 @@ async def test_ctx_now_timers_event_timeouts_delayed_starts_and_schedules_follow
             assert await env.client.result(firing["workflow_id"], timeout=10) == f"ran {firing['workflow_id']}"
 
 
+async def test_a_run_buffered_behind_another_does_not_slow_the_clock(redis_url: str) -> None:
+    """A firing that waits for the run in progress (buffer_one) starts as soon as that run ends, and waiting for it
+    costs no real time: the clock does not creep a second at a time meanwhile (it did: ~50x real time)."""
+    async with WorkflowEnvironment([schedule_app], redis_url=redis_url, time_skipping=True) as env:
+        await env.client.create_schedule("slow", schedule_app.slow, None, every="1h", overlap="buffer_one")
+        began = time.monotonic()
+        async with asyncio.timeout(20):
+            await env.sleep("6h")
+        assert time.monotonic() - began < 10
+        runs = [await env.client.get_state(r["workflow_id"]) for r in (await env.client.get_schedule("slow")).recent]
+        finished = [run for run in runs if run is not None and run.status == Status.COMPLETED]
+        assert len(finished) >= 2, runs
+        first, second = finished[0], finished[1]
+        assert second.created_at - first.updated_at <= timedelta(seconds=2)  # it waited for the first, no longer
+
+
 async def test_continue_as_new_in_an_environment_keeps_the_clock(redis_url: str) -> None:
     async with WorkflowEnvironment([entity_app], redis_url=redis_url, time_skipping=True) as env:
         handle = await env.client.start(entity_app.counting_loop, {"count": 0, "runs": 20})

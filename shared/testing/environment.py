@@ -32,7 +32,8 @@ from bdurable.config import Settings
 from bdurable.durations import parse_duration
 from bdurable.embedded import RedisServer
 from bdurable.keys import Keys, ShardKeys
-from bdurable.model import Signal
+from bdurable.model import FINISHED, Signal
+from bdurable.scheduling import Scheduled
 from bdurable.worker import ROLES, Worker
 
 __all__ = ["TestClock", "WorkflowEnvironment"]
@@ -42,6 +43,7 @@ T = TypeVar("T")
 TEN_YEARS = 10 * 365 * 86400.0
 IDLE_CHECKS = 3  # consecutive idle looks (a few ms apart) before the clock moves: settled, not between two hops
 POLL = 0.005
+DUE_SCHEDULES_LOOKED_AT = 100  # the soonest entries of the schedules' due index read per look
 
 
 class TestClock(Clock):
@@ -272,10 +274,43 @@ class WorkflowEnvironment:
         """When the next timer or schedule is due (ms, the environment's clock), if any."""
         redis = self.client.store.redis
         found: list[int] = []
-        for key in [shard.timers for shard in self._keys.all_shards()] + [self._keys.schedules_due]:
+        for key in [shard.timers for shard in self._keys.all_shards()]:
             first: list[tuple[str, float]] = await redis.zrange(key, 0, 0, withscores=True)  # type: ignore[assignment]
             found += [int(score) for _, score in first]
-        return min(found) if found else None
+        timer = min(found) if found else None
+        schedule = await self._next_schedule_due(timer)
+        return timer if schedule is None else schedule
+
+    async def _next_schedule_due(self, before: int | None) -> int | None:
+        """When the next schedule is due, if sooner than ``before`` (else ``None``).
+
+        A schedule whose next firing waits behind a run in progress (``buffer_*``, ``cancel_other``) is due a
+        second after each look, to look again: production has no better signal for that run's end. Here nothing
+        but the timers and events counted elsewhere can end that run, so while it is active only the schedule's
+        own next time counts (else the clock would creep a second at a time); once it ended, the look counts.
+        """
+        redis = self.client.store.redis
+        entries: list[tuple[str, float]] = await redis.zrange(  # type: ignore[assignment]
+            self._keys.schedules_due, 0, DUE_SCHEDULES_LOOKED_AT - 1, withscores=True
+        )
+        soonest: int | None = None
+        for schedule_id, score in entries:
+            due: int | None = int(score)
+            limit = soonest if soonest is not None else before
+            if limit is not None and int(score) >= limit:
+                break  # ordered by score, and a schedule is never due sooner than its score
+            fields = await self.client.reads.schedule(str(schedule_id))
+            if fields is not None:
+                scheduled = Scheduled(str(schedule_id), fields)
+                running = scheduled.state.running
+                if scheduled.state.buffered and running is not None and await self._active(running):
+                    due = scheduled.state.next_due_ms if not scheduled.spec.paused else None
+            if due is not None and (limit is None or due < limit):
+                soonest = due
+        return soonest
+
+    async def _active(self, workflow_id: str) -> bool:
+        return await self.client.reads.status(workflow_id) not in (*FINISHED, None)
 
     async def _due_now(self) -> bool:
         due = await self._next_due()

@@ -27,3 +27,10 @@ async def hold(ctx: Context, input: Any) -> str:
     """A run that lasts until it receives the event `release` (or is cancelled)."""
     await ctx.wait_for_event("release", timeout="1h")
     return ctx.workflow_id
+
+
+@workflow(name="scheduled_slow", version="1")
+async def slow(ctx: Context, input: Any) -> str:
+    """A run that outlasts its schedule's interval (a two-hour sleep): the next firing waits behind it."""
+    await ctx.sleep("2h")
+    return ctx.workflow_id
