@@ -126,6 +126,12 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        """Launch the server and wait until it answers."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> RedisServer:
+        """Launch the server process, without waiting for it: call it from the main thread, so that the server
+        dies with this process (see ``_die_with_parent``), and wait for it (``wait_ready``) anywhere."""
         if self.port == 0:
             self.port = free_port()
         if self.data_dir is None:
@@ -150,16 +156,22 @@ class RedisServer:
             start_new_session=True,
             preexec_fn=_die_with_parent(),  # only prctl, no locks taken in the child
         )
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> RedisServer:
+        """Block until the launched server answers ``PING`` (or raise, the server stopped)."""
+        assert self.process is not None, "launch() first"
+        program = str(self.process.args[0]) if isinstance(self.process.args, list) else "the server"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"{command[0]} exited at start (code {self.process.returncode}): {error[-500:]}")
+                raise RuntimeError(f"{program} exited at start (code {self.process.returncode}): {error[-500:]}")
             if self._answers():
                 return self
             time.sleep(0.02)
         self.stop()
-        raise TimeoutError(f"{command[0]} did not answer on port {self.port} within {timeout}s")
+        raise TimeoutError(f"{program} did not answer on port {self.port} within {timeout}s")
 
     def _answers(self) -> bool:
         try:

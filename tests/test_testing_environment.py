@@ -4,8 +4,13 @@ skips time (a week-long onboarding finishes in well under a second), and the pyt
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import clock_app
 import entity_app
@@ -101,6 +106,61 @@ async def test_a_run_buffered_behind_another_does_not_slow_the_clock(redis_url: 
         assert len(finished) >= 2, runs
         first, second = finished[0], finished[1]
         assert second.created_at - first.updated_at <= timedelta(seconds=2)  # it waited for the first, no longer
+
+
+HOLD_AN_ENVIRONMENT = """
+import asyncio
+
+import redis
+
+import examples.onboarding
+from bdurable.testing import WorkflowEnvironment
+
+
+async def main() -> None:
+    async with WorkflowEnvironment([examples.onboarding], time_skipping=True) as env:
+        server = redis.Redis.from_url(env.client.settings.redis_url)
+        print("server-pid", server.info("server")["process_id"], flush=True)
+        await asyncio.sleep(60)
+
+
+asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the server follows its parent's death on Linux")
+def test_the_embedded_server_dies_with_a_test_process_stopped_by_sigterm(tmp_path: Path) -> None:
+    """A test run cancelled by SIGTERM (CI stopping a job) runs no cleanup: its server must not outlive it."""
+    script = tmp_path / "hold.py"
+    script.write_text(HOLD_AN_ENVIRONMENT)
+    repository = str(Path(__file__).parents[1])  # examples.onboarding
+    environment = {**os.environ, "PYTHONPATH": repository}
+    server_pid = 0
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=environment) as process:
+        try:
+            assert process.stdout is not None
+            lines = iter(process.stdout.readline, "")  # the roles' log lines come first
+            server_pid = int(next(line for line in lines if line.startswith("server-pid ")).split()[1])
+            assert _running(server_pid)
+            process.send_signal(signal.SIGTERM)
+            process.wait(10)
+            deadline = time.monotonic() + 10
+            while _running(server_pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not _running(server_pid), "the embedded server outlived the test process"
+        finally:
+            process.kill()
+            if server_pid and _running(server_pid):
+                os.kill(server_pid, signal.SIGKILL)  # this test leaves nothing running, even when it fails
 
 
 async def test_continue_as_new_in_an_environment_keeps_the_clock(redis_url: str) -> None:

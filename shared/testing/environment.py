@@ -151,7 +151,9 @@ class WorkflowEnvironment:
     async def _start(self) -> None:
         url = self._redis_url
         if url is None:
-            self._server = await asyncio.to_thread(RedisServer(appendonly=False).start)
+            # Launched from this thread (the main one, as a rule: the server then dies with the test process,
+            # even a SIGTERMed one), waited for in another, so that the loop keeps turning meanwhile.
+            self._server = await asyncio.to_thread(RedisServer(appendonly=False).launch().wait_ready)
             url = self._server.url
         base = self._base or Settings(redis_url=url)
         overrides: dict[str, Any] = {"redis_url": url, "prefix": self._prefix}
