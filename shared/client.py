@@ -97,16 +97,22 @@ def _not_found(workflow_id: str) -> WorkflowNotFoundError:
 class WorkflowHandle:
     """A started workflow: its id, and shortcuts to the client's calls about it."""
 
-    def __init__(self, client: Client, workflow_id: str, status: str) -> None:
+    def __init__(
+        self, client: Client, workflow_id: str, status: str, definition: Workflow[Any, Any] | None = None
+    ) -> None:
         self.client = client
         self.workflow_id = workflow_id
         self.status = status
+        self._definition = definition  # started by definition: its output comes back as the annotated type
 
     def __repr__(self) -> str:
         return f"<WorkflowHandle {self.workflow_id} {self.status}>"
 
     async def result(self, timeout: float | None = None) -> Any:
-        return await self.client.result(self.workflow_id, timeout=timeout)
+        """The output, as ``client.result``; started with the workflow object, converted to its return
+        annotation (a dataclass, a model...), as a parent receives a child's output."""
+        output = await self.client.result(self.workflow_id, timeout=timeout)
+        return output if self._definition is None else self._definition.convert_output(output)
 
     async def state(self) -> WorkflowState | None:
         return await self.client.get_state(self.workflow_id)
@@ -203,7 +209,7 @@ class Client(ScheduleMethods):
             raise WorkflowAlreadyExistsError(
                 f"workflow id {workflow_id!r} is already used by a workflow named {reply.detail!r}"
             )
-        return WorkflowHandle(self, workflow_id, reply.detail)
+        return WorkflowHandle(self, workflow_id, reply.detail, target.definition)
 
     async def start_many(
         self,
@@ -263,7 +269,7 @@ class Client(ScheduleMethods):
             raise WorkflowAlreadyExistsError(
                 f"{len(conflicts)} workflow id(s) already used by another workflow: {shown} (the others started)"
             )
-        return [WorkflowHandle(self, i, outcome[i].detail) for i in ids]
+        return [WorkflowHandle(self, i, outcome[i].detail, target.definition) for i in ids]
 
     async def _start_target(self, workflow: Workflow[Any, Any] | str, version: str | None, workflow_id: str) -> _Target:
         """What a start by definition or by registered name runs: name, version, queue, and how to validate."""

@@ -85,6 +85,21 @@ async def test_typed_input_is_converted_for_the_workflow(client: Client, roles: 
     assert await point.result(timeout=5) == {"type": "Point", "sum": 7}
 
 
+async def test_a_handle_started_with_the_definition_returns_the_annotated_output(
+    client: Client, roles: InProcessRoles
+) -> None:
+    """As a parent receives its child's output: started by definition, result() gives the return annotation's
+    type; by name, or by id, the client cannot know the type and gives plain JSON."""
+    roles.dispatcher(engine_app)
+    by_definition = await client.start(engine_app.mirrored_point, engine_app.Point(x=1, y=2))
+    assert await by_definition.result(timeout=5) == engine_app.Point(x=2, y=1)
+    [batched] = await client.start_many(engine_app.mirrored_point, [{"x": 3, "y": 4}])
+    assert await batched.result(timeout=5) == engine_app.Point(x=4, y=3)
+    by_name = await client.start("mirrored_point", {"x": 5, "y": 6})
+    assert await by_name.result(timeout=5) == {"x": 6, "y": 5}
+    assert await client.result(by_definition.workflow_id) == {"x": 2, "y": 1}
+
+
 async def test_invalid_typed_input_by_object_writes_nothing(client: Client, prefix: str) -> None:
     with pytest.raises(InvalidInputError):
         await client.start(engine_app.typed_order, {"order_id": "o-1", "amount": "lots"}, workflow_id="bad-1")

@@ -399,6 +399,11 @@ async def typed_point(ctx: Context, input: Point) -> dict[str, Any]:
 
 
 @workflow(version="1")
+async def mirrored_point(ctx: Context, input: Point) -> Point:
+    return Point(x=input.y, y=input.x)
+
+
+@workflow(version="1")
 async def nd_short(ctx: Context, input: Any) -> str:
     await first_step()
     await ctx.sleep("300ms")
