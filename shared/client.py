@@ -362,6 +362,8 @@ class Client(ScheduleMethods):
             while state.status not in FINISHED:
                 message = await waiter.next()
                 if message is not None and message.get("status") not in FINISHED:
+                    if isinstance(message.get("status"), str):
+                        seen.status = message["status"]  # what a timeout's message names
                     continue  # progress on the way: nothing to read yet
                 if message is not None and isinstance(message.get("output"), str):
                     # the finish carried its outcome

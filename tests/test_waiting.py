@@ -119,6 +119,17 @@ async def test_a_result_that_times_out_names_the_status_it_last_read(client: Cli
     assert await client.result(handle.workflow_id, timeout=10) == [1]  # the timed-out wait left nothing behind
 
 
+async def test_a_timed_out_result_names_the_latest_status_not_the_first(client: Client, roles: InProcessRoles) -> None:
+    """The wait read RUNNING (a task in flight); the workflow then waits for an event: the timeout says so."""
+    roles.signal_bus()
+    roles.dispatcher(bus_app)
+    handle = await client.start(bus_app.wait_after_task, {"token": "latest-status", "task_seconds": 0.3})
+    with pytest.raises(ResultTimeoutError, match=r"\(last read AWAITING_EVENT\)$"):
+        await client.result(handle.workflow_id, timeout=2.0)
+    await client.send_event(handle.workflow_id, "go", 1)
+    assert await client.result(handle.workflow_id, timeout=10) == 1
+
+
 async def test_a_subscription_write_that_hangs_holds_up_no_other_waiter(
     client: Client, roles: InProcessRoles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
