@@ -27,7 +27,7 @@ from bdurable.errors import (
 from bdurable.model import FINISHED, ScheduleInfo
 from bdurable.reads import Reads, ms
 from bdurable.runtime.faults import crash_point
-from bdurable.schedules import Firing, Plan, ScheduleSpec, ScheduleState, first_state, plan, run_id
+from bdurable.schedules import RECENT, Firing, Plan, ScheduleSpec, ScheduleState, first_state, plan, run_id
 from bdurable.schema import validate_against_schema
 from bdurable.store import Store
 from bdurable.workflow import Workflow
@@ -43,6 +43,7 @@ class Scheduled:
 
     def __init__(self, schedule_id: str, fields: Mapping[str, str]) -> None:
         self.schedule_id = schedule_id
+        self.fields = fields
         self.spec = ScheduleSpec.from_fields(fields)
         self.state = ScheduleState.from_fields(fields)
 
@@ -96,7 +97,8 @@ async def fire_schedule(
             return None
 
 
-async def _start(store: Store, reads: Reads, spec: ScheduleSpec, firing: Firing, now_ms: int) -> None:
+async def _start(store: Store, reads: Reads, spec: ScheduleSpec, firing: Firing, now_ms: int) -> bool:
+    """Start a firing's run (idempotent on its id); whether this call created it."""
     registration = await reads.registration(spec.workflow, spec.version, firing.workflow_id)
     if registration is None:
         raise UnknownWorkflowError(
@@ -106,10 +108,11 @@ async def _start(store: Store, reads: Reads, spec: ScheduleSpec, firing: Firing,
     start_at = firing.start_at_ms if firing.start_at_ms > now_ms else 0
     # The schedule keeps its input sealed; each run gets it sealed anew (under today's primary key). Without
     # the key it was sealed with, the firing fails with EncryptionKeyMissingError rather than run on a guess.
-    await store.start(
+    reply = await store.start(
         firing.workflow_id, name=spec.workflow, version=registration.version, queue=registration.queue,
         input=store.codec.open_text(spec.input), start_at_ms=start_at,
     )  # fmt: skip
+    return reply.outcome == "created"
 
 
 def _text(duration_ms: int | None) -> str | None:
@@ -228,15 +231,37 @@ class ScheduleMethods:
         first, last = aware_ms(start, "start"), aware_ms(end, "end")
         if last <= first:
             raise InvalidInputError("end must be after start")
-        started = []
+        started: builtins.list[str] = []
+        created: builtins.list[tuple[int, str]] = []  # the runs this backfill started (not those run before)
         spec = scheduled.spec
         for moment in spec.times_after(first - 1):
             if moment >= last:
                 break
             firing = Firing(moment, run_id(schedule_id, moment), moment)
-            await _start(self.store, self.reads, spec, firing, moment)
+            if await _start(self.store, self.reads, spec, firing, moment):
+                created.append((moment, firing.workflow_id))
             started.append(firing.workflow_id)
+        await self._remember(schedule_id, created)
         return started
+
+    async def _remember(self, schedule_id: str, firings: builtins.list[tuple[int, str]]) -> None:
+        """Add runs started outside a pass (a backfill) to the schedule's recent firings, as Temporal lists a
+        backfill's actions among the recent ones (compare-and-set, like every change of a schedule)."""
+        while firings:
+            scheduled = await load_schedule(self.reads, schedule_id)
+            state = scheduled.state
+            known = set(state.recent)
+            recent = [*state.recent, *(f for f in firings if f not in known)][-RECENT:]
+            after_fields = dataclasses.replace(state, recent=tuple(recent)).to_fields()
+            after = Scheduled(schedule_id, {**scheduled.fields, **after_fields})
+            now = await self.reads.now_ms()
+            written = await self.store.schedule_write(
+                schedule_id, expected=str(state.rev), due=after.due_field(now), fields=after_fields
+            )
+            if written == "ok":
+                return
+            if written == "missing":
+                raise ScheduleNotFoundError(f"no schedule with id {schedule_id!r}")
 
     async def _schedule_target(self, workflow: object, input: Any, version: str | None) -> tuple[str, str]:
         """The workflow's name and the input's payload, validated against the workflow: its definition, or the

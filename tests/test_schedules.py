@@ -261,8 +261,12 @@ async def test_a_backfill_of_a_hundred_times_runs_each_once(client: Client, role
     assert ids[-1] == "five-2026-11-01T14:15:00Z"
     results = await asyncio.gather(*(client.result(i, timeout=60) for i in ids))
     assert results == [f"ran {i}" for i in ids]
+    recent = (await client.get_schedule("five")).recent  # a backfill's runs count among the recent firings
+    assert [r["workflow_id"] for r in recent] == ids[-10:]
+    assert [r["scheduled_at"] for r in recent] == [start + timedelta(minutes=5 * i) for i in range(90, 100)]
     again = await client.backfill_schedule("five", start, start + timedelta(minutes=500))
     assert again == ids  # the same times: nothing new runs
+    assert [r["workflow_id"] for r in (await client.get_schedule("five")).recent] == ids[-10:]  # nor twice
     page = await client.list(name="scheduled_tick", limit=500)
     assert sorted(s.workflow_id for s in page.items) == sorted(ids)
     with pytest.raises(InvalidInputError, match="after start"):
