@@ -390,7 +390,7 @@ def test_schedules_from_the_command_line(fleet: Fleet) -> None:
     assert (paused["paused"], paused["note"], paused["next_runs"]) == (True, "freeze", [])
     listed = json.loads(cli(fleet.env, "schedule", "list", "--json").stdout)
     assert [s["schedule_id"] for s in listed] == [sid]
-    assert [f["workflow_id"] for f in listed[0]["recent"]] == [run]
+    assert [f["workflow_id"] for f in listed[0]["recent"]] == [run, *backfilled_ids]  # trigger, then backfill
     shown = cli(fleet.env, "schedule", "show", sid)
     assert shown.exit_code == 0
     assert "freeze" in shown.stdout
