@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bdurable.codec import encode_payload, to_json_value
 from bdurable.config import Settings
@@ -32,7 +32,9 @@ from bdurable.schema import validate_against_schema
 from bdurable.store import Store
 from bdurable.workflow import Workflow
 
-__all__ = ["ScheduleMethods", "Scheduled", "fire_schedule", "load_schedule"]
+__all__ = ["ScheduleMethods", "Scheduled", "change_schedule", "fire_schedule", "load_schedule", "run_in_progress"]
+
+T = TypeVar("T")
 
 BUFFERED_RECHECK_MS = 1000  # how often a run waiting behind another (buffer_*, cancel_other) is checked
 MAX_SCHEDULE_ID = 200  # a firing's workflow id adds the time: it must stay within a workflow id's 256
@@ -56,6 +58,12 @@ class Scheduled:
         return str(min(times)) if times else ""
 
 
+async def run_in_progress(reads: Reads, scheduled: Scheduled) -> bool:
+    """Whether the schedule's latest run is still active (the overlap policy's question)."""
+    running = scheduled.state.running
+    return running is not None and (await reads.status(running)) not in (*FINISHED, None)
+
+
 async def load_schedule(reads: Reads, schedule_id: str) -> Scheduled:
     fields = await reads.schedule(schedule_id)
     if fields is None:
@@ -71,30 +79,53 @@ async def fire_schedule(
     Returns the plan executed, or ``None`` when the schedule is gone. Retries from a fresh read while another
     writer changed the schedule meanwhile (the starts are idempotent: nothing runs twice).
     """
-    while True:
-        fields = await reads.schedule(schedule_id)
-        if fields is None:
-            return None
-        scheduled = Scheduled(schedule_id, fields)
-        running = scheduled.state.running
-        active = running is not None and (await reads.status(running)) not in (*FINISHED, None)
-        decided = plan(schedule_id, scheduled.spec, scheduled.state, now_ms, active, extra_times=extra_times)
+
+    async def execute(scheduled: Scheduled, now: int) -> tuple[dict[str, str], Plan]:
+        active = await run_in_progress(reads, scheduled)
+        decided = plan(schedule_id, scheduled.spec, scheduled.state, now, active, extra_times=extra_times)
         for workflow_id in decided.cancel:
             await store.cancel(workflow_id, f"schedule {schedule_id}: a newer run replaces it (cancel_other)")
         for firing in decided.start:
-            await _start(store, reads, scheduled.spec, firing, now_ms)
+            await _start(store, reads, scheduled.spec, firing, now)
         if decided.start:
             crash_point("mid_firing")
         assert decided.state is not None
-        after_fields = decided.state.to_fields()
-        after = Scheduled(schedule_id, {**fields, **after_fields})
+        return decided.state.to_fields(), decided
+
+    try:
+        return await change_schedule(store, reads, schedule_id, execute, now_ms=now_ms)
+    except ScheduleNotFoundError:
+        return None
+
+
+async def change_schedule(
+    store: Store,
+    reads: Reads,
+    schedule_id: str,
+    change: Callable[[Scheduled, int], Awaitable[tuple[dict[str, str], T]]],
+    *,
+    now_ms: int | None = None,
+) -> T:
+    """Apply ``change`` to a schedule with a compare-and-set, and return what it returned.
+
+    ``change(scheduled, now)`` gives the fields to write (and a result). The write lands only if the schedule's
+    revision is still the one read; if another writer (a scheduler's pass, a client's update) changed it
+    meanwhile, the schedule is read again and ``change`` applied again, so no change is lost and none is made
+    on a stale copy. ``now`` is ``now_ms``, else Redis's clock read at each pass. Raises
+    ``ScheduleNotFoundError`` when the schedule is gone.
+    """
+    while True:
+        scheduled = await load_schedule(reads, schedule_id)
+        now = now_ms if now_ms is not None else await reads.now_ms()
+        fields, result = await change(scheduled, now)
+        after = Scheduled(schedule_id, {**scheduled.fields, **fields})
         written = await store.schedule_write(
-            schedule_id, expected=str(scheduled.state.rev), due=after.due_field(now_ms), fields=after_fields
+            schedule_id, expected=str(scheduled.state.rev), due=after.due_field(now), fields=fields
         )
         if written == "ok":
-            return decided
+            return result
         if written == "missing":
-            return None
+            raise ScheduleNotFoundError(f"no schedule with id {schedule_id!r}")
 
 
 async def _start(store: Store, reads: Reads, spec: ScheduleSpec, firing: Firing, now_ms: int) -> bool:
@@ -247,21 +278,16 @@ class ScheduleMethods:
     async def _remember(self, schedule_id: str, firings: builtins.list[tuple[int, str]]) -> None:
         """Add runs started outside a pass (a backfill) to the schedule's recent firings, as Temporal lists a
         backfill's actions among the recent ones (compare-and-set, like every change of a schedule)."""
-        while firings:
-            scheduled = await load_schedule(self.reads, schedule_id)
+        if not firings:
+            return
+
+        async def add(scheduled: Scheduled, now: int) -> tuple[dict[str, str], None]:
             state = scheduled.state
             known = set(state.recent)
             recent = [*state.recent, *(f for f in firings if f not in known)][-RECENT:]
-            after_fields = dataclasses.replace(state, recent=tuple(recent)).to_fields()
-            after = Scheduled(schedule_id, {**scheduled.fields, **after_fields})
-            now = await self.reads.now_ms()
-            written = await self.store.schedule_write(
-                schedule_id, expected=str(state.rev), due=after.due_field(now), fields=after_fields
-            )
-            if written == "ok":
-                return
-            if written == "missing":
-                raise ScheduleNotFoundError(f"no schedule with id {schedule_id!r}")
+            return dataclasses.replace(state, recent=tuple(recent)).to_fields(), None
+
+        await change_schedule(self.store, self.reads, schedule_id, add)
 
     async def _schedule_target(self, workflow: object, input: Any, version: str | None) -> tuple[str, str]:
         """The workflow's name and the input's payload, validated against the workflow: its definition, or the
@@ -288,8 +314,8 @@ class ScheduleMethods:
         unknown = set(options) - allowed
         if unknown:
             raise InvalidInputError(f"unknown schedule option(s): {', '.join(sorted(unknown))}")
-        while True:
-            scheduled = await load_schedule(self.reads, schedule_id)
+
+        async def apply(scheduled: Scheduled, now: int) -> tuple[dict[str, str], None]:
             spec = scheduled.spec
             changes: dict[str, Any] = {}
             if "workflow" in options or "input" in options:
@@ -311,19 +337,11 @@ class ScheduleMethods:
                 version=options.get("version", spec.version), created_at_ms=spec.created_at_ms,
             )  # fmt: skip
             state = scheduled.state
-            now = await self.reads.now_ms()
             if timing or (spec.paused and not rebuilt.paused):  # times from now on
-                state = ScheduleState(first_state(rebuilt, now).next_due_ms, state.running, state.buffered,
-                                      state.recent, state.missed, state.rev)  # fmt: skip
-            fields = {**rebuilt.to_fields(), **state.to_fields()}
-            after = Scheduled(schedule_id, fields)
-            written = await self.store.schedule_write(
-                schedule_id, expected=str(scheduled.state.rev), due=after.due_field(now), fields=fields
-            )
-            if written == "ok":
-                return
-            if written == "missing":
-                raise ScheduleNotFoundError(f"no schedule with id {schedule_id!r}")
+                state = dataclasses.replace(state, next_due_ms=first_state(rebuilt, now).next_due_ms)
+            return {**rebuilt.to_fields(), **state.to_fields()}, None
+
+        await change_schedule(self.store, self.reads, schedule_id, apply)
 
     async def _info(self, scheduled: Scheduled) -> ScheduleInfo:
         spec, state = scheduled.spec, scheduled.state

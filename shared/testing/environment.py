@@ -32,8 +32,8 @@ from bdurable.config import Settings
 from bdurable.durations import parse_duration
 from bdurable.embedded import RedisServer
 from bdurable.keys import Keys, ShardKeys
-from bdurable.model import FINISHED, Signal
-from bdurable.scheduling import Scheduled
+from bdurable.model import Signal
+from bdurable.scheduling import Scheduled, run_in_progress
 from bdurable.worker import ROLES, Worker
 
 __all__ = ["TestClock", "WorkflowEnvironment"]
@@ -304,15 +304,11 @@ class WorkflowEnvironment:
             fields = await self.client.reads.schedule(str(schedule_id))
             if fields is not None:
                 scheduled = Scheduled(str(schedule_id), fields)
-                running = scheduled.state.running
-                if scheduled.state.buffered and running is not None and await self._active(running):
+                if scheduled.state.buffered and await run_in_progress(self.client.reads, scheduled):
                     due = scheduled.state.next_due_ms if not scheduled.spec.paused else None
             if due is not None and (limit is None or due < limit):
                 soonest = due
         return soonest
-
-    async def _active(self, workflow_id: str) -> bool:
-        return await self.client.reads.status(workflow_id) not in (*FINISHED, None)
 
     async def _due_now(self) -> bool:
         due = await self._next_due()
