@@ -610,11 +610,18 @@ async def test_a_wrong_password_is_refused_and_never_printed(acl: AclUsers, sett
     with pytest.raises(AuthenticationError):
         async with Client(settings=dataclasses.replace(settings, redis_url=acl.url("client", password=wrong))):
             pass
-    done = run_cli(["state", "some-id"], BDURABLE_REDIS_URL=acl.url("client", password=wrong), prefix=acl.prefix)
-    assert done.returncode == 4, done.stderr
-    assert wrong not in done.stderr + done.stdout
-    assert "***" in done.stderr, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    port = acl.server.port
+    for url in (
+        acl.url("client", password=wrong),
+        # redis-py also reads a password from the query string: as secret there
+        f"redis://127.0.0.1:{port}/0?username=bdurable-client&password={wrong}",
+        f"redis://bdurable-client@127.0.0.1:{port}/0?db=0&password={wrong}",
+    ):
+        done = run_cli(["state", "some-id"], BDURABLE_REDIS_URL=url, prefix=acl.prefix)
+        assert done.returncode == 4, done.stderr
+        assert wrong not in done.stderr + done.stdout
+        assert "***" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def run_cli(args: list[str], *, prefix: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -262,13 +262,23 @@ def message_for(exc: BaseException, redis_url: str | None, *, debug: bool = Fals
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, fit for an error message or a report."""
+    """The URL without its passwords, fit for an error message or a report: the one in ``user:password@``, and
+    any query parameter that holds one (redis-py reads ``?password=`` and ``?ssl_password=`` too)."""
     scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
+    if not sep:
         return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    credentials, at, place = rest.rpartition("@")
+    if at and ":" in credentials:
+        credentials = credentials.split(":", 1)[0] + ":***"
+    where, question, query = place.partition("?")
+    if question:
+        where += "?" + "&".join(_redact_param(param) for param in query.split("&"))
+    return f"{scheme}://{credentials}{at}{where}"
+
+
+def _redact_param(param: str) -> str:
+    name, equals, _ = param.partition("=")
+    return f"{name}=***" if equals and "password" in name.lower() else param
 
 
 def report_error(exc: BaseException, *, debug: bool, redis_url: str | None = None) -> NoReturn:
