@@ -5,7 +5,9 @@
   ``BDURABLE_CONSOLE_TOKEN`` is set or the console listens on loopback only. On a non-loopback address without
   a token it is read-only, whatever else is asked.
 - With a token, an action carries it: ``Authorization: Bearer <token>`` (scripts), or the signed session cookie
-  that the sign-in form sets (pages). Missing or wrong: 401.
+  that the sign-in form sets (pages). Missing or wrong: 401. A wrong token (bearer or sign-in) is answered after
+  half a second, one wrong token at a time (:meth:`AccessPolicy.wrong_token_penalty`), so guessing runs at two
+  tries a second however many requests are sent at once.
 - Every action that is not a bearer call is a browser's, and must prove it is not cross-site: ``Sec-Fetch-Site``
   (when sent) is ``same-origin``, ``Origin`` (when sent) is the console's own, and the CSRF token of the page
   (a signed double-submit cookie, HttpOnly and SameSite=Strict) is echoed in ``X-CSRF-Token`` or a ``csrf``
@@ -23,6 +25,7 @@ token, or, without one, with a random key of this process (a restart only asks t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -45,6 +48,7 @@ __all__ = [
 SESSION_COOKIE = "bdurable_session"
 CSRF_COOKIE = "bdurable_csrf"
 SESSION_SECONDS = 12 * 3600
+WRONG_TOKEN_DELAY = 0.5  # seconds before a wrong token is answered, one at a time (slows guessing)
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
 
@@ -79,6 +83,7 @@ class Refusal:
 
     status: int
     message: str
+    wrong_token: bool = False  # answered after the policy's penalty (wrong_token_penalty)
 
 
 @dataclass
@@ -89,6 +94,7 @@ class AccessPolicy:
     read_only: bool = False
     token: str | None = None
     _key: bytes = field(init=False, repr=False)
+    _penalty_box: asyncio.Lock = field(init=False, repr=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         secret = self.token.encode() if self.token else secrets.token_bytes(32)
@@ -145,7 +151,7 @@ class AccessPolicy:
                 return Refusal(401, "no BDURABLE_CONSOLE_TOKEN is set: bearer tokens are not accepted")
             if hmac.compare_digest(credentials.strip().encode(), self.token.encode()):
                 return None  # browsers never add this header by themselves: no cross-site check needed
-            return Refusal(401, "wrong token")
+            return Refusal(401, "wrong token", wrong_token=True)
         if self.token is not None and not self.signed_in(request):
             return Refusal(401, "sign in, or send Authorization: Bearer <BDURABLE_CONSOLE_TOKEN>")
         if self.token is None and _is_script_call(request):
@@ -173,6 +179,12 @@ class AccessPolicy:
         return f"{request.url.scheme}://{request.headers.get('host', '')}"
 
     # -- tokens ------------------------------------------------------------------------------------------
+
+    async def wrong_token_penalty(self) -> None:
+        """Wait before answering a wrong token: half a second, and one wrong token at a time in this process, so
+        that sending guesses in parallel does not guess faster. A right token never waits here."""
+        async with self._penalty_box:
+            await asyncio.sleep(WRONG_TOKEN_DELAY)
 
     def token_matches(self, offered: str) -> bool:
         return self.token is not None and hmac.compare_digest(offered.encode(), self.token.encode())

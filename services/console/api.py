@@ -241,6 +241,8 @@ async def act(request: Request, perform: Act) -> Response:
         return failure(request, exc.status, str(exc))
     refusal = console.policy.check_action(request, body.get("csrf") if body else None)
     if refusal is not None:
+        if refusal.wrong_token:
+            await console.policy.wrong_token_penalty()
         return failure(request, refusal.status, refusal.message)
     try:
         result, message = await perform(console.ready_client(), body if body is not None else _json(raw))

@@ -24,8 +24,6 @@ from bdurable.services.console.timeline import timeline
 
 __all__ = ["render", "routes"]
 
-SIGN_IN_DELAY = 0.5  # seconds added to a failed sign-in (slows guessing)
-
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     """A page, with what every page needs: the CSRF token (set as a cookie when new), who may act."""
@@ -151,7 +149,7 @@ async def sign_in(request: Request) -> Response:
         return render(request, "signin.html", status=refusal.status, title="Sign in", next=destination,
                       problem=refusal.message)  # fmt: skip
     if not console.policy.token_matches(str(form.get("token", ""))):
-        await asyncio.sleep(SIGN_IN_DELAY)
+        await console.policy.wrong_token_penalty()
         problem = "wrong token" if console.policy.token else "no BDURABLE_CONSOLE_TOKEN is set: there is no sign-in"
         return render(request, "signin.html", status=401, title="Sign in", next=destination, problem=problem)
     response = RedirectResponse(destination, status_code=303)
