@@ -128,12 +128,7 @@ class ListQuery:
             self.after()
 
     def after(self) -> tuple[int, str] | None:
-        if not self.cursor:
-            return None
-        score_text, _, member = self.cursor.partition(":")
-        if not score_text.isdigit() or not member:
-            raise InvalidInputError(f"invalid cursor {self.cursor!r}")
-        return int(score_text), member
+        return parse_cursor(self.cursor)
 
     def matches_kind(self, name: str, version: str) -> bool:
         return (self.name is None or name == self.name) and (self.version is None or version == self.version)
@@ -316,7 +311,7 @@ class Reads:
             indexes = [shard.index(status, name, version) for status in statuses for name, version in kinds]
             found += [
                 (score, member, shard)
-                for score, member in await self._newest(indexes, high, low, after, query.limit + 1)
+                for score, member in await self._ranked(indexes, (low, high), after, query.limit + 1)
             ]
         found.sort(key=lambda item: (item[0], item[1]), reverse=True)
         page = found[: query.limit]
@@ -328,22 +323,34 @@ class Reads:
         members: set[str] = await self.redis.smembers(shard.kinds)  # type: ignore[assignment]  # redis-py's stubs
         return sorted(tuple(m.split("\t", 1)) for m in members if "\t" in m)  # type: ignore[misc]
 
-    async def _newest(
-        self, indexes: builtins.list[str], high: int | str, low: int | str, after: tuple[int, str] | None, wanted: int
+    async def _ranked(
+        self,
+        indexes: builtins.list[str],
+        bounds: tuple[int | str, int | str],
+        after: tuple[int, str] | None,
+        wanted: int,
+        *,
+        newest_first: bool = True,
     ) -> builtins.list[tuple[int, str]]:
-        """Up to ``wanted`` entries of these indexes, newest first, after the cursor (same-ms entries by id)."""
+        """Up to ``wanted`` entries of each of these indexes (sorted sets scored by a time in ms) within
+        ``bounds`` (lowest, highest), in order (newest first, or oldest first), after the cursor (entries of the
+        same ms in the order of their ids)."""
         found: builtins.list[tuple[int, str]] = []
         offset, batch = 0, wanted + 20
         live = list(indexes)
+        low, high = bounds
         while live:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key in live:
-                    pipe.zrevrangebyscore(key, high, low, start=offset, num=batch, withscores=True)
+                    if newest_first:
+                        pipe.zrevrangebyscore(key, high, low, start=offset, num=batch, withscores=True)
+                    else:
+                        pipe.zrangebyscore(key, low, high, start=offset, num=batch, withscores=True)
                 pages: builtins.list[builtins.list[tuple[str, float]]] = await pipe.execute()
             more = []
             for key, rows in zip(live, pages, strict=True):
                 taken = [(int(score), member) for member, score in rows]
-                kept = [entry for entry in taken if after is None or entry < after]
+                kept = [e for e in taken if after is None or (e < after if newest_first else e > after)]
                 found += kept
                 if len(rows) == batch and len(kept) < wanted:  # ties with the cursor used the batch: read on
                     more.append(key)
@@ -400,15 +407,40 @@ class Reads:
 
     async def dead_letters(self) -> builtins.list[DeadLetter]:
         """Every dead-letter entry, oldest first."""
-        entries: builtins.list[DeadLetter] = []
+        entries, _ = await self.dead_letter_page()
+        return entries
+
+    async def dead_letter_page(
+        self, limit: int | None = None, cursor: str | None = None
+    ) -> tuple[builtins.list[DeadLetter], str | None]:
+        """Dead-letter entries, oldest first (by creation, then id): every one, or ``limit`` of them after
+        ``cursor``; and the cursor of the next page (``None`` on the last). Only the page's entries are read
+        (an entry holds its arguments and traceback, up to a payload's size each)."""
+        after = parse_cursor(cursor)
+        found: builtins.list[tuple[int, str, ShardKeys]] = []
         for shard in self.keys.all_shards():
-            ids: builtins.list[str] = await self.redis.zrange(shard.dlq, 0, -1)  # type: ignore[assignment]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for entry_id in ids:
-                    pipe.hgetall(shard.dlq_entry(entry_id))
-                rows = await pipe.execute()
-            entries += [dead_letter(entry_id, row, self.codec) for entry_id, row in zip(ids, rows, strict=True) if row]
-        return sorted(entries, key=lambda e: e.created_at)
+            if limit is None:
+                rows: builtins.list[tuple[str, float]] = await self.redis.zrange(  # type: ignore[assignment]
+                    shard.dlq, 0, -1, withscores=True
+                )
+                ranked = [(int(score), entry_id) for entry_id, score in rows]
+            else:
+                low = after[0] if after is not None else "-inf"
+                ranked = await self._ranked([shard.dlq], (low, "+inf"), after, limit + 1, newest_first=False)
+            found += [(score, entry_id, shard) for score, entry_id in ranked]
+        found.sort(key=lambda item: (item[0], item[1]))
+        page = found if limit is None else found[:limit]
+        next_cursor = f"{page[-1][0]}:{page[-1][1]}" if limit is not None and len(found) > limit else None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, entry_id, shard in page:
+                pipe.hgetall(shard.dlq_entry(entry_id))
+            rows_read: builtins.list[dict[str, str]] = await pipe.execute()
+        entries = [
+            dead_letter(entry_id, row, self.codec)
+            for (_, entry_id, _), row in zip(page, rows_read, strict=True)
+            if row  # resolved since its id was read
+        ]
+        return entries, next_cursor
 
     async def dead_letter(self, shard: ShardKeys, entry_id: str) -> DeadLetter | None:
         row: dict[str, str] = await self.redis.hgetall(shard.dlq_entry(entry_id))  # type: ignore[assignment]
@@ -485,6 +517,16 @@ class Reads:
         now = await self.now_ms()
         found: builtins.list[str] = await self.redis.zrangebyscore(self.keys.workers, "-inf", f"({now}")  # type: ignore[assignment]
         return found
+
+
+def parse_cursor(cursor: str | None) -> tuple[int, str] | None:
+    """A page's cursor (``"<ms>:<id>"``, the position of the last item of the page before), or ``None``."""
+    if not cursor:
+        return None
+    score_text, _, member = cursor.partition(":")
+    if not score_text.isdigit() or not member:
+        raise InvalidInputError(f"invalid cursor {cursor!r}")
+    return int(score_text), member
 
 
 def dead_letter(entry_id: str, row: Mapping[str, str], codec: PayloadCodec = _UNKEYED) -> DeadLetter:

@@ -15,7 +15,7 @@ import uuid
 from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import console_app
 import httpx
@@ -327,6 +327,48 @@ async def test_actions_work_end_to_end_through_the_api(
         assert purged.status_code == 200
         assert purged.json()["purged"] >= 0
         assert (await web.http.get("/api/dlq")).json() == []
+
+
+async def test_the_dead_letter_list_comes_in_pages(client: Client, roles: InProcessRoles, settings: Settings) -> None:
+    """An entry holds its arguments and traceback: the console reads and answers a page at a time, and a client
+    walks the pages by the Link header to the same entries, in the same order, as `dlq list`."""
+    roles.dispatcher(console_app)
+    handles = [await client.start(console_app.parked, uuid.uuid4().hex, workflow_id=new_id("pg")) for _ in range(7)]
+    for handle in handles:
+        await eventually(functools.partial(status_is, client, handle.workflow_id, Status.PARKED), timeout=10)
+    everything = [entry.entry_id for entry in await client.dlq_list()]
+    assert len(everything) == 7
+    async with running_console(settings) as web:
+        walked: list[str] = []
+        url: str | None = "/api/dlq?limit=3"
+        sizes = []
+        while url is not None:
+            answer = await web.http.get(url)
+            assert answer.status_code == 200, answer.text
+            page = answer.json()
+            assert {frozenset(entry) for entry in page} == {frozenset(DLQ_KEYS)}
+            sizes.append(len(page))
+            walked += [entry["entry_id"] for entry in page]
+            link = answer.headers.get("link")
+            url = link.split(">", 1)[0].removeprefix("<") if link else None
+            assert link is None or link.endswith('; rel="next"')
+        assert sizes == [3, 3, 1]
+        assert walked == everything
+        assert [e["entry_id"] for e in (await web.http.get("/api/dlq")).json()] == everything  # default page: 50
+        assert_error(await web.http.get("/api/dlq", params={"cursor": "bogus"}), 400, "invalid cursor")
+        assert_error(await web.http.get("/api/dlq", params={"limit": "0"}), 400, "limit must be")
+        assert_error(await web.http.get("/api/dlq", params={"limit": "501"}), 400, "limit must be")
+        first = await web.http.get("/dlq", params={"limit": "3"})
+        assert first.status_code == 200
+        assert first.text.count('class="card entry') == 3
+        assert 'id="next-page"' in first.text
+        link = (await web.http.get("/api/dlq", params={"limit": "5"})).headers["link"]
+        cursor = parse_qs(urlsplit(link.split(">", 1)[0].removeprefix("<")).query)["cursor"][0]
+        last = await web.http.get("/dlq", params={"limit": "5", "cursor": cursor})
+        assert last.status_code == 200
+        assert last.text.count('class="card entry') == 2
+        assert 'id="next-page"' not in last.text
+        assert "First page" in last.text
 
 
 async def test_an_action_without_the_token_is_refused(

@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from markupsafe import Markup, escape
 from starlette.requests import Request
@@ -85,7 +85,19 @@ async def get_signals(request: Request) -> Response:
 
 
 async def list_dead_letters(request: Request) -> Response:
-    return await guarded(request, data.dead_letters)
+    """A page of entries, as a list (the CLI's shape); a ``Link: <...>; rel="next"`` header names the next page."""
+    try:
+        entries, next_cursor = await data.dead_letters(state_of(request).ready_client(), request.query_params)
+    except Exception as exc:
+        mapped = error_response_for(exc)
+        if mapped is None:
+            raise
+        return json_error(*mapped)
+    headers = {}
+    if next_cursor is not None:
+        query = urlencode({**request.query_params, "cursor": next_cursor})
+        headers["Link"] = f'</api/dlq?{query}>; rel="next"'
+    return JSONResponse(entries, headers=headers)
 
 
 async def get_dead_letter(request: Request) -> Response:

@@ -24,6 +24,7 @@ __all__ = [
     "dead_letters",
     "history",
     "overview",
+    "page_limit",
     "parse_time",
     "schedule",
     "schedule_summary",
@@ -34,7 +35,7 @@ __all__ = [
     "workflows",
 ]
 
-LIST_LIMIT = 50  # the default page size of the workflow list
+LIST_LIMIT = 50  # the default page size of the lists (workflows, dead letters)
 MAX_LIMIT = 500
 SOON_MS = 60_000  # "timers due soon": within a minute
 RECENT_FAILURES = 10
@@ -77,12 +78,6 @@ class ListParams:
             status = status.upper()
             if status not in Status.__members__:
                 raise InvalidInputError(f"unknown status {status!r}; use one of {', '.join(Status.__members__)}")
-        raw_limit = text("limit")
-        limit = LIST_LIMIT
-        if raw_limit is not None:
-            if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-                raise InvalidInputError(f"limit must be an integer from 1 to {MAX_LIMIT}")
-            limit = int(raw_limit)
         return cls(
             status=status,
             name=text("name"),
@@ -91,7 +86,7 @@ class ListParams:
             since=parse_time(text("since"), "since"),
             until=parse_time(text("until"), "until"),
             cursor=text("cursor"),
-            limit=limit,
+            limit=page_limit(query),
         )
 
     def query(self, *, cursor: str | None = None) -> dict[str, str]:
@@ -142,9 +137,24 @@ async def signals(client: Client, workflow_id: str) -> list[dict[str, Any]]:
     return [{"seq": r.seq, "name": r.name, "payload": r.payload, "at": r.at_ms} for r in found.signals]
 
 
-async def dead_letters(client: Client) -> list[dict[str, Any]]:
-    """``bdurable dlq list --json``."""
-    return [entry.to_json() for entry in await client.dlq_list()]
+async def dead_letters(client: Client, query: Mapping[str, str]) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of ``bdurable dlq list --json`` (query ``limit``, ``cursor``), and the next page's cursor.
+
+    Paged, unlike the CLI's list: an entry holds its arguments and traceback (up to a payload's size each), and
+    the console answers whoever can reach it."""
+    limit = page_limit(query)
+    entries, next_cursor = await client.reads.dead_letter_page(limit, query.get("cursor") or None)
+    return [entry.to_json() for entry in entries], next_cursor
+
+
+def page_limit(query: Mapping[str, str]) -> int:
+    """A list's ``limit`` query parameter: 1 to ``MAX_LIMIT``, ``LIST_LIMIT`` when absent."""
+    raw = (query.get("limit") or "").strip()
+    if not raw:
+        return LIST_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidInputError(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return int(raw)
 
 
 async def _schedule_infos(client: Client) -> list[ScheduleInfo]:

@@ -113,11 +113,18 @@ async def workflow(request: Request) -> Response:
 
 async def dlq(request: Request) -> Response:
     try:
-        entries = await data.dead_letters(state_of(request).ready_client())
+        entries, next_cursor = await data.dead_letters(state_of(request).ready_client(), request.query_params)
     except Exception as exc:
         return error_page(request, exc)
-    unparked = sum(1 for entry in entries if not entry["parked"])
-    return render(request, "dlq.html", title="Dead letters", entries=entries, unparked=unparked)
+    query = dict(request.query_params)
+    next_url = f"/dlq?{urlencode({**query, 'cursor': next_cursor})}" if next_cursor is not None else None
+    first_url = f"/dlq?{urlencode({k: v for k, v in query.items() if k != 'cursor'})}" if "cursor" in query else None
+    current_url = f"/dlq?{urlencode(query)}" if query else "/dlq"
+    return render(
+        request, "dlq.html", title="Dead letters", entries=entries, next_url=next_url, first_url=first_url,
+        current_url=current_url, paged=next_url is not None or first_url is not None,
+        unparked=sum(1 for entry in entries if not entry["parked"]),
+    )  # fmt: skip
 
 
 async def schedules(request: Request) -> Response:
