@@ -150,9 +150,10 @@ class Dispatcher:
             worker_id=self.worker_id, store=store, reads=reads, shards=self.shards, holding=self.pool.holding,
             heartbeat_interval=self.settings.heartbeat_interval, check_now=self._check_held,
         )  # fmt: skip
+        drained = Stopping()  # heartbeats and cancel hints go on while in-flight work drains
         helpers = [
-            asyncio.create_task(self._heartbeats(store, stopping)),
-            asyncio.create_task(self._tasks.cancel_hints(stopping)),
+            asyncio.create_task(self._heartbeats(store)),
+            asyncio.create_task(self._tasks.cancel_hints(drained)),
             asyncio.create_task(lost.run(stopping)),
         ]
         try:
@@ -162,6 +163,7 @@ class Dispatcher:
             if cut:
                 log.warning("drain timed out; unfinished work is handed back", handed_back=cut)
         finally:
+            drained.set()
             for helper in helpers:
                 helper.cancel()
                 with suppress(asyncio.CancelledError):
@@ -203,8 +205,12 @@ class Dispatcher:
         )
         self._last_beat = time.monotonic()
 
-    async def _heartbeats(self, store: Store, stopping: Stopping) -> None:
-        while not await stopping.sleep(self.settings.heartbeat_interval):
+    async def _heartbeats(self, store: Store) -> None:
+        """Beat until cancelled: after the drain, not when stopping begins. A draining dispatcher still holds
+        its in-flight work; were it to stop beating, the reaper would hand that work to another dispatcher after
+        the heartbeat timeout, the task would run twice, and the drain's commit would be refused as stale."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
             try:
                 await self._beat(store)
             except REDIS_ERRORS as exc:

@@ -137,6 +137,15 @@ async def long_task(token: str) -> str:
 
 
 @task
+async def longer_than_a_heartbeat_timeout(token: str) -> str:
+    """Runs 3 s: three heartbeat timeouts of the tests' settings."""
+    CALLS[token].append("start")
+    await asyncio.sleep(3)
+    CALLS[token].append("done")
+    return "finished"
+
+
+@task
 async def first_step() -> str:
     return "first"
 
@@ -359,6 +368,11 @@ async def history_flow(ctx: Context, input: dict[str, Any]) -> int:
 @workflow(version="1")
 async def drain_flow(ctx: Context, input: dict[str, Any]) -> str:
     return await long_task(input["token"])
+
+
+@workflow(version="1")
+async def long_drain_flow(ctx: Context, input: dict[str, Any]) -> str:
+    return await longer_than_a_heartbeat_timeout(input["token"])
 
 
 @workflow(version="1")
