@@ -17,6 +17,7 @@ from pydantic_core import from_json, to_json, to_jsonable_python
 from bdurable.errors import InvalidInputError, PayloadTooLargeError
 
 __all__ = [
+    "annotation_mismatch",
     "decode",
     "dumps",
     "encode_payload",
@@ -136,6 +137,17 @@ def from_json_value(value: Any, annotation: Any, *, what: str) -> Any:
         return adapter.validate_python(value)
     except ValidationError as exc:
         raise InvalidInputError(f"{what} does not match {_type_name(annotation)}: {_short(exc)}") from None
+
+
+def annotation_mismatch(value: Any, annotation: Any, *, what: str) -> str | None:
+    """Why the JSON ``value`` does not fit ``annotation`` (the message of ``from_json_value``'s error), or
+    ``None`` when it does. Checks what a task or workflow returned where it returned it, so that a wrong value
+    fails that call, not the reader who converts it later."""
+    try:
+        from_json_value(value, annotation, what=what)
+    except InvalidInputError as exc:
+        return str(exc)
+    return None
 
 
 def json_schema(annotation: Any) -> dict[str, Any] | None:

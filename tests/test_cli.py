@@ -285,6 +285,13 @@ def test_timeout_exits_124(fleet: Fleet) -> None:
     result = cli(fleet.env, "start", "approval", "--input", '""', "--wait", "--timeout", "0.3")
     assert_error(result, 124, "did not finish within 0.3s")
     cli(fleet.env, "cancel", result.stdout.split()[0])
+    # with --json, the document names the workflow (its id may have been generated) and where it stands
+    as_json = cli(fleet.env, "start", "approval", "--input", '""', "--wait", "--timeout", "0.3", "--json")
+    assert_error(as_json, 124, "did not finish within 0.3s")
+    document = json.loads(as_json.stdout)
+    assert set(document) == {"workflow_id", "status"}
+    assert document["status"] in ("RUNNING", "AWAITING_EVENT")
+    cli(fleet.env, "cancel", document["workflow_id"])
 
 
 def test_list_json_pages_and_filters(fleet: Fleet) -> None:

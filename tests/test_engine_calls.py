@@ -167,6 +167,38 @@ async def test_an_exception_in_workflow_code_fails_it_with_type_message_and_trac
     assert state.error["type"] == "ValueError"
 
 
+async def test_a_task_result_that_does_not_match_its_annotation_fails_the_call_at_once(
+    client: Client, roles: InProcessRoles
+) -> None:
+    """Checked where it is returned: the call fails with TaskFailedError (catchable, like any task failure), and
+    is not retried (the same code would return the same); the history does not record it as done."""
+    roles.dispatcher(engine_app)
+    t = token()
+    handle = await client.start(engine_app.wrong_result_flow, {"token": t})
+    failure = await client.result(handle.workflow_id, timeout=10)
+    assert failure["task_name"] == "engine_app.answers_none"
+    assert failure["attempts"] == 1
+    assert failure["error_type"] == "TypeError"
+    assert "the result of task engine_app.answers_none does not match str" in failure["message"]
+    assert engine_app.CALLS[t] == ["answered"]
+    [entry] = await client.history(handle.workflow_id)
+    assert (entry.kind, entry.status) == ("task", "failed")
+
+
+async def test_a_workflow_output_that_does_not_match_its_annotation_fails_it(
+    client: Client, roles: InProcessRoles
+) -> None:
+    roles.dispatcher(engine_app)
+    handle = await client.start(engine_app.wrong_output_flow, {})
+    with pytest.raises(WorkflowFailedError) as raised:
+        await handle.result(timeout=10)
+    assert raised.value.error_type == "TypeError"
+    assert "the output of wrong_output_flow does not match int" in raised.value.message
+    state = await client.get_state(handle.workflow_id)
+    assert state is not None
+    assert state.status == Status.FAILED
+
+
 async def test_sleep_until_a_past_time_wakes_at_once(client: Client, roles: InProcessRoles) -> None:
     roles.dispatcher(engine_app)
     roles.scheduler()

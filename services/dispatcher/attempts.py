@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from bdurable.codec import dumps, loads, to_json_value
+from bdurable.codec import annotation_mismatch, dumps, loads, to_json_value
 from bdurable.errors import NonRetryableError, PayloadIntegrityError, PayloadTooLargeError
 from bdurable.payloads import PayloadCodec
 from bdurable.runtime.faults import crash_point
@@ -41,8 +41,9 @@ async def run_attempt(
 ) -> Attempt:
     """Run one attempt of ``call``. ``task`` is the registered task, or ``None`` when this dispatcher's modules
     do not define it (the attempt fails, and is retried, maybe elsewhere). A timed-out attempt has failed;
-    a ``NonRetryableError``, arguments that fail their integrity check, or a result over the payload limit fail
-    the call at once. ``codec`` opens sealed arguments (their size was checked when the workflow called it)."""
+    a ``NonRetryableError``, arguments that fail their integrity check, a result over the payload limit or one
+    that does not match the task's return annotation fail the call at once. ``codec`` opens sealed arguments
+    (their size was checked when the workflow called it)."""
     if task is None:
         missing = LookupError(f"no task named {call.name!r} in this dispatcher's --app modules")
         return Attempt(error=ErrorRecord.from_exception(missing))
@@ -54,7 +55,8 @@ async def run_attempt(
                 result = await task.invoke(arguments, threads=threads)
         else:
             result = await task.invoke(arguments, threads=threads)
-        text = dumps(to_json_value(result))
+        value = to_json_value(result)
+        text = dumps(value)
     except (NonRetryableError, PayloadIntegrityError) as error:
         return Attempt(error=ErrorRecord.from_exception(error), retryable=False)
     except TimeoutError:
@@ -62,6 +64,9 @@ async def run_attempt(
         return Attempt(error=ErrorRecord.from_exception(timed_out))
     except Exception as error:
         return Attempt(error=ErrorRecord.from_exception(error))
+    mismatch = annotation_mismatch(value, task.return_annotation, what=f"the result of task {task.name}")
+    if mismatch is not None:  # the code's answer, not a passing fault: another attempt would return the same
+        return Attempt(error=ErrorRecord.from_exception(TypeError(mismatch)), retryable=False)
     size = len(text.encode())
     if size > max_payload:
         too_big = PayloadTooLargeError(

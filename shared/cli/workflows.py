@@ -39,6 +39,7 @@ from bdurable.client import Client
 from bdurable.durations import parse_duration
 from bdurable.errors import (
     PayloadUnreadableError,
+    ResultTimeoutError,
     WorkflowCancelledError,
     WorkflowFailedError,
     WorkflowNotFoundError,
@@ -98,12 +99,18 @@ async def _await_result(client: Client, workflow_id: str, limit: float | None, *
 
 
 async def _finish(client: Client, workflow_id: str, limit: float | None, *, json_output: bool) -> Any:
-    """Wait for the result and print it; with ``--json`` a failure still prints its document first."""
+    """Wait for the result and print it; with ``--json`` a failure or a timeout still prints its document first
+    (a timeout's without ``output``: the workflow goes on)."""
     live = sys.stderr.isatty() and not json_output
     try:
         output = await _await_result(client, workflow_id, limit, live=live)
     except PayloadUnreadableError as exc:
         return await _finish_unreadable(client, workflow_id, exc, json_output=json_output)
+    except ResultTimeoutError:
+        if json_output:  # the id first, as without --wait: a script that let it be generated still learns it
+            state = await client.get_state(workflow_id)
+            echo_json({"workflow_id": workflow_id, "status": state.status if state is not None else None})
+        raise
     except (WorkflowFailedError, WorkflowCancelledError) as exc:
         if json_output:
             final = await _require_state(client, workflow_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bdurable.codec import dumps, loads, same_json, to_json_value
+from bdurable.codec import annotation_mismatch, dumps, loads, same_json, to_json_value
 from bdurable.current import running
 from bdurable.errors import (
     ChildWorkflowError,
@@ -331,9 +331,14 @@ class WorkflowRun:
             reason = self.cancel_reason or None
             error = _cancel_record(WorkflowCancelledError(reason), reason)
         try:
-            output = dumps(to_json_value(value))
+            json_value = to_json_value(value)
+            output = dumps(json_value)
         except (TypeError, ValueError) as exc:
             return _failure(TypeError(f"the workflow's output is not JSON-serialisable: {exc}"))
+        name, annotation = self.definition.name, self.definition.output_annotation
+        mismatch = annotation_mismatch(json_value, annotation, what=f"the output of {name}")
+        if mismatch is not None and status == Status.COMPLETED:  # fail where it is returned, not in each reader
+            return _failure(TypeError(mismatch))
         if len(output.encode()) > self.max_payload:
             return _failure(
                 PayloadTooLargeError(

@@ -292,6 +292,27 @@ async def try_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
     return {"seen": seen}
 
 
+@task(max_attempts=3, backoff="10ms")
+async def answers_none(token: str) -> str:
+    """Says it returns text, returns nothing: a mistake another attempt would repeat."""
+    CALLS[token].append("answered")
+    return None  # type: ignore[return-value]
+
+
+@workflow(version="1")
+async def wrong_result_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
+    try:
+        await answers_none(input["token"])
+    except TaskFailedError as error:
+        return failure_of(error)
+    return {"error": None}
+
+
+@workflow(version="1")
+async def wrong_output_flow(ctx: Context, input: dict[str, Any]) -> int:
+    return "not a number"  # type: ignore[return-value]
+
+
 @workflow(version="1")
 async def flaky_flow(ctx: Context, input: dict[str, Any]) -> int:
     return int(await flaky(input["token"]))
