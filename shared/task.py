@@ -13,10 +13,11 @@ import anyio.to_thread
 from bdurable.codec import from_json_value
 from bdurable.current import current_run
 from bdurable.durations import parse_duration
+from bdurable.errors import InvalidInputError
 from bdurable.limits import Limit, parse_rate
 from bdurable.naming import given_name
 
-__all__ = ["Task", "task"]
+__all__ = ["ArgumentMismatch", "Task", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -118,15 +119,22 @@ class Task(Generic[P, R]):
         return names is not None and not kwargs and self._required <= len(args) <= len(names)
 
     async def invoke(self, arguments: dict[str, Any], *, threads: anyio.CapacityLimiter | None = None) -> Any:
-        """Run the task with JSON arguments converted back to the parameters' annotated types."""
-        args, kwargs = arguments.get("args", []), arguments.get("kwargs", {})
+        """Run the task with JSON arguments converted back to the parameters' annotated types (arguments that do
+        not fit raise ``ArgumentMismatch``: the function never runs)."""
+        try:
+            args, kwargs = self._convert(arguments.get("args", []), arguments.get("kwargs", {}))
+        except InvalidInputError as exc:
+            raise ArgumentMismatch(str(exc)) from None
+        return await self._call(args, kwargs, threads)
+
+    def _convert(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if self._plain_call(args, kwargs):
             names = self._positional or ()
             converted = [
                 from_json_value(value, self._hints.get(name), what=f"argument {name!r} of {self.name}")
                 for name, value in zip(names, args, strict=False)
             ]
-            return await self._call(tuple(converted), {}, threads)
+            return tuple(converted), {}
         bound = self.signature.bind(*args, **kwargs)
         for name, value in bound.arguments.items():
             annotation, what = self._hints.get(name), f"argument {name!r} of {self.name}"
@@ -137,7 +145,12 @@ class Task(Generic[P, R]):
                 bound.arguments[name] = {k: from_json_value(v, annotation, what=what) for k, v in value.items()}
             else:
                 bound.arguments[name] = from_json_value(value, annotation, what=what)
-        return await self._call(bound.args, bound.kwargs, threads)
+        return bound.args, bound.kwargs
+
+
+class ArgumentMismatch(TypeError):
+    """A call's arguments do not fit the task's parameter annotations: the same on every attempt, so the call
+    fails at once (a ``TypeError`` in its error record) rather than being retried."""
 
 
 def _positional_names(signature: inspect.Signature) -> tuple[str, ...] | None:

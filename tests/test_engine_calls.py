@@ -185,6 +185,21 @@ async def test_a_task_result_that_does_not_match_its_annotation_fails_the_call_a
     assert (entry.kind, entry.status) == ("task", "failed")
 
 
+async def test_arguments_that_do_not_match_the_task_fail_the_call_at_once(
+    client: Client, roles: InProcessRoles
+) -> None:
+    """The function never runs, and no attempt is spent retrying what would fail the same way."""
+    roles.dispatcher(engine_app)
+    t = token()
+    handle = await client.start(engine_app.wrong_argument_flow, {"token": t})
+    failure = await client.result(handle.workflow_id, timeout=10)
+    assert (failure["task_name"], failure["attempts"], failure["error_type"]) == (
+        "engine_app.takes_a_number", 1, "TypeError",
+    )  # fmt: skip
+    assert "argument 'n' of engine_app.takes_a_number does not match int" in failure["message"]
+    assert engine_app.CALLS[t] == []
+
+
 async def test_a_workflow_output_that_does_not_match_its_annotation_fails_it(
     client: Client, roles: InProcessRoles
 ) -> None:

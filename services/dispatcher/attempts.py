@@ -12,7 +12,7 @@ from bdurable.codec import annotation_mismatch, dumps, loads, to_json_value
 from bdurable.errors import NonRetryableError, PayloadIntegrityError, PayloadTooLargeError
 from bdurable.payloads import PayloadCodec
 from bdurable.runtime.faults import crash_point
-from bdurable.task import Task
+from bdurable.task import ArgumentMismatch, Task
 from bdurable.wire import ErrorRecord, TaskCall
 
 __all__ = ["Attempt", "run_attempt"]
@@ -41,9 +41,9 @@ async def run_attempt(
 ) -> Attempt:
     """Run one attempt of ``call``. ``task`` is the registered task, or ``None`` when this dispatcher's modules
     do not define it (the attempt fails, and is retried, maybe elsewhere). A timed-out attempt has failed;
-    a ``NonRetryableError``, arguments that fail their integrity check, a result over the payload limit or one
-    that does not match the task's return annotation fail the call at once. ``codec`` opens sealed arguments
-    (their size was checked when the workflow called it)."""
+    a ``NonRetryableError``, arguments that fail their integrity check, arguments or a result that do not
+    match the task's annotations, or a result over the payload limit fail the call at once. ``codec`` opens
+    sealed arguments (their size was checked when the workflow called it)."""
     if task is None:
         missing = LookupError(f"no task named {call.name!r} in this dispatcher's --app modules")
         return Attempt(error=ErrorRecord.from_exception(missing))
@@ -59,6 +59,8 @@ async def run_attempt(
         text = dumps(value)
     except (NonRetryableError, PayloadIntegrityError) as error:
         return Attempt(error=ErrorRecord.from_exception(error), retryable=False)
+    except ArgumentMismatch as wrong:  # the function did not run; another attempt would fail the same way
+        return Attempt(error=ErrorRecord.from_exception(TypeError(str(wrong))), retryable=False)
     except TimeoutError:
         timed_out = TimeoutError(f"task attempt timed out after {call.timeout_ms / 1000:g}s")
         return Attempt(error=ErrorRecord.from_exception(timed_out))

@@ -299,6 +299,21 @@ async def answers_none(token: str) -> str:
     return None  # type: ignore[return-value]
 
 
+@task(max_attempts=3, backoff="10ms")
+async def takes_a_number(token: str, n: int) -> int:
+    CALLS[token].append("ran")
+    return n
+
+
+@workflow(version="1")
+async def wrong_argument_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
+    try:
+        await takes_a_number(input["token"], "not a number")  # type: ignore[arg-type]
+    except TaskFailedError as error:
+        return failure_of(error)
+    return {"error": None}
+
+
 @workflow(version="1")
 async def wrong_result_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
     try:
