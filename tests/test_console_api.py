@@ -499,6 +499,9 @@ async def test_without_a_token_only_a_loopback_console_acts_and_only_from_its_ow
         await eventually(lambda: status_is(client, scripted.workflow_id, Status.CANCELLED), timeout=10)
         # DNS rebinding: a page of another name resolving to 127.0.0.1 is not served at all
         assert_error(await web.http.get("/api/workflows", headers={"Host": "evil.example:80"}), 400, "loopback")
+        for posing in ("127.0.0.1:80@evil.example", "[::1]evil.example", "localhost:x"):  # a name, not a port
+            assert_error(await web.http.get("/api/workflows", headers={"Host": posing}), 400, "loopback")
+        assert (await web.http.get("/api/workflows", headers={"Host": "[::1]:8080"})).status_code == 200
 
     second = await client.start(console_app.waiter, None, workflow_id=new_id("waiter"))
     await eventually(lambda: status_is(client, second.workflow_id, Status.AWAITING_EVENT), timeout=10)

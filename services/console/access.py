@@ -64,10 +64,13 @@ def is_loopback(host: str) -> bool:
 
 
 def _host_name(host_header: str) -> str:
-    """``Host`` without its port (``[::1]:8080`` -> ``::1``)."""
+    """``Host`` without its port (``[::1]:8080`` -> ``::1``). Anything after the name but a port keeps the
+    header whole, so it is no loopback name (``127.0.0.1:80@evil.example`` is refused, not read as 127.0.0.1)."""
     if host_header.startswith("["):
-        return host_header[1 : host_header.find("]")] if "]" in host_header else host_header
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+        name, bracket, rest = host_header[1:].partition("]")
+        return name if bracket and (not rest or (rest[0] == ":" and rest[1:].isdigit())) else host_header
+    name, colon, port = host_header.partition(":")
+    return name if not colon or port.isdigit() else host_header
 
 
 def _is_script_call(request: Request) -> bool:
