@@ -624,3 +624,21 @@ def test_dev_restart_resumes_an_unfinished_workflow(tmp_path: Path) -> None:
         assert process.wait(timeout=20) == 0
     finally:
         stop_dev(process, children)
+
+
+@pytest.mark.parametrize("command", ["dispatcher", "scheduler", "reaper", "signal-bus"])
+def test_every_role_takes_every_setting_as_an_option_but_the_secrets(command: str) -> None:
+    """docs/operations.md: the options mirror the settings; only the secrets come from the environment alone."""
+    import dataclasses
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    role = group.commands[command]  # type: ignore[attr-defined]
+    options = {opt for param in role.params for opt in param.opts}
+    secrets_only = {"console_token", "encryption_keys"}
+    dispatcher_only = {"run_cache_bytes"}
+    for setting in dataclasses.fields(Settings):
+        if setting.name in secrets_only or (setting.name in dispatcher_only and command != "dispatcher"):
+            continue
+        assert "--" + setting.name.replace("_", "-") in options, f"{command} has no option for {setting.name}"

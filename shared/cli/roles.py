@@ -103,6 +103,14 @@ MetricsPort = Annotated[
     typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics, /livez and /readyz on this port."),
 ]
 
+MetricsHost = Annotated[
+    str | None,
+    typer.Option("--metrics-host", help="Address of the metrics port (default 0.0.0.0; 127.0.0.1 keeps it local)."),
+]
+EventLoop = Annotated[
+    str | None, typer.Option("--event-loop", help="asyncio or uvloop (the b-durable[uvloop] extra; default asyncio).")
+]
+
 
 def role_available(command: str) -> bool:
     """Whether this build ships the role (``bdurable dev`` skips the ones it does not)."""
@@ -206,6 +214,8 @@ def _settings_only_role(command: str) -> Callable[..., None]:
         log_format: LogFormat = None,
         log_level: LogLevel = None,
         metrics_port: MetricsPort = None,
+        metrics_host: MetricsHost = None,
+        event_loop: EventLoop = None,
         shards: Shards = None,
         drain_timeout: DrainTimeout = None,
         liveness_timeout: LivenessTimeout = None,
@@ -215,7 +225,8 @@ def _settings_only_role(command: str) -> Callable[..., None]:
             redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
             compress_above=compress_above, codec=codec, log_format=log_format, log_level=log_level,
-            metrics_port=metrics_port, shards=shards, drain_timeout=drain_timeout, liveness_timeout=liveness_timeout,
+            metrics_port=metrics_port, metrics_host=metrics_host, event_loop=event_loop, shards=shards,
+            drain_timeout=drain_timeout, liveness_timeout=liveness_timeout,
         )  # fmt: skip
         role = _role_class(command)
         _serve(command, settings, lambda: role(settings))
@@ -245,6 +256,8 @@ def dispatcher(
     log_format: LogFormat = None,
     log_level: LogLevel = None,
     metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = None,
+    event_loop: EventLoop = None,
     shards: Shards = None,
     drain_timeout: DrainTimeout = None,
     liveness_timeout: LivenessTimeout = None,
@@ -258,8 +271,8 @@ def dispatcher(
         redis_url, prefix, retention=retention, heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout, wait_replicas=wait_replicas, max_payload=max_payload,
         compress_above=compress_above, codec=codec, log_format=log_format, log_level=log_level,
-        metrics_port=metrics_port, shards=shards, drain_timeout=drain_timeout, liveness_timeout=liveness_timeout,
-        run_cache_bytes=run_cache_bytes,
+        metrics_port=metrics_port, metrics_host=metrics_host, event_loop=event_loop, shards=shards,
+        drain_timeout=drain_timeout, liveness_timeout=liveness_timeout, run_cache_bytes=run_cache_bytes,
     )  # fmt: skip
     import_app_modules(app)
     registry = Registry.from_modules(app)
