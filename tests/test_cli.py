@@ -368,6 +368,12 @@ def test_schedules_from_the_command_line(fleet: Fleet) -> None:
     ]  # fmt: skip
     created = cli(fleet.env, *create)
     assert created.exit_code == 0, created.stderr
+    assert "note:" not in created.stderr
+    # a name no dispatcher registered (yet): created, with a note that it waits for one (a typo looks the same)
+    unknown = cli(fleet.env, "schedule", "create", f"{sid}-later", "not_deployed_yet", "--every", "1h")
+    assert unknown.exit_code == 0, unknown.stderr
+    assert "no dispatcher has registered workflow 'not_deployed_yet' yet" in unknown.stderr
+    assert cli(fleet.env, "schedule", "delete", f"{sid}-later").exit_code == 0
     info = json.loads(created.stdout)
     assert (info["schedule_id"], info["workflow"], info["cron"], info["timezone"]) == (
         sid, "adder", "0 3 * * *", "Europe/Berlin"

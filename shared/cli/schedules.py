@@ -22,6 +22,7 @@ from bdurable.cli.common import (
     with_client,
 )
 from bdurable.cli.render import print_schedule, print_schedules
+from bdurable.client import Client
 from bdurable.model import ScheduleInfo
 
 __all__ = ["schedule_app"]
@@ -83,7 +84,15 @@ def create(
         "start_at": parse_moment(start_at, "--start-at") if start_at else None,
         "end_at": parse_moment(end_at, "--end-at") if end_at else None,
     }  # fmt: skip
-    info = with_client(redis_url, prefix, lambda c: c.create_schedule(schedule_id, workflow, value, **options))
+
+    async def create_noting_the_unregistered(client: Client) -> tuple[ScheduleInfo, bool]:
+        info = await client.create_schedule(schedule_id, workflow, value, **options)
+        return info, await client.reads.registration(workflow, version, workflow) is not None
+
+    info, registered = with_client(redis_url, prefix, create_noting_the_unregistered)
+    if not registered:  # allowed (dispatchers may be deployed later), but a typo would look the same
+        which = f"workflow {workflow!r}" + (f" version {version!r}" if version else "")
+        typer.echo(f"note: no dispatcher has registered {which} yet: the schedule fires once one does", err=True)
     _show(info, json_output)
 
 
