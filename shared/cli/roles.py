@@ -53,7 +53,12 @@ class Role(Protocol):
 
 
 Retention = Annotated[
-    str | None, typer.Option("--retention", help="Keep finished workflows this long (default 7 days).")
+    str | None,
+    typer.Option(
+        "--retention",
+        help="Keep finished workflows this long (default 7 days); set where a workflow finishes, so give "
+        "every process the same.",
+    ),
 ]
 HeartbeatInterval = Annotated[
     str | None, typer.Option("--heartbeat-interval", help="Dispatcher heartbeat period (default 2s).")
