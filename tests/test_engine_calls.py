@@ -174,7 +174,7 @@ async def test_a_task_result_that_does_not_match_its_annotation_fails_the_call_a
     is not retried (the same code would return the same); the history does not record it as done."""
     roles.dispatcher(engine_app)
     t = token()
-    handle = await client.start(engine_app.wrong_result_flow, {"token": t})
+    handle = await client.start(engine_app.catch_flow, {"token": t, "task": "answers_none"})
     failure = await client.result(handle.workflow_id, timeout=10)
     assert failure["task_name"] == "engine_app.answers_none"
     assert failure["attempts"] == 1
@@ -191,7 +191,7 @@ async def test_arguments_that_do_not_match_the_task_fail_the_call_at_once(
     """The function never runs, and no attempt is spent retrying what would fail the same way."""
     roles.dispatcher(engine_app)
     t = token()
-    handle = await client.start(engine_app.wrong_argument_flow, {"token": t})
+    handle = await client.start(engine_app.catch_flow, {"token": t, "task": "wrong_argument"})
     failure = await client.result(handle.workflow_id, timeout=10)
     assert (failure["task_name"], failure["attempts"], failure["error_type"]) == (
         "engine_app.takes_a_number", 1, "TypeError",

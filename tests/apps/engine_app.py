@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -306,24 +307,6 @@ async def takes_a_number(token: str, n: int) -> int:
 
 
 @workflow(version="1")
-async def wrong_argument_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
-    try:
-        await takes_a_number(input["token"], "not a number")  # type: ignore[arg-type]
-    except TaskFailedError as error:
-        return failure_of(error)
-    return {"error": None}
-
-
-@workflow(version="1")
-async def wrong_result_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
-    try:
-        await answers_none(input["token"])
-    except TaskFailedError as error:
-        return failure_of(error)
-    return {"error": None}
-
-
-@workflow(version="1")
 async def wrong_output_flow(ctx: Context, input: dict[str, Any]) -> int:
     return "not a number"  # type: ignore[return-value]
 
@@ -337,9 +320,15 @@ async def flaky_flow(ctx: Context, input: dict[str, Any]) -> int:
 async def catch_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
     """Runs one failing task (chosen by the input) and returns the TaskFailedError it received."""
     token = input["token"]
-    chosen = {"always_fails": always_fails, "refuses": refuses, "too_slow": too_slow}[input["task"]]
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "always_fails": lambda: always_fails(token),
+        "refuses": lambda: refuses(token),
+        "too_slow": lambda: too_slow(token),
+        "answers_none": lambda: answers_none(token),
+        "wrong_argument": lambda: takes_a_number(token, "not a number"),  # type: ignore[arg-type]
+    }
     try:
-        await chosen(token)
+        await calls[input["task"]]()
     except TaskFailedError as error:
         return failure_of(error)
     return {"error": None}
