@@ -130,18 +130,9 @@ async def big_result(token: str, size: int) -> str:
 
 
 @task
-async def long_task(token: str) -> str:
+async def long_task(token: str, seconds: float = 1) -> str:
     CALLS[token].append("start")
-    await asyncio.sleep(1)
-    CALLS[token].append("done")
-    return "finished"
-
-
-@task
-async def longer_than_a_heartbeat_timeout(token: str) -> str:
-    """Runs 3 s: three heartbeat timeouts of the tests' settings."""
-    CALLS[token].append("start")
-    await asyncio.sleep(3)
+    await asyncio.sleep(seconds)
     CALLS[token].append("done")
     return "finished"
 
@@ -397,7 +388,7 @@ async def drain_flow(ctx: Context, input: dict[str, Any]) -> str:
 
 @workflow(version="1")
 async def long_drain_flow(ctx: Context, input: dict[str, Any]) -> str:
-    return await longer_than_a_heartbeat_timeout(input["token"])
+    return await long_task(input["token"], 3)  # three heartbeat timeouts of the tests' settings
 
 
 @workflow(version="1")
