@@ -120,10 +120,13 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
-def from_json_value(value: Any, annotation: Any, *, what: str) -> Any:
+def from_json_value(value: Any, annotation: Any, *, what: str, strict: bool = False) -> Any:
     """Convert plain JSON data into ``annotation`` (a no-op for ``Any`` or missing annotations).
 
-    Raises ``InvalidInputError`` with pydantic's explanation when the data does not fit the type.
+    Raises ``InvalidInputError`` with pydantic's explanation when the data does not fit the type. ``strict``
+    checks by JSON's rules, as the JSON Schema a start by name is checked against: ``"5"`` is no integer and
+    ``true`` no number (pydantic's strict JSON mode, where a dict still makes a dataclass and an ISO string a
+    ``datetime``); a start is checked so by workflow object and by name alike.
     """
     if annotation is None or annotation is Any:
         return value
@@ -134,7 +137,15 @@ def from_json_value(value: Any, annotation: Any, *, what: str) -> Any:
     except TypeError:
         return value  # an unhashable annotation object: leave the value as JSON
     try:
-        return adapter.validate_python(value)
+        if not strict:
+            return adapter.validate_python(value)
+        try:
+            data = dumps(value).encode()
+        except UnicodeEncodeError:  # as encode_payload says it: Redis holds UTF-8
+            raise TypeError(f"{what} is not JSON-serialisable: it holds text that is not valid Unicode") from None
+        except ValueError as exc:  # NaN, infinities
+            raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
+        return adapter.validate_json(data, strict=True)
     except ValidationError as exc:
         raise InvalidInputError(f"{what} does not match {_type_name(annotation)}: {_short(exc)}") from None
 

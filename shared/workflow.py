@@ -82,7 +82,8 @@ class Workflow(Generic[I, O]):
         data = to_json_value(value)
         if self.input_annotation is None or self.input_annotation is Any:
             return data  # nothing to validate: converted once
-        return to_json_value(from_json_value(data, self.input_annotation, what=f"input of {self.name}"))
+        checked = from_json_value(data, self.input_annotation, what=f"input of {self.name}", strict=True)
+        return to_json_value(checked)
 
     def convert_input(self, value: Any) -> Any:
         """JSON input to the annotated input type, as the workflow function receives it."""

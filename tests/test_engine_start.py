@@ -164,6 +164,24 @@ async def test_invalid_typed_input_by_name_is_checked_against_the_registered_sch
     assert await client.get_state("good-1") is not None
 
 
+async def test_typed_input_passes_or_fails_alike_by_object_and_by_name(
+    client: Client, roles: InProcessRoles, prefix: str
+) -> None:
+    """By JSON's rules both ways: no number in a string, no bool for a number; a dict makes the dataclass."""
+    dispatcher = roles.dispatcher(engine_app)
+    await eventually(lambda: registered(client, prefix, "typed_point@1"), timeout=5)
+    await roles.stop(dispatcher)  # the checks happen in the client
+    for wrong in ({"x": "5", "y": 1}, {"x": True, "y": 1}, {"x": 1.5, "y": 1}, {"x": 1}):
+        with pytest.raises(InvalidInputError, match="does not match"):
+            await client.start(engine_app.typed_point, wrong)
+        with pytest.raises(InvalidInputError):
+            await client.start("typed_point", wrong)
+    for right in ({"x": 5, "y": 1}, engine_app.Point(5, 1)):
+        by_object = await client.start(engine_app.typed_point, right)
+        assert (await client.get_state(by_object.workflow_id)) is not None
+    assert (await client.get_state((await client.start("typed_point", {"x": 5, "y": 1})).workflow_id)) is not None
+
+
 async def test_json_edge_values_round_trip_and_nan_is_refused(
     client: Client, roles: InProcessRoles, prefix: str
 ) -> None:
