@@ -158,6 +158,8 @@ def annotation_mismatch(value: Any, annotation: Any, *, what: str) -> str | None
         from_json_value(value, annotation, what=what)
     except InvalidInputError as exc:
         return str(exc)
+    except TypeError:  # a type pydantic cannot build a validator for: nothing to check against, as before
+        return None
     return None
 
 

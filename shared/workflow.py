@@ -77,12 +77,17 @@ class Workflow(Generic[I, O]):
     def output_annotation(self) -> Any:
         return self._hints.get("return")
 
-    def validate_input(self, value: Any) -> Any:
-        """Validate and convert an input (raises ``InvalidInputError``); returns its JSON form."""
+    def validate_input(self, value: Any, *, strict: bool = True) -> Any:
+        """Validate and convert an input (raises ``InvalidInputError``); returns its JSON form.
+
+        ``strict``: by JSON's rules, as a start by name is checked against the registered JSON Schema (a start
+        from outside a workflow). Inside a workflow (a child, continue-as-new) the check is pydantic's lenient
+        conversion, as it has always been there: it runs again at every replay, and a recorded call must
+        replay as it ran."""
         data = to_json_value(value)
         if self.input_annotation is None or self.input_annotation is Any:
             return data  # nothing to validate: converted once
-        checked = from_json_value(data, self.input_annotation, what=f"input of {self.name}", strict=True)
+        checked = from_json_value(data, self.input_annotation, what=f"input of {self.name}", strict=strict)
         return to_json_value(checked)
 
     def convert_input(self, value: Any) -> Any:

@@ -389,25 +389,22 @@ async def test_an_action_without_the_token_is_refused(
         assert state.status == Status.AWAITING_EVENT  # nothing happened
 
 
-async def test_wrong_tokens_are_answered_one_at_a_time_after_a_delay(
+async def test_a_wrong_bearer_token_is_answered_after_a_delay(
     client: Client, roles: InProcessRoles, settings: Settings
 ) -> None:
-    """Guessing the token is slow however many guesses are sent at once; reads go on meanwhile."""
+    """As a wrong sign-in: half a second per wrong token (each on its own, no queue), none for the right one."""
     workflow_id = await journey_waiting(client, roles)
     async with running_console(settings) as web:
         cancel = f"/api/workflows/{workflow_id}/cancel"
         loop = asyncio.get_running_loop()
         began = loop.time()
-        guesses = [
-            asyncio.ensure_future(web.http.post(cancel, json={}, headers=bearer(f"guess-{n}"))) for n in range(6)
-        ]
-        await asyncio.sleep(0.2)  # the guesses are queued behind each other by now
-        overview_began = loop.time()
-        assert (await web.http.get("/api/overview")).status_code == 200  # reads are not held up meanwhile
-        assert loop.time() - overview_began < 1.0
-        for answer in await asyncio.gather(*guesses):
+        answers = await asyncio.gather(
+            *(web.http.post(cancel, json={}, headers=bearer(f"guess-{n}")) for n in range(4))
+        )
+        took = loop.time() - began
+        for answer in answers:
             assert_error(answer, 401, "wrong token")
-        assert loop.time() - began >= 6 * 0.5 - 0.05  # one after the other, half a second each
+        assert took >= 0.5 - 0.05
         state = await client.get_state(workflow_id)
         assert state is not None
         assert state.status == Status.AWAITING_EVENT  # no guess acted

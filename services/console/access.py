@@ -6,8 +6,8 @@
   a token it is read-only, whatever else is asked.
 - With a token, an action carries it: ``Authorization: Bearer <token>`` (scripts), or the signed session cookie
   that the sign-in form sets (pages). Missing or wrong: 401. A wrong token (bearer or sign-in) is answered after
-  half a second, one wrong token at a time (:meth:`AccessPolicy.wrong_token_penalty`), so guessing runs at two
-  tries a second however many requests are sent at once.
+  half a second (:meth:`AccessPolicy.wrong_token_penalty`): a guess costs a connection that long. The token is
+  the real defence: a long random one cannot be guessed (docs/security.md).
 - Every action that is not a bearer call is a browser's, and must prove it is not cross-site: ``Sec-Fetch-Site``
   (when sent) is ``same-origin``, ``Origin`` (when sent) is the console's own, and the CSRF token of the page
   (a signed double-submit cookie, HttpOnly and SameSite=Strict) is echoed in ``X-CSRF-Token`` or a ``csrf``
@@ -97,7 +97,6 @@ class AccessPolicy:
     read_only: bool = False
     token: str | None = None
     _key: bytes = field(init=False, repr=False)
-    _penalty_box: asyncio.Lock = field(init=False, repr=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         secret = self.token.encode() if self.token else secrets.token_bytes(32)
@@ -183,11 +182,11 @@ class AccessPolicy:
 
     # -- tokens ------------------------------------------------------------------------------------------
 
-    async def wrong_token_penalty(self) -> None:
-        """Wait before answering a wrong token: half a second, and one wrong token at a time in this process, so
-        that sending guesses in parallel does not guess faster. A right token never waits here."""
-        async with self._penalty_box:
-            await asyncio.sleep(WRONG_TOKEN_DELAY)
+    @staticmethod
+    async def wrong_token_penalty() -> None:
+        """Wait before answering a wrong token (a right token never waits). Each wrong guess waits on its own, so
+        a flood of them holds each connection half a second, never a queue that grows."""
+        await asyncio.sleep(WRONG_TOKEN_DELAY)
 
     def token_matches(self, offered: str) -> bool:
         return self.token is not None and hmac.compare_digest(offered.encode(), self.token.encode())

@@ -267,13 +267,15 @@ def redact_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    credentials, at, place = rest.rpartition("@")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))  # as urlsplit reads it
+    authority, tail = rest[:end], rest[end:]
+    credentials, at, host = authority.rpartition("@")
     if at and ":" in credentials:
-        credentials = credentials.split(":", 1)[0] + ":***"
-    where, question, query = place.partition("?")
+        authority = credentials.split(":", 1)[0] + ":***@" + host
+    where, question, query = tail.partition("?")
     if question:
         where += "?" + "&".join(_redact_param(param) for param in query.split("&"))
-    return f"{scheme}://{credentials}{at}{where}"
+    return f"{scheme}://{authority}{where}"
 
 
 def _redact_param(param: str) -> str:

@@ -45,6 +45,7 @@ from bdurable.errors import (
     WorkflowNotFoundError,
 )
 from bdurable.model import Status, WorkflowState
+from bdurable.store import REDIS_ERRORS
 
 __all__ = ["register"]
 
@@ -108,7 +109,9 @@ async def _finish(client: Client, workflow_id: str, limit: float | None, *, json
         return await _finish_unreadable(client, workflow_id, exc, json_output=json_output)
     except ResultTimeoutError:
         if json_output:  # the id first, as without --wait: a script that let it be generated still learns it
-            state = await client.get_state(workflow_id)
+            state = None
+            with suppress(*REDIS_ERRORS):  # Redis gone meanwhile: the timeout is still what is reported
+                state = await client.get_state(workflow_id)
             echo_json({"workflow_id": workflow_id, "status": state.status if state is not None else None})
         raise
     except (WorkflowFailedError, WorkflowCancelledError) as exc:

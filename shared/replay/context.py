@@ -121,7 +121,7 @@ class Context:
         """Run a child workflow and return its output; its failure raises ``ChildWorkflowError``."""
         run = self._run
         input_json = encode_payload(
-            child.validate_input(input),
+            child.validate_input(input, strict=False),
             what=f"input of child workflow {child.name}",
             max_bytes=run.max_payload,
             json_ready=True,
@@ -239,7 +239,7 @@ class Context:
         here, at the await).
         """
         run = self._run
-        value = run.definition.validate_input(input)
+        value = run.definition.validate_input(input, strict=False)
         text = encode_payload(value, what=f"input of {run.definition.name}", max_bytes=run.max_payload, json_ready=True)
         raise ContinueAsNew(text)
 

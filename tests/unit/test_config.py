@@ -7,6 +7,7 @@ import base64
 import pytest
 
 from bdurable import Settings
+from bdurable.cli.common import redact_url
 
 
 def test_settings_survive_the_trip_through_the_environment() -> None:
@@ -25,3 +26,25 @@ def test_bad_values_name_their_variable() -> None:
         Settings.from_env({"BDURABLE_DRAIN_TIMEOUT": "soon"})
     with pytest.raises(ValueError, match="BDURABLE_RUN_CACHE_BYTES"):
         Settings.from_env({"BDURABLE_RUN_CACHE_BYTES": "lots"})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:s3cret@host:6379/0", "redis://user:***@host:6379/0"),
+        ("redis://:s3cret@host/0", "redis://:***@host/0"),
+        ("redis://host:6379/0?password=s3cret", "redis://host:6379/0?password=***"),
+        ("redis://host:6379/0?password=p@s3cret", "redis://host:6379/0?password=***"),  # an @ in the query
+        ("redis://u:s3cret@host/0?db=1&password=a@s3cret", "redis://u:***@host/0?db=1&password=***"),
+        (
+            "rediss://host/0?ssl_password=s3cret&ssl_cert_reqs=none",
+            "rediss://host/0?ssl_password=***&ssl_cert_reqs=none",
+        ),
+        ("unix:///run/redis.sock?password=s3cret&db=2", "unix:///run/redis.sock?password=***&db=2"),
+        ("redis://user@host:6379", "redis://user@host:6379"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+    ],
+)
+def test_a_url_is_shown_without_its_passwords(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "s3cret" not in redact_url(url)
