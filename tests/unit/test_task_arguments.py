@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bdurable import task
+from bdurable.codec import annotation_mismatch
 
 
 @dataclass
@@ -74,3 +75,13 @@ def test_invoke_converts_json_back_to_the_annotated_types() -> None:
     assert asyncio.run(flexible.invoke({"args": [1, 2], "kwargs": {"scale": 3}})) == 9
     with pytest.raises(TypeError):
         asyncio.run(plain.invoke({"args": [1, "y", 3], "kwargs": {}}))
+
+
+def test_a_result_is_checked_against_its_annotation_unless_pydantic_cannot_read_the_type() -> None:
+    class Opaque:  # no pydantic schema: nothing to check against (the result stays JSON, as it always did)
+        pass
+
+    assert annotation_mismatch("text", str, what="the result") is None
+    assert annotation_mismatch(None, str, what="the result of task t") is not None
+    assert annotation_mismatch({"a": 1}, Opaque, what="the result") is None
+    assert annotation_mismatch(None, Any, what="the result") is None
