@@ -335,10 +335,12 @@ class WorkflowRun:
             output = dumps(json_value)
         except (TypeError, ValueError) as exc:
             return _failure(TypeError(f"the workflow's output is not JSON-serialisable: {exc}"))
-        name, annotation = self.definition.name, self.definition.output_annotation
-        mismatch = annotation_mismatch(json_value, annotation, what=f"the output of {name}")
-        if mismatch is not None and status == Status.COMPLETED:  # fail where it is returned, not in each reader
-            return _failure(TypeError(mismatch))
+        if status == Status.COMPLETED:  # a wrong output fails where it is returned, not in each of its readers
+            definition = self.definition
+            what = f"the output of {definition.name}"
+            mismatch = annotation_mismatch(json_value, definition.output_annotation, what=what)
+            if mismatch is not None:
+                return _failure(TypeError(mismatch))
         if len(output.encode()) > self.max_payload:
             return _failure(
                 PayloadTooLargeError(
