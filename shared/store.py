@@ -10,7 +10,9 @@ steps pays one round trip, not fifty. Reads are plain commands, in :mod:`bdurabl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterUnreachableError, ResponseError
+from redis.exceptions import RedisClusterUnreachableError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -90,17 +92,18 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
     """
     scheme, _, rest = url.partition("://")
     if scheme in CLUSTER_SCHEMES:
-        cluster = RedisCluster.from_url(
-            f"{CLUSTER_SCHEMES[scheme]}://{rest}",
-            decode_responses=True,
-            encoding_errors="replace",  # bytes that are not UTF-8 become U+FFFD: data errors, never crashes
-            socket_connect_timeout=5,
-            socket_keepalive=True,
-            driver_info=None,  # no CLIENT SETINFO (see above)
-            maint_notifications_config=_NO_MAINTENANCE_NOTIFICATIONS,
-            max_connections=options.pop("max_connections", 1024),  # per node: script batches go out concurrently
-            **options,
-        )
+        with _url_options_checked():
+            cluster = RedisCluster.from_url(
+                f"{CLUSTER_SCHEMES[scheme]}://{rest}",
+                decode_responses=True,
+                encoding_errors="replace",  # bytes that are not UTF-8 become U+FFFD: data errors, never crashes
+                socket_connect_timeout=5,
+                socket_keepalive=True,
+                driver_info=None,  # no CLIENT SETINFO (see above)
+                maint_notifications_config=_NO_MAINTENANCE_NOTIFICATIONS,
+                max_connections=options.pop("max_connections", 1024),  # per node: script batches go out concurrently
+                **options,
+            )
         return engine_cluster_connections(cluster)  # type: ignore[return-value]  # the same interface as Redis
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -116,7 +119,28 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
         **({} if scheme == "unix" else {"socket_keepalive": True}),  # a TCP option: a Unix socket refuses it
         **options,
     )
+    with _url_options_checked():  # made now, not at the first command: a connection is made without connecting
+        pool.connection_class(**pool.connection_kwargs)
     return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
+
+
+@contextmanager
+def _url_options_checked() -> Iterator[None]:
+    """Report a Redis URL's query parameter that redis-py does not take as the bad input it is (``ValueError``,
+    exit 2 in the CLI), where the client is made: redis-py passes unknown ones on as keyword arguments, which
+    fail with a ``TypeError`` at the first connection (and a bad TLS option with a ``RedisError``). The URL
+    itself is never shown: it may hold a password."""
+    try:
+        yield
+    except TypeError as exc:
+        unknown = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+        if unknown is None:
+            raise
+        raise ValueError(
+            f"the Redis URL has a query parameter redis-py does not take here: {unknown.group(1)!r}"
+        ) from None
+    except RedisError as exc:
+        raise ValueError(f"the Redis URL has an invalid option: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

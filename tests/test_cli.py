@@ -203,6 +203,29 @@ def test_a_malformed_redis_url_is_refused_without_showing_it(env: dict[str, str]
     assert "secret" not in result.stderr + result.stdout  # the URL may hold a password
 
 
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("?foo=1", "a query parameter redis-py does not take here: 'foo'"),
+        ("?ssl_password=secret", "a query parameter redis-py does not take here: 'ssl_password'"),  # TLS only
+        ("?db=abc", "Invalid value for 'db'"),
+    ],
+)
+def test_a_bad_redis_url_option_is_bad_input(query: str, fragment: str) -> None:
+    # Nothing listens on the port: the option is refused before any connection, as bad input (exit 2), not
+    # as a crash (exit 1) at the first command.
+    url = f"redis://user:secret@127.0.0.1:{free_port()}/0{query}"
+    result = cli({}, "state", "x", "--redis-url", url)
+    assert_error(result, 2, fragment)
+    role = cli({}, "reaper", "--redis-url", url)  # a role stops at once (its log line says it crashed)
+    assert role.exit_code == 2, role.stderr
+    assert fragment in role.stderr
+    assert "Traceback" not in role.stderr
+    assert "secret" not in result.stderr + result.stdout + role.stderr + role.stdout
+    cluster = cli({}, "state", "x", "--redis-url", url.replace("redis://", "redis+cluster://").replace("/0", ""))
+    assert_error(cluster, 2, fragment if query != "?db=abc" else "db")
+
+
 def test_unreachable_redis_exits_4_and_debug_shows_the_traceback() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     for args in (["state", "x"], ["list"], ["doctor"], ["start", "adder"], ["dlq", "list"]):
