@@ -158,7 +158,7 @@ class PayloadCodec:
             if len(packed) < len(data):
                 data, steps = packed, "z"
         if self.custom is not None:
-            data, steps = self.custom.encode(data), steps + "c"
+            data, steps = self._custom_encode(data), steps + "c"
         key_id = ""
         if self.keyring is not None:
             key = self.keyring.primary
@@ -317,14 +317,30 @@ class PayloadCodec:
             data = self._decompress(data)
         return data
 
+    def _custom_encode(self, data: bytes) -> bytes:
+        assert self.custom is not None
+        encoded = self.custom.encode(data)
+        if not isinstance(encoded, bytes):  # a str would fail later, deep in base64, without naming the codec
+            raise TypeError(
+                f"the custom codec {self.custom_name} (BDURABLE_CODEC) returned {type(encoded).__name__} from "
+                "encode(); it must return bytes"
+            )
+        return encoded
+
     def _custom_decode(self, data: bytes) -> bytes:
         assert self.custom is not None
         try:
-            return self.custom.decode(data)
+            decoded = self.custom.decode(data)
         except Exception as exc:
             raise PayloadIntegrityError(
                 f"the custom codec {self.custom_name} cannot decode a stored payload: {type(exc).__name__}: {exc}"
             ) from None
+        if not isinstance(decoded, bytes):
+            raise TypeError(
+                f"the custom codec {self.custom_name} (BDURABLE_CODEC) returned {type(decoded).__name__} from "
+                "decode(); it must return bytes"
+            )
+        return decoded
 
     def _decompress(self, data: bytes) -> bytes:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from protection_app import Reverse
 
 from bdurable import EncryptionKeyMissingError, PayloadIntegrityError, Settings
 from bdurable.codec import dumps, encode_payload
@@ -191,6 +192,25 @@ def test_a_custom_codec_is_applied_and_needed_to_read() -> None:
     assert PayloadCodec().view(stored) == ENCRYPTED
     with pytest.raises(ValueError, match="cannot be loaded"):
         PayloadCodec.from_settings(Settings(codec="protection_app:Nothing"))
+
+
+class _TextCodec:
+    """A custom codec with a common slip: it returns text where bytes are due."""
+
+    def encode(self, data: bytes) -> str:
+        return data.decode()
+
+    def decode(self, data: bytes) -> str:
+        return data.decode()
+
+
+def test_a_custom_codec_that_returns_text_is_named_in_the_error() -> None:
+    broken = PayloadCodec(custom=_TextCodec(), custom_name="app:TextCodec")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"custom codec app:TextCodec \(BDURABLE_CODEC\) returned str from encode"):
+        broken.seal(dumps({"a": 1}))
+    stored = PayloadCodec(custom=Reverse(), custom_name="app:Reverse").seal(dumps({"a": 1}))
+    with pytest.raises(TypeError, match="returned str from decode"):
+        broken.open(stored)
 
 
 def test_records_holding_sealed_payloads_open_to_the_same_json_as_a_full_parse() -> None:
