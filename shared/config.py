@@ -11,7 +11,7 @@ from typing import Any
 from bdurable.durations import parse_duration, parse_size
 from bdurable.keyring import check_keys
 
-__all__ = ["DEFAULT_REDIS_URL", "Settings"]
+__all__ = ["DEFAULT_REDIS_URL", "Settings", "redact_url"]
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 EVENT_LOOPS = ("asyncio", "uvloop")
@@ -149,3 +149,25 @@ def _convert(name: str, raw: str, *, source: str | None = None) -> Any:
     except ValueError as exc:
         raise ValueError(f"{source or 'BDURABLE_' + name.upper()}: {exc}") from None
     return raw
+
+
+def redact_url(url: str) -> str:
+    """The URL without its passwords, fit for an error message or a report: the one in ``user:password@``, and
+    any query parameter that holds one (redis-py reads ``?password=`` and ``?ssl_password=`` too)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))  # as urlsplit reads it
+    authority, tail = rest[:end], rest[end:]
+    credentials, at, host = authority.rpartition("@")
+    if at and ":" in credentials:
+        authority = credentials.split(":", 1)[0] + ":***@" + host
+    where, question, query = tail.partition("?")
+    if question:
+        where += "?" + "&".join(_redact_param(param) for param in query.split("&"))
+    return f"{scheme}://{authority}{where}"
+
+
+def _redact_param(param: str) -> str:
+    name, equals, _ = param.partition("=")
+    return f"{name}=***" if equals and "password" in name.lower() else param

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from bdurable.clock import SYSTEM_CLOCK, Clock
-from bdurable.config import Settings
+from bdurable.config import Settings, redact_url
 
 __all__ = ["ROLES", "Worker"]
 
@@ -95,6 +95,7 @@ class Worker:
             raise RuntimeError("this worker is running already")
         from bdurable.runtime.service import Stopping
 
+        await self._check_redis()
         self._stopping = Stopping()
         self._roles = []
         for name in self.roles:
@@ -106,9 +107,29 @@ class Worker:
                 while not all(role.health.serving for role, _ in self._running.values()):
                     self._raise_if_stopped()
                     await asyncio.sleep(0.01)
+        except TimeoutError:
+            waiting = [name for name, (role, _) in self._running.items() if not role.health.serving]
+            await self.stop()
+            raise TimeoutError(
+                f"the {', '.join(waiting)} role(s) did not start serving within {ready_timeout:g} s "
+                f"(Redis at {redact_url(self.settings.redis_url)} went away meanwhile? see the roles' log lines)"
+            ) from None
         except BaseException:
             await self.stop()
             raise
+
+    async def _check_redis(self) -> None:
+        """Reach Redis once, as a client does, before any role starts: the roles themselves wait out an outage
+        (as production processes must), so an unreachable server or a wrong setting would otherwise surface only
+        as ``start()``'s timeout, a minute later."""
+        from bdurable.store import Store
+
+        store = Store.from_settings(self.settings, clock=self._clock)
+        try:
+            await store.initialize()
+            await store.check_shards()
+        finally:
+            await store.close()
 
     async def stop(self, *, timeout: float = 60.0) -> None:
         """Stop every role the way SIGTERM stops a process: the dispatcher drains, then everything returns."""

@@ -16,10 +16,12 @@ import clock_app
 import entity_app
 import pytest
 import schedule_app
+from redis.exceptions import ConnectionError as RedisConnectionError
 from support import eventually
 
 import examples.onboarding
 from bdurable import Client, Settings, Status, Worker
+from bdurable.embedded import free_port
 from bdurable.testing import WorkflowEnvironment
 
 ONBOARDING = {"email": "ada@example.com", "reminder_after": "7 days"}  # a 1-day sleep (the default), a 7-day wait
@@ -74,7 +76,10 @@ async def test_sleep_moves_the_clock_on_and_an_event_beats_the_reminder(redis_ur
 
 
 async def test_ctx_now_timers_event_timeouts_delayed_starts_and_schedules_follow_the_clock(redis_url: str) -> None:
-    async with WorkflowEnvironment([clock_app, schedule_app], redis_url=redis_url, time_skipping=True) as env:
+    month = Settings(retention=30 * 86400)  # every firing below is read after the 15 days, none expired
+    async with WorkflowEnvironment(
+        [clock_app, schedule_app], redis_url=redis_url, time_skipping=True, settings=month
+    ) as env:
         first, last = await (await env.client.start(clock_app.clock_reader, None)).result(timeout=10)
         assert datetime.fromisoformat(last) - datetime.fromisoformat(first) >= timedelta(days=5)
         later = await env.client.start(schedule_app.tick, "later", start_delay="2 days")
@@ -163,6 +168,23 @@ def test_the_embedded_server_dies_with_a_test_process_stopped_by_sigterm(tmp_pat
                 os.kill(server_pid, signal.SIGKILL)  # this test leaves nothing running, even when it fails
 
 
+async def test_retention_follows_the_clock_and_the_environment_s_settings(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The environment reads BDURABLE_* as a Worker and a Client do (its own server and prefix aside), and a
+    # finished workflow is gone the moment env.sleep has gone past its retention, not a sweep later.
+    monkeypatch.setenv("BDURABLE_RETENTION", "1h")
+    async with WorkflowEnvironment([examples.onboarding], redis_url=redis_url, time_skipping=True) as env:
+        assert env.settings is not None
+        assert env.settings.retention == 3600
+        handle = await env.client.start(examples.onboarding.user_onboarding, ONBOARDING)
+        assert await handle.result(timeout=10) == "sent to ada@example.com: Welcome!"
+        await env.sleep("59 minutes")
+        assert await handle.state() is not None
+        await env.sleep("2 minutes")
+        assert await handle.state() is None
+
+
 async def test_continue_as_new_in_an_environment_keeps_the_clock(redis_url: str) -> None:
     async with WorkflowEnvironment([entity_app], redis_url=redis_url, time_skipping=True) as env:
         handle = await env.client.start(entity_app.counting_loop, {"count": 0, "runs": 20})
@@ -209,6 +231,18 @@ async def test_a_worker_refuses_what_cannot_run(settings: Settings) -> None:
         Worker(settings=settings)
     with pytest.raises(ValueError, match="unknown role"):
         Worker(apps=[examples.onboarding], settings=settings, roles=("dispatcher", "console"))
+
+
+async def test_a_worker_without_redis_fails_at_once(settings: Settings) -> None:
+    # The roles wait out an outage, as production processes must; start() reaches Redis first, as a client does,
+    # so that an unreachable server fails at once with the address, not as a bare timeout a minute later.
+    port = free_port()
+    worker = Worker(apps=[examples.onboarding], settings=settings, redis_url=f"redis://127.0.0.1:{port}/0")
+    began = time.monotonic()
+    with pytest.raises(RedisConnectionError, match=f"127.0.0.1:{port}"):
+        await worker.start()
+    assert time.monotonic() - began < 10
+    assert not worker.running
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from rich.console import Console
 from bdurable import errors
 from bdurable.client import Client
 from bdurable.codec import to_json_value
-from bdurable.config import DEFAULT_REDIS_URL, Settings
+from bdurable.config import DEFAULT_REDIS_URL, Settings, redact_url
 from bdurable.durations import parse_duration
 
 __all__ = [
@@ -259,28 +259,6 @@ def message_for(exc: BaseException, redis_url: str | None, *, debug: bool = Fals
         return text
     hint = "" if debug else " (run again with --debug for the traceback)"
     return f"{type(exc).__name__}: {text}{hint}"
-
-
-def redact_url(url: str) -> str:
-    """The URL without its passwords, fit for an error message or a report: the one in ``user:password@``, and
-    any query parameter that holds one (redis-py reads ``?password=`` and ``?ssl_password=`` too)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))  # as urlsplit reads it
-    authority, tail = rest[:end], rest[end:]
-    credentials, at, host = authority.rpartition("@")
-    if at and ":" in credentials:
-        authority = credentials.split(":", 1)[0] + ":***@" + host
-    where, question, query = tail.partition("?")
-    if question:
-        where += "?" + "&".join(_redact_param(param) for param in query.split("&"))
-    return f"{scheme}://{authority}{where}"
-
-
-def _redact_param(param: str) -> str:
-    name, equals, _ = param.partition("=")
-    return f"{name}=***" if equals and "password" in name.lower() else param
 
 
 def report_error(exc: BaseException, *, debug: bool, redis_url: str | None = None) -> NoReturn:

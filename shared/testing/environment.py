@@ -44,6 +44,7 @@ TEN_YEARS = 10 * 365 * 86400.0
 IDLE_CHECKS = 3  # consecutive idle looks (a few ms apart) before the clock moves: settled, not between two hops
 POLL = 0.005
 DUE_SCHEDULES_LOOKED_AT = 100  # the soonest entries of the schedules' due index read per look
+EXPIRE_BATCH = 1000  # finished workflows removed per script call when the clock moves past their retention
 
 
 class TestClock(Clock):
@@ -155,7 +156,7 @@ class WorkflowEnvironment:
             # even a SIGTERMed one), waited for in another, so that the loop keeps turning meanwhile.
             self._server = await asyncio.to_thread(RedisServer(appendonly=False).launch().wait_ready)
             url = self._server.url
-        base = self._base or Settings(redis_url=url)
+        base = self._base or Settings.from_env(redis_url=url)  # BDURABLE_RETENTION and the rest, as a Worker's
         overrides: dict[str, Any] = {"redis_url": url, "prefix": self._prefix}
         if self.time_skipping:
             overrides |= {"heartbeat_interval": 1.0, "heartbeat_timeout": TEN_YEARS}
@@ -245,6 +246,15 @@ class WorkflowEnvironment:
             if when_ms > now:
                 await self._write_offset(self.clock.offset_ms + when_ms - now)
                 await self.client.store.redis.publish(self._keys.timers_channel, str(when_ms))  # wake schedulers
+                await self._expire_finished()
+
+    async def _expire_finished(self) -> None:
+        """Expire what finished more than the retention ago, now: the scheduler sweeps once a second of real
+        time, so without this a workflow would still be there right after ``env.sleep`` went past its expiry."""
+        store = self.client.store
+        for shard in self._keys.all_shards():
+            while await store.expire(shard, EXPIRE_BATCH) == EXPIRE_BATCH:
+                pass
 
     async def _settled(self, timeout: float = 30.0) -> None:
         """Wait until nothing can run (what the clock may have woken has run)."""

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from bdurable import Settings
-from bdurable.cli.common import redact_url
+from bdurable.config import redact_url
 
 
 def test_settings_survive_the_trip_through_the_environment() -> None:
