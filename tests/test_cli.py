@@ -493,11 +493,12 @@ def children_of(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
+    """Running: a zombie (ended, not yet reaped by whoever adopted it) is not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    return True
+    return state not in ("Z", "X")
 
 
 def start_dev(tmp_path: Path, *args: str, extra_path: str = "") -> tuple[subprocess.Popen[bytes], Path]:
@@ -553,6 +554,25 @@ def test_dev_runs_a_workflow_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         assert not [pid for pid in children if alive(pid)]
         with RedisServer(port=port):  # the port is free again: another server can listen on it
             pass
+    finally:
+        stop_dev(process, children)
+
+
+def test_dev_killed_leaves_nothing_running(tmp_path: Path) -> None:
+    # SIGKILL gives dev no chance to stop anything: its Redis gets SIGTERM from the kernel (it was launched from
+    # dev's main thread), and each role and the console see their parent gone and stop, although the pipe their
+    # output went to has no reader any more (the first log line used to fail there, and they ran on).
+    port = free_port()
+    process, log = start_dev(tmp_path, "--port", str(port), "--data-dir", str(tmp_path / "r"))
+    children: list[int] = []
+    try:
+        wait_for(lambda: "console listening" in log.read_text(), timeout=20)
+        wait_for(lambda: all(f"{role} started" in log.read_text() for role in ("scheduler", "reaper")), timeout=15)
+        children = children_of(process.pid)
+        assert len(children) == 5  # redis-server, three roles and the console (no --app: no dispatcher)
+        process.kill()
+        process.wait(timeout=10)
+        wait_for(lambda: not [pid for pid in children if alive(pid)], timeout=15)
     finally:
         stop_dev(process, children)
 

@@ -224,7 +224,9 @@ async def _supervise(
         if port is not None:
             server = RedisServer(port=port, data_dir=str(data_dir), appendonly=True)
             try:
-                await asyncio.to_thread(server.start)
+                # Launched from this (the main) thread, so the server dies with this process even when it is
+                # SIGKILLed (bdurable.embedded._die_with_parent); waited for in another, so the loop keeps turning.
+                await asyncio.to_thread(server.launch().wait_ready)
             except (OSError, RuntimeError, TimeoutError) as exc:
                 server = None
                 raise CliError(f"could not start the embedded Redis: {exc}", EXIT_UNREACHABLE) from None

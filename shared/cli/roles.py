@@ -178,11 +178,19 @@ def _serve(command: str, settings: Settings, build: Callable[[], Role]) -> None:
 
 
 async def _watch_parent(pid: int, stopping: Stopping) -> None:
-    """Under ``bdurable dev``: drain and stop if the supervisor dies (we would be an orphan otherwise)."""
+    """Under ``bdurable dev``: drain and stop if the supervisor dies (we would be an orphan otherwise).
+
+    The supervisor read this process's output through a pipe, which has no reader any more: output goes to
+    ``/dev/null`` from then on, else the next log line (this one's first) fails with ``BrokenPipeError`` and
+    the drain never starts.
+    """
     while os.getppid() == pid:
         if await stopping.sleep(0.5):
             return
-    log.warning("bdurable dev is gone: stopping")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
     stopping.set()
 
 
