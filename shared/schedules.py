@@ -263,6 +263,7 @@ class Plan:
     cancel: list[str] = field(default_factory=list)  # runs to cancel (overlap cancel_other)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> how many times (overlap, missed)
     state: ScheduleState | None = None
+    triggered: int | None = None  # the scheduled time a trigger got
 
 
 def plan(
@@ -272,20 +273,24 @@ def plan(
     now_ms: int,
     running_active: bool,
     *,
-    extra_times: tuple[int, ...] = (),
+    trigger: bool = False,
 ) -> Plan:
-    """One pass over a schedule at ``now_ms``: the due times (and ``extra_times``, a trigger) in order, each
-    run, skipped or buffered by the overlap policy. ``running_active`` says whether the schedule's latest run is
-    still in progress. A paused schedule only runs ``extra_times``; its due times are passed over."""
+    """One pass over a schedule at ``now_ms``: the due times (and with ``trigger``, one more run now) in order,
+    each run, skipped or buffered by the overlap policy. ``running_active`` says whether the schedule's latest
+    run is still in progress. A paused schedule only runs a trigger; its due times are passed over.
+
+    A trigger is a run *now*: it gets no jitter, and a time of its own, later than every time the schedule
+    holds (two triggers in the same millisecond are two runs, not one run listed twice)."""
     result = Plan()
     running, active = state.running, running_active
     buffered = list(state.buffered)
     recent = list(state.recent)
     missed = state.missed
 
-    def start(scheduled: int) -> None:
+    def start(scheduled: int, *, jitter: bool = True) -> None:
         nonlocal running, active
-        firing = Firing(scheduled, run_id(schedule_id, scheduled), scheduled + spec.jitter_for(schedule_id, scheduled))
+        delay = spec.jitter_for(schedule_id, scheduled) if jitter else 0
+        firing = Firing(scheduled, run_id(schedule_id, scheduled), scheduled + delay)
         result.start.append(firing)
         recent.append((scheduled, firing.workflow_id))
         running, active = firing.workflow_id, True
@@ -293,9 +298,9 @@ def plan(
     def skip(reason: str) -> None:
         result.skipped[reason] = result.skipped.get(reason, 0) + 1
 
-    def fire(scheduled: int) -> None:
+    def fire(scheduled: int, *, jitter: bool = True) -> None:
         if not active or spec.overlap == "allow_all":
-            start(scheduled)
+            start(scheduled, jitter=jitter)
         elif spec.overlap == "skip":
             skip("overlap")
         elif spec.overlap == "buffer_one":
@@ -328,8 +333,10 @@ def plan(
             skip("missed")
             continue
         fire(scheduled)
-    for scheduled in extra_times:
-        fire(scheduled)
+    if trigger:
+        held = [moment for moment, _ in recent] + buffered + due
+        result.triggered = max(now_ms, max(held) + 1) if held else now_ms
+        fire(result.triggered, jitter=False)
     result.state = ScheduleState(
         next_due_ms=next_due,
         running=running,

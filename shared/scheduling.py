@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +38,7 @@ __all__ = ["ScheduleMethods", "Scheduled", "change_schedule", "fire_schedule", "
 T = TypeVar("T")
 
 BUFFERED_RECHECK_MS = 1000  # how often a run waiting behind another (buffer_*, cancel_other) is checked
+MAX_BACKFILL = 10_000  # times one backfill call may run: each is a workflow started at once
 MAX_SCHEDULE_ID = 200  # a firing's workflow id adds the time: it must stay within a workflow id's 256
 
 
@@ -72,9 +74,10 @@ async def load_schedule(reads: Reads, schedule_id: str) -> Scheduled:
 
 
 async def fire_schedule(
-    store: Store, reads: Reads, schedule_id: str, *, now_ms: int, extra_times: tuple[int, ...] = ()
+    store: Store, reads: Reads, schedule_id: str, *, now_ms: int | None = None, trigger: bool = False
 ) -> Plan | None:
-    """One pass over a schedule: plan at ``now_ms``, start and cancel as planned, write the new state.
+    """One pass over a schedule: plan at ``now_ms`` (else Redis's clock, read at each try), start and cancel
+    as planned, write the new state. ``trigger`` adds one run now (``trigger_schedule``).
 
     Returns the plan executed, or ``None`` when the schedule is gone. Retries from a fresh read while another
     writer changed the schedule meanwhile (the starts are idempotent: nothing runs twice).
@@ -82,7 +85,7 @@ async def fire_schedule(
 
     async def execute(scheduled: Scheduled, now: int) -> tuple[dict[str, str], Plan]:
         active = await run_in_progress(reads, scheduled)
-        decided = plan(schedule_id, scheduled.spec, scheduled.state, now, active, extra_times=extra_times)
+        decided = plan(schedule_id, scheduled.spec, scheduled.state, now, active, trigger=trigger)
         for workflow_id in decided.cancel:
             await store.cancel(workflow_id, f"schedule {schedule_id}: a newer run replaces it (cancel_other)")
         for firing in decided.start:
@@ -244,14 +247,15 @@ class ScheduleMethods:
         """One run now, obeying the overlap policy. Returns the id of the run that carries the trigger: the
         one started (or buffered, with ``buffer_one``/``buffer_all``), or, skipped (``skip``) because a run is
         in progress, that run's id."""
-        now = await self.reads.now_ms()
         await load_schedule(self.reads, schedule_id)
-        decided = await fire_schedule(self.store, self.reads, schedule_id, now_ms=now, extra_times=(now,))
+        decided = await fire_schedule(self.store, self.reads, schedule_id, trigger=True)  # now, at each try
         if decided is None:
             raise ScheduleNotFoundError(f"no schedule with id {schedule_id!r}")
         assert decided.state is not None
-        if any(f.scheduled_ms == now for f in decided.start) or now in decided.state.buffered:
-            return run_id(schedule_id, now)
+        assert decided.triggered is not None
+        moment = decided.triggered
+        if any(f.scheduled_ms == moment for f in decided.start) or moment in decided.state.buffered:
+            return run_id(schedule_id, moment)
         assert decided.state.running is not None
         return decided.state.running
 
@@ -262,12 +266,22 @@ class ScheduleMethods:
         first, last = aware_ms(start, "start"), aware_ms(end, "end")
         if last <= first:
             raise InvalidInputError("end must be after start")
+        spec, now = scheduled.spec, await self.reads.now_ms()
+        moments = list(itertools.islice(itertools.takewhile(lambda t: t < last, spec.times_after(first - 1)),
+                                        MAX_BACKFILL + 1))  # fmt: skip
+        if len(moments) > MAX_BACKFILL:
+            raise InvalidInputError(
+                f"the range holds more than {MAX_BACKFILL:,} of the schedule's times: backfill it in smaller ranges"
+            )
+        future = [moment for moment in moments if moment > now]
+        if future:  # run now, it would also keep the firing at that time from running (its id would exist)
+            raise InvalidInputError(
+                f"a backfill runs past times only: {ms(future[0]).isoformat()} is later than now (the Redis server's "
+                "clock); the schedule fires it when it comes"
+            )
         started: builtins.list[str] = []
         created: builtins.list[tuple[int, str]] = []  # the runs this backfill started (not those run before)
-        spec = scheduled.spec
-        for moment in spec.times_after(first - 1):
-            if moment >= last:
-                break
+        for moment in moments:
             firing = Firing(moment, run_id(schedule_id, moment), moment)
             if await _start(self.store, self.reads, spec, firing, moment):
                 created.append((moment, firing.workflow_id))

@@ -273,6 +273,33 @@ async def test_a_backfill_of_a_hundred_times_runs_each_once(client: Client, role
         await client.backfill_schedule("five", start, start)
 
 
+async def test_a_backfill_runs_past_times_only_and_not_without_bound(client: Client, roles: InProcessRoles) -> None:
+    # A future time run now would also keep the schedule's own firing at that time from running (its id would
+    # exist); a range of years on a busy schedule would start every run at once. Both are refused, nothing run.
+    roles.dispatcher(schedule_app)
+    await registered(client, "scheduled_tick")
+    await client.create_schedule("soon", schedule_app.tick, None, every="1m")
+    now = datetime.now(UTC)
+    with pytest.raises(InvalidInputError, match="past times only"):
+        await client.backfill_schedule("soon", now - timedelta(minutes=10), now + timedelta(minutes=10))
+    with pytest.raises(InvalidInputError, match="more than 10,000"):
+        await client.backfill_schedule("soon", now - timedelta(days=30), now - timedelta(days=1))
+    assert (await client.list(name="scheduled_tick")).items == []
+    assert (await client.get_schedule("soon")).recent == []
+
+
+async def test_concurrent_triggers_are_each_a_run(client: Client, roles: InProcessRoles) -> None:
+    roles.dispatcher(schedule_app)
+    await registered(client, "scheduled_tick")
+    await client.create_schedule("many", schedule_app.tick, None, cron="0 0 1 1 *", overlap="allow_all")
+    async with Client(settings=client.settings) as other:
+        ids = await asyncio.gather(*(c.trigger_schedule("many") for _ in range(10) for c in (client, other)))
+    assert len(set(ids)) == 20  # triggers in the same millisecond used to collapse into one run
+    assert await asyncio.gather(*(client.result(i, timeout=30) for i in ids)) == [f"ran {i}" for i in ids]
+    recent = [r["workflow_id"] for r in (await client.get_schedule("many")).recent]
+    assert len(recent) == len(set(recent)) == 10
+
+
 async def test_a_schedule_for_an_unregistered_workflow_waits_for_a_dispatcher(
     client: Client, roles: InProcessRoles
 ) -> None:

@@ -178,7 +178,7 @@ def backfill(
     json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
-    """Run every scheduled time in [--start, --end) once; prints the runs' workflow ids."""
+    """Run every past scheduled time in [--start, --end) once (at most 10,000); prints the runs' workflow ids."""
     first, last = parse_moment(start, "--start"), parse_moment(end, "--end")
     started = with_client(redis_url, prefix, lambda client: client.backfill_schedule(schedule_id, first, last))
     if json_output:
