@@ -32,6 +32,7 @@ from bdurable.errors import (
     WorkflowFinishedError,
     WorkflowNotFoundError,
     WorkflowNotHaltedError,
+    WorkflowTimerError,
 )
 from bdurable.model import DeadLetter, HistoryEntry, ScheduleInfo, Signal, Status, WorkflowPage, WorkflowState
 from bdurable.replay.context import Context
@@ -80,6 +81,7 @@ __all__ = [
     "WorkflowNotHaltedError",
     "WorkflowPage",
     "WorkflowState",
+    "WorkflowTimerError",
     "task",
     "workflow",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "WorkflowFinishedError",
     "WorkflowNotFoundError",
     "WorkflowNotHaltedError",
+    "WorkflowTimerError",
 ]
 
 
@@ -53,6 +54,11 @@ class DurableError(Exception):
 class ResultTimeoutError(DurableError, TimeoutError):
     """``result()`` did not see the workflow finish within its ``timeout`` (the workflow goes on). A
     ``TimeoutError`` too, so ``except TimeoutError`` catches it, and it has ``is_cancellation`` like every error."""
+
+
+class WorkflowTimerError(DurableError, RuntimeError):
+    """Workflow code used an asyncio timer (``asyncio.sleep(n)``, ``wait_for``, ``timeout``): a durable wait is
+    ``ctx.sleep``. A ``RuntimeError`` too (what it was before it joined the errors)."""
 
 
 class TaskFailedError(DurableError):

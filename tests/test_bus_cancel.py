@@ -323,6 +323,9 @@ async def test_a_cancel_without_a_reason_has_none(client: Client, roles: InProce
         await handle.result(timeout=10)
     assert caught.value.reason is None
     assert str(caught.value) == "workflow cancelled"
+    state = await state_of(client, handle.workflow_id)  # re-raised by the workflow: the state says None too
+    assert state.error is not None
+    assert state.error["reason"] is None
 
 
 async def test_a_cancel_before_the_first_step_is_raised_at_the_first_await(

@@ -24,7 +24,7 @@ ClickException: type[Exception] = typer.BadParameter.__mro__[2]
 app = typer.Typer(
     name="bdurable",
     help="Durable workflows on Redis. Exit codes: 0 ok, 1 workflow failed or cancelled (or findings), "
-    "2 bad usage or input, 3 not found, 4 Redis unreachable, 124 --timeout ran out.",
+    "2 bad usage or input, 3 not found, 4 Redis unreachable, 124 --timeout ran out, 130 interrupted (Ctrl-C).",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from contextvars import Context
 from typing import Any, TypeVarTuple
 
+from bdurable.errors import WorkflowTimerError
+
 __all__ = ["StepLoop", "WorkflowTimerError"]
 
 if not all(hasattr(asyncio, name) for name in ("_get_running_loop", "_set_running_loop")):  # pragma: no cover
@@ -26,10 +28,6 @@ if not all(hasattr(asyncio, name) for name in ("_get_running_loop", "_set_runnin
     )
 
 Ts = TypeVarTuple("Ts")
-
-
-class WorkflowTimerError(RuntimeError):
-    """Workflow code used an asyncio timer (``asyncio.sleep(n)``, ``wait_for``, ``timeout``)."""
 
 
 class StepLoop(asyncio.SelectorEventLoop):

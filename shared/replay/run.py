@@ -320,7 +320,7 @@ class WorkflowRun:
         elif exc is None:
             self.outcome = self._success(task.result())
         elif self.cancel_reason is not None and isinstance(exc, WorkflowCancelledError):
-            self.outcome = Outcome(Status.CANCELLED, "null", _cancel_record(exc, self.cancel_reason))
+            self.outcome = Outcome(Status.CANCELLED, "null", _cancel_record(exc, self.cancel_reason or None))
         else:
             self.outcome = _failure(exc)
 

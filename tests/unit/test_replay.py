@@ -14,7 +14,7 @@ import pytest
 import structlog
 import structlog.testing
 
-from bdurable import Context, task, workflow
+from bdurable import Context, DurableError, task, workflow
 from bdurable.codec import dumps
 from bdurable.replay.loop import StepLoop
 from bdurable.replay.run import WorkflowRun
@@ -73,6 +73,17 @@ async def unit_catches(ctx: Context, input: None) -> str:
             await ctx.signal("cleaned", None)
             return "cancelled"
         raise
+
+
+@workflow(name="unit_asyncio_timer", version="1")
+async def unit_asyncio_timer(ctx: Context, input: None) -> str:
+    try:
+        await asyncio.sleep(5)  # not durable: refused
+    except Exception as error:
+        if error.is_cancellation:  # every error the engine raises has it (INTERFACE §5), this one too
+            return "cancelled?"
+        return f"{type(error).__name__} is a DurableError: {isinstance(error, DurableError)}"
+    return "slept"
 
 
 @pytest.fixture
@@ -230,3 +241,9 @@ def test_ctx_log_in_the_seeds_form_logs_and_is_silent_on_replay(loop: StepLoop) 
     assert [(entry["event"], entry["log_level"]) for entry in logs] == [("hello", "info"), ("again", "warning")]
     assert logs[0]["n"] == 1
     assert logs[0]["workflow_id"] == "wf-1"
+
+
+def test_an_asyncio_timer_raises_a_durable_error_with_is_cancellation(loop: StepLoop) -> None:
+    outcome = run_of(loop, unit_asyncio_timer, None).take_step().outcome
+    assert outcome is not None
+    assert (outcome.status, outcome.output) == ("COMPLETED", '"WorkflowTimerError is a DurableError: True"')
