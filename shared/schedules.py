@@ -299,6 +299,14 @@ def plan(
         result.skipped[reason] = result.skipped.get(reason, 0) + 1
 
     def fire(scheduled: int, *, jitter: bool = True) -> None:
+        if spec.overlap == "cancel_other" and result.start and result.start[-1].workflow_id == running:
+            # The run in progress was started by this very pass, so it has not begun: the newer time takes its
+            # place (as it would take a waiting time's), rather than cancelling a run that is not there yet.
+            replaced = result.start.pop()
+            recent.remove((replaced.scheduled_ms, replaced.workflow_id))
+            skip("overlap")
+            start(scheduled, jitter=jitter)
+            return
         if not active or spec.overlap == "allow_all":
             start(scheduled, jitter=jitter)
         elif spec.overlap == "skip":

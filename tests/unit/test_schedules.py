@@ -175,6 +175,24 @@ def test_a_buffered_time_starts_when_the_run_in_progress_ends() -> None:
     assert ended.state.buffered == (120_000,)
 
 
+def test_cancel_other_replaces_a_run_started_in_the_same_pass() -> None:
+    # The waiting time (a trigger's, 23.7 s) may start in the pass where a newer time (24 s) is due, or two
+    # times may be due at once after an outage: the newer replaces the run not yet begun. (The pass used to
+    # start it and "cancel" it before it existed: it ran to its end and the newer time was dropped.)
+    schedule = spec(every="4s", catchup_window="1m", overlap="cancel_other")
+    waiting = state_at(24_000, running="s-old", buffered=(23_700,))
+    decided = plan("s", schedule, waiting, now_ms=24_010, running_active=False)
+    assert [f.scheduled_ms for f in decided.start] == [24_000]
+    assert decided.cancel == []
+    assert decided.skipped == {"overlap": 1}
+    assert decided.state is not None
+    assert decided.state.running == run_id("s", 24_000)
+    assert [r[0] for r in decided.state.recent] == [24_000]
+    caught_up = plan("s", schedule, state_at(20_000), now_ms=24_500, running_active=False)
+    assert [f.scheduled_ms for f in caught_up.start] == [24_000]
+    assert caught_up.cancel == []
+
+
 def test_a_paused_schedule_passes_over_due_times_but_runs_a_trigger() -> None:
     paused = spec(every="1m", paused=True)
     decided = plan("s", paused, state_at(60_000), now_ms=61_000, running_active=False, trigger=True)
