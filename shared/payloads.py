@@ -319,13 +319,17 @@ class PayloadCodec:
 
     def _custom_encode(self, data: bytes) -> bytes:
         assert self.custom is not None
-        encoded = self.custom.encode(data)
-        if not isinstance(encoded, bytes):  # a str would fail later, deep in base64, without naming the codec
-            raise TypeError(
-                f"the custom codec {self.custom_name} (BDURABLE_CODEC) returned {type(encoded).__name__} from "
-                "encode(); it must return bytes"
-            )
-        return encoded
+        return self._bytes_from(self.custom.encode(data), "encode")
+
+    def _bytes_from(self, value: object, method: str) -> bytes:
+        """A custom codec's answer as bytes (``bytearray`` and ``memoryview`` too); anything else, a ``str``
+        first of all, fails here naming the codec, not later deep in base64 or JSON."""
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+        raise TypeError(
+            f"the custom codec {self.custom_name} (BDURABLE_CODEC) returned {type(value).__name__} from "
+            f"{method}(); it must return bytes"
+        )
 
     def _custom_decode(self, data: bytes) -> bytes:
         assert self.custom is not None
@@ -335,12 +339,7 @@ class PayloadCodec:
             raise PayloadIntegrityError(
                 f"the custom codec {self.custom_name} cannot decode a stored payload: {type(exc).__name__}: {exc}"
             ) from None
-        if not isinstance(decoded, bytes):
-            raise TypeError(
-                f"the custom codec {self.custom_name} (BDURABLE_CODEC) returned {type(decoded).__name__} from "
-                "decode(); it must return bytes"
-            )
-        return decoded
+        return self._bytes_from(decoded, "decode")
 
     def _decompress(self, data: bytes) -> bytes:
         try:

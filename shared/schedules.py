@@ -273,14 +273,15 @@ def plan(
     now_ms: int,
     running_active: bool,
     *,
-    trigger: bool = False,
+    trigger_at: int | None = None,
 ) -> Plan:
-    """One pass over a schedule at ``now_ms``: the due times (and with ``trigger``, one more run now) in order,
+    """One pass over a schedule at ``now_ms``: the due times (and ``trigger_at``, a trigger's run) in order,
     each run, skipped or buffered by the overlap policy. ``running_active`` says whether the schedule's latest
     run is still in progress. A paused schedule only runs a trigger; its due times are passed over.
 
-    A trigger is a run *now*: it gets no jitter, and a time of its own, later than every time the schedule
-    holds (two triggers in the same millisecond are two runs, not one run listed twice)."""
+    A trigger is a run *now*: it starts without jitter, at ``trigger_at`` unless the schedule holds that time
+    already (a due time, or another trigger's in the same millisecond), then just after the latest time it holds:
+    two triggers are two runs, never one run listed twice (``Plan.triggered`` says which time it got)."""
     result = Plan()
     running, active = state.running, running_active
     buffered = list(state.buffered)
@@ -341,9 +342,9 @@ def plan(
             skip("missed")
             continue
         fire(scheduled)
-    if trigger:
+    if trigger_at is not None:
         held = [moment for moment, _ in recent] + buffered + due
-        result.triggered = max(now_ms, max(held) + 1) if held else now_ms
+        result.triggered = max(trigger_at, max(held) + 1) if trigger_at in held else trigger_at
         fire(result.triggered, jitter=False)
     result.state = ScheduleState(
         next_due_ms=next_due,

@@ -74,22 +74,40 @@ async def load_schedule(reads: Reads, schedule_id: str) -> Scheduled:
 
 
 async def fire_schedule(
-    store: Store, reads: Reads, schedule_id: str, *, now_ms: int | None = None, trigger: bool = False
+    store: Store, reads: Reads, schedule_id: str, *, now_ms: int | None = None, trigger_at: int | None = None
 ) -> Plan | None:
     """One pass over a schedule: plan at ``now_ms`` (else Redis's clock, read at each try), start and cancel
-    as planned, write the new state. ``trigger`` adds one run now (``trigger_schedule``).
+    as planned, write the new state. ``trigger_at`` adds one run at that time (``trigger_schedule``).
 
     Returns the plan executed, or ``None`` when the schedule is gone. Retries from a fresh read while another
     writer changed the schedule meanwhile (the starts are idempotent: nothing runs twice).
+
+    A trigger's run starts before the write, like every run, so its time is kept across retries: a retry at
+    another time would leave the first run started and recorded nowhere. It moves on only when a run of that
+    id exists that this call did not create (another trigger's, in the same millisecond), or the schedule holds
+    that time already; both are someone else's run, never one of ours left behind.
     """
+    trigger = [trigger_at]
+    ours: set[int] = set()  # trigger times whose run this call created
 
     async def execute(scheduled: Scheduled, now: int) -> tuple[dict[str, str], Plan]:
         active = await run_in_progress(reads, scheduled)
-        decided = plan(schedule_id, scheduled.spec, scheduled.state, now, active, trigger=trigger)
-        for workflow_id in decided.cancel:
-            await store.cancel(workflow_id, f"schedule {schedule_id}: a newer run replaces it (cancel_other)")
-        for firing in decided.start:
-            await _start(store, reads, scheduled.spec, firing, now)
+        while True:
+            decided = plan(schedule_id, scheduled.spec, scheduled.state, now, active, trigger_at=trigger[0])
+            for workflow_id in decided.cancel:
+                await store.cancel(workflow_id, f"schedule {schedule_id}: a newer run replaces it (cancel_other)")
+            taken = False
+            for firing in decided.start:
+                created = await _start(store, reads, scheduled.spec, firing, now)
+                if firing.scheduled_ms == decided.triggered:
+                    if created:
+                        ours.add(firing.scheduled_ms)
+                    taken = not created and firing.scheduled_ms not in ours
+            trigger[0] = decided.triggered
+            if not taken:
+                break
+            assert decided.triggered is not None
+            trigger[0] = decided.triggered + 1
         if decided.start:
             crash_point("mid_firing")
         assert decided.state is not None
@@ -247,8 +265,9 @@ class ScheduleMethods:
         """One run now, obeying the overlap policy. Returns the id of the run that carries the trigger: the
         one started (or buffered, with ``buffer_one``/``buffer_all``), or, skipped (``skip``) because a run is
         in progress, that run's id."""
+        now = await self.reads.now_ms()
         await load_schedule(self.reads, schedule_id)
-        decided = await fire_schedule(self.store, self.reads, schedule_id, trigger=True)  # now, at each try
+        decided = await fire_schedule(self.store, self.reads, schedule_id, now_ms=now, trigger_at=now)
         if decided is None:
             raise ScheduleNotFoundError(f"no schedule with id {schedule_id!r}")
         assert decided.state is not None

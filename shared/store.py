@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterUnreachableError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -104,6 +104,10 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis:
                 max_connections=options.pop("max_connections", 1024),  # per node: script batches go out concurrently
                 **options,
             )
+            # A node's connection, made the way the cluster client makes them, but not connected: its options
+            # (TLS ones included) are checked now, not at the first command.
+            probe = ClusterNode("127.0.0.1", 0, **cluster.nodes_manager.connection_kwargs)
+            probe.connection_class(**probe.connection_kwargs)
         return engine_cluster_connections(cluster)  # type: ignore[return-value]  # the same interface as Redis
     pool = aioredis.BlockingConnectionPool.from_url(
         url,

@@ -224,6 +224,9 @@ def test_a_bad_redis_url_option_is_bad_input(query: str, fragment: str) -> None:
     assert "secret" not in result.stderr + result.stdout + role.stderr + role.stdout
     cluster = cli({}, "state", "x", "--redis-url", url.replace("redis://", "redis+cluster://").replace("/0", ""))
     assert_error(cluster, 2, fragment if query != "?db=abc" else "db")
+    for scheme in ("rediss", "rediss+cluster"):  # a TLS option's value is checked as early
+        tls = cli({}, "state", "x", "--redis-url", f"{scheme}://127.0.0.1:{free_port()}?ssl_cert_reqs=maybe")
+        assert_error(tls, 2, "invalid option: Invalid SSL Certificate Requirements Flag: maybe")
 
 
 def test_unreachable_redis_exits_4_and_debug_shows_the_traceback() -> None:

@@ -292,10 +292,13 @@ async def test_concurrent_triggers_are_each_a_run(client: Client, roles: InProce
     roles.dispatcher(schedule_app)
     await registered(client, "scheduled_tick")
     await client.create_schedule("many", schedule_app.tick, None, cron="0 0 1 1 *", overlap="allow_all")
-    async with Client(settings=client.settings) as other:
-        ids = await asyncio.gather(*(c.trigger_schedule("many") for _ in range(10) for c in (client, other)))
-    assert len(set(ids)) == 20  # triggers in the same millisecond used to collapse into one run
+    async with Client(settings=client.settings) as second, Client(settings=client.settings) as third:
+        clients = (client, second, third)
+        ids = await asyncio.gather(*(c.trigger_schedule("many") for _ in range(10) for c in clients))
+    assert len(set(ids)) == 30  # triggers in the same millisecond used to collapse into one run
     assert await asyncio.gather(*(client.result(i, timeout=30) for i in ids)) == [f"ran {i}" for i in ids]
+    runs = (await client.list(name="scheduled_tick", limit=100)).items
+    assert sorted(run.workflow_id for run in runs) == sorted(ids)  # and no run beside them, recorded nowhere
     recent = [r["workflow_id"] for r in (await client.get_schedule("many")).recent]
     assert len(recent) == len(set(recent)) == 10
 

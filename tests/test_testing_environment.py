@@ -174,6 +174,8 @@ async def test_retention_follows_the_clock_and_the_environment_s_settings(
     # The environment reads BDURABLE_* as a Worker and a Client do (its own server and prefix aside), and a
     # finished workflow is gone the moment env.sleep has gone past its retention, not a sweep later.
     monkeypatch.setenv("BDURABLE_RETENTION", "1h")
+    monkeypatch.setenv("BDURABLE_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached: the environment's own
+    monkeypatch.setenv("BDURABLE_PREFIX", "not:valid")  # never read (it would be refused)
     async with WorkflowEnvironment([examples.onboarding], redis_url=redis_url, time_skipping=True) as env:
         assert env.settings is not None
         assert env.settings.retention == 3600

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime, timedelta
@@ -89,6 +90,14 @@ class _EnvironmentClient(Client):
             await items.aclose()  # type: ignore[attr-defined]  # Client's streams are async generators
 
 
+def _environment_settings(*, embedded: bool) -> dict[str, str]:
+    """The ``BDURABLE_*`` variables an environment takes from the shell (``BDURABLE_RETENTION`` and the rest,
+    as a ``Worker`` does), but never the server or the prefix (the environment has its own: a test must never
+    reach the Redis a shell points at), nor, on its own embedded server, replicas to wait for (it has none)."""
+    skipped = {"BDURABLE_REDIS_URL", "BDURABLE_PREFIX"} | ({"BDURABLE_WAIT_REPLICAS"} if embedded else set())
+    return {name: value for name, value in os.environ.items() if name not in skipped}
+
+
 class WorkflowEnvironment:
     """An embedded Redis (or ``redis_url``), the roles in this process, and ``env.client``.
 
@@ -156,7 +165,7 @@ class WorkflowEnvironment:
             # even a SIGTERMed one), waited for in another, so that the loop keeps turning meanwhile.
             self._server = await asyncio.to_thread(RedisServer(appendonly=False).launch().wait_ready)
             url = self._server.url
-        base = self._base or Settings.from_env(redis_url=url)  # BDURABLE_RETENTION and the rest, as a Worker's
+        base = self._base or Settings.from_env(_environment_settings(embedded=self._server is not None), redis_url=url)
         overrides: dict[str, Any] = {"redis_url": url, "prefix": self._prefix}
         if self.time_skipping:
             overrides |= {"heartbeat_interval": 1.0, "heartbeat_timeout": TEN_YEARS}

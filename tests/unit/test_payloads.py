@@ -211,6 +211,16 @@ def test_a_custom_codec_that_returns_text_is_named_in_the_error() -> None:
     stored = PayloadCodec(custom=Reverse(), custom_name="app:Reverse").seal(dumps({"a": 1}))
     with pytest.raises(TypeError, match="returned str from decode"):
         broken.open(stored)
+    bytes_like = PayloadCodec(custom=_BytesLikeCodec(), custom_name="app:BytesLike")  # type: ignore[arg-type]
+    assert bytes_like.open(bytes_like.seal(dumps({"a": 1}))) == {"a": 1}  # bytearray, memoryview: bytes enough
+
+
+class _BytesLikeCodec:
+    def encode(self, data: bytes) -> bytearray:
+        return bytearray(data)
+
+    def decode(self, data: bytes) -> memoryview:
+        return memoryview(data)
 
 
 def test_records_holding_sealed_payloads_open_to_the_same_json_as_a_full_parse() -> None:

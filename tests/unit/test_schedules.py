@@ -195,24 +195,25 @@ def test_cancel_other_replaces_a_run_started_in_the_same_pass() -> None:
 
 def test_a_paused_schedule_passes_over_due_times_but_runs_a_trigger() -> None:
     paused = spec(every="1m", paused=True)
-    decided = plan("s", paused, state_at(60_000), now_ms=61_000, running_active=False, trigger=True)
+    decided = plan("s", paused, state_at(60_000), now_ms=61_000, running_active=False, trigger_at=61_000)
     assert [f.scheduled_ms for f in decided.start] == [61_000]
 
 
 def test_a_trigger_runs_now_on_a_time_of_its_own() -> None:
-    # No jitter (a trigger is "one run now"), and a time later than every one the schedule holds: a second
-    # trigger in the same millisecond (or one at a due time) is a second run, not the first one listed twice.
+    # No jitter (a trigger is "one run now"), and a time of its own: a second trigger in the same millisecond
+    # (or one at a due time) moves just past the latest time the schedule holds, a second run, not the first
+    # one listed twice.
     schedule = spec(every="1m", jitter="30s", overlap="allow_all")
-    first = plan("s", schedule, state_at(120_000), now_ms=61_000, running_active=False, trigger=True)
+    first = plan("s", schedule, state_at(120_000), now_ms=61_000, running_active=False, trigger_at=61_000)
     assert first.triggered == 61_000
     assert [(f.scheduled_ms, f.start_at_ms) for f in first.start] == [(61_000, 61_000)]
     assert first.state is not None
-    second = plan("s", schedule, first.state, now_ms=61_000, running_active=True, trigger=True)
+    second = plan("s", schedule, first.state, now_ms=61_000, running_active=True, trigger_at=61_000)
     assert second.triggered == 61_001
     assert [f.workflow_id for f in second.start] == [run_id("s", 61_001)]
     assert second.state is not None
     assert [r[0] for r in second.state.recent] == [61_000, 61_001]
-    at_due = plan("s", schedule, state_at(60_000), now_ms=60_000, running_active=False, trigger=True)
+    at_due = plan("s", schedule, state_at(60_000), now_ms=60_000, running_active=False, trigger_at=60_000)
     assert [f.scheduled_ms for f in at_due.start] == [60_000, 60_001]
     assert at_due.start[0].start_at_ms >= 60_000  # the due time keeps its jitter
 
