@@ -18,8 +18,8 @@ PUBLIC = {
     "ScheduleAlreadyExistsError", "ScheduleInfo", "ScheduleNotFoundError", "Settings", "Signal",
     "Status", "Task", "TaskFailedError", "UnknownWorkflowError", "VersionNotLiveError", "Worker", "Workflow",
     "WorkflowAlreadyExistsError", "WorkflowCancelledError", "WorkflowFailedError", "WorkflowFinishedError",
-    "WorkflowHandle", "WorkflowNotFoundError", "WorkflowNotHaltedError", "WorkflowPage", "WorkflowState", "task",
-    "workflow",
+    "WorkflowHandle", "WorkflowNotFoundError", "WorkflowNotHaltedError", "WorkflowPage", "WorkflowState",
+    "WorkflowTimerError", "task", "workflow",
 }  # fmt: skip
 
 
