@@ -218,6 +218,7 @@ class ScheduleState:
     next_due_ms: int | None  # None: the schedule has no time left (past end_at)
     running: str | None = None  # the workflow id of its latest run
     buffered: tuple[int, ...] = ()  # scheduled times waiting for the running one to end
+    triggers: tuple[int, ...] = ()  # those of the buffered times that a trigger made (they start without jitter)
     recent: tuple[tuple[int, str], ...] = ()  # (scheduled ms, workflow id) of the last firings
     missed: int = 0  # times skipped because they were older than the catch-up window
     rev: int = 0  # bumped by every write (the firing's compare-and-set)
@@ -227,6 +228,7 @@ class ScheduleState:
             "next_due": dumps(self.next_due_ms),
             "running": dumps(self.running),
             "buffered": dumps(list(self.buffered)),
+            "triggers": dumps(list(self.triggers)),
             "recent": dumps([list(r) for r in self.recent]),
             "missed": dumps(self.missed),
         }
@@ -240,6 +242,7 @@ class ScheduleState:
             next_due_ms=get("next_due", None),
             running=get("running", None),
             buffered=tuple(get("buffered", [])),
+            triggers=tuple(get("triggers", [])),
             recent=tuple((int(r[0]), str(r[1])) for r in get("recent", [])),
             missed=int(get("missed", 0)),
             rev=int(fields.get("rev", "0")),
@@ -285,6 +288,7 @@ def plan(
     result = Plan()
     running, active = state.running, running_active
     buffered = list(state.buffered)
+    triggers = set(state.triggers)
     recent = list(state.recent)
     missed = state.missed
 
@@ -326,9 +330,12 @@ def plan(
             if buffered:
                 skip("overlap")  # a newer time replaces the one waiting
             buffered[:] = [scheduled]
+        if not jitter and scheduled in buffered:  # a trigger waits: it will start without jitter all the same
+            triggers.add(scheduled)
 
     if buffered and not active:  # the run in progress ended: the oldest buffered time runs now
-        start(buffered.pop(0))
+        waited = buffered.pop(0)
+        start(waited, jitter=waited not in triggers)
     due: list[int] = []
     next_due = state.next_due_ms
     while next_due is not None and next_due <= now_ms and len(due) < MAX_FIRINGS_PER_PASS:
@@ -350,6 +357,7 @@ def plan(
         next_due_ms=next_due,
         running=running,
         buffered=tuple(buffered),
+        triggers=tuple(moment for moment in buffered if moment in triggers),
         recent=tuple(recent[-RECENT:]),
         missed=missed,
         rev=state.rev,

@@ -175,6 +175,21 @@ def test_a_buffered_time_starts_when_the_run_in_progress_ends() -> None:
     assert ended.state.buffered == (120_000,)
 
 
+@pytest.mark.parametrize("overlap", ["buffer_one", "buffer_all", "cancel_other"])
+def test_a_trigger_that_waits_starts_without_jitter_too(overlap: str) -> None:
+    schedule = spec(every="1h", jitter="30m", overlap=overlap)
+    busy = state_at(3_600_000, running="s-old")
+    waiting = plan("s", schedule, busy, now_ms=100_000, running_active=True, trigger_at=100_000)
+    assert waiting.start == []
+    assert waiting.state is not None
+    assert (waiting.state.buffered, waiting.state.triggers) == ((100_000,), (100_000,))
+    stored = ScheduleState.from_fields({**waiting.state.to_fields(), "rev": "1"})  # as the next pass reads it
+    ended = plan("s", schedule, stored, now_ms=101_000, running_active=False)
+    assert [(f.scheduled_ms, f.start_at_ms) for f in ended.start] == [(100_000, 100_000)]
+    assert ended.state is not None
+    assert ended.state.triggers == ()
+
+
 def test_cancel_other_replaces_a_run_started_in_the_same_pass() -> None:
     # The waiting time (a trigger's, 23.7 s) may start in the pass where a newer time (24 s) is due, or two
     # times may be due at once after an outage: the newer replaces the run not yet begun. (The pass used to
