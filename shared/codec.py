@@ -23,6 +23,7 @@ __all__ = [
     "encode_payload",
     "from_json_value",
     "loads",
+    "read_json",
     "same_json",
     "to_json_value",
 ]
@@ -68,6 +69,41 @@ def loads(text: str | bytes) -> Any:
         return from_json(text)
     except (ValueError, TypeError):  # TypeError: a str holding a lone surrogate, which json reads
         return json.loads(text)
+
+
+def read_json(text: str | bytes) -> Any:
+    """JSON text from outside (a CLI option or file, a console request) as a payload value, or ``ValueError``.
+
+    The message completes a sentence whose subject the caller names (``f"--input {exc}"``): the text is not
+    valid JSON (malformed, or ``NaN``/``Infinity``/``1e999``, which Python's json reads and JSON has no value
+    for), is nested too deeply, or cannot be a payload.
+    """
+    try:
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise ValueError("is not valid JSON: not UTF-8") from None
+    except RecursionError:
+        raise ValueError("is nested too deeply to be a payload") from None
+    except ValueError as exc:
+        raise ValueError(f"is not valid JSON: {exc}") from None
+    try:
+        to_json_value(value)  # what a payload can hold (its nesting depth)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot be a payload: {exc}") from None
+    return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of the range of a JSON number (a double)")
+    return number
 
 
 def same_json(first: str, second: str) -> bool:

@@ -51,6 +51,9 @@ _SIZE_UNITS: dict[str, int] = {
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
+MAX_DURATION = 1000 * 365.25 * 86400.0  # seconds: every sleep, delay, timeout, interval and setting stays within
+
+
 def parse_duration(value: str | float | timedelta) -> float:
     """Return a duration in seconds.
 
@@ -70,6 +73,8 @@ def parse_duration(value: str | float | timedelta) -> float:
         raise ValueError(f"invalid duration {value!r}: expected seconds, a timedelta or a string like '30s'")
     if seconds != seconds or seconds < 0 or seconds == float("inf"):
         raise ValueError(f"invalid duration {value!r}: must be a finite number of seconds >= 0")
+    if seconds > MAX_DURATION:  # beyond, a time in ms overflows what timers and dates can hold
+        raise ValueError(f"invalid duration {value!r}: at most 1000 years")
     return seconds
 
 

@@ -38,6 +38,7 @@ RECENT = 10  # firings remembered per schedule
 # wake-up, a busy pass) never makes it "missed", so `catchup_window="0s"` means "never later than this".
 ON_TIME_MS = 1_000
 MAX_FIRINGS_PER_PASS = 1000  # a catch-up beyond this continues in the next pass
+MIN_EVERY_MS = 100  # the shortest interval: each time starts a workflow
 
 
 def _ms(moment: datetime) -> int:
@@ -142,8 +143,8 @@ class ScheduleSpec:
         paused: object = self.paused  # callers may pass anything: "yes" is not a yes
         if not isinstance(paused, bool):
             raise InvalidInputError(f"paused must be True or False, not {paused!r}")
-        if self.every_ms is not None and self.every_ms <= 0:
-            raise InvalidInputError("every must be a positive duration")
+        if self.every_ms is not None and self.every_ms < MIN_EVERY_MS:
+            raise InvalidInputError(f"every must be at least {MIN_EVERY_MS} ms (each time starts a workflow)")
         try:
             ZoneInfo(self.timezone)  # "" is no zone (leave it out for UTC)
         except (ZoneInfoNotFoundError, ValueError, TypeError):

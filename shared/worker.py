@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Iterable, Sequence
 from types import ModuleType
@@ -95,7 +96,15 @@ class Worker:
             raise RuntimeError("this worker is running already")
         from bdurable.runtime.service import Stopping
 
-        await self._check_redis()
+        # Not cancelled halfway: a cluster client cancelled while it maps the cluster leaves node connections
+        # open (redis-py); a stop that comes meanwhile waits for the check (seconds at most) and its clean-up.
+        check = asyncio.ensure_future(self._check_redis())
+        try:
+            await asyncio.shield(check)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await check
+            raise
         self._stopping = Stopping()
         self._roles = []
         for name in self.roles:

@@ -180,6 +180,7 @@ def test_not_found_exits_3(env: dict[str, str], args: list[str]) -> None:
         (["start", "adder", "--timeout", "soon"], "invalid --timeout"),
         (["start", "adder", "--input", '{"a": NaN}'], "--input is not valid JSON: NaN is not a JSON value"),
         (["send-event", "x", "e", "--payload", "Infinity"], "--payload is not valid JSON: Infinity is not"),
+        (["start", "adder", "--input", '{"a": 1e999}'], "--input is not valid JSON: 1e999 is out of the range"),
         (["start", "adder", "--input", "[" * 100_000 + "]" * 100_000], "--input is nested too deeply"),
         (["start", "adder", "--input", "[" * 300 + "]" * 300], "--input cannot be a payload"),
         (["start", "adder", "--id", "\udcfey"], "must be valid Unicode text"),

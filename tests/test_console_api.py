@@ -242,8 +242,12 @@ async def test_bad_input_answers_400_with_a_clear_json_error(
     workflow_id = await journey_waiting(client, roles)
     async with running_console(settings) as web:
         events = f"/api/workflows/{workflow_id}/events"
+        deep = b'{"name": "approve", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}"
         for body, fragment in ((b'{"name": "approve", ', "malformed JSON body"), (b"[1, 2]", "must be an object"),
-                               (b"\xff\xfe", "malformed JSON body")):  # fmt: skip
+                               (b"\xff\xfe", "malformed JSON body"),
+                               (b'{"name": "approve", "payload": NaN}', "NaN is not a JSON value"),
+                               (b'{"name": "approve", "payload": 1e999}', "1e999 is out of the range"),
+                               (deep, "nested too deeply")):  # fmt: skip
             response = await web.http.post(
                 events, content=body, headers={**bearer(), "Content-Type": "application/json"}
             )

@@ -21,6 +21,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from bdurable.client import Client
+from bdurable.codec import read_json
 from bdurable.errors import InvalidInputError, WorkflowNotFoundError
 from bdurable.services.console import data
 from bdurable.services.console.state import ConsoleState, error_response_for, state_of, url_id
@@ -205,11 +206,9 @@ def _json(raw: bytes) -> Body:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-        raise BadBody(400, f"malformed JSON body: {reason}{where}") from None
+        value = read_json(raw)  # NaN, 1e999, nesting too deep: bad input, as in the CLI
+    except ValueError as exc:
+        raise BadBody(400, f"malformed JSON body: {str(exc).removeprefix('is ')}") from None
     if not isinstance(value, dict):
         raise BadBody(400, "the JSON body must be an object")
     return value
@@ -222,9 +221,9 @@ def payload_field(body: Body, key: str) -> Any:
         if not value.strip():
             return None
         try:
-            return json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise BadBody(400, f"{key} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+            return read_json(value)
+        except ValueError as exc:
+            raise BadBody(400, f"{key} {exc}") from None
     return body.get(key)
 
 

@@ -29,7 +29,7 @@ from rich.console import Console
 
 from bdurable import errors
 from bdurable.client import Client
-from bdurable.codec import to_json_value
+from bdurable.codec import read_json
 from bdurable.config import DEFAULT_REDIS_URL, Settings, redact_url
 from bdurable.durations import parse_duration
 
@@ -144,22 +144,9 @@ def parse_json(text: str | None, option: str) -> Any:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise CliError(f"cannot read {source}: {reason}") from None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except ValueError as exc:  # NaN, Infinity: Python's json reads them, JSON has no such values
-        raise CliError(f"{source} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise CliError(f"{source} is nested too deeply to be a payload") from None
-    try:
-        to_json_value(value)  # what a payload can hold (its nesting depth): refused here, as bad input
-    except (TypeError, ValueError) as exc:
-        raise CliError(f"{source} cannot be a payload: {exc}") from None
-    return value
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
+        return read_json(text)
+    except ValueError as exc:
+        raise CliError(f"{source} {exc}") from None
 
 
 def parse_moment(text: str, option: str) -> datetime:

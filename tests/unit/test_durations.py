@@ -24,6 +24,15 @@ def test_bad_durations_are_refused_clearly(bad: str) -> None:
         parse_duration(bad)
 
 
+@pytest.mark.parametrize("huge", ["500000 weeks", "99999999999999999999weeks", 1e15, timedelta(days=400_000)])
+def test_durations_beyond_a_thousand_years_are_refused(huge: str | float | timedelta) -> None:
+    # In ms such a time overflows what dates hold (year 11552: a schedule that could not be listed) or, wrapped
+    # past 2**63, lands in the past (a delayed start that ran at once).
+    with pytest.raises(ValueError, match="at most 1000 years"):
+        parse_duration(huge)
+    assert parse_duration("52000 weeks") == 52000 * 604800  # just under: fine
+
+
 @pytest.mark.parametrize(
     ("text", "size"), [("64KiB", 65536), ("1MiB", 1048576), ("1MB", 1_000_000), ("512", 512), ("10KB", 10_000)]
 )
