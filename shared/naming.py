@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["given_name"]
+__all__ = ["check_queue", "given_name"]
 
 
 def given_name(name: object, default: str, what: str) -> str:
@@ -18,3 +18,18 @@ def given_name(name: object, default: str, what: str) -> str:
     if not name:
         raise ValueError(f"{what}: name is empty: give a name, or leave it out for the default {default}")
     return name
+
+
+def check_queue(queue: object, what: str) -> str:
+    """A queue's name (``@task(queue=...)``, ``@workflow(queue=...)``, ``--queue``), or ``ValueError``.
+
+    Not empty (a ready queue's key ends with it: an empty one would be no queue a dispatcher can wait on), and
+    none of the characters that separate the fields of the engine's own records.
+    """
+    if not isinstance(queue, str):
+        raise TypeError(f"{what}: queue must be a str, not {type(queue).__name__}")
+    if not queue:
+        raise ValueError(f"{what}: the queue name is empty")
+    if any(c in queue for c in "\t\n|@{}"):
+        raise ValueError(f"{what}: queue {queue!r} may not contain tabs, newlines, |, @, {{ or }}")
+    return queue

@@ -15,7 +15,7 @@ from bdurable.current import current_run
 from bdurable.durations import parse_duration
 from bdurable.errors import InvalidInputError
 from bdurable.limits import Limit, parse_rate
-from bdurable.naming import given_name
+from bdurable.naming import check_queue, given_name
 
 __all__ = ["ArgumentMismatch", "Task", "task"]
 
@@ -55,7 +55,7 @@ class Task(Generic[P, R]):
         self.backoff = parse_duration(backoff)
         self.timeout = None if timeout is None else parse_duration(timeout)
         self.on_exhausted: OnExhausted = on_exhausted
-        self.queue = queue
+        self.queue = check_queue(queue, f"task {fn.__qualname__}")
         try:
             self.limit = Limit(concurrency, None if rate_limit is None else parse_rate(rate_limit), key)
         except ValueError as exc:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints
 
 from bdurable.codec import from_json_value, json_schema, to_json_value
 from bdurable.limits import Limit
-from bdurable.naming import given_name
+from bdurable.naming import check_queue, given_name
 
 if TYPE_CHECKING:
     from bdurable.replay.context import Context
@@ -53,7 +53,8 @@ class Workflow(Generic[I, O]):
                 f"workflow {fn.__qualname__}: a key needs a concurrency (a key without a limit does nothing)"
             )
         self._input_parameter = parameters[1].name
-        for text, what in ((self.name, "name"), (version, "version"), (queue, "queue")):
+        check_queue(queue, f"workflow {fn.__qualname__}")
+        for text, what in ((self.name, "name"), (version, "version")):
             if any(c in text for c in "\t\n|@{}"):
                 raise ValueError(
                     f"workflow {fn.__qualname__}: {what} {text!r} may not contain tabs, newlines, |, @, {{ or }}"

@@ -132,6 +132,7 @@ def test_usage_errors_exit_2(env: dict[str, str]) -> None:
         (["state"], "Missing argument 'ID'"),
         (["state", "x", "--bogus"], "No such option: --bogus"),
         (["no-such-command"], "No such command 'no-such-command'"),
+        (["dispatcher", "--app", "examples.onboarding", "--queue", ""], "--queue: the queue name is empty"),
     ],
 )
 def test_usage_errors_are_one_line_too(env: dict[str, str], args: list[str], fragment: str) -> None:

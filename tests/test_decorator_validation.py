@@ -62,6 +62,16 @@ def test_an_empty_name_is_refused_and_a_name_must_be_text() -> None:
         workflow(version="")(_flow)
 
 
+def test_a_queue_must_be_a_name() -> None:
+    # An empty queue was accepted: its calls went to a queue no dispatcher could wait on (BLPOP of no key).
+    with pytest.raises(ValueError, match=r"^task _noop: the queue name is empty$"):
+        task(queue="")(_noop)
+    with pytest.raises(ValueError, match=r"^workflow _flow: the queue name is empty$"):
+        workflow(version="1", queue="")(_flow)
+    with pytest.raises(ValueError, match=r"task _noop: queue 'a\|b' may not contain"):
+        task(queue="a|b")(_noop)
+
+
 async def test_options_at_the_edge_of_what_is_allowed_still_run(client: Client, roles: InProcessRoles) -> None:
     tag = uuid.uuid4().hex[:8]
     app = types.ModuleType(f"edge_app_{tag}")

@@ -24,6 +24,7 @@ from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.codec import dumps
 from bdurable.config import Settings
 from bdurable.keys import Keys
+from bdurable.naming import check_queue
 from bdurable.reads import Reads
 from bdurable.registry import Registry
 from bdurable.runtime.health import Health
@@ -69,7 +70,9 @@ class Dispatcher:
         self.settings = settings
         self.registry = registry
         self.concurrency = concurrency
-        self.queues = sorted(set(queues) if queues else (registry.queues() or {"default"}))
+        self.queues = sorted(
+            {check_queue(q, "--queue") for q in queues} if queues else (registry.queues() or {"default"})
+        )
         self.worker_id = worker_id or new_worker_id("dispatcher")
         self.drain_timeout = settings.drain_timeout if drain_timeout is None else drain_timeout
         self.clock = clock
