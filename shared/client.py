@@ -53,6 +53,7 @@ __all__ = ["Client", "WorkflowHandle", "validate_workflow_id"]
 T = TypeVar("T")
 
 MAX_ID_LENGTH = 256
+MAX_REASON_LENGTH = 10_000  # a cancel's reason: a sentence for people, never a payload
 PRIORITY_RANGE = range(-1000, 1001)  # the ready queues' score keeps priorities within this range exact
 
 
@@ -505,6 +506,11 @@ class Client(ScheduleMethods):
         Cancelling twice is harmless; cancelling a finished workflow raises ``WorkflowFinishedError`` and
         changes nothing.
         """
+        if reason is not None and len(str(reason)) > MAX_REASON_LENGTH:
+            raise InvalidInputError(
+                f"a cancel reason is text of at most {MAX_REASON_LENGTH:,} characters (it is kept in the workflow's "
+                "state and raised inside it)"
+            )
         verdict = await self.store.cancel(validate_workflow_id(workflow_id), reason or "")
         if verdict.word == "missing":
             raise _not_found(workflow_id)

@@ -12,6 +12,7 @@ from support import InProcessRoles, eventually, status_is, token
 from bdurable import (
     Client,
     DurableError,
+    InvalidInputError,
     Status,
     WorkflowCancelledError,
     WorkflowNotFoundError,
@@ -133,6 +134,9 @@ async def test_a_cancel_without_reason(client: Client, roles: InProcessRoles) ->
     t = token()
     handle = await client.start(bus_app.cancel_returns, {"at": "event", "token": t})
     await waiting(client, handle.workflow_id, "event", t)
+    with pytest.raises(InvalidInputError, match="at most 10,000 characters"):  # a reason is no payload
+        await client.cancel(handle.workflow_id, reason="x" * 10_001)
+    assert (await state_of(client, handle.workflow_id)).status == Status.AWAITING_EVENT  # nothing asked
     await client.cancel(handle.workflow_id)
     with pytest.raises(WorkflowCancelledError) as caught:
         await handle.result(timeout=5)
