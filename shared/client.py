@@ -147,13 +147,7 @@ class Client(ScheduleMethods):
 
     async def connect(self) -> None:
         if self._store is None:
-            store = Store.from_settings(self.settings, clock=self._clock)
-            try:
-                await store.initialize()
-                await store.check_shards()
-            except BaseException:
-                await store.close()
-                raise
+            store = await Store.connected(self.settings, clock=self._clock)
             self._store, self._reads = store, Reads(store.redis, self.keys, store.codec, clock=self._clock)
 
     async def close(self) -> None:

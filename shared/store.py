@@ -218,6 +218,19 @@ class Store:
     def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, service: str = "bdurable") -> Store:
         return cls(connect_redis(settings.redis_url), settings, clock=clock, service=service)
 
+    @classmethod
+    async def connected(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Store:
+        """A store that has reached Redis and checked its shard count (closed again if either fails): what a
+        client connects with, and what ``Worker.start`` checks before its roles start."""
+        store = cls.from_settings(settings, clock=clock)
+        try:
+            await store.initialize()
+            await store.check_shards()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
     async def initialize(self) -> None:
         """Load the cluster's slot map before first use (pub/sub needs it); a no-op on a single Redis."""
         if self.cluster:

@@ -133,12 +133,8 @@ class Worker:
         as ``start()``'s timeout, a minute later."""
         from bdurable.store import Store
 
-        store = Store.from_settings(self.settings, clock=self._clock)
-        try:
-            await store.initialize()
-            await store.check_shards()
-        finally:
-            await store.close()
+        store = await Store.connected(self.settings, clock=self._clock)
+        await store.close()
 
     async def stop(self, *, timeout: float = 60.0) -> None:
         """Stop every role the way SIGTERM stops a process: the dispatcher drains, then everything returns."""
