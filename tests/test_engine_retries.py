@@ -95,6 +95,53 @@ async def test_non_retryable_error_skips_the_remaining_attempts(client: Client, 
     assert engine_app.CALLS[t] == ["attempt"]
 
 
+@pytest.mark.parametrize(
+    ("task", "error_type"),
+    [
+        ("exits", "SystemExit"),
+        ("exits_in_a_thread", "KeyboardInterrupt"),
+        ("raises_its_own_cancel", "CancelledError"),
+        ("raises_a_base_exception", "Fatal"),
+    ],
+)
+async def test_a_task_raising_past_except_exception_fails_its_attempt_and_nothing_else(
+    client: Client, roles: InProcessRoles, task: str, error_type: str
+) -> None:
+    """``sys.exit`` in a task, or a ``CancelledError`` nobody sent it, is a failed attempt like any error: it
+    is retried, then dead-lettered, and the dispatcher (here: this test's own process) goes on."""
+    roles.dispatcher(engine_app)
+    roles.scheduler()
+    t = token()
+    handle = await client.start(engine_app.catch_flow, {"token": t, "task": task})
+    out = await client.result(handle.workflow_id, timeout=5)
+    assert out == {
+        "task_name": f"engine_app.{task}",
+        "attempts": 2,
+        "error_type": error_type,
+        "message": out["message"],
+    }
+    assert engine_app.CALLS[t] == ["attempt", "attempt"]
+    [entry] = await client.dlq_list()
+    assert (entry.workflow_id, entry.attempts) == (handle.workflow_id, 2)
+    again = await client.start(engine_app.quick, "still here")  # the dispatcher survived it
+    assert await client.result(again.workflow_id, timeout=5) == "still here"
+
+
+@pytest.mark.parametrize(
+    ("how", "error_type", "message"), [("exit", "SystemExit", "3"), ("interrupt", "KeyboardInterrupt", "")]
+)
+async def test_workflow_code_raising_system_exit_fails_the_workflow_not_the_dispatcher(
+    client: Client, roles: InProcessRoles, how: str, error_type: str, message: str
+) -> None:
+    roles.dispatcher(engine_app)
+    handle = await client.start(engine_app.exit_flow, how)
+    with pytest.raises(WorkflowFailedError) as failed:
+        await client.result(handle.workflow_id, timeout=5)
+    assert (failed.value.error_type, failed.value.message) == (error_type, message)
+    again = await client.start(engine_app.quick, "still here")
+    assert await client.result(again.workflow_id, timeout=5) == "still here"
+
+
 async def test_timed_out_attempt_counts_as_a_failed_attempt(client: Client, roles: InProcessRoles) -> None:
     roles.dispatcher(engine_app)
     roles.scheduler()

@@ -66,6 +66,17 @@ async def run_attempt(
         return Attempt(error=ErrorRecord.from_exception(timed_out))
     except Exception as error:
         return Attempt(error=ErrorRecord.from_exception(error))
+    except BaseException as error:  # the task's own SystemExit, KeyboardInterrupt, CancelledError, ...
+        if isinstance(error, GeneratorExit):
+            raise
+        if _handler_cancelled():  # the dispatcher stops this handler (a released call, a drain that timed out)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            raise asyncio.CancelledError from error  # whatever the task's code turned that cancellation into
+        # An attempt that raised it has failed, as with any exception: let out, asyncio would stop the whole
+        # dispatcher on SystemExit or KeyboardInterrupt (and the next one to claim the call), or take a
+        # CancelledError for this handler's own cancellation, and the attempt would never be counted.
+        return Attempt(error=ErrorRecord.from_exception(error))
     mismatch = annotation_mismatch(value, task.return_annotation, what=f"the result of task {task.name}")
     if mismatch is not None:  # the code's answer, not a passing fault: another attempt would return the same
         return Attempt(error=ErrorRecord.from_exception(TypeError(mismatch)), retryable=False)
@@ -77,3 +88,10 @@ async def run_attempt(
         )
         return Attempt(error=ErrorRecord.from_exception(too_big), retryable=False)
     return Attempt(result=text)
+
+
+def _handler_cancelled() -> bool:
+    """Whether someone cancelled the task running this attempt (``asyncio.timeout`` takes its own cancellation
+    back before it raises ``TimeoutError``): a ``CancelledError`` then is that cancellation, not the task's."""
+    handler = asyncio.current_task()
+    return handler is not None and handler.cancelling() > 0

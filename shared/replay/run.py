@@ -57,6 +57,16 @@ class Evicted(BaseException):
     """Raised into workflow code that is being dropped from memory; user code must not catch it."""
 
 
+class CodeExit(Exception):
+    """The ``SystemExit`` or ``KeyboardInterrupt`` that workflow code raised, carried out of its task as the
+    workflow's failure: asyncio lets those two out of the loop running the task, which would stop the
+    dispatcher (and each one that claimed the step after it) instead of failing the one workflow."""
+
+    def __init__(self, raised: BaseException) -> None:
+        super().__init__(repr(raised))
+        self.raised = raised
+
+
 @dataclass(slots=True)
 class PendingCall:
     future: asyncio.Future[Any]
@@ -165,7 +175,10 @@ class WorkflowRun:
 
     async def _main(self) -> Any:
         value = self.definition.convert_input(self.input_value)
-        return await self.definition.fn(self.context, value)
+        try:
+            return await self.definition.fn(self.context, value)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise CodeExit(exc) from exc
 
     def _deliver(self, entry: Delivery | CancelRequest) -> None:
         if isinstance(entry, CancelRequest):
@@ -322,7 +335,7 @@ class WorkflowRun:
         elif self.cancel_reason is not None and isinstance(exc, WorkflowCancelledError):
             self.outcome = Outcome(Status.CANCELLED, "null", _cancel_record(exc, self.cancel_reason or None))
         else:
-            self.outcome = _failure(exc)
+            self.outcome = _failure(exc.raised if isinstance(exc, CodeExit) else exc)
 
     def _success(self, value: Any) -> Outcome:
         status = Status.CANCELLED if self.cancel_reason is not None else Status.COMPLETED

@@ -7,6 +7,7 @@ they did through module-level bookkeeping keyed by a token that each test passes
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -113,6 +114,34 @@ async def always_fails(token: str) -> None:
 async def refuses(token: str) -> None:
     CALLS[token].append("attempt")
     raise NonRetryableError("no way")
+
+
+class Fatal(BaseException):
+    """What some libraries raise past ``except Exception``."""
+
+
+@task(max_attempts=2, backoff="50ms")
+async def exits(token: str) -> None:
+    CALLS[token].append("attempt")
+    sys.exit(3)  # what argparse or click do on a bad command line
+
+
+@task(max_attempts=2, backoff="50ms")
+def exits_in_a_thread(token: str) -> None:
+    CALLS[token].append("attempt")
+    raise KeyboardInterrupt
+
+
+@task(max_attempts=2, backoff="50ms")
+async def raises_its_own_cancel(token: str) -> None:
+    CALLS[token].append("attempt")
+    raise asyncio.CancelledError  # leaked by a library's own cancel scope: nobody cancelled this attempt
+
+
+@task(max_attempts=2, backoff="50ms")
+async def raises_a_base_exception(token: str) -> None:
+    CALLS[token].append("attempt")
+    raise Fatal("past except Exception")
 
 
 @task(max_attempts=2, backoff="50ms", timeout="100ms")
@@ -317,12 +346,24 @@ async def catch_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
         "too_slow": lambda: too_slow(token),
         "answers_none": lambda: answers_none(token),
         "wrong_argument": lambda: takes_a_number(token, "not a number"),  # type: ignore[arg-type]
+        "exits": lambda: exits(token),
+        "exits_in_a_thread": lambda: exits_in_a_thread(token),
+        "raises_its_own_cancel": lambda: raises_its_own_cancel(token),
+        "raises_a_base_exception": lambda: raises_a_base_exception(token),
     }
     try:
         await calls[input["task"]]()
     except TaskFailedError as error:
         return failure_of(error)
     return {"error": None}
+
+
+@workflow(version="1")
+async def exit_flow(ctx: Context, how: str) -> None:
+    """Workflow code raising what asyncio lets out of its event loop."""
+    if how == "exit":
+        sys.exit(3)
+    raise KeyboardInterrupt
 
 
 @workflow(version="1")
