@@ -82,30 +82,37 @@ async def test_metrics_move_as_workflows_run(client: Client, processes: RoleProc
 
 
 async def test_readyz_follows_redis_while_livez_does_not(settings: Settings, tmp_path: Path) -> None:
-    """A Redis outage makes a role unready (503), never un-live: Kubernetes must not restart every pod. A Redis
-    that freezes (connections taken, no answer) makes it unready within the probe's 1 s, saying so."""
+    """A Redis outage makes every role unready (503), never un-live, however long it lasts: Kubernetes must not
+    restart every pod. A Redis that freezes (connections taken, no answer) makes it unready within the probe's
+    1 s, saying so."""
     server = RedisServer(data_dir=str(tmp_path / "redis")).start()
-    port = free_port()
     roles = RoleProcesses(replace(settings, redis_url=server.url), tmp_path)
+    commands = {"scheduler": [], "reaper": [], "signal-bus": [], "dispatcher": ["--app", "cli_app"]}
+    ports = {command: free_port() for command in commands}
     try:
-        roles.start("scheduler", "--metrics-port", str(port))
-        await eventually(lambda: _ready(port), timeout=20)
-        assert (await _fetch(port, "/livez"))[0] == 200
-        server.kill()
-        await eventually(lambda: _status_code(port, "/readyz", 503), timeout=10)
-        for _ in range(5):  # stays alive through the outage
+        for command, arguments in commands.items():  # a 1 s liveness window, for an outage of several
+            roles.start(command, *arguments, "--liveness-timeout", "1s", "--metrics-port", str(ports[command]))
+        for port in ports.values():
+            await eventually(lambda port=port: _ready(port), timeout=20)
             assert (await _fetch(port, "/livez"))[0] == 200
-            await asyncio.sleep(0.3)
+        server.kill()
+        for port in ports.values():
+            await eventually(lambda port=port: _status_code(port, "/readyz", 503), timeout=10)
+        for _ in range(8):  # alive through an outage of several liveness windows, past the 2 s retry backoff
+            for command, port in ports.items():
+                assert (await _fetch(port, "/livez")) == (200, "ok\n"), command
+            await asyncio.sleep(0.4)
         server.start()
-        await eventually(lambda: _ready(port), timeout=20)
+        for port in ports.values():
+            await eventually(lambda port=port: _ready(port), timeout=20)
         assert server.process is not None
         server.process.send_signal(signal.SIGSTOP)  # a Redis that takes connections but never answers
         try:
-            status, body = await _fetch(port, "/readyz")
+            status, body = await _fetch(ports["scheduler"], "/readyz")
             assert (status, body) == (503, "redis unavailable: no answer within 1 s\n")
         finally:
             server.process.send_signal(signal.SIGCONT)
-        await eventually(lambda: _ready(port), timeout=20)
+        await eventually(lambda: _ready(ports["scheduler"]), timeout=20)
     finally:
         roles.stop_all()
         server.stop()

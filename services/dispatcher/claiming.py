@@ -21,7 +21,7 @@ from bdurable.keys import ShardKeys
 from bdurable.runtime.faults import crash_point
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
-from bdurable.runtime.service import Stopping
+from bdurable.runtime.service import Backoff, Stopping
 from bdurable.services.dispatcher.slots import SlotLimiter
 from bdurable.store import REDIS_ERRORS, ReadyQueue, Store
 from bdurable.wire import Claim
@@ -67,7 +67,7 @@ class ClaimLoop:
         self.slots.accepting = True
         waiters = [asyncio.create_task(self._wake_waiter(shard, claiming)) for shard in self.shards]
         stop_watch = asyncio.create_task(self._wake_on_stop(stopping))
-        delay = 0.05
+        backoff = Backoff(self.health, stopping)
         try:
             while not stopping.is_set:
                 self.health.tick()
@@ -82,12 +82,12 @@ class ClaimLoop:
                 self.slots.reserve(budget)  # hand-offs meanwhile must not take these slots too
                 try:
                     claims, drained = await self._claim(budget)
-                    delay = 0.05
+                    backoff.reset()
                 except Exception as exc:  # an outage, or a reply that cannot be decoded: back off, go on
-                    log.warning("claim failed, retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.warning("claim failed, retrying", error=error, retry_in=backoff.delay)
                     self.check_held.set()
-                    await stopping.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    await backoff.wait()
                     continue
                 finally:
                     self.slots.release(budget)  # whatever was not claimed is free again

@@ -136,7 +136,7 @@ class Dispatcher:
         }  # fmt: skip
         self._steps = StepRunner(**common, reads=reads, cache=self.cache, clock=self.clock)
         self._tasks = TaskRunner(**common, steps=self._steps, threads=self.concurrency)
-        await retry_forever("register", lambda: self._register(store), stopping)
+        await retry_forever("register", lambda: self._register(store), stopping, self.health)
         self.health.serving = True
         log.info(
             "dispatcher started",

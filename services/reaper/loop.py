@@ -53,7 +53,7 @@ class Reaper:
         timeout = self.settings.heartbeat_timeout
         contact_since: float | None = None  # start of the current run of unbroken contact with Redis
         last_contact = 0.0
-        await retry_forever("check shards", store.check_shards, stopping)
+        await retry_forever("check shards", store.check_shards, stopping, self.health)
         log.info("reaper started")
         self.health.serving = True
         while not await stopping.sleep(self.settings.heartbeat_interval if contact_since else 0):

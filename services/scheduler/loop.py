@@ -64,8 +64,8 @@ class Scheduler:
         pubsub: Any = None
         try:
             pubsub = store.pubsub()
-            await retry_forever("subscribe", lambda: pubsub.subscribe(self.keys.timers_channel), stopping)
-            await retry_forever("check shards", store.check_shards, stopping)
+            await retry_forever("subscribe", lambda: pubsub.subscribe(self.keys.timers_channel), stopping, self.health)
+            await retry_forever("check shards", store.check_shards, stopping, self.health)
             log.info("scheduler started")
             self.health.serving = True
             housekeeping_due = 0.0
@@ -186,7 +186,7 @@ class Scheduler:
             await pubsub.aclose()
         fresh = store.pubsub()
         try:
-            await retry_forever("subscribe", lambda: fresh.subscribe(self.keys.timers_channel), stopping)
+            await retry_forever("subscribe", lambda: fresh.subscribe(self.keys.timers_channel), stopping, self.health)
         except BaseException:  # stopped (or cancelled) before it subscribed: its connection goes back now
             with suppress(Exception):
                 await fresh.aclose()

@@ -20,7 +20,7 @@ from bdurable.keys import Keys, ShardKeys
 from bdurable.runtime.health import Health
 from bdurable.runtime.metrics import Metrics
 from bdurable.runtime.role import role_runtime
-from bdurable.runtime.service import REDIS_ERRORS, Stopping, new_worker_id, retry_forever
+from bdurable.runtime.service import REDIS_ERRORS, Backoff, Stopping, new_worker_id, retry_forever
 from bdurable.store import Store
 from bdurable.wire import forwarded_shard
 
@@ -51,7 +51,7 @@ class SignalBus:
         log.info("signal bus stopped", **self.totals)
 
     async def _serve(self, store: Store, stopping: Stopping) -> None:
-        await retry_forever("check shards", store.check_shards, stopping)
+        await retry_forever("check shards", store.check_shards, stopping, self.health)
         log.info("signal bus started", shards=len(self.shards))
         self.health.serving = True
         await asyncio.gather(*(self._serve_shard(store, shard, stopping) for shard in self.shards))
@@ -61,18 +61,17 @@ class SignalBus:
         """One shard's loop: apply a batch; when there was nothing, block until a message arrives."""
         lease_ms = round(self.settings.heartbeat_timeout * 1000)
         wake = shard.bus_wake
-        delay = 0.05
+        backoff = Backoff(self.health, stopping)
         while not stopping.is_set:
             self.health.tick()
             try:
                 applied = await self._apply(store, shard, BATCH, lease_ms)
-                delay = 0.05
+                backoff.reset()
                 if applied == 0:
                     await store.redis.blpop([wake], BLOCK_SECONDS)
             except REDIS_ERRORS as exc:
-                log.warning("redis unavailable, retrying", error=str(exc), retry_in=delay)
-                await stopping.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                log.warning("redis unavailable, retrying", error=str(exc), retry_in=backoff.delay)
+                await backoff.wait()
         # Operations this bus took for another shard are carried over before it leaves.
         with suppress(*REDIS_ERRORS):
             await self._apply(store, shard, 0, lease_ms)

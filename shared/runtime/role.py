@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.config import Settings
 from bdurable.runtime.health import Health, HealthServer
 from bdurable.runtime.metrics import Metrics, PayloadBytes
-from bdurable.runtime.service import REDIS_ERRORS, StoppedWaitingForRedis, Stopping
+from bdurable.runtime.service import REDIS_ERRORS, Backoff, StoppedWaitingForRedis, Stopping
 from bdurable.store import Store
 
 __all__ = ["RoleRuntime", "role_runtime"]
@@ -32,19 +31,16 @@ class RoleRuntime:
 async def _initialize(store: Store, health: Health, stopping: Stopping | None) -> None:
     """Retry until Redis answers: a role started before Redis waits for it instead of exiting (its ``/livez``
     stays 200 meanwhile: it is alive, only not ready). A stop asked meanwhile ends the role at once."""
-    delay = 0.1
+    backoff = Backoff(health, stopping, first=0.1)
     while True:
         health.tick()
         try:
             await store.initialize()
             return
         except REDIS_ERRORS as exc:
-            log.warning("redis unavailable at start, retrying", error=str(exc), retry_in=delay)
-            if stopping is None:
-                await asyncio.sleep(delay)
-            elif await stopping.sleep(delay):
+            log.warning("redis unavailable at start, retrying", error=str(exc), retry_in=backoff.delay)
+            if await backoff.wait():
                 raise StoppedWaitingForRedis from None
-            delay = min(delay * 2, 2.0)
 
 
 @asynccontextmanager

@@ -6,12 +6,14 @@ import asyncio
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import structlog
 
+from bdurable.runtime.health import Health
 from bdurable.store import REDIS_ERRORS
 
 __all__ = [
@@ -91,16 +93,46 @@ async def run_until_signalled(main: Callable[[Stopping], Awaitable[Any]]) -> Non
             loop.remove_signal_handler(sig)
 
 
-async def retry_forever(what: str, operation: Callable[[], Awaitable[Any]], stopping: Stopping) -> Any:
-    """Retry an operation through Redis outages with capped exponential backoff (never exits on them)."""
-    delay = 0.05
+class Backoff:
+    """Capped exponential backoff through Redis outages: waits of 50 ms doubling to 2 s, back to the first
+    after a success (``reset``).
+
+    Its waits tick ``health`` at least every half second: a role waiting out an outage is alive (``/livez``
+    never depends on Redis), only unready; else Kubernetes would restart every pod a liveness timeout into any
+    outage. Without ``stopping`` (a role's start outside a process, such as a ``Worker``) it only sleeps."""
+
+    def __init__(self, health: Health, stopping: Stopping | None = None, first: float = 0.05) -> None:
+        self.health = health
+        self.stopping = stopping
+        self.first = first
+        self.delay = first
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    async def wait(self) -> bool:
+        """Wait the current delay, then double it; returns True when stopping (at once, not at its end)."""
+        until = time.monotonic() + self.delay
+        self.delay = min(self.delay * 2, 2.0)
+        while (left := until - time.monotonic()) > 0:
+            if self.stopping is None:
+                await asyncio.sleep(min(left, 0.5))
+            elif await self.stopping.sleep(min(left, 0.5)):
+                return True
+            self.health.tick()
+        return False
+
+
+async def retry_forever(what: str, operation: Callable[[], Awaitable[Any]], stopping: Stopping, health: Health) -> Any:
+    """Retry an operation through Redis outages, with a :class:`Backoff` (never exits on them)."""
+    backoff = Backoff(health, stopping)
     while True:
+        health.tick()
         try:
             return await operation()
         except REDIS_ERRORS as exc:
             if stopping.is_set:
                 raise StoppedWaitingForRedis from exc
-            log.warning("redis unavailable, retrying", operation=what, error=str(exc), retry_in=round(delay, 2))
-            if await stopping.sleep(delay):
+            log.warning("redis unavailable, retrying", operation=what, error=str(exc), retry_in=round(backoff.delay, 2))
+            if await backoff.wait():
                 raise StoppedWaitingForRedis from exc
-            delay = min(delay * 2, 2.0)
