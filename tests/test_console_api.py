@@ -758,9 +758,14 @@ async def test_health_metrics_and_a_console_that_waits_for_redis(settings: Setti
         assert (await web.http.get("/livez")).text == "ok\n"
         assert (await web.http.get("/readyz")).status_code == 200
         await web.http.get("/api/workflows")
+        for word in ("MADEUP1", "MADEUP2", "MADEUP3"):  # any word is a method on the wire: one label for them all
+            assert (await web.http.request(word, "/livez")).status_code == 405
         metrics = (await web.http.get("/metrics")).text
         assert 'bdurable_role_up{role="console"} 1.0' in metrics
         assert 'bdurable_console_requests_total{method="GET",route="/api/workflows",status="200"} 1.0' in metrics
+        assert 'bdurable_console_requests_total{method="other",route="/livez",status="405"} 3.0' in metrics
+        assert "MADEUP" not in metrics
+        assert 'bdurable_payload_bytes_total{form="plain"}' in metrics  # as on every role
         assert "bdurable_console_streams 0.0" in metrics
     unreachable = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", prefix=settings.prefix)
     async with running_console(unreachable) as web:

@@ -35,6 +35,8 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
 ]
+# The request methods a metric's label takes as they are; any other counts as "other": a label set stays bounded.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNGUARDED = ("/livez", "/readyz", "/metrics")  # probes and scrapers address the pod, not a loopback name
 
 
@@ -107,7 +109,8 @@ class Guard:
             route: Any = scope.get("route")
             label = str(getattr(route, "path", "other"))
             metrics = self.console.metrics
-            metrics.child(metrics.requests, label, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # anyone may send any word
+            metrics.child(metrics.requests, label, method, str(status)).inc()
             if not label.endswith("/stream"):
                 metrics.child(metrics.request_duration, label).observe(time.perf_counter() - began)
 

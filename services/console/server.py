@@ -17,8 +17,8 @@ import uvicorn
 
 from bdurable.client import Client
 from bdurable.config import Settings
-from bdurable.runtime.metrics import Metrics
-from bdurable.runtime.service import REDIS_ERRORS, Stopping
+from bdurable.runtime.metrics import Metrics, PayloadBytes
+from bdurable.runtime.service import REDIS_ERRORS, Backoff, Stopping, new_worker_id
 from bdurable.services.console.access import AccessPolicy
 from bdurable.services.console.app import create_app
 from bdurable.services.console.state import ConsoleState
@@ -79,7 +79,7 @@ class Console:
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{self.port}"
 
     async def run(self, stopping: Stopping) -> None:
-        structlog.contextvars.bind_contextvars(role="console")
+        structlog.contextvars.bind_contextvars(role="console", worker=new_worker_id("console"))
         sock = listen(self.host, self.port)
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
@@ -118,15 +118,16 @@ class Console:
 
     async def _connect(self, stopping: Stopping) -> None:
         """Connect the client, retrying until Redis answers (a console started before Redis waits for it)."""
-        delay = 0.1
+        backoff = Backoff(None, stopping, first=0.1)  # its /livez answers from uvicorn's loop: no ticks to keep
         while not stopping.is_set:
             try:
                 await self.state.client.connect()
             except REDIS_ERRORS as exc:
-                log.warning("redis unavailable at start, retrying", error=str(exc), retry_in=delay)
-                await stopping.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                log.warning("redis unavailable at start, retrying", error=str(exc), retry_in=backoff.delay)
+                await backoff.wait()
                 continue
+            # what the console writes (events, inputs of starts): counted as every role counts its payloads
+            self.state.metrics.registry.register(PayloadBytes(self.state.client.store.codec))
             self.state.connected = True
             self.connected.set()
             return

@@ -101,7 +101,7 @@ class Backoff:
     never depends on Redis), only unready; else Kubernetes would restart every pod a liveness timeout into any
     outage. Without ``stopping`` (a role's start outside a process, such as a ``Worker``) it only sleeps."""
 
-    def __init__(self, health: Health, stopping: Stopping | None = None, first: float = 0.05) -> None:
+    def __init__(self, health: Health | None, stopping: Stopping | None = None, first: float = 0.05) -> None:
         self.health = health
         self.stopping = stopping
         self.first = first
@@ -119,7 +119,8 @@ class Backoff:
                 await asyncio.sleep(min(left, 0.5))
             elif await self.stopping.sleep(min(left, 0.5)):
                 return True
-            self.health.tick()
+            if self.health is not None:
+                self.health.tick()
         return False
 
 
