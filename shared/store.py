@@ -415,8 +415,10 @@ class Store:
 
     async def beat(
         self, worker: str, timeout_ms: int, running: int, info: str = "", registrations: Sequence[str] = ()
-    ) -> None:
-        await self._fleet("beat", worker, timeout_ms, running, info, *registrations)
+    ) -> bool:
+        """Whether the worker is still registered (always, when this beat registers it): ``False`` means Redis
+        lost the registration, and the caller registers again."""
+        return bool(await self._fleet("beat", worker, timeout_ms, running, info, *registrations))
 
     async def beat_shard(
         self,

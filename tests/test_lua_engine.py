@@ -9,7 +9,7 @@ import dataclasses
 import uuid
 
 import engine_app
-from support import InProcessRoles
+from support import InProcessRoles, eventually
 
 from bdurable import Client, Settings, Status
 from bdurable.keys import Keys, ShardKeys
@@ -49,6 +49,28 @@ async def test_engine_keeps_working_after_the_server_loses_its_code(client: Clie
     await lose_our_code(client)
     batch = await asyncio.gather(*(client.start(engine_app.quick, i) for i in range(10)))
     assert await asyncio.gather(*(h.result(timeout=5) for h in batch)) == list(range(10))
+
+
+async def test_a_dispatcher_registers_again_when_the_server_lost_its_data(
+    client: Client, roles: InProcessRoles, settings: Settings
+) -> None:
+    """A Redis restarted without persistence (or failed over to an empty node) has lost the registry too: the
+    running dispatcher's next heartbeat notices and registers again, so starts by name work without a restart."""
+    roles.dispatcher(engine_app)
+    name, redis = engine_app.quick.name, client.store.redis
+
+    async def registered() -> bool:
+        return await redis.zcard(client.keys.versions(name)) == 1
+
+    await eventually(registered, timeout=5)
+    before = await client.start(name, 1)
+    assert await before.result(timeout=5) == 1
+    await redis.delete(*[key async for key in redis.scan_iter(match=f"*{settings.prefix}*")])
+    await lose_our_code(client)
+    assert not await registered()
+    await eventually(registered, timeout=5)  # a heartbeat is 0.2 s here
+    after = await client.start(name, 2)
+    assert await after.result(timeout=5) == 2
 
 
 async def test_without_function_rights_scripts_travel_whole(

@@ -199,7 +199,7 @@ class Dispatcher:
 
     async def _beat(self, store: Store, info: str = "", registrations: list[str] | None = None) -> None:
         timeout_ms = round(self.settings.heartbeat_timeout * 1000)
-        await asyncio.gather(
+        registered, *_ = await asyncio.gather(
             store.beat(self.worker_id, timeout_ms, self.slots.running, info, registrations or []),
             *(
                 store.beat_shard(shard, self.worker_id, timeout_ms, self.versions, self.ready_queues[shard.tag])
@@ -207,6 +207,9 @@ class Dispatcher:
             ),
         )
         self._last_beat = time.monotonic()
+        if not registered:  # Redis came back without its data: starts by name need the registry again
+            log.warning("registration lost in Redis (restarted empty?): registering again")
+            await self._register(store)
 
     async def _heartbeats(self, store: Store) -> None:
         """Beat until cancelled: after the drain, not when stopping begins. A draining dispatcher still holds
