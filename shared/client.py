@@ -328,6 +328,8 @@ class Client(ScheduleMethods):
         (``get_state``, ``history``...) show ``"<encrypted>"``.
         """
         validate_workflow_id(workflow_id)
+        if timeout is not None and not timeout > 0:  # 0: one look, no wait (a negative or NaN one is a mistake)
+            return await self._result_now(workflow_id, timeout)
         async with self._finish_waits.join(workflow_id) as shared:  # concurrent calls of one workflow share it
             try:
                 async with asyncio.timeout(timeout):
@@ -340,6 +342,15 @@ class Client(ScheduleMethods):
                 raise ResultTimeoutError(
                     f"workflow {workflow_id!r} did not finish within {timeout:g}s ({status})"
                 ) from None
+
+    async def _result_now(self, workflow_id: str, timeout: float) -> Any:
+        """``result(timeout=0)``: the output if the workflow has finished, else ``ResultTimeoutError`` at once."""
+        if timeout != 0:
+            raise InvalidInputError(f"timeout must be None or >= 0 seconds, not {timeout!r}")
+        state = await self._require_state(workflow_id, strict=True, with_input=False)
+        if state.status in FINISHED:
+            return _outcome(state)
+        raise ResultTimeoutError(f"workflow {workflow_id!r} has not finished (read {state.status})")
 
     async def _await_finish(self, workflow_id: str, seen: LastSeen) -> WorkflowState:
         """The wait that concurrent ``result()`` calls of the workflow share (``bdurable.finish_waits``)."""

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from support import InProcessRoles, eventually, within
 
-from bdurable import Client, ResultTimeoutError, Settings, Status
+from bdurable import Client, InvalidInputError, ResultTimeoutError, Settings, Status, WorkflowNotFoundError
 from bdurable.pubsub import Subscriptions
 
 
@@ -117,6 +117,26 @@ async def test_a_result_that_times_out_names_the_status_it_last_read(client: Cli
     assert raised.value.is_cancellation is False
     await client.send_event(handle.workflow_id, "go", 1)
     assert await client.result(handle.workflow_id, timeout=10) == [1]  # the timed-out wait left nothing behind
+
+
+async def test_a_result_with_a_zero_timeout_looks_once_and_never_waits(client: Client, roles: InProcessRoles) -> None:
+    """``timeout=0`` is a look: the output of a finished workflow, ``ResultTimeoutError`` at once otherwise; a
+    negative timeout is a mistake, said as such (it used to blame Redis for a finished workflow's timeout)."""
+    roles.signal_bus()
+    roles.dispatcher(bus_app)
+    handle = await client.start(bus_app.wait_events, {"name": "go"})
+    await waiting_for_go(client, handle)
+    with pytest.raises(ResultTimeoutError, match=r"has not finished \(read AWAITING_EVENT\)$"):
+        await client.result(handle.workflow_id, timeout=0)
+    await client.send_event(handle.workflow_id, "go", 1)
+    assert await client.result(handle.workflow_id, timeout=10) == [1]
+    assert await client.result(handle.workflow_id, timeout=0) == [1]
+    assert await handle.result(timeout=0) == [1]
+    for wrong in (-1, float("nan")):
+        with pytest.raises(InvalidInputError, match="timeout must be None or >= 0 seconds"):
+            await client.result(handle.workflow_id, timeout=wrong)
+    with pytest.raises(WorkflowNotFoundError):
+        await client.result("nobody-has-this-id", timeout=0)
 
 
 async def test_a_timed_out_result_names_the_latest_status_not_the_first(client: Client, roles: InProcessRoles) -> None:
