@@ -58,6 +58,7 @@ SHARD_KEYS: dict[str, KeySpec] = {
     "lost": KeySpec("lost", (), "hash", "task attempts lost with their dispatcher, until the reaper decides"),
     "stats": KeySpec("stats", (), "hash", "engine totals exported as metrics (halted, ...)"),
     "timers": KeySpec("timers", (), "zset", "timer member -> due ms (Redis clock)"),
+    "faults": KeySpec("faults", (), "hash", "retry timer -> {error, at} of work set aside, until it works"),
     "live": KeySpec("live", ("name",), "zset", "'<version>|<worker>' -> lease expiry: who runs a workflow"),
     "step_queues": KeySpec("wqueues", (), "set", "every step ready list, as 'queue\\tname\\tversion'"),
     "task_queues": KeySpec("tqueues", (), "set", "every task ready list, as 'queue\\ttask'"),
@@ -199,6 +200,10 @@ class ShardKeys:
     @property
     def stats(self) -> str:
         return self._key("stats")
+
+    @property
+    def faults(self) -> str:
+        return self._key("faults")
 
     @property
     def test_clock(self) -> str:

@@ -10,6 +10,7 @@ steps pays one round trip, not fifty. Reads are plain commands, in :mod:`bdurabl
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -452,6 +453,12 @@ class Store:
     async def gauges(self, shard: ShardKeys) -> GaugesReply:
         return GaugesReply.decode(await self._shard(shard, "gauges"))
 
+    async def set_aside(self, shard: ShardKeys, count: int = 10) -> dict[str, str]:
+        """Some of the work set aside on a shard (``lua/lib.lua``, "work set aside"): its retry timer -> the error."""
+        _, found = await self.redis.hscan(shard.faults, count=count)
+        pairs = found.items() if isinstance(found, dict) else zip(found[::2], found[1::2], strict=True)  # RESP2/3
+        return {str(member): _fault_error(str(why)) for member, why in list(pairs)[:count]}
+
     # -- reaper ----------------------------------------------------------------------------------------
 
     async def reap(self, shard: ShardKeys, *, max_workers: int, max_step_crashes: int, retention_ms: int) -> ReapReply:
@@ -630,3 +637,12 @@ class Store:
                     f"{WAIT_TIMEOUT_MS} ms (BDURABLE_WAIT_REPLICAS)"
                 )
         return results
+
+
+def _fault_error(record: str) -> str:
+    """The error of a ``T:faults`` record (``{"error", "at"}``), or the record itself if it is not one."""
+    try:
+        error = json.loads(record).get("error")
+    except (ValueError, AttributeError):
+        return record
+    return str(error) if error is not None else record

@@ -217,6 +217,43 @@ async def test_a_task_commit_with_a_stale_lease_is_rejected(client: Client, pref
     assert state.step == 0
 
 
+async def test_the_reaper_recovers_a_dead_dispatcher_s_work_past_an_item_it_cannot_read(
+    client: Client, prefix: str
+) -> None:
+    """A key of the wrong type under the prefix: the reaper sets that one item aside (retried by a timer) and
+    recovers the rest; before, its script failed on every pass and the dead dispatcher's work stayed held."""
+    shard = Keys(prefix).shard(0)
+    store, redis = client.store, client.store.redis
+    steps = steps_of(shard, "drain_flow")
+    for workflow_id in ("readable", "unreadable"):
+        await client.start(engine_app.drain_flow, {"token": workflow_id}, workflow_id=workflow_id)
+    claims = await store.claim(shard, WORKER_A, 2, [steps])
+    assert {claim.workflow_id for claim in claims} == {"readable", "unreadable"}
+    await redis.zadd(shard.workers, {WORKER_A: 0})  # its heartbeat ran out long ago
+    unreadable, kept = shard.wf("unreadable"), shard.wf("unreadable") + ":kept"
+    await redis.rename(unreadable, kept)
+    await redis.set(unreadable, "not a hash")
+
+    async def ready() -> set[str]:
+        return {*await redis.zrange(steps.continuations, 0, -1), *await redis.zrange(steps.new_starts, 0, -1)}
+
+    reply = await store.reap(shard, max_workers=10, max_step_crashes=5, retention_ms=60_000)
+    assert (reply.workers, reply.steps) == (1, 1)
+    assert await ready() == {"w|readable"}
+    assert await redis.exists(shard.processing(WORKER_A)) == 0
+    [(member, why)] = (await redis.hgetall(shard.faults)).items()
+    assert member == "f|w|unreadable"
+    assert "WRONGTYPE" in why
+    assert await redis.zscore(shard.timers, member) is not None  # retried by its timer
+
+    await redis.delete(unreadable)
+    await redis.rename(kept, unreadable)
+    await redis.zadd(shard.timers, {member: 0})  # its minute is up
+    await store.fire_timers(shard, 10)
+    assert await ready() == {"w|readable", "w|unreadable"}
+    assert await redis.hlen(shard.faults) == 0
+
+
 # -- direct hand-off ----------------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ class Scheduler:
         self.metrics = Metrics("scheduler")
         self.health = Health(30.0)
         self.lags_ms: list[int] = []
+        self.set_aside_seen = 0  # the fleet's count of work set aside when last reported
         self.lease_ms = round(settings.heartbeat_timeout * 1000)  # duties move on after a holder's silence
         self.schedules = ScheduleFiring(self.worker_id, self.lease_ms, self.metrics)
 
@@ -155,6 +156,10 @@ class Scheduler:
         self.metrics.dlq_entries.set(dlq)
         self.metrics.live_dispatchers.set(live / len(self.shards))  # each dispatcher beats in every shard
         self.metrics.halted_total.set(totals.get("halted", 0))
+        self.metrics.set_aside_total.set(totals.get("set_aside", 0))
+        if totals.get("set_aside", 0) > self.set_aside_seen:
+            await self._report_set_aside(store, totals["set_aside"] - self.set_aside_seen)
+            self.set_aside_seen = totals["set_aside"]
         for name, value in totals.items():
             kind, _, rest = name.partition("\t")
             if kind == "throttled":
@@ -165,6 +170,19 @@ class Scheduler:
         for queue, value in depth.items():
             self.metrics.queue_depth.labels(queue).set(value)
             self.metrics.queue_oldest_age.labels(queue).set(max(0, oldest[queue]) / 1000)
+
+    async def _report_set_aside(self, store: Store, count: int) -> None:
+        """Say what Redis could not read (the scripts set it aside and go on; nothing else would tell)."""
+        waiting: dict[str, str] = {}
+        for shard in self.shards:
+            waiting |= await store.set_aside(shard)
+        if not waiting:  # set aside before this scheduler started, and working again since
+            return
+        log.error(
+            "work set aside: Redis could not read its data (a key of the wrong type under the prefix?); "
+            "it is retried every minute until it works",
+            count=count, waiting=dict(list(waiting.items())[:10]),
+        )  # fmt: skip
 
     async def _wait(self, store: Store, pubsub: Any, seconds: float, stopping: Stopping) -> Any:
         """Sleep up to ``seconds``, waking on an earlier-timer hint or on stop."""

@@ -26,8 +26,11 @@ local function apply_event(id, name, payload)
   local status = redis.call('HGET', wf, 'status')
   if not status or FINISHED[status] then counts.dropped = counts.dropped + 1 return end
   for seq in string.gmatch(redis.call('HGET', wf, 'w:' .. name) or '', '%S+') do
+    -- deliver first: it reads before it writes, so data it cannot read fails the message before any change
+    -- (set aside whole, lib.lua), and the wait it was for is still there when the message is tried again
+    local delivered = deliver(id, seq, inbox_ok(seq, payload), 'done', now)
     drop_waiter(id, name, seq)
-    if deliver(id, seq, inbox_ok(seq, payload), 'done', now) == 1 then
+    if delivered == 1 then
       redis.call('ZREM', K_TIMERS, timer_call('e', seq, id))
       counts.delivered = counts.delivered + 1
       return
@@ -84,8 +87,8 @@ end
 local popped = budget > 0 and redis.call('RPOP', K_BUS, budget)
 if popped then
   for i, raw in ipairs(popped) do
-    local continued = apply(raw)
-    if continued then  -- back to the head of the list (popped next), after the unapplied rest, in order
+    local applied, continued = isolated('b|' .. raw, apply, raw)  -- one bad message never takes the rest
+    if applied and continued then  -- back to the head of the list (popped next), after the unapplied rest, in order
       for j = #popped, i + 1, -1 do redis.call('RPUSH', K_BUS, popped[j]) end
       redis.call('RPUSH', K_BUS, continued)
       break

@@ -11,8 +11,8 @@ local function note(queue, lists, hash_of)
     q.depth = q.depth + depth
     if depth > 0 then
       local _, id, seq = parse_item(redis.call('ZRANGE', list, 0, 0)[1])
-      local at = tonumber(redis.call('HGET', hash_of(id, seq), 'queued_at') or now)
-      q.oldest = math.max(q.oldest, now - at)
+      local readable, at = pcall(redis.call, 'HGET', hash_of(id, seq), 'queued_at')  -- a bad key: its claim sets it aside
+      q.oldest = math.max(q.oldest, now - tonumber(readable and at or now))
     end
   end
 end

@@ -254,6 +254,37 @@ local function is_suspect(item)
   return tonumber(redis.call('HGET', item_hash(item), 'suspect') or '0') >= 2
 end
 
+-- ==== work set aside ==========================================================================================
+-- A key of the wrong type under the prefix (written by hand or by another program), or data this code cannot
+-- read, makes a Redis command fail inside a script. The scripts that work through a batch (claims, the reaper,
+-- timers, the signal bus) run each item under `pcall` (`isolated`): a failing item is set aside and retried by
+-- a timer a minute later, again until it works, and the rest of the batch goes on. Without it one such key
+-- would stall its shard (every claim failing on it, every reaper pass on a dead dispatcher holding it) or,
+-- where a batch left its list before it was applied (timers, bus messages), lose the rest of the batch. What
+-- the failed item did before the error stays, as in any failed script. `T:faults` says what waits and why.
+local SET_ASIDE_MS = 60000
+
+local function error_text(err)
+  if type(err) == 'table' then return tostring(err.err or err.msg or cjson.encode(err)) end
+  return tostring(err)
+end
+
+-- Set work aside: `member` is the timer that retries it ('f|<item>' puts an item back on its ready queue,
+-- 'b|<message>' a bus message back on the bus, any other timer fires again).
+local function set_aside(member, err)
+  local now = now_once()
+  add_timer(member, now + SET_ASIDE_MS)
+  redis.call('HSET', K_FAULTS, member, cjson.encode({error = error_text(err), at = now}))
+  redis.call('HINCRBY', K_STATS, 'set_aside', 1)
+end
+
+-- Run `fn(...)` for one item of a batch; on an error, set the work aside (see above) and return false.
+local function isolated(member, fn, ...)
+  local ok, err = pcall(fn, ...)
+  if not ok then set_aside(member, err) end
+  return ok, err
+end
+
 -- ==== claiming ================================================================================================
 -- The reliable-queue pattern: an item moves from its ready queue into the dispatcher's processing hash with
 -- a fresh lease token; a commit must present that token, so work handed to someone else can never be
@@ -403,13 +434,23 @@ local function take_ordered(lists, worker, budget, claims, no_suspects)  -- item
     end
     if not best then break end
     local item = best.head[best.at]
-    local suspect = is_suspect(item)
-    if suspect and (no_suspects or #claims > 0) then stop = true break end  -- first in line for its own claim
+    local readable, suspect = pcall(is_suspect, item)
+    if readable and suspect and (no_suspects or #claims > 0) then stop = true break end  -- first: its own claim
     local score = best.head[best.at + 1]
     best.at = best.at + 2
     table.insert(best.taken, item)
-    if not claim_item(worker, item, suspect, claims, score) then count = count + 1 end
-    if suspect then stop = true break end
+    if not readable then
+      set_aside('f|' .. item, suspect)
+    else
+      local claimed, held_back = isolated('f|' .. item, claim_item, worker, item, suspect, claims, score)
+      if not claimed then  -- undo the lease it may have taken; the claim record is added last, never half
+        redis.call('HDEL', k_proc(worker), item)
+        release_permit(item, now_once())
+      elseif not held_back then
+        count = count + 1
+      end
+      if suspect then stop = true break end
+    end
   end
   for _, w in ipairs(windows) do
     if #w.taken > 0 then redis.call('ZREM', w.list, unpack(w.taken)) end
@@ -589,17 +630,22 @@ wake_held = function(limit, now)
   end
 end
 
+-- Put a work item back on its ready queue, in its place, with a new lease (a lease taken for it before is void).
+local function requeue(item, now)
+  local hash = item_hash(item)
+  if redis.call('EXISTS', hash) == 0 then return end  -- finished, cancelled or expired meanwhile
+  redis.call('HSET', hash, 'lease', redis.call('INCR', K_SEQ))
+  local kind, id, seq = parse_item(item)
+  if kind == 'w' then enqueue_step(id, now, true) else push_task(id, seq, now, true) end
+end
+
 -- Put an item a dispatcher holds back on its ready queue, with a new lease so that a late commit from that
 -- dispatcher is rejected (a drain that timed out, or a claim whose reply never reached the dispatcher).
 -- A handed-back attempt never ended: it does not count as one.
 local function hand_back(worker, item, now)
   redis.call('HDEL', k_proc(worker), item)
   release_permit(item, now)
-  local hash = item_hash(item)
-  if redis.call('EXISTS', hash) == 0 then return end  -- finished, cancelled or expired meanwhile
-  redis.call('HSET', hash, 'lease', redis.call('INCR', K_SEQ))
-  local kind, id, seq = parse_item(item)
-  if kind == 'w' then enqueue_step(id, now, true) else push_task(id, seq, now, true) end
+  requeue(item, now)
 end
 
 -- Record the result of durable call `seq` (an inbox entry) unless it was already resolved: the check makes

@@ -20,8 +20,7 @@ for _, worker in ipairs(dead) do
   local proc = k_proc(worker)
   local held = redis.call('HGETALL', proc)
   local alone = #held == 2  -- one item: the crash is certainly its own
-  for i = 1, #held, 2 do
-    local item = held[i]
+  local function recover(item)
     local kind, id = parse_item(item)
     local hash = item_hash(item)
     if redis.call('EXISTS', hash) == 0 then
@@ -48,6 +47,9 @@ for _, worker in ipairs(dead) do
       release_permit(item, now)  -- the attempt ended with its dispatcher
     end
   end
+  for i = 1, #held, 2 do
+    isolated('f|' .. held[i], recover, held[i])  -- one unreadable item never keeps the others held
+  end
   redis.call('DEL', proc, k_holds(worker))
   redis.call('ZREM', K_WORKERS, worker)
 end
@@ -55,8 +57,7 @@ local halted = 0
 if #dead > 0 then halted = sweep_versions(now) end
 local lost = {}
 local entries = redis.call('HGETALL', K_LOST)
-for i = 1, #entries, 2 do
-  local item, value = entries[i], entries[i + 1]
+local function check_lost(item, value)
   local sep = string.find(value, '|', 1, true)
   local lease, worker = string.sub(value, 1, sep - 1), string.sub(value, sep + 1)
   local task = item_hash(item)
@@ -65,6 +66,11 @@ for i = 1, #entries, 2 do
     redis.call('HDEL', K_LOST, item)  -- settled, cancelled or gone meanwhile
   else
     table.insert(lost, {item, value, tonumber(t[2] or '0') + 1, tonumber(t[3]), tonumber(t[4]), worker})
+  end
+end
+for i = 1, #entries, 2 do
+  if not isolated('f|' .. entries[i], check_lost, entries[i], entries[i + 1]) then
+    redis.call('HDEL', K_LOST, entries[i])  -- its timer puts it back on its queue
   end
 end
 return {#dead, steps, tasks, failed, halted, lost}

@@ -239,6 +239,11 @@ class Metrics:
             "bdurable_workflows_halted_total", "Workflows halted as VERSION_MISMATCH (every halt, fleet-wide)"
         )
         f.register(self.halted_total)
+        self.set_aside_total = RedisTotal(
+            "bdurable_set_aside_total",
+            "Work set aside because Redis could not read its data (a key of the wrong type?); retried every minute",
+        )
+        f.register(self.set_aside_total)
         self.throttled_total = RedisTotal(
             "bdurable_throttled_total", "Calls a limit held back, by task and reason (concurrency, rate)",
             ("task", "reason"),
