@@ -128,7 +128,12 @@ async def test_a_task_raising_past_except_exception_fails_its_attempt_and_nothin
 
 
 @pytest.mark.parametrize(
-    ("how", "error_type", "message"), [("exit", "SystemExit", "3"), ("interrupt", "KeyboardInterrupt", "")]
+    ("how", "error_type", "message"),
+    [
+        ("exit", "SystemExit", "3"),
+        ("exit in a gathered coroutine", "SystemExit", "3"),
+        ("interrupt", "KeyboardInterrupt", ""),
+    ],
 )
 async def test_workflow_code_raising_system_exit_fails_the_workflow_not_the_dispatcher(
     client: Client, roles: InProcessRoles, how: str, error_type: str, message: str

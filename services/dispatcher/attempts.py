@@ -64,16 +64,14 @@ async def run_attempt(
     except TimeoutError:
         timed_out = TimeoutError(f"task attempt timed out after {call.timeout_ms / 1000:g}s")
         return Attempt(error=ErrorRecord.from_exception(timed_out))
-    except Exception as error:
-        return Attempt(error=ErrorRecord.from_exception(error))
-    except BaseException as error:  # the task's own SystemExit, KeyboardInterrupt, CancelledError, ...
+    except BaseException as error:  # any exception, SystemExit, KeyboardInterrupt, its own CancelledError...
         if isinstance(error, GeneratorExit):
             raise
         if _handler_cancelled():  # the dispatcher stops this handler (a released call, a drain that timed out)
             if isinstance(error, asyncio.CancelledError):
                 raise
             raise asyncio.CancelledError from error  # whatever the task's code turned that cancellation into
-        # An attempt that raised it has failed, as with any exception: let out, asyncio would stop the whole
+        # An attempt that raised it has failed, whatever it is: let out, asyncio would stop the whole
         # dispatcher on SystemExit or KeyboardInterrupt (and the next one to claim the call), or take a
         # CancelledError for this handler's own cancellation, and the attempt would never be counted.
         return Attempt(error=ErrorRecord.from_exception(error))

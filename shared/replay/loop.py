@@ -68,7 +68,13 @@ class StepLoop(asyncio.SelectorEventLoop):
             while True:
                 self._soon_count = 0
                 self.stop()  # stop() before run_forever(): exactly one iteration
-                self.run_forever()
+                try:
+                    self.run_forever()
+                except (SystemExit, KeyboardInterrupt):
+                    # Workflow code raised it in a task of its own (asyncio.gather of a coroutine that calls
+                    # sys.exit): asyncio sets it as that task's exception, then lets it out of the loop. Whoever
+                    # awaits the task gets it (the run turns it into the workflow's failure); the loop goes on.
+                    continue
                 if self._soon_count == 0:
                     return
         finally:

@@ -360,9 +360,16 @@ async def catch_flow(ctx: Context, input: dict[str, Any]) -> dict[str, Any]:
 
 @workflow(version="1")
 async def exit_flow(ctx: Context, how: str) -> None:
-    """Workflow code raising what asyncio lets out of its event loop."""
+    """Workflow code raising what asyncio lets out of its event loop (in the workflow's coroutine, or in a task
+    of its own: asyncio lets it out of the loop from there too)."""
+
+    async def exits() -> None:
+        sys.exit(3)
+
     if how == "exit":
         sys.exit(3)
+    if how == "exit in a gathered coroutine":
+        await asyncio.gather(exits())
     raise KeyboardInterrupt
 
 
