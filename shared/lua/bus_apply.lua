@@ -21,7 +21,7 @@ local counts = {delivered = 0, buffered = 0, dropped = 0, published = 0, cancell
 local forward = k_bus_forward(bus)
 local forwarded = {}
 
-local function apply_event(id, name, payload)
+local function apply_event(id, name, payload, again)
   local wf = k_wf(id)
   local status = redis.call('HGET', wf, 'status')
   if not status or FINISHED[status] then counts.dropped = counts.dropped + 1 return end
@@ -29,6 +29,10 @@ local function apply_event(id, name, payload)
     -- deliver first: it reads before it writes, so data it cannot read fails the message before any change
     -- (set aside whole, lib.lua), and the wait it was for is still there when the message is tried again
     local delivered = deliver(id, seq, inbox_ok(seq, payload), 'done', now)
+    if delivered == 0 and again and redis.call('HGET', k_calls(id), seq .. ':s') == 'done' then
+      enqueue_step(id, now, true)  -- its first try recorded it, then failed (its waiter kept): finish the job
+      delivered = 1
+    end
     drop_waiter(id, name, seq)
     if delivered == 1 then
       redis.call('ZREM', K_TIMERS, timer_call('e', seq, id))
@@ -66,7 +70,7 @@ end
 local function apply(raw)
   local m = cjson.decode(raw)
   if m.t == 'event' then
-    apply_event(m.id, m.name, m.p)
+    apply_event(m.id, m.name, m.p, m.again)
   elseif m.t == 'publish' then
     if apply_publish(m) then
       m.more = true
@@ -87,15 +91,15 @@ end
 local popped = budget > 0 and redis.call('RPOP', K_BUS, budget)
 if popped then
   for i, raw in ipairs(popped) do
-    local applied, continued = isolated('b|' .. raw, apply, raw)  -- one bad message never takes the rest
-    if applied and continued then  -- back to the head of the list (popped next), after the unapplied rest, in order
+    local applied, continued = pcall(apply, raw)
+    if not applied then  -- set aside, alone: the rest of the batch goes on (lib.lua, "work set aside")
+      set_aside(bus_retry(raw), continued)
+    elseif continued then  -- back to the head of the list (popped next), after the unapplied rest, in order
       for j = #popped, i + 1, -1 do redis.call('RPUSH', K_BUS, popped[j]) end
       redis.call('RPUSH', K_BUS, continued)
       break
     end
   end
 end
-if redis.call('LLEN', K_BUS) > 0 and redis.call('LLEN', K_BUS_WAKE) == 0 then
-  redis.call('LPUSH', K_BUS_WAKE, '1')  -- more is waiting: wake another bus too
-end
+if redis.call('LLEN', K_BUS) > 0 then wake_bus() end  -- more is waiting: wake another bus too
 return {counts.delivered, counts.buffered, counts.dropped, counts.published, counts.cancelled, forwarded}

@@ -8,7 +8,15 @@ local due = redis.call('ZRANGEBYSCORE', K_TIMERS, '-inf', int(now), 'WITHSCORES'
 local result = {-1}
 local faults = redis.call('HLEN', K_FAULTS) > 0  -- a timer that fires work set aside clears its fault once it works
 
-local function fire(member)
+-- A delivery tried again after it failed (work set aside) may find it recorded already, its step not queued
+-- (what failed): it queues the step, which is idempotent.
+local function delivered(id, again, ...)
+  if deliver(...) == 1 then return true end
+  if again then enqueue_step(id, now, true) end
+  return again
+end
+
+local function fire(member, again)
   local kind, id, seq = string.sub(member, 1, 1), nil, nil
   if kind == 's' or kind == 'r' or kind == 'e' then kind, id, seq = parse_timer(member) end
   if kind == 'l' then  -- a rate limit's window moved: calls it held back may start
@@ -20,7 +28,7 @@ local function fire(member)
       enqueue_step(start, now, true)
     end
   elseif kind == 's' then
-    deliver(id, seq, inbox_ok(seq, 'null'), 'done', now)
+    delivered(id, again, id, seq, inbox_ok(seq, 'null'), 'done', now)
   elseif kind == 'r' then
     if redis.call('EXISTS', k_task(seq, id)) == 1 then push_task(id, seq, now, false) end
   elseif kind == 'e' then
@@ -28,21 +36,26 @@ local function fire(member)
     if raw then
       local record = cjson.decode(raw)
       local timeout = error_record('EventTimeoutError', 'timed out waiting for event ' .. record.n)
-      if deliver(id, seq, inbox_error(seq, timeout), 'failed', now) == 1 then unregister_wait(id, seq, record) end
+      if delivered(id, again, id, seq, inbox_error(seq, timeout), 'failed', now) then unregister_wait(id, seq, record) end
     end
   elseif kind == 'f' then  -- a work item set aside: back on its ready queue
     requeue(string.sub(member, 3), now)
-  elseif kind == 'b' then  -- a bus message set aside: next in line on the bus
-    redis.call('RPUSH', K_BUS, string.sub(member, 3))
-    if redis.call('LLEN', K_BUS_WAKE) == 0 then redis.call('LPUSH', K_BUS_WAKE, '1') end
+  elseif kind == 'b' then  -- a bus message set aside: back on the bus
+    bus_again(member)
   end
 end
 
 for i = 1, #due, 2 do
   local member, score = due[i], tonumber(due[i + 1])
   if redis.call('ZREM', K_TIMERS, member) == 1 then
-    if isolated(member, fire, member) and faults then redis.call('HDEL', K_FAULTS, member) end
+    local again = faults and redis.call('HEXISTS', K_FAULTS, member) == 1
+    if isolated(member, fire, member, again) and again then redis.call('HDEL', K_FAULTS, member) end
     table.insert(result, now - score)
+  end
+end
+if faults then  -- a timer set aside and then removed by what it waited for (a result, an event) needs no retry
+  for _, member in ipairs(redis.call('HKEYS', K_FAULTS)) do
+    if not redis.call('ZSCORE', K_TIMERS, member) then redis.call('HDEL', K_FAULTS, member) end
   end
 end
 local first = redis.call('ZRANGE', K_TIMERS, 0, 0, 'WITHSCORES')

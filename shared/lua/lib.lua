@@ -387,12 +387,12 @@ local function claim_limited(worker, id, seq, item, suspect, claims, score)
   local now = now_once()
   local room, reason, free_at = limit_room(t[1], now)
   if room <= 0 then
+    local text = 'task ' .. t[2] .. ' (held back by its ' .. reason .. ' limit' ..
+      (redis.call('HGET', k_limit(t[1]), 'key') or '') .. ')'
+    note_waiting(id, seq, t[3], text)  -- first: it touches the workflow's keys, which may fail (work set aside)
     redis.call('ZADD', k_held(t[1]), score, item)
     redis.call('SADD', K_LIMITS, t[1])
     redis.call('HINCRBY', K_STATS, 'throttled\t' .. t[2] .. '\t' .. reason, 1)
-    local text = 'task ' .. t[2] .. ' (held back by its ' .. reason .. ' limit' ..
-      (redis.call('HGET', k_limit(t[1]), 'key') or '') .. ')'
-    note_waiting(id, seq, t[3], text)
     if reason == 'rate' then add_timer('l|' .. t[1], free_at) end
     return true
   end
@@ -491,9 +491,32 @@ end
 -- Leave a message for the signal bus, and one wake-up token for a bus blocked waiting. Only the bus's
 -- script pops messages, one batch at a time and in order, so events to one workflow stay in order
 -- whatever the number of buses (a bus never holds a message outside Redis while blocked).
+local function wake_bus()
+  if redis.call('LLEN', K_BUS_WAKE) == 0 then redis.call('LPUSH', K_BUS_WAKE, '1') end
+end
+
 local function push_bus(message)
   redis.call('LPUSH', K_BUS, cjson.encode(message))
-  if redis.call('LLEN', K_BUS_WAKE) == 0 then redis.call('LPUSH', K_BUS_WAKE, '1') end
+  wake_bus()
+end
+
+-- The retry timer of a bus message set aside (see "work set aside"): unique (the same event sent twice is two
+-- messages) and in the order they were set aside (equal due times fire in the members' byte order). The
+-- message is marked `again`: its first try may have got as far as recording a delivery (`bus_apply.lua`).
+local function bus_retry(raw)
+  local decoded, m = pcall(cjson.decode, raw)
+  if decoded and type(m) == 'table' then
+    m.again = true
+    raw = cjson.encode(m)
+  end
+  return 'b|' .. string.format('%020d', redis.call('INCR', K_SEQ)) .. '|' .. raw
+end
+
+-- A bus message set aside goes back on the bus, behind what waits there (messages sent since went first).
+local function bus_again(member)
+  local rest = string.sub(member, 3)
+  redis.call('LPUSH', K_BUS, string.sub(rest, string.find(rest, '|', 1, true) + 1))
+  wake_bus()
 end
 
 -- Operations on another shard's workflow (a child in another slot, a parent elsewhere, a limited task's home)
@@ -660,12 +683,14 @@ local function record_delivery(id, seq, entry, final_status, now, attempts, chec
     if not status or FINISHED[status] then return 0 end
     if redis.call('HGET', calls, seq .. ':s') ~= 'pending' then return 0 end
   end
+  -- the inbox first: the hashes were read (here or by the caller), so a key of the wrong type fails here, before
+  -- any change (a delivery retried after such a failure finds the call still pending)
+  redis.call('RPUSH', k_inbox(id), entry)
   if attempts then
     redis.call('HSET', calls, seq .. ':s', final_status, seq .. ':f', int(now), seq .. ':n', int(attempts))
   else
     redis.call('HSET', calls, seq .. ':s', final_status, seq .. ':f', int(now))
   end
-  redis.call('RPUSH', k_inbox(id), entry)
   redis.call('HINCRBY', wf, 'step', 1)
   return 1
 end
