@@ -15,6 +15,7 @@ import structlog
 
 from bdurable.runtime.faults import crash_point
 from bdurable.runtime.metrics import Metrics
+from bdurable.runtime.service import Backoff
 from bdurable.services.dispatcher.slots import SlotLimiter
 from bdurable.store import REDIS_ERRORS
 from bdurable.wire import Claim, CommitReply
@@ -45,7 +46,7 @@ class Committer:
         budget = self.slots.handoff_budget()
         extra = max(0, budget - 1)  # the committed item's own slot is already counted as running
         self.slots.reserve(extra)
-        delay = 0.05
+        backoff = Backoff(None)
         try:
             while True:
                 try:
@@ -53,10 +54,9 @@ class Committer:
                     crash_point("after_commit")
                     break
                 except REDIS_ERRORS as exc:
-                    log.warning("commit failed, retrying", error=str(exc), retry_in=delay)
+                    log.warning("commit failed, retrying", error=str(exc), retry_in=backoff.delay)
                     self.check_held.set()
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    await backoff.wait()
         finally:
             self.slots.release(extra)
         if reply.claims:

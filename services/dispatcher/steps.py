@@ -8,7 +8,6 @@ workflow with a clear error rather than leaving it held, or crash-looping dispat
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 import traceback
@@ -28,6 +27,7 @@ from bdurable.registry import Registry
 from bdurable.replay.loop import StepLoop
 from bdurable.replay.run import WorkflowRun
 from bdurable.runtime.metrics import Metrics
+from bdurable.runtime.service import Backoff
 from bdurable.services.dispatcher.commits import Committer
 from bdurable.store import REDIS_ERRORS, Store
 from bdurable.wire import (
@@ -266,7 +266,7 @@ class StepRunner:
         ident = limit_id("w", definition.name, key)
         shard = self.keys.shard_of(ident)
         member = f"{self.keys.shard_of(claim.workflow_id)}|{claim.workflow_id}"
-        delay = 0.05
+        backoff = Backoff(None)
         while True:
             try:
                 admitted = await self.store.admit(
@@ -275,9 +275,8 @@ class StepRunner:
                 )  # fmt: skip
                 break
             except REDIS_ERRORS as exc:
-                log.warning("admission failed, retrying", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                log.warning("admission failed, retrying", error=str(exc), retry_in=backoff.delay)
+                await backoff.wait()
         text = f"a slot of {definition.name}{limit.describe(key)}"
         return Admission(ident, shard, not admitted, text)
 
@@ -332,14 +331,13 @@ class StepRunner:
     async def _load_history(self, workflow_id: str) -> tuple[list[str], dict[str, str]]:
         """Read a workflow's whole inbox and call records, through outages: the claimed step stays ours
         (leased) until we commit it."""
-        delay = 0.05
+        backoff = Backoff(None)
         while True:
             try:
                 return await self.reads.recorded(workflow_id)
             except REDIS_ERRORS as exc:
-                log.warning("reading history failed, retrying", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                log.warning("reading history failed, retrying", error=str(exc), retry_in=backoff.delay)
+                await backoff.wait()
 
 
 def _failed_before_running(exc: BaseException, why: str) -> StepDocument:

@@ -99,7 +99,9 @@ class Backoff:
 
     Its waits tick ``health`` at least every half second: a role waiting out an outage is alive (``/livez``
     never depends on Redis), only unready; else Kubernetes would restart every pod a liveness timeout into any
-    outage. Without ``stopping`` (a role's start outside a process, such as a ``Worker``) it only sleeps."""
+    outage. Without ``stopping`` it sleeps whatever happens (a commit or a read that must land, a start
+    outside a role process), and without ``health`` it ticks nothing (the claim loop ticks for the
+    dispatcher)."""
 
     def __init__(self, health: Health | None, stopping: Stopping | None = None, first: float = 0.05) -> None:
         self.health = health
