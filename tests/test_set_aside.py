@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import set_aside_app
@@ -58,6 +59,14 @@ def key_of(env: WorkflowEnvironment, which: str, workflow_id: str, name: str) ->
 KEYS = ["calls", "inbox", "liveness"]
 
 
+async def start_all(env: WorkflowEnvironment, ids: list[str], workflow: Any, value: Any, status: str) -> None:
+    """Start ``workflow(value)`` under each id, and wait until every one of them is ``status``."""
+    for workflow_id in ids:
+        await env.client.start(workflow, value, workflow_id=workflow_id)
+    for workflow_id in ids:
+        await eventually(lambda workflow_id=workflow_id: status_is(env, workflow_id, status))
+
+
 async def status_is(env: WorkflowEnvironment, workflow_id: str, status: str) -> bool:
     state = await env.client.get_state(workflow_id)
     return state is not None and state.status == status
@@ -88,10 +97,7 @@ async def test_a_timer_whose_workflow_redis_cannot_read_never_takes_the_other_ti
         ids = ["nap-spoiled", *(f"nap-{i}" for i in range(10))]
         shared = which == "liveness"  # every workflow of the name needs it: the others fail too, and are retried
         others = [] if shared else ids[1:]
-        for workflow_id in ids:
-            await env.client.start(set_aside_app.naps, 1, workflow_id=workflow_id)
-        for workflow_id in ids:
-            await eventually(lambda workflow_id=workflow_id: status_is(env, workflow_id, Status.SLEEPING))
+        await start_all(env, ids, set_aside_app.naps, 1, Status.SLEEPING)
         async with spoiled(env, key_of(env, which, ids[0], set_aside_app.naps.name)):
             await env.sleep("2h")  # every timer falls due in the same pass
             for workflow_id in others:
@@ -113,10 +119,7 @@ async def test_an_event_for_a_workflow_redis_cannot_read_is_kept_and_the_bus_goe
 ) -> None:
     async with WorkflowEnvironment([set_aside_app], redis_url=redis_url, time_skipping=True) as env:
         ids = ["waits-spoiled", *(f"waits-{i}" for i in range(10))]
-        for workflow_id in ids:
-            await env.client.start(set_aside_app.waits, "go", workflow_id=workflow_id)
-        for workflow_id in ids:
-            await eventually(lambda workflow_id=workflow_id: status_is(env, workflow_id, Status.AWAITING_EVENT))
+        await start_all(env, ids, set_aside_app.waits, "go", Status.AWAITING_EVENT)
         async with spoiled(env, key_of(env, which, ids[0], set_aside_app.waits.name)):
             for i, workflow_id in enumerate(ids):
                 await env.client.send_event(workflow_id, "go", i)
