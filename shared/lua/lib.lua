@@ -259,9 +259,9 @@ end
 -- read, makes a Redis command fail inside a script. The scripts that work through a batch (claims, the reaper,
 -- timers, the signal bus) run each item under `pcall` (`isolated`): a failing item is set aside and retried by
 -- a timer a minute later, again until it works, and the rest of the batch goes on. Without it one such key
--- would stall its shard (every claim failing on it, every reaper pass on a dead dispatcher holding it) or,
--- where a batch left its list before it was applied (timers, bus messages), lose the rest of the batch. What
--- the failed item did before the error stays, as in any failed script. `T:faults` says what waits and why.
+-- would stall its shard (every claim failing on it, every reaper pass on a dead dispatcher holding it), lose
+-- the timer that failed (taken off the timers first), or lose every bus message popped with it. What the
+-- failed item did before the error stays, as in any failed script. `T:faults` says what waits and why.
 local SET_ASIDE_MS = 60000
 
 local function error_text(err)
@@ -270,7 +270,7 @@ local function error_text(err)
 end
 
 -- Set work aside: `member` is the timer that retries it ('f|<item>' puts an item back on its ready queue,
--- 'b|<message>' a bus message back on the bus, any other timer fires again).
+-- 'b|<seq>|<message>' a bus message back on the bus (`bus_retry`), any other timer fires again).
 local function set_aside(member, err)
   local now = now_once()
   add_timer(member, now + SET_ASIDE_MS)
