@@ -15,12 +15,14 @@ end
 local claims = {}
 local share = 0
 if budget >= 8 and #new_starts > 0 then share = math.floor(budget / 8) end
-local taken, stop = take_ordered(continuations, worker, budget - share, claims, false)
+local taken, stop, more = take_ordered(continuations, worker, budget - share, claims, false)
 if not stop then
-  local more
-  more, stop = take_ordered(new_starts, worker, budget - taken, claims, false)
-  taken = taken + more
+  local started
+  started, stop = take_ordered(new_starts, worker, budget - taken, claims, false)
+  taken = taken + started
 end
-if not stop then take_ordered(continuations, worker, budget - taken, claims, false) end
+-- Continuations again with what new starts left, unless the first pass read every list to its end (they are
+-- empty now: an item queued meanwhile, as a limit's released slot may queue one, has its wake-up token).
+if not stop and more then take_ordered(continuations, worker, budget - taken, claims, false) end
 for _, queue in ipairs(queues) do rewake(queue[1], queue[2]) end
 return claims

@@ -416,9 +416,11 @@ end
 
 -- Claim up to `budget` items from `lists`, best first across all of them (highest priority, then oldest).
 -- A suspect is claimed alone, as the first item of a claim, which then ends; `no_suspects` leaves suspects
--- for a claim proper (a hand-off cannot know what else its dispatcher runs). Returns (items taken, stop).
+-- for a claim proper (a hand-off cannot know what else its dispatcher runs). Returns (items taken, stop, more):
+-- `more` when a list may still hold items (its window was left unfinished, or was as long as the budget); every
+-- other list was read to its end, each of its items taken.
 local function take_ordered(lists, worker, budget, claims, no_suspects)  -- items held back by limits do not count
-  if budget <= 0 then return 0, false end
+  if budget <= 0 then return 0, false, false end
   local windows = {}
   for _, list in ipairs(lists) do
     local head = redis.call('ZRANGE', list, 0, budget - 1, 'WITHSCORES')
@@ -452,10 +454,12 @@ local function take_ordered(lists, worker, budget, claims, no_suspects)  -- item
       if suspect then stop = true break end
     end
   end
+  local more = false
   for _, w in ipairs(windows) do
     if #w.taken > 0 then redis.call('ZREM', w.list, unpack(w.taken)) end
+    if w.at < #w.head or #w.head >= 2 * budget then more = true end
   end
-  return count, stop
+  return count, stop, more
 end
 
 -- Direct hand-off: a commit that made work ready on queues its own dispatcher listens to claims up to `budget`
