@@ -9,7 +9,7 @@ import engine_app_v2
 import pytest
 from support import InProcessRoles, eventually, status_is
 
-from bdurable import Client, DurableError, Status, WorkflowNotFoundError
+from bdurable import Client, DurableError, Status, WorkflowCancelledError, WorkflowNotFoundError
 
 
 async def live_versions(client: Client, name: str) -> list[set[str]]:
@@ -66,6 +66,36 @@ async def test_version_mismatch_halts_unchanged_until_resumed(client: Client, ro
     await eventually(lambda: _live(client, {"1", "2"}), timeout=5)
     await client.resume("vm-1")
     assert await handle.result(timeout=5) == {"workflow": "1"}
+
+
+async def test_a_cancel_of_a_halted_workflow_wins_over_the_result_that_arrived_while_halted(
+    client: Client, roles: InProcessRoles
+) -> None:
+    """The timer fired while the workflow was halted; the cancel came after. Once resumed, the run sees the
+    cancel first (docs/programming-model.md: the cancellation takes effect once it is resumed), not the timer's
+    result, on which it would have finished COMPLETED."""
+    roles.signal_bus()  # applies the cancel
+    v1 = roles.dispatcher(engine_app)
+    handle = await client.start(engine_app.versioned_v1, {"sleep": "300ms", "task": False}, workflow_id="vm-c")
+    await eventually(lambda: status_is(client, "vm-c", Status.SLEEPING), timeout=5)
+    await roles.stop(v1)
+    roles.dispatcher(engine_app_v2)
+    await eventually(lambda: _live(client, {"2"}), timeout=5)
+    roles.scheduler()  # the timer fires while only version 2 is live
+    await eventually(lambda: status_is(client, "vm-c", Status.VERSION_MISMATCH), timeout=5)
+    assert [(h.kind, h.status) for h in await client.history("vm-c")] == [("sleep", "done")]
+
+    await client.cancel("vm-c", reason="stop it")
+    await eventually(lambda: _cancel_applied(client, "vm-c"), timeout=5)
+    assert await status_of(client, "vm-c") == Status.VERSION_MISMATCH  # halted still: nothing runs it
+
+    roles.dispatcher(engine_app)
+    await eventually(lambda: _live(client, {"1", "2"}), timeout=5)
+    await client.resume("vm-c")
+    with pytest.raises(WorkflowCancelledError) as caught:
+        await handle.result(timeout=5)
+    assert caught.value.reason == "stop it"
+    assert await status_of(client, "vm-c") == Status.CANCELLED
 
 
 async def test_starting_a_version_nobody_runs_while_another_is_live_halts_at_once(
@@ -189,6 +219,12 @@ async def test_without_any_live_dispatcher_a_workflow_waits_then_runs(client: Cl
 
 
 # -- helpers --------------------------------------------------------------------------------------------
+
+
+async def _cancel_applied(client: Client, workflow_id: str) -> bool:
+    """Whether the signal bus has applied a cancel to the workflow (it answers ``already`` to another)."""
+    raw = await client.store.redis.hget(client.keys.for_workflow(workflow_id).wf(workflow_id), "cancel_requested")
+    return raw == "1"
 
 
 async def _live(client: Client, versions: set[str]) -> bool:

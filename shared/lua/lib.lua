@@ -1044,7 +1044,25 @@ request_cancel = function(id, reason, now)
     finish_workflow(id, 'CANCELLED', 'null', cancelled, RETENTION_MS, now)
     return 1
   end
-  redis.call('RPUSH', k_inbox(id), inbox_cancel(reason))
+  local inbox = k_inbox(id)
+  if s[1] == 'VERSION_MISMATCH' then
+    -- Halted: no step runs, so its code has seen none of the entries after its last commit (`cache_len`). The
+    -- cancel goes before them: asked while the run could not look, it is the first thing the run sees once
+    -- resumed. After them, a run that finishes on one of those results (its timer fired meanwhile) would end
+    -- COMPLETED with its cancellation never seen; the results it abandons are dropped as a cancel's late ones.
+    local consumed = tonumber(redis.call('HGET', wf, 'cache_len') or '0')
+    local unseen = redis.call('LRANGE', inbox, consumed, -1)
+    if #unseen > 0 then
+      if consumed > 0 then redis.call('LTRIM', inbox, 0, consumed - 1) else redis.call('DEL', inbox) end
+      redis.call('RPUSH', inbox, inbox_cancel(reason))
+      for first = 1, #unseen, ZADD_CHUNK do
+        redis.call('RPUSH', inbox, unpack(unseen, first, math.min(first + ZADD_CHUNK - 1, #unseen)))
+      end
+      enqueue_step(id, now, false)  -- halted again while its version is missing
+      return 1
+    end
+  end
+  redis.call('RPUSH', inbox, inbox_cancel(reason))
   enqueue_step(id, now, false)
   return 1
 end
