@@ -80,6 +80,8 @@ class Worker:
         self._running: dict[str, tuple[_Role, asyncio.Task[None]]] = {}
         self._roles: list[_Role] = []  # kept after stop: their metrics stay readable
         self._stopping: Any = None
+        self._starting = False  # start() is on its way (checking Redis, waiting for the roles to serve)
+        self._stop_asked = False  # a stop() came while starting: start() starts nothing more and returns
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -91,9 +93,19 @@ class Worker:
         await self.stop()
 
     async def start(self, *, ready_timeout: float = READY_TIMEOUT) -> None:
-        """Start the roles and return once every one serves; a role that fails to start raises here."""
-        if self._running:
+        """Start the roles and return once every one serves; a role that fails to start raises here.
+
+        A ``stop()`` that comes while this starts wins: the roles are stopped (or never started) when it
+        returns, and this returns without error, the worker not running."""
+        if self._running or self._starting:
             raise RuntimeError("this worker is running already")
+        self._starting, self._stop_asked = True, False
+        try:
+            await self._start(ready_timeout)
+        finally:
+            self._starting = False
+
+    async def _start(self, ready_timeout: float) -> None:
         from bdurable.runtime.service import Stopping
 
         # Not cancelled halfway: a cluster client cancelled while it maps the cluster leaves node connections
@@ -105,6 +117,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 await check
             raise
+        if self._stop_came():
+            return  # stopped before any role started
         self._stopping = Stopping()
         self._roles = []
         for name in self.roles:
@@ -114,6 +128,8 @@ class Worker:
         try:
             async with asyncio.timeout(ready_timeout):
                 while not all(role.health.serving for role, _ in self._running.values()):
+                    if self._stop_came():
+                        return  # stop() stopped the roles meanwhile
                     self._raise_if_stopped()
                     await asyncio.sleep(0.01)
         except TimeoutError:
@@ -137,7 +153,10 @@ class Worker:
         await store.close()
 
     async def stop(self, *, timeout: float = 60.0) -> None:
-        """Stop every role the way SIGTERM stops a process: the dispatcher drains, then everything returns."""
+        """Stop every role the way SIGTERM stops a process: the dispatcher drains, then everything returns.
+        Work still running after ``timeout`` seconds is cancelled (as the end of a process ends it)."""
+        if self._starting:
+            self._stop_asked = True  # start() starts nothing more
         if not self._running:
             return
         self._stopping.set()
@@ -152,6 +171,10 @@ class Worker:
     def running(self) -> bool:
         """Whether the roles run (started and none has stopped)."""
         return bool(self._running) and all(not task.done() for _, task in self._running.values())
+
+    def _stop_came(self) -> bool:
+        """Whether a stop() came since start() began (read through a call: it changes across awaits)."""
+        return self._stop_asked
 
     def _raise_if_stopped(self) -> None:
         for name, (_, task) in self._running.items():

@@ -16,6 +16,7 @@ import clock_app
 import entity_app
 import pytest
 import schedule_app
+import stop_app
 from redis.exceptions import ConnectionError as RedisConnectionError
 from support import eventually
 
@@ -226,6 +227,41 @@ async def test_a_worker_runs_the_roles_in_this_process_and_reports_their_metrics
 async def _status(client: Client, workflow_id: str, status: str) -> bool:
     state = await client.get_state(workflow_id)
     return state is not None and state.status == status
+
+
+async def test_a_worker_stop_whose_timeout_runs_out_leaves_no_task_running(settings: Settings) -> None:
+    """stop() ends the roles as the end of a process would: a task attempt still running when its timeout runs
+    out is cancelled (and runs again on the next dispatcher, as a killed process's would), not left running."""
+    stop_app.BEGAN.clear()
+    stop_app.ENDED.clear()
+    async with Client(settings=settings) as client:
+        worker = Worker(apps=[stop_app], settings=settings, roles=("dispatcher",), concurrency=10)
+        await worker.start()
+        handles = await client.start_many(stop_app.slow, list(range(5)))
+        await eventually(lambda: len(stop_app.BEGAN) == 5, timeout=10)
+        await worker.stop(timeout=0.3)
+        assert not worker.running
+        await asyncio.sleep(2.5)  # past the tasks' two seconds
+        assert stop_app.ENDED == []
+        async with Worker(apps=[stop_app], settings=settings, roles=("dispatcher", "reaper")):
+            assert sorted(await asyncio.gather(*(h.result(timeout=30) for h in handles))) == list(range(5))
+
+
+@pytest.mark.parametrize("after", [0.0, 0.02, 0.2])
+async def test_a_stop_while_the_worker_starts_wins(settings: Settings, after: float) -> None:
+    stop_app.BEGAN.clear()
+    worker = Worker(apps=[stop_app], settings=settings, roles=("dispatcher",))
+    starting = asyncio.create_task(worker.start())
+    await asyncio.sleep(after)  # start() checks Redis, then waits for the roles to serve
+    await worker.stop()
+    async with asyncio.timeout(10):
+        await starting  # returns, without error
+    assert not worker.running
+    async with Client(settings=settings) as client:
+        handle = await client.start(stop_app.slow, 1)
+        await asyncio.sleep(0.3)
+        assert (await handle.state()).status == Status.RUNNING  # nobody runs it
+        assert stop_app.BEGAN == []
 
 
 async def test_a_worker_refuses_what_cannot_run(settings: Settings) -> None:

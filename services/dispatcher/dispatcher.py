@@ -166,6 +166,7 @@ class Dispatcher:
             if cut:
                 log.warning("drain timed out; unfinished work is handed back", handed_back=cut)
         finally:
+            await self.pool.cancel_all()  # left only when the role itself was cancelled mid-drain
             drained.set()
             for helper in helpers:
                 helper.cancel()

@@ -79,6 +79,12 @@ class WorkPool:
         deadline = time.monotonic() + timeout
         while self.inflight and time.monotonic() < deadline:
             await asyncio.wait(set(self.inflight), timeout=deadline - time.monotonic())
+        return await self.cancel_all()
+
+    async def cancel_all(self) -> int:
+        """Cancel the work still in flight and wait until it has ended; returns how many items were cut short.
+        Also for a drain that was itself cut short (an embedded ``Worker.stop`` whose timeout ran out): no task
+        of this dispatcher may run on once its role has returned."""
         pending = set(self.inflight)
         for task in pending:
             task.cancel()

@@ -284,12 +284,17 @@ class WorkflowEnvironment:
         return await self.client.reads.now_ms()
 
     async def _write_offset(self, offset_ms: int) -> None:
-        """The offset every script of the environment adds to the server's clock, and the roles' Python too."""
+        """The offset every script of the environment adds to the server's clock, and the roles' Python too.
+
+        Python's first: a timer the scripts fire at the new time runs its step at once, and that step's
+        ``ctx.now()`` must not read the old time (the workflow would see less time pass than it slept). The
+        clock moves only while every workflow waits, so the one step that could read Python's new time before
+        the scripts see it is one that something else (the test itself) woke during these few writes."""
         keys = self._keys
         redis = self.client.store.redis
+        self.clock.offset_ms = offset_ms
         for tag in [shard.tag for shard in keys.all_shards()] + [keys.tag]:
             await redis.set(f"{tag}:testclock", offset_ms)
-        self.clock.offset_ms = offset_ms
 
     async def _next_due(self) -> int | None:
         """When the next timer or schedule is due (ms, the environment's clock), if any."""
