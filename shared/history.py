@@ -46,7 +46,7 @@ from typing import Any, TypeGuard
 from bdurable.client import Client, validate_workflow_id
 from bdurable.codec import decode, dumps, loads
 from bdurable.errors import InvalidInputError, WorkflowNotFoundError
-from bdurable.model import FINISHED
+from bdurable.model import FINISHED, Status
 from bdurable.payloads import ENCRYPTED, UNREADABLE, PayloadCodec
 from bdurable.reads import ms
 from bdurable.wire import CallRecord, SignalRecord, deliveries
@@ -57,6 +57,9 @@ FORMAT = "bdurable-history/1"
 
 # The kinds of durable call a history records.
 KINDS = ("task", "child", "sleep", "event", "signal", "value")
+
+# The statuses a workflow can be exported in.
+STATUSES = tuple(status.value for status in Status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,8 @@ class History:
             raise InvalidInputError(
                 f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from None
+        except RecursionError:  # nested deeper than Python parses (bdurable.codec.read_json refuses it alike)
+            raise InvalidInputError(f"{source}: not valid JSON here: nested too deeply") from None
         return cls.from_json(data, source=source)
 
     @classmethod
@@ -295,6 +300,8 @@ class _Reader:
             if required not in data:
                 raise self.bad("the document", f"has no {required!r} field")
         inbox = self.inbox(data["inbox"])
+        if not isinstance(data["calls"], list):  # before reading the payloads of its calls
+            raise self.bad('"calls"', f"must be a list, not {_json_type(data['calls'])}")
         self.readable(data)
         consumed = data.get("consumed")
         if consumed is not None and (not _is_int(consumed) or not 0 <= consumed <= len(inbox)):
@@ -304,7 +311,7 @@ class _Reader:
             name=self.text(data, "name"),
             version=self.text(data, "version"),
             input=data["input"],
-            status=self.text(data, "status"),
+            status=self.status(data),
             run=self.run(data.get("run", 1)),
             seq_base=self.seq_base(data.get("seq_base", 0)),
             output=data.get("output"),
@@ -338,6 +345,12 @@ class _Reader:
             raise self.bad(f'"{key}"', f"must be a string, not {_json_type(value)}")
         if not value:
             raise self.bad(f'"{key}"', "must not be empty")
+        return value
+
+    def status(self, data: Mapping[str, Any]) -> str:
+        value = self.text(data, "status")
+        if value not in STATUSES:
+            raise self.bad('"status"', f"must be a workflow status ({', '.join(STATUSES)}), not {value!r}")
         return value
 
     def run(self, value: Any) -> int:
@@ -396,10 +409,14 @@ class _Reader:
         status = item.get("status", "pending")
         if not isinstance(status, str):
             raise self.bad(f'"{where}.status"', "must be a string")
+        if kind == "task":
+            self.task_arguments(item, f"{where}.arguments")
         try:
             arguments = dumps(item["arguments"]) if "arguments" in item else None
         except ValueError as exc:
             raise self.bad(f'"{where}.arguments"', f"cannot be encoded: {exc}") from None
+        except RecursionError:
+            raise self.bad(f'"{where}.arguments"', "cannot be encoded: nested too deeply") from None
         return RecordedCall(
             seq=int(seq),
             kind=str(kind),
@@ -412,6 +429,25 @@ class _Reader:
             started_at=self.moment(item.get("started_at"), f'"{where}.started_at"'),
             finished_at=self.moment(item.get("finished_at"), f'"{where}.finished_at"'),
         )
+
+    def task_arguments(self, item: Mapping[str, Any], where: str) -> None:
+        """A task's arguments are what the engine stores for every task call, ``{"args": [...], "kwargs": {...}}``
+        (a child's input and a signal's payload are any JSON value). Absent in a history of calls recorded before
+        b-durable kept arguments: such a call replays without its arguments compared, as before."""
+        shape = '{"args": [...], "kwargs": {...}}'
+        if "arguments" not in item:
+            return
+        arguments = item["arguments"]
+        if not isinstance(arguments, dict):
+            raise self.bad(f'"{where}"', f"must be an object {shape}, not {_json_type(arguments)}")
+        for key, kind, expected in (("args", list, "a list"), ("kwargs", dict, "an object")):
+            if key not in arguments:
+                raise self.bad(f'"{where}"', f"has no {key!r}: a task's arguments are {shape}")
+            if not isinstance(arguments[key], kind):
+                raise self.bad(f'"{where}.{key}"', f"must be {expected}, not {_json_type(arguments[key])}")
+        others = sorted(set(arguments) - {"args", "kwargs"}, key=str)
+        if others:
+            raise self.bad(f'"{where}"', f"has other keys than 'args' and 'kwargs': {', '.join(map(repr, others))}")
 
     def inbox(self, value: Any) -> tuple[dict[str, Any], ...]:
         if not isinstance(value, list):

@@ -407,6 +407,144 @@ def test_replay_cli_exits_2_for_a_file_it_cannot_read(
     assert "Traceback" not in result.output
 
 
+def test_replay_cli_refuses_a_history_nested_too_deeply_and_replays_the_others(
+    recorded: Recorded, tmp_path: Path
+) -> None:
+    """JSON nested deeper than Python parses is refused like any malformed file: one ``error:`` line, exit 2,
+    and the other files are still replayed."""
+    deep = tmp_path / "deep.json"
+    deep.write_text(f'{{"format": "{FORMAT}", "input": {"[" * 100_000}{"]" * 100_000}}}')
+    finished = recorded.folder / "finished.json"
+    result = cli("replay", "--app", "replay_app", str(deep), str(finished))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: {deep}: not valid JSON here: nested too deeply",
+        "replayed 2 histories: 1 identical, 1 unreadable",
+    ]
+    assert "Traceback" not in result.output
+
+
+async def test_replayer_refuses_a_history_nested_too_deeply(recorded: Recorded, tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text(f'{{"format": "{FORMAT}", "input": {"[" * 100_000}{"]" * 100_000}}}')
+    replayer = Replayer(apps=[replay_app])
+    with pytest.raises(InvalidInputError, match="nested too deeply"):
+        await replayer.replay(deep)
+    results = await replayer.replay_all([deep, recorded.folder / "finished.json"])
+    assert [r.ok for r in results] == [False, True]
+    assert results[0].message == f"{deep}: not valid JSON here: nested too deeply"
+
+    # a document given as data, a call's arguments nested as deeply: refused naming the field
+    nested: list[Any] = []
+    for _ in range(100_000):
+        nested = [nested]
+    document = recorded.finished.to_json()
+    document["calls"][4]["arguments"] = nested  # the child's input
+    message = 'history: not a valid b-durable history: "calls[4].arguments" cannot be encoded: nested too deeply'
+    with pytest.raises(InvalidInputError) as raised:
+        await replayer.replay(document)
+    assert str(raised.value) == message
+    [result] = await replayer.replay_all([document])
+    assert result.message == message
+
+
+TASK_ARGUMENTS = '{"args": [...], "kwargs": {...}}'
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            lambda d: d.update(status="WHATEVER"),
+            '"status" must be a workflow status (RUNNING, SLEEPING, ',
+            id="an unknown status",
+        ),
+        pytest.param(
+            lambda d: d["calls"][1].update(arguments=None),
+            f'"calls[1].arguments" must be an object {TASK_ARGUMENTS}, not null',
+            id="task arguments null",
+        ),
+        pytest.param(
+            lambda d: d["calls"][1].update(arguments=["sku-1", 2]),
+            f'"calls[1].arguments" must be an object {TASK_ARGUMENTS}, not a list',
+            id="task arguments a list",
+        ),
+        pytest.param(
+            lambda d: d["calls"][1].update(arguments={"args": 5}),
+            '"calls[1].arguments.args" must be a list, not a number',
+            id="task args a number",
+        ),
+        pytest.param(
+            lambda d: d["calls"][1].update(arguments={"kwargs": {}}),
+            f"\"calls[1].arguments\" has no 'args': a task's arguments are {TASK_ARGUMENTS}",
+            id="task args missing",
+        ),
+        pytest.param(
+            lambda d: d["calls"][1].update(arguments={"args": ["sku-1", 2]}),
+            f"\"calls[1].arguments\" has no 'kwargs': a task's arguments are {TASK_ARGUMENTS}",
+            id="task kwargs missing",
+        ),
+        pytest.param(
+            lambda d: d["calls"][1].update(arguments={"args": ["sku-1", 2], "kwargs": []}),
+            '"calls[1].arguments.kwargs" must be an object, not a list',
+            id="task kwargs a list",
+        ),
+        pytest.param(
+            lambda d: d["calls"][1].update(arguments={"args": ["sku-1", 2], "kwargs": {}, "retries": 3}),
+            "\"calls[1].arguments\" has other keys than 'args' and 'kwargs': 'retries'",
+            id="task arguments with another key",
+        ),
+        pytest.param(
+            lambda d: d.update(calls=None),
+            '"calls" must be a list, not null',
+            id="calls null",
+        ),
+    ],
+)
+def test_replay_cli_exits_2_for_a_malformed_field(
+    recorded: Recorded, tmp_path: Path, change: Any, message: str
+) -> None:
+    document = recorded.finished.to_json()
+    assert [document["calls"][1][key] for key in ("kind", "name")] == ["task", "replay.reserve"]
+    change(document)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(document))
+    result = cli("replay", "--app", "replay_app", str(recorded.folder / "finished.json"), str(bad))
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""  # no divergence
+    [line, summary] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {bad}: not a valid b-durable history: {message}")
+    assert summary == "replayed 2 histories: 1 identical, 1 unreadable"
+    with pytest.raises(InvalidInputError, match="not a valid b-durable history"):
+        History.from_json(document)
+
+
+def test_a_childs_and_a_signals_arguments_have_no_fixed_shape(recorded: Recorded, tmp_path: Path) -> None:
+    """Only a task's arguments have a shape: a child's input or a signal's payload is any JSON value, so other
+    ones are read, and differ from what the code passes (exit 1), rather than refused."""
+    document = recorded.finished.to_json()
+    assert [call["kind"] for call in document["calls"][4:6]] == ["child", "signal"]
+    document["calls"][4]["arguments"] = None
+    document["calls"][5]["arguments"] = {"args": 5}
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(document))
+    result = cli("replay", "--app", "replay_app", str(changed))
+    assert result.exit_code == 1, result.output
+    assert result.stdout.startswith(f"{changed}: call #5: recorded child 'replay_child'(null), now child ")
+
+
+def test_a_task_call_without_arguments_replays_as_before(recorded: Recorded, tmp_path: Path) -> None:
+    """A history exported from calls recorded before b-durable kept arguments has none: it replays, its
+    arguments not compared (only a task's arguments that are there must have their shape)."""
+    document = recorded.finished.to_json()
+    assert document["calls"][1]["kind"] == "task"
+    del document["calls"][1]["arguments"]
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(document))
+    result = cli("replay", "--app", "replay_app", str(older))
+    assert result.exit_code == 0, result.output
+
+
 def test_replay_cli_usage_errors_exit_2(recorded: Recorded, tmp_path: Path) -> None:
     finished = str(recorded.folder / "finished.json")
     assert cli("replay", finished).exit_code == 2  # --app is required
