@@ -92,6 +92,10 @@ def read_json(text: str | bytes) -> Any:
         to_json_value(value)  # what a payload can hold (its nesting depth)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot be a payload: {exc}") from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # an escaped lone surrogate ("\ud800") reads as a str Redis cannot hold (UTF-8)
+        raise ValueError("cannot be a payload: it holds text that is not valid Unicode (a lone surrogate)") from None
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from dataclasses import field as dataclass_field
@@ -19,6 +20,13 @@ EVENT_LOOPS = ("asyncio", "uvloop")
 
 # What a Redis URL may start with: redis-py's own schemes, and the cluster ones (bdurable.store.CLUSTER_SCHEMES).
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+_DATABASE_PATH = re.compile(r"/?|/[0-9]+")  # what follows host:port in a TCP URL: nothing, or a database number
+
+
+def _url_path(url: str) -> str:
+    """The path of a Redis URL: what follows its host and port, up to a query."""
+    rest = url.partition("://")[2].partition("?")[0].partition("#")[0]
+    return "/" + rest.partition("/")[2] if "/" in rest else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,12 @@ class Settings:
             raise ValueError(
                 "the Redis URL (BDURABLE_REDIS_URL, --redis-url) must start with "
                 + ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
+            )
+        path, cluster = _url_path(self.redis_url), scheme.endswith("+cluster")
+        if scheme != "unix" and not (_DATABASE_PATH.fullmatch(path) and (not cluster or path.strip("/") in ("", "0"))):
+            raise ValueError(  # redis-py would drop a path it cannot read and use database 0
+                "the Redis URL's path must be a database number (redis://host:6379/0), or nothing"
+                + (" (a cluster has only database 0)" if cluster else "")
             )
         if not self.prefix or any(c in self.prefix for c in "{}: \n"):
             raise ValueError(f"invalid prefix {self.prefix!r}: use letters, digits, '-', '_' or '.'")

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -184,6 +187,10 @@ def test_not_found_exits_3(env: dict[str, str], args: list[str]) -> None:
         (["start", "adder", "--input", '{"a": 1e999}'], "--input is not valid JSON: 1e999 is out of the range"),
         (["start", "adder", "--input", "[" * 100_000 + "]" * 100_000], "--input is nested too deeply"),
         (["start", "adder", "--input", "[" * 300 + "]" * 300], "--input cannot be a payload"),
+        (["start", "adder", "--input", '"\\ud800"'], "--input cannot be a payload: it holds text that is not valid"),
+        (["send-event", "x", "e", "--payload", '["\\udfff"]'], "--payload cannot be a payload: it holds text"),
+        (["state", "x", "--redis-url", f"redis://127.0.0.1:{free_port()}/abc"], "path must be a database number"),
+        (["state", "x", "--redis-url", f"redis+cluster://127.0.0.1:{free_port()}/2"], "a cluster has only database 0"),
         (["start", "adder", "--id", "\udcfey"], "must be valid Unicode text"),
         (["start", "adder", "--delay", "banana"], "invalid --delay"),
         (["start", "adder", "--delay", "1m", "--start-at", "2030-01-01T00:00:00Z"], "give --delay or --start-at"),
@@ -234,6 +241,40 @@ def test_a_bad_redis_url_option_is_bad_input(query: str, fragment: str) -> None:
     for scheme in ("rediss", "rediss+cluster"):  # a TLS option's value is checked as early
         tls = cli({}, "state", "x", "--redis-url", f"{scheme}://127.0.0.1:{free_port()}?ssl_cert_reqs=maybe")
         assert_error(tls, 2, "invalid option: Invalid SSL Certificate Requirements Flag: maybe")
+
+
+def test_a_redis_url_the_server_refuses_is_bad_input(redis_server: RedisServer) -> None:
+    """A URL that reaches a server that refuses it (a database it does not have, a cluster URL for a single
+    server) is a wrong setting (exit 2), as is a metrics endpoint a role cannot serve; something that is not
+    Redis at the address is an unreachable Redis (exit 4); never an unexpected error (exit 1)."""
+    host_port = redis_server.url.removeprefix("redis://").partition("/")[0]
+    database = cli({}, "state", "x", "--redis-url", f"redis://{host_port}/99")
+    assert_error(database, 2, f"the Redis URL redis://{host_port}/99 does not fit the server: DB index is out of")
+    cluster = cli({}, "state", "x", "--redis-url", f"redis+cluster://{host_port}")
+    assert_error(cluster, 2, "does not fit the server", "Cluster mode is not enabled")
+    with socket.socket() as other:  # answers like an HTTP server, whatever it is sent
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+
+        def answer() -> None:
+            with suppress(OSError):
+                connection, _ = other.accept()
+                with connection:
+                    connection.recv(1024)
+                    connection.sendall(b"<html>not redis</html>\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        not_redis = cli({}, "state", "x", "--redis-url", f"redis://127.0.0.1:{port}/0")
+        assert_error(not_redis, 4, "does not speak Redis's protocol")
+        role = subprocess.run(
+            [sys.executable, "-m", "bdurable.cli", "reaper", "--redis-url", redis_server.url,
+             "--metrics-host", "127.0.0.1", "--metrics-port", str(port)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert role.returncode == 2, role.stderr
+    assert f"cannot serve /metrics, /livez and /readyz on 127.0.0.1:{port}" in role.stderr
+    assert "Traceback" not in role.stderr
 
 
 def test_unreachable_redis_exits_4_and_debug_shows_the_traceback() -> None:
@@ -605,6 +646,11 @@ def test_dev_reports_a_role_that_dies(tmp_path: Path) -> None:
 
 def test_dev_needs_a_known_app_and_a_free_port(tmp_path: Path) -> None:
     assert_error(cli({}, "dev", "--start", "adder"), 2, "--start needs --app MODULE")
+    # Said at once, before anything starts (no Redis, no dispatcher to wait for)
+    unknown = cli({}, "dev", "--app", "cli_app", "--start", "nosuch")
+    assert_error(unknown, 2, "--start 'nosuch': no workflow of that name in cli_app (workflows defined: adder, ")
+    wrong = cli({}, "dev", "--app", "cli_app", "--start", "adder", "--input", '{"a": "one"}')
+    assert_error(wrong, 2, "--input: input of adder does not match Numbers")
     assert_error(cli({}, "dev", "--app", "no_such_module_anywhere"), 2, "cannot find --app module")
     with RedisServer() as busy:
         assert_error(cli({}, "dev", "--app", "cli_app", "--port", str(busy.port)), 2, "already in use")

@@ -23,7 +23,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterUnreachableError
+from redis.exceptions import InvalidResponse, RedisClusterException, RedisClusterUnreachableError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
@@ -218,10 +218,12 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_FAILED
     if isinstance(exc, errors.WorkflowNotFoundError | errors.DeadLetterNotFoundError | errors.ScheduleNotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(exc, _BAD_INPUT_ERRORS):
+    if isinstance(exc, _BAD_INPUT_ERRORS) or _wrong_url(exc):
         return EXIT_BAD_INPUT
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | RedisClusterUnreachableError | ConnectionError):
         return EXIT_UNREACHABLE
+    if isinstance(exc, InvalidResponse):
+        return EXIT_UNREACHABLE  # something answers there, but not Redis
     if isinstance(exc, socket.gaierror):
         return EXIT_UNREACHABLE
     if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
@@ -233,15 +235,28 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
+def _wrong_url(exc: BaseException) -> bool:
+    """A Redis URL the server refuses: a database it does not have, a cluster URL for a single server (or the
+    other way round, which redis-py reports alike)."""
+    if isinstance(exc, ResponseError):
+        return str(exc).startswith("DB index is out of range")
+    return isinstance(exc, RedisClusterException) and not isinstance(exc, RedisClusterUnreachableError)
+
+
 def message_for(exc: BaseException, redis_url: str | None, *, debug: bool = False) -> str:
     """One line saying what went wrong, without our internals."""
     code = exit_code_for(exc)
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, errors.ReplicationError):  # reached, and written: not an outage (exit 4 all the same)
         return f"{text} (the write was applied on the primary; running the command again is safe)"
+    where = f" at {redact_url(redis_url)}" if redis_url else ""
+    if isinstance(exc, InvalidResponse):
+        return f"cannot reach Redis{where}: what answers there does not speak Redis's protocol ({text})"
     if code == EXIT_UNREACHABLE:
-        where = f" at {redact_url(redis_url)}" if redis_url else ""
         return f"cannot reach Redis{where}: {text}"
+    if _wrong_url(exc):
+        url = f" {redact_url(redis_url)}" if redis_url else ""
+        return f"the Redis URL{url} does not fit the server: {text}"
     if isinstance(exc, CliError | errors.DurableError | ValueError | TimeoutError):
         return text
     hint = "" if debug else " (run again with --debug for the traceback)"

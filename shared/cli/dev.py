@@ -37,8 +37,10 @@ from bdurable.cli.common import (
     Prefix,
     RedisUrl,
     client_settings,
+    exit_code_for,
     fail,
     handles_errors,
+    import_app_modules,
     parse_json,
     redact_url,
 )
@@ -101,6 +103,28 @@ def _check_modules(modules: list[str]) -> None:
             found = False
         if not found:
             fail(f"cannot find --app module {module!r} (is it importable from {cwd}?)")
+
+
+def _check_start(modules: list[str], name: str, workflow_input: Any) -> None:
+    """``--start NAME`` must be a workflow of the apps, and ``--input`` fit it: said at once (exit 2), before
+    anything starts, rather than after waiting for a dispatcher to register a name it never will."""
+    from bdurable.errors import InvalidInputError
+    from bdurable.registry import Registry
+
+    import_app_modules(modules)
+    registry = Registry.from_modules(modules)
+    definitions = [w for (workflow_name, _), w in registry.workflows.items() if workflow_name == name]
+    if not definitions:
+        defined = ", ".join(sorted({workflow_name for workflow_name, _ in registry.workflows})) or "none"
+        fail(f"--start {name!r}: no workflow of that name in {', '.join(modules)} (workflows defined: {defined})")
+    refusals: list[str] = []
+    for definition in definitions:
+        try:
+            definition.validate_input(workflow_input)
+            return
+        except InvalidInputError as exc:
+            refusals.append(str(exc))
+    fail(f"--input: {refusals[0]}")
 
 
 def _port_available(port: int) -> bool:
@@ -178,6 +202,8 @@ def dev(
     if not modules and start is not None:
         fail("--start needs --app MODULE: the module whose workflow the dispatcher runs")
     _check_modules(modules)
+    if start is not None:
+        _check_start(modules, start, workflow_input)
     settings = client_settings(redis_url, prefix)
     embedded = redis_url is None
     if not embedded and (port is not None or data_dir is not None):
@@ -287,8 +313,9 @@ async def _run_job(url: str, prefix: str, name: str, workflow_input: Any, stop: 
                 code = EXIT_OK
             except DurableError as exc:
                 _say("result", f"{type(exc).__name__}: {exc}")
-    except (DurableError, OSError, ValueError) as exc:
+    except (DurableError, OSError, ValueError) as exc:  # not started: Redis, or a start refused (exit 2)
         _say("dev", f"could not run {name}: {exc}")
+        code = exit_code_for(exc)
     finally:
         stop.set()
     return code

@@ -66,7 +66,12 @@ async def role_runtime(
                 metrics=runtime.metrics,
                 ping=store.redis.ping,
             )
-            await server.start()
+            try:
+                await server.start()
+            except OSError as exc:  # a port in use, a host that is not this machine's: the setting is wrong
+                where = f"{settings.metrics_host}:{settings.metrics_port}"
+                why = exc.strerror or str(exc)
+                raise ValueError(f"cannot serve /metrics, /livez and /readyz on {where}: {why}") from None
             log.info("metrics and health endpoint listening", host=settings.metrics_host, port=server.port)
         await _initialize(store, runtime.health, stopping)
         yield runtime
