@@ -366,7 +366,8 @@ class Reads:
         prefix = query.prefix or ""
         matched: builtins.list[WorkflowState] = []
         for shard in self.keys.all_shards():
-            start, found = (f"({query.cursor}" if query.cursor else f"[{prefix}"), 0
+            # After the cursor, but never before the prefix (a cursor from elsewhere may sort before it).
+            start, found = (f"({query.cursor}" if query.cursor and query.cursor >= prefix else f"[{prefix}"), 0
             while found <= query.limit:
                 batch: builtins.list[str] = await self.redis.zrangebylex(  # type: ignore[assignment]
                     shard.ids, start, f"[{prefix}\U0010ffff", start=0, num=query.limit + 1

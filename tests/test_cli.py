@@ -391,6 +391,24 @@ def test_list_json_pages_and_filters(fleet: Fleet) -> None:
     assert ids[-1] in table.stdout
 
 
+def test_list_by_id_prefix_pages_within_the_prefix_and_says_how_to_go_on(fleet: Fleet) -> None:
+    tag = f"m{uuid.uuid4().hex[:6]}"
+    ids = [f"{tag}-{n}" for n in range(3)]
+    for workflow_id in [f"a{tag}", *ids]:  # one id sorts before the prefix
+        cli(fleet.env, "start", "adder", "--input", '{"a": 1, "b": 2}', "--id", workflow_id)
+    early = json.loads(cli(fleet.env, "list", "--json", "--id-prefix", f"{tag}-", "--cursor", "0").stdout)
+    assert [item["workflow_id"] for item in early["items"]] == ids  # a cursor before the prefix: from its start
+    page = cli(fleet.env, "list", "--id-prefix", f"{tag}-", "--limit", "2", "--name", "adder")
+    assert page.exit_code == 0
+    hint = page.stderr.strip()
+    assert hint == f"more: bdurable list --name adder --id-prefix {tag}- --limit 2 --cursor {ids[1]}"
+    rest = cli(fleet.env, *hint.removeprefix("more: bdurable ").split())  # the hint, run as it is
+    assert rest.exit_code == 0, rest.stderr
+    assert ids[2] in rest.stdout
+    assert ids[1] not in rest.stdout
+    assert not rest.stderr
+
+
 def test_watch_prints_signals_and_status_changes(fleet: Fleet) -> None:
     workflow_id = new_id()
     cli(fleet.env, "start", "progress", "--input", "4", "--id", workflow_id)

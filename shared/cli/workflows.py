@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 from contextlib import suppress
 from datetime import datetime
@@ -289,6 +290,9 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+LIST_LIMIT = 100  # workflows per page of `bdurable list` by default
+
+
 @handles_errors
 def list_workflows(
     status: Annotated[str | None, typer.Option("--status", help="Only this status (RUNNING, FAILED, ...).")] = None,
@@ -297,7 +301,7 @@ def list_workflows(
     id_prefix: Annotated[
         str | None, typer.Option("--id-prefix", help="Only ids starting with this (the list is then by id).")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many workflows.")] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many workflows.")] = LIST_LIMIT,
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="Continue after a previous page (its next_cursor).")
     ] = None,
@@ -319,8 +323,13 @@ def list_workflows(
         echo_json({"items": [item.to_json() for item in page.items], "next_cursor": page.next_cursor})
         return
     print_page(page.items)
-    if page.next_cursor:
-        typer.echo(f"more: bdurable list --cursor {page.next_cursor}", err=True)
+    if page.next_cursor:  # the same query, from the next page on
+        given = {"--status": status, "--name": name, "--version": version, "--id-prefix": id_prefix}
+        options = [f"{option} {shlex.quote(value)}" for option, value in given.items() if value is not None]
+        if limit != LIST_LIMIT:
+            options.append(f"--limit {limit}")
+        command = " ".join(["bdurable list", *options, f"--cursor {shlex.quote(page.next_cursor)}"])
+        typer.echo(f"more: {command}", err=True)
 
 
 @handles_errors
