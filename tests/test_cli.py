@@ -110,6 +110,22 @@ def test_help_lists_every_command() -> None:
         assert command in result.stdout
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["start"], ["state"], ["result"], ["list"], ["history"], ["watch"], ["send-event"], ["publish-event"],
+     ["cancel"], ["resume"], ["check"], ["doctor"], ["export"], ["replay"], ["dlq", "list"], ["dlq", "show"],
+     ["dlq", "retry"], ["dlq", "fail"], ["dlq", "purge"], ["schedule", "create"], ["schedule", "list"],
+     ["schedule", "show"], ["schedule", "pause"], ["schedule", "unpause"], ["schedule", "trigger"],
+     ["schedule", "backfill"], ["schedule", "delete"]],
+)  # fmt: skip
+def test_every_command_that_prints_data_takes_json(command: list[str]) -> None:
+    """INTERFACE §6: ``--json`` for machine-readable output where a command prints data; an action's
+    confirmation is data too (docs/operations.md gives each document)."""
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--json" in result.stdout
+
+
 def test_python_dash_m_runs_the_cli_and_errors_are_one_line(env: dict[str, str]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bdurable.cli", "state", "no-such-id"],
@@ -436,8 +452,9 @@ def test_watch_of_a_failed_workflow_exits_1(fleet: Fleet) -> None:
 def test_send_event_publish_event_and_cancel(fleet: Fleet) -> None:
     sent, published, cancelled = new_id(), new_id(), new_id()
     cli(fleet.env, "start", "approval", "--input", '""', "--id", sent)
-    sending = cli(fleet.env, "send-event", sent, "approved", "--payload", '{"by": "ann"}')
+    sending = cli(fleet.env, "send-event", sent, "approved", "--payload", '{"by": "ann"}', "--json")
     assert sending.exit_code == 0, sending.stderr
+    assert json.loads(sending.stdout) == {"workflow_id": sent, "event": "approved", "accepted": True}
     assert json.loads(cli(fleet.env, "result", sent, "--timeout", "10").stdout) == {"approved_by": "ann"}
 
     cli(fleet.env, "start", "approval", "--input", json.dumps(published), "--id", published)
@@ -447,7 +464,8 @@ def test_send_event_publish_event_and_cancel(fleet: Fleet) -> None:
     assert json.loads(cli(fleet.env, "result", published, "--timeout", "10").stdout) == {"approved_by": "bob"}
 
     cli(fleet.env, "start", "approval", "--input", '""', "--id", cancelled)
-    assert cli(fleet.env, "cancel", cancelled, "--reason", "changed my mind").exit_code == 0
+    cancelling = cli(fleet.env, "cancel", cancelled, "--reason", "changed my mind", "--json")
+    assert json.loads(cancelling.stdout) == {"workflow_id": cancelled, "cancel": True}
     assert_error(cli(fleet.env, "result", cancelled, "--timeout", "10"), 1, "cancelled: changed my mind")
     assert_error(cli(fleet.env, "resume", cancelled), 2, "not VERSION_MISMATCH")
 
@@ -532,7 +550,8 @@ def test_dead_letter_queue(fleet: Fleet) -> None:
     shown = json.loads(cli(fleet.env, "dlq", "show", entry["entry_id"], "--json").stdout)
     assert shown["error"]["message"] == "broken"
     assert "cli_app.fragile" in cli(fleet.env, "dlq", "list").stdout
-    assert cli(fleet.env, "dlq", "fail", entry["entry_id"]).exit_code == 0
+    failing = cli(fleet.env, "dlq", "fail", entry["entry_id"], "--json")
+    assert json.loads(failing.stdout) == {"entry_id": entry["entry_id"], "failed": True}
     assert_error(cli(fleet.env, "result", workflow_id, "--timeout", "10"), 1, "broken")
 
     other = new_id()  # a task that fails without parking: its entry cannot be retried or failed

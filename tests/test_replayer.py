@@ -149,6 +149,8 @@ def test_export_cli_to_stdout_and_to_a_file(recorded: Recorded, tmp_path: Path) 
     printed = cli("export", recorded.workflow_id, env=recorded.env)
     assert printed.exit_code == 0, printed.output
     assert History.from_text(printed.stdout) == recorded.finished
+    as_json = cli("export", recorded.workflow_id, "--json", env=recorded.env)  # JSON already: the same document
+    assert (as_json.exit_code, as_json.stdout) == (0, printed.stdout)
 
     target = tmp_path / "run.json"
     written = cli("export", recorded.workflow_id, "--output", str(target), env=recorded.env)

@@ -49,6 +49,7 @@ __all__ = [
     "RedisUrl",
     "client_settings",
     "console",
+    "echo_done",
     "echo_json",
     "error_console",
     "exit_code_for",
@@ -120,6 +121,14 @@ def error_console() -> Console:
 def echo_json(value: Any) -> None:
     """Print one JSON document; anything the JSON codec cannot encode (datetimes) is written as text."""
     typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def echo_done(json_output: bool, text: str, document: dict[str, Any]) -> None:
+    """An action's confirmation: a line for people, or with ``--json`` one document for scripts."""
+    if json_output:
+        echo_json(document)
+    else:
+        typer.echo(text)
 
 
 def client_settings(redis_url: str | None, prefix: str | None, **overrides: Any) -> Settings:

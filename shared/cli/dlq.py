@@ -18,6 +18,7 @@ from bdurable.cli.common import (
     Prefix,
     RedisUrl,
     client_settings,
+    echo_done,
     echo_json,
     handles_errors,
     run,
@@ -84,11 +85,12 @@ def retry(
     entry_id: EntryId,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
+    json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
     """Run a parked task again; its workflow goes on with the result."""
     with_client(redis_url, prefix, lambda client: client.dlq_retry(entry_id))
-    typer.echo(f"entry {entry_id} re-queued: its task runs again")
+    echo_done(json_output, f"entry {entry_id} re-queued: its task runs again", {"entry_id": entry_id, "retried": True})
 
 
 @dlq_app.command("fail")
@@ -97,11 +99,13 @@ def fail_entry(
     entry_id: EntryId,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
+    json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
     """Give up on a parked task; its workflow receives TaskFailedError."""
     with_client(redis_url, prefix, lambda client: client.dlq_fail(entry_id))
-    typer.echo(f"entry {entry_id} failed: its workflow receives TaskFailedError")
+    text = f"entry {entry_id} failed: its workflow receives TaskFailedError"
+    echo_done(json_output, text, {"entry_id": entry_id, "failed": True})
 
 
 @dlq_app.command("purge")
@@ -124,7 +128,4 @@ def purge(
             return await client.dlq_purge()
 
     removed = run(main())
-    if json_output:
-        echo_json({"purged": removed})
-    else:
-        typer.echo(f"purged {removed} entr{'y' if removed == 1 else 'ies'}")
+    echo_done(json_output, f"purged {removed} entr{'y' if removed == 1 else 'ies'}", {"purged": removed})

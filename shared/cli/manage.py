@@ -16,7 +16,7 @@ from bdurable.cli.common import (
     Prefix,
     RedisUrl,
     client_settings,
-    echo_json,
+    echo_done,
     handles_errors,
     parse_json,
     run,
@@ -45,6 +45,7 @@ def send_event(
     payload: Payload = None,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
+    json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
     """Deliver an event to one workflow (kept until it waits for it)."""
@@ -58,7 +59,8 @@ def send_event(
     run(main())
     # Accepted, not delivered: it is stored durably for the signal bus, which hands it to the workflow when it
     # waits for that event (at once if it already waits and a bus runs).
-    typer.echo(f"event {event!r} accepted for {workflow_id}")
+    echo_done(json_output, f"event {event!r} accepted for {workflow_id}",
+              {"workflow_id": workflow_id, "event": event, "accepted": True})  # fmt: skip
 
 
 @handles_errors
@@ -80,10 +82,7 @@ def publish_event(
             return await client.publish_event(event, value, key=key)
 
     woken = run(main())
-    if json_output:
-        echo_json({"woken": woken})
-    else:
-        typer.echo(f"woke {woken} workflow{'' if woken == 1 else 's'}")
+    echo_done(json_output, f"woke {woken} workflow{'' if woken == 1 else 's'}", {"woken": woken})
 
 
 @handles_errors
@@ -92,11 +91,12 @@ def cancel(
     reason: Annotated[str | None, typer.Option("--reason", help="Why; the workflow and result() see it.")] = None,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
+    json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
     """Cancel a workflow: it receives WorkflowCancelledError where it waits and may clean up."""
     with_client(redis_url, prefix, lambda client: client.cancel(workflow_id, reason=reason))
-    typer.echo(f"cancellation of {workflow_id} requested")
+    echo_done(json_output, f"cancellation of {workflow_id} requested", {"workflow_id": workflow_id, "cancel": True})
 
 
 @handles_errors
@@ -104,8 +104,9 @@ def resume(
     workflow_id: WorkflowId,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
+    json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
     """Re-queue a VERSION_MISMATCH workflow once a dispatcher with its version is running."""
     with_client(redis_url, prefix, lambda client: client.resume(workflow_id))
-    typer.echo(f"workflow {workflow_id} resumed")
+    echo_done(json_output, f"workflow {workflow_id} resumed", {"workflow_id": workflow_id, "resumed": True})

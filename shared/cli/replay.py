@@ -51,6 +51,7 @@ def export_history(
     ] = None,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
+    json_output: JsonOutput = False,  # what it writes is JSON already: taken, like every command's, and changes nothing
     debug: Debug = False,
 ) -> None:
     """Write a workflow's history as one self-contained JSON document, for `bdurable replay`.

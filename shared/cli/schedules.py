@@ -15,6 +15,7 @@ from bdurable.cli.common import (
     JsonOutput,
     Prefix,
     RedisUrl,
+    echo_done,
     echo_json,
     handles_errors,
     parse_json,
@@ -161,10 +162,7 @@ def trigger(
 ) -> None:
     """Run the schedule once now (obeying its overlap policy); prints the run's workflow id."""
     workflow_id = with_client(redis_url, prefix, lambda client: client.trigger_schedule(schedule_id))
-    if json_output:
-        echo_json({"schedule_id": schedule_id, "workflow_id": workflow_id})
-    else:
-        typer.echo(workflow_id)
+    echo_done(json_output, workflow_id, {"schedule_id": schedule_id, "workflow_id": workflow_id})
 
 
 @schedule_app.command("backfill")
@@ -199,7 +197,4 @@ def delete(
 ) -> None:
     """Delete a schedule (the workflows it started are not touched)."""
     with_client(redis_url, prefix, lambda client: client.delete_schedule(schedule_id))
-    if json_output:
-        echo_json({"schedule_id": schedule_id, "deleted": True})
-    else:
-        typer.echo(f"deleted schedule {schedule_id}")
+    echo_done(json_output, f"deleted schedule {schedule_id}", {"schedule_id": schedule_id, "deleted": True})
