@@ -80,7 +80,9 @@ class Settings:
                 + (" (a cluster has only database 0)" if cluster else "")
             )
         if not self.prefix or any(c in self.prefix for c in "{}: \n"):
-            raise ValueError(f"invalid prefix {self.prefix!r}: use letters, digits, '-', '_' or '.'")
+            raise ValueError(
+                f"invalid prefix {self.prefix!r}: it must not be empty nor hold '{{', '}}', ':', spaces or newlines"
+            )
         if self.heartbeat_interval <= 0 or self.heartbeat_timeout <= self.heartbeat_interval:
             raise ValueError("heartbeat_timeout must be greater than heartbeat_interval, both positive")
         if self.wait_replicas < 0:

@@ -198,6 +198,7 @@ def test_not_found_exits_3(env: dict[str, str], args: list[str]) -> None:
         (["start", "adder", "--input", "@/no/such/file.json"], "cannot read --input @/no/such/file.json"),
         (["start", "never_registered"], "no dispatcher has registered a workflow named 'never_registered'"),
         (["start", "adder", "--timeout", "soon"], "invalid --timeout"),
+        (["start", "adder", "--timeout", "5"], "--timeout goes with --wait"),
         (["start", "adder", "--input", '{"a": NaN}'], "--input is not valid JSON: NaN is not a JSON value"),
         (["send-event", "x", "e", "--payload", "Infinity"], "--payload is not valid JSON: Infinity is not"),
         (["start", "adder", "--input", '{"a": 1e999}'], "--input is not valid JSON: 1e999 is out of the range"),

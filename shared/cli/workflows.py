@@ -186,6 +186,8 @@ def start(
     settings = client_settings(redis_url, prefix)
     value = parse_json(input, "--input")
     seconds = parse_timeout(timeout)
+    if timeout is not None and not wait:
+        fail("--timeout goes with --wait (how long to wait for the result)")
     at = parse_moment(start_at, "--start-at") if start_at is not None else None
     if delay is not None and at is not None:
         fail("give --delay or --start-at, not both")
