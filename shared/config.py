@@ -20,7 +20,7 @@ EVENT_LOOPS = ("asyncio", "uvloop")
 
 # What a Redis URL may start with: redis-py's own schemes, and the cluster ones (bdurable.store.CLUSTER_SCHEMES).
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-_DATABASE_PATH = re.compile(r"/?|/[0-9]+")  # what follows host:port in a TCP URL: nothing, or a database number
+_DATABASE_PATH = re.compile(r"/?|/[0-9]+/?")  # what follows host:port in a TCP URL: nothing, or a database number
 
 
 def _url_path(url: str) -> str:
@@ -78,6 +78,7 @@ class Settings:
             raise ValueError(  # redis-py would drop a path it cannot read and use database 0
                 "the Redis URL's path must be a database number (redis://host:6379/0), or nothing"
                 + (" (a cluster has only database 0)" if cluster else "")
+                + ("; a '/' in a user name or password is written %2F" if "@" in path else "")
             )
         if not self.prefix or any(c in self.prefix for c in "{}: \n"):
             raise ValueError(

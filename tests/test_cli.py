@@ -294,6 +294,16 @@ def test_a_redis_url_the_server_refuses_is_bad_input(redis_server: RedisServer) 
     assert "Traceback" not in role.stderr
 
 
+def test_a_cluster_failing_over_is_unreachable_not_a_bad_url() -> None:
+    from redis.exceptions import SlotNotCoveredError
+
+    from bdurable.cli.common import exit_code_for, message_for
+
+    failing_over = SlotNotCoveredError('Slot "1234" is not covered by the cluster.')
+    assert exit_code_for(failing_over) == 4
+    assert "does not fit" not in message_for(failing_over, "redis+cluster://127.0.0.1:7000")
+
+
 def test_unreachable_redis_exits_4_and_debug_shows_the_traceback() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     for args in (["state", "x"], ["list"], ["doctor"], ["start", "adder"], ["dlq", "list"]):
@@ -418,7 +428,8 @@ def test_list_by_id_prefix_pages_within_the_prefix_and_says_how_to_go_on(fleet: 
     page = cli(fleet.env, "list", "--id-prefix", f"{tag}-", "--limit", "2", "--name", "adder")
     assert page.exit_code == 0
     hint = page.stderr.strip()
-    assert hint == f"more: bdurable list --name adder --id-prefix {tag}- --limit 2 --cursor {ids[1]}"
+    prefix = fleet.settings.prefix  # the hint runs against the same prefix, however it was given
+    assert hint == f"more: bdurable list --name adder --id-prefix {tag}- --prefix {prefix} --limit 2 --cursor {ids[1]}"
     rest = cli(fleet.env, *hint.removeprefix("more: bdurable ").split())  # the hint, run as it is
     assert rest.exit_code == 0, rest.stderr
     assert ids[2] in rest.stdout

@@ -224,6 +224,11 @@ async def test_a_worker_runs_the_roles_in_this_process_and_reports_their_metrics
         await eventually(lambda: _status(client, waiting.workflow_id, Status.RUNNING), timeout=5)
 
 
+def _of_bdurable(task: asyncio.Task[object]) -> bool:
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is not None and "bdurable" in code.co_filename
+
+
 async def _status(client: Client, workflow_id: str, status: str) -> bool:
     state = await client.get_state(workflow_id)
     return state is not None and state.status == status
@@ -245,6 +250,25 @@ async def test_a_worker_stop_whose_timeout_runs_out_leaves_no_task_running(setti
         assert stop_app.ENDED == []
         async with Worker(apps=[stop_app], settings=settings, roles=("dispatcher", "reaper")):
             assert sorted(await asyncio.gather(*(h.result(timeout=30) for h in handles))) == list(range(5))
+
+
+async def test_a_stop_that_is_itself_cancelled_still_leaves(settings: Settings) -> None:
+    """The caller gives stop() less time than the work's cleanup takes: the dispatcher still stops beating and
+    leaves (handing its work back), so that the next dispatcher runs the workflow, with no reaper wait."""
+    stop_app.STUBBORN.clear()
+    async with Client(settings=settings) as client:
+        worker = Worker(apps=[stop_app], settings=settings, roles=("dispatcher",))
+        await worker.start()
+        handle = await client.start(stop_app.stubborn, 7)
+        await eventually(lambda: stop_app.STUBBORN == [7], timeout=10)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.6):
+                await worker.stop(timeout=0.2)  # the task's cleanup takes 1.5 s
+        await asyncio.sleep(2)  # its cleanup is over
+        leftover = [t for t in asyncio.all_tasks() if not t.done() and _of_bdurable(t)]
+        assert leftover == []  # nothing of the stopped dispatcher beats or runs on
+        async with Worker(apps=[stop_app], settings=settings, roles=("dispatcher",)):
+            assert await handle.result(timeout=10) == 7
 
 
 @pytest.mark.parametrize("after", [0.0, 0.02, 0.2])

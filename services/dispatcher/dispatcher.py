@@ -166,13 +166,15 @@ class Dispatcher:
             if cut:
                 log.warning("drain timed out; unfinished work is handed back", handed_back=cut)
         finally:
-            await self.pool.cancel_all()  # left only when the role itself was cancelled mid-drain
-            drained.set()
-            for helper in helpers:
-                helper.cancel()
-                with suppress(asyncio.CancelledError):
-                    await helper
-            await self._leave(store)
+            try:
+                await self.pool.cancel_all()  # work is left only when the role itself was cancelled mid-drain
+            finally:  # cancelled again meanwhile (a stop that was itself cancelled): still stop beating, and leave
+                drained.set()
+                for helper in helpers:
+                    helper.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await helper
+                await self._leave(store)
 
     def _work(self, claim: Claim) -> Any:
         """The coroutine that runs one claimed item."""

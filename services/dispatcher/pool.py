@@ -23,6 +23,8 @@ __all__ = ["WorkPool"]
 
 log = structlog.get_logger("bdurable.dispatcher")
 
+CANCEL_GRACE = 2.0  # seconds cancelled work gets to end (its cleanup, a commit on its way) before leaving
+
 Work = Coroutine[Any, Any, None]
 
 
@@ -82,12 +84,16 @@ class WorkPool:
         return await self.cancel_all()
 
     async def cancel_all(self) -> int:
-        """Cancel the work still in flight and wait until it has ended; returns how many items were cut short.
-        Also for a drain that was itself cut short (an embedded ``Worker.stop`` whose timeout ran out): no task
-        of this dispatcher may run on once its role has returned."""
+        """Cancel the work still in flight and wait until it has ended, up to ``CANCEL_GRACE`` seconds; returns
+        how many items were cut short. Also for a drain that was itself cut short (an embedded ``Worker.stop``
+        whose timeout ran out): no task of this dispatcher may run on once its role has returned. Work that
+        ignores its cancellation is left behind, logged: the dispatcher leaves all the same, and its leaving
+        voids the leases, so that work can never commit."""
         pending = set(self.inflight)
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending)
+            _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE)
+            if stuck:
+                log.warning("work did not end when cancelled; leaving without it", items=len(stuck))
         return len(pending)

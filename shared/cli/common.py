@@ -23,7 +23,13 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, RedisClusterException, RedisClusterUnreachableError, ResponseError
+from redis.exceptions import (
+    InvalidResponse,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    ResponseError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
@@ -233,6 +239,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_UNREACHABLE
     if isinstance(exc, InvalidResponse):
         return EXIT_UNREACHABLE  # something answers there, but not Redis
+    if isinstance(exc, SlotNotCoveredError):
+        return EXIT_UNREACHABLE  # a cluster with slots no node serves (a failover on its way): not serving
     if isinstance(exc, socket.gaierror):
         return EXIT_UNREACHABLE
     if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
@@ -245,11 +253,11 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def _wrong_url(exc: BaseException) -> bool:
-    """A Redis URL the server refuses: a database it does not have, a cluster URL for a single server (or the
-    other way round, which redis-py reports alike)."""
+    """A Redis URL the server refuses: a database it does not have, a cluster URL for a single server. (A
+    cluster's other complaints, slots not covered during a failover among them, are no fault of the URL.)"""
     if isinstance(exc, ResponseError):
         return str(exc).startswith("DB index is out of range")
-    return isinstance(exc, RedisClusterException) and not isinstance(exc, RedisClusterUnreachableError)
+    return isinstance(exc, RedisClusterException) and "Cluster mode is not enabled" in str(exc)
 
 
 def message_for(exc: BaseException, redis_url: str | None, *, debug: bool = False) -> str:

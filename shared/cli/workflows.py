@@ -326,7 +326,7 @@ def list_workflows(
         return
     print_page(page.items)
     if page.next_cursor:  # the same query, from the next page on
-        given = {"--status": status, "--name": name, "--version": version, "--id-prefix": id_prefix}
+        given = {"--status": status, "--name": name, "--version": version, "--id-prefix": id_prefix, "--prefix": prefix}
         options = [f"{option} {shlex.quote(value)}" for option, value in given.items() if value is not None]
         if limit != LIST_LIMIT:
             options.append(f"--limit {limit}")
