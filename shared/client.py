@@ -340,7 +340,7 @@ class Client(ScheduleMethods):
                 seen = shared.seen.status
                 status = f"last read {seen}" if seen else "never read: Redis did not answer"
                 raise ResultTimeoutError(
-                    f"workflow {workflow_id!r} did not finish within {timeout:g}s ({status})"
+                    f"workflow {workflow_id!r} did not finish within {timeout:g}s ({status})", seen or None
                 ) from None
 
     async def _result_now(self, workflow_id: str, timeout: float) -> Any:
@@ -350,7 +350,7 @@ class Client(ScheduleMethods):
         state = await self._require_state(workflow_id, strict=True, with_input=False)
         if state.status in FINISHED:
             return _outcome(state)
-        raise ResultTimeoutError(f"workflow {workflow_id!r} has not finished (read {state.status})")
+        raise ResultTimeoutError(f"workflow {workflow_id!r} has not finished (read {state.status})", state.status)
 
     async def _await_finish(self, workflow_id: str, seen: LastSeen) -> WorkflowState:
         """The wait that concurrent ``result()`` calls of the workflow share (``bdurable.finish_waits``)."""
@@ -427,7 +427,9 @@ class Client(ScheduleMethods):
                 for record in found.signals:
                     yield Signal(name=record.name, payload=record.payload, at=ms(record.at_ms), seq=record.seq)
                 status = found.state.get("status")
-                if status is None or status in FINISHED:
+                if status is None:  # gone (expired, or Redis lost it): not a finish, which a caller could not tell
+                    raise WorkflowNotFoundError(f"workflow {workflow_id!r} expired while its signals were followed")
+                if status in FINISHED:
                     return
                 await waiter.next()
 

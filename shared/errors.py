@@ -53,7 +53,12 @@ class DurableError(Exception):
 
 class ResultTimeoutError(DurableError, TimeoutError):
     """``result()`` did not see the workflow finish within its ``timeout`` (the workflow goes on). A
-    ``TimeoutError`` too, so ``except TimeoutError`` catches it, and it has ``is_cancellation`` like every error."""
+    ``TimeoutError`` too, so ``except TimeoutError`` catches it, and it has ``is_cancellation`` like every error.
+    ``last_status``: the status the wait last read (``None``: Redis never answered it)."""
+
+    def __init__(self, message: str, last_status: str | None = None) -> None:
+        super().__init__(message)
+        self.last_status = last_status
 
 
 class WorkflowTimerError(DurableError, RuntimeError):

@@ -9,7 +9,13 @@ can save the waiter.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import os
 import secrets
+import subprocess
+import sys
+import time
 from typing import Any
 
 import bus_app
@@ -19,6 +25,7 @@ from redis.asyncio.client import PubSub
 from support import InProcessRoles, eventually, within
 
 from bdurable import Client, InvalidInputError, ResultTimeoutError, Settings, Status, WorkflowNotFoundError
+from bdurable.embedded import RedisServer
 from bdurable.pubsub import Subscriptions
 
 
@@ -254,3 +261,50 @@ async def test_results_read_the_outcome_never_the_input(client: Client, roles: I
     assert await within(10, asyncio.gather(*(client.result(h.workflow_id) for h in handles))) == [[1]] * count
     sent = await bytes_sent_by_redis(client) - before
     assert sent < count * len(pad) // 10, f"{sent} bytes read for {count} results"
+
+
+async def test_signals_of_a_workflow_that_vanishes_raise_rather_than_end_as_if_it_finished(settings: Settings) -> None:
+    """Redis restarted without its data while signals() followed a workflow: the follower raises
+    WorkflowNotFoundError, as watch() and result() do, instead of ending as a finished workflow's signals end."""
+    with RedisServer(appendonly=False) as server:
+        own = dataclasses.replace(settings, redis_url=server.url)
+        async with Client(settings=own) as client:
+            handle = await client.start(bus_app.wait_events, {"name": "go"})  # no dispatcher: it never runs
+            following = asyncio.create_task(_all_signals(client, handle.workflow_id))
+            await asyncio.sleep(0.5)
+            server.stop()
+            gone = pytest.raises(WorkflowNotFoundError, match="expired while its signals were followed")
+            with RedisServer(port=server.port, appendonly=False), gone:  # back, empty
+                async with asyncio.timeout(30):
+                    await following
+
+
+async def _all_signals(client: Client, workflow_id: str) -> list[Any]:
+    return [signal async for signal in client.signals(workflow_id)]
+
+
+def test_a_cli_result_that_times_out_in_an_outage_prints_one_json_document(settings: Settings) -> None:
+    """`bdurable result --json --timeout` while Redis goes away: the client's log lines about the outage stay off
+    stdout, which holds the one document, with the status the wait last read; and the timeout holds."""
+    with RedisServer(appendonly=False) as server:
+        own = dataclasses.replace(settings, redis_url=server.url)
+
+        async def start() -> str:
+            async with Client(settings=own) as client:
+                return (await client.start(bus_app.wait_events, {"name": "go"})).workflow_id
+
+        workflow_id = asyncio.run(start())
+        environment = {**os.environ, "BDURABLE_REDIS_URL": server.url, "BDURABLE_PREFIX": own.prefix}
+        environment.pop("BDURABLE_LOG_LEVEL", None)
+        began = time.monotonic()
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "bdurable.cli", "result", workflow_id, "--json", "--timeout", "4"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        )  # fmt: skip
+        time.sleep(1.5)
+        server.stop()
+        out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 124, err
+    assert json.loads(out) == {"workflow_id": workflow_id, "status": "RUNNING"}, out
+    assert time.monotonic() - began < 7  # not the timeout plus a read that waits for a socket timeout
+    assert "(last read RUNNING)" in err

@@ -7,6 +7,7 @@ the public contract (see ``bdurable.cli.common``).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -40,12 +41,26 @@ diagnostics.register(app)
 replay.register(app)
 
 
+def _quiet_library_logs() -> None:
+    """The library's own log lines (a client riding out a Redis outage says so at debug level) go to stderr, at
+    warning and above unless ``BDURABLE_LOG_LEVEL`` says otherwise: stdout holds only what a command prints
+    (its ``--json`` document above all). A role command configures logging again from its settings."""
+    from bdurable.runtime.logging import configure_logging
+
+    try:
+        level, fmt = os.environ.get("BDURABLE_LOG_LEVEL") or "warning", os.environ.get("BDURABLE_LOG_FORMAT") or None
+        configure_logging(level=level, fmt=fmt, stream=sys.stderr)
+    except ValueError:  # a bad level: the command that reads the settings says so
+        configure_logging(level="warning", stream=sys.stderr)
+
+
 def main() -> None:
     """Console-script entry point (``bdurable``).
 
     Run outside click's standalone mode so that a usage error (a missing argument, an unknown option, a value out
     of range) is one stderr line like every other error (INTERFACE §6), not click's usage block; exit code 2.
     """
+    _quiet_library_logs()
     try:
         code = app(prog_name="bdurable", standalone_mode=False)
     except UsageError as exc:

@@ -46,7 +46,6 @@ from bdurable.errors import (
     WorkflowNotFoundError,
 )
 from bdurable.model import Status, WorkflowState
-from bdurable.store import REDIS_ERRORS
 
 __all__ = ["register"]
 
@@ -108,12 +107,10 @@ async def _finish(client: Client, workflow_id: str, limit: float | None, *, json
         output = await _await_result(client, workflow_id, limit, live=live)
     except PayloadUnreadableError as exc:
         return await _finish_unreadable(client, workflow_id, exc, json_output=json_output)
-    except ResultTimeoutError:
+    except ResultTimeoutError as exc:
         if json_output:  # the id first, as without --wait: a script that let it be generated still learns it
-            state = None
-            with suppress(*REDIS_ERRORS):  # Redis gone meanwhile: the timeout is still what is reported
-                state = await client.get_state(workflow_id)
-            echo_json({"workflow_id": workflow_id, "status": state.status if state is not None else None})
+            # The status the wait last read, as the error line says: no new read, which could outlast --timeout.
+            echo_json({"workflow_id": workflow_id, "status": exc.last_status})
         raise
     except (WorkflowFailedError, WorkflowCancelledError) as exc:
         if json_output:
