@@ -2,12 +2,14 @@
 
 The latency figure of ``bench/run.py`` is one number; this splits it into the hops of the chain, so that the
 limit it meets can be read off rather than guessed. A dispatcher and a scheduler run as processes of their own
-(as in production), with a few of the dispatcher's methods wrapped to note the wall-clock time (``time.time``,
-one clock for every process of this machine) when the claim arrives, the step begins, each commit is sent and
-answered, and the task attempt runs. The client starts one workflow at a time on an otherwise idle system and
-notes when ``start`` returned and when ``result`` did. Each segment is the median over the workflows.
+(as in production: ``bdurable.Worker``, one role each); in the dispatcher's process the store's claim and commit
+calls are wrapped to note the wall-clock time (``time.time``, one clock for every process of this machine) when
+a claim arrives and each commit is sent and answered, and the workflow's task notes when its code runs
+(``chain_app``, ``bench_app.one_task``'s shape). The client starts one workflow at a time on an otherwise idle
+system and notes when ``start`` returned and when ``result`` did; Redis's slow log times every script call.
+Each segment is the median over the workflows.
 
-Only the benchmark wraps those methods (in its own dispatcher process); nothing of this runs in production.
+Only the benchmark wraps those calls (in its own dispatcher process); nothing of this runs in production.
 """
 
 from __future__ import annotations
@@ -31,65 +33,68 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_app
+import chain_app
 from harness import redis
 
-from bdurable import Client, Settings
+from bdurable import Client, Settings, Worker
 
-# (mark, what happened at it); the segments are the times between consecutive marks.
+# (mark, what happened up to it); the segments are the times between consecutive marks.
 MARKS = (
     ("claimed", "the dispatcher holds the claim: the start's script, the wake-up and the claim behind it"),
-    ("step_began", "the claim decoded and spawned, the wake-up read sent again"),
-    ("step_commit_sent", "the step: run rebuilt, workflow code up to its task call, the commit document"),
+    ("step_commit_sent", "the claim decoded and spawned, the wake-up read sent again, the step run up to its call"),
     ("step_committed", "the step's commit: a round trip (its reply hands the task to this dispatcher)"),
-    ("attempt_began", "the handed-off task claim spawned"),
-    ("attempt_ended", "the task's code"),
-    ("task_commit_sent", "the final step run on the cached run, the commit document"),
+    ("attempt_began", "the handed-off task claim spawned, its attempt begun"),
+    ("task_commit_sent", "the task's code, the final step run on the cached run, the commit document"),
     ("task_committed", "the task's commit, with the final step: a round trip"),
     ("result", "the published result reaches the client, result() returns"),
 )
 
 
-def _traced_dispatcher(settings: Settings, log_path: str, marks_path: str) -> None:
-    """A dispatcher process whose claim, step, attempt and commits note when they happen (see the module doc)."""
-    import harness
-
-    import bdurable.services.dispatcher.steps as steps
-    import bdurable.services.dispatcher.tasks as tasks
+def _traced_dispatcher(settings: Settings, marks_path: str) -> None:
+    """A dispatcher process whose store notes when claims arrive and commits go and come (see the module doc)."""
     from bdurable.store import Store
 
-    noted: list[tuple[str, float]] = []
+    noted = chain_app.NOTED
 
-    def wrap(owner: Any, attribute: str, before: str | None, after: str | None) -> None:
-        original: Callable[..., Awaitable[Any]] = getattr(owner, attribute)
+    def wrap(attribute: str, before: str | None, after: str) -> None:
+        original: Callable[..., Awaitable[Any]] = getattr(Store, attribute)
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
             if before:
                 noted.append((before, time.time()))
             reply = await original(*args, **kwargs)
             claimed = reply[1] if isinstance(reply, tuple) else reply  # claim_when_woken: (woken, claims)
-            if after and (after != "claimed" or claimed):
+            if after != "claimed" or claimed:
                 noted.append((after, time.time()))
             return reply
 
-        setattr(owner, attribute, traced)
+        setattr(Store, attribute, traced)
 
-    wrap(Store, "claim_when_woken", None, "claimed")
-    wrap(Store, "claim", None, "claimed")
-    wrap(steps.StepRunner, "run", "step_began", None)
-    wrap(Store, "commit_step", "step_commit_sent", "step_committed")
-    wrap(tasks, "run_attempt", "attempt_began", "attempt_ended")
-    wrap(Store, "commit_task", "task_commit_sent", "task_committed")
+    wrap("claim_when_woken", None, "claimed")
+    wrap("claim", None, "claimed")
+    wrap("commit_step", "step_commit_sent", "step_committed")
+    wrap("commit_task", "task_commit_sent", "task_committed")
+
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        async with Worker([chain_app], settings=settings, roles=("dispatcher",)):
+            await stopping.wait()
+
     try:
-        harness._run_role("dispatcher", settings, {}, log_path, None)
+        asyncio.run(serve())
     finally:
         Path(marks_path).write_text(json.dumps(noted))
 
 
-def _role(name: str, settings: Settings, log_path: str) -> None:
-    import harness
+def _scheduler(settings: Settings) -> None:
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        async with Worker([chain_app], settings=settings, roles=("scheduler",)):
+            await stopping.wait()
 
-    harness._run_role(name, settings, {"log_level": "warning"}, log_path, None)
+    asyncio.run(serve())
 
 
 async def _registered(client: Client, name: str, timeout: float = 60) -> None:
@@ -105,7 +110,7 @@ async def _drive(settings: Settings, count: int) -> tuple[list[tuple[float, floa
     per script, the median time Redis took to run it (its slow log, every command logged meanwhile)."""
     runs: list[tuple[float, float, float]] = []
     async with Client(settings=settings) as client:
-        await _registered(client, "one_task")
+        await _registered(client, "chain_one_task")
         redis_ = client.store.redis
         for i in range(count + 10):  # the first ten warm up
             if i == 10:
@@ -114,7 +119,7 @@ async def _drive(settings: Settings, count: int) -> tuple[list[tuple[float, floa
                 await redis_.slowlog_reset()
             await asyncio.sleep(0.01 + 0.002 * (i % 5))  # idle in between, its phase varied
             called = time.time()
-            handle = await client.start(bench_app.one_task, i)
+            handle = await client.start(chain_app.chain_one_task, i)
             started = time.time()
             await handle.result(timeout=10)
             runs.append((called, started, time.time()))
@@ -153,8 +158,8 @@ def main(count: int) -> None:
         settings = Settings(redis_url=server.url, prefix=f"c{uuid.uuid4().hex[:8]}")
         marks_path = os.path.join(folder, "marks.json")
         processes = [
-            context.Process(target=_traced_dispatcher, args=(settings, os.path.join(folder, "d.log"), marks_path)),
-            context.Process(target=_role, args=("scheduler", settings, os.path.join(folder, "s.log"))),
+            context.Process(target=_traced_dispatcher, args=(settings, marks_path)),
+            context.Process(target=_scheduler, args=(settings,)),
         ]
         for process in processes:
             process.start()
@@ -183,7 +188,7 @@ def main(count: int) -> None:
     print("\ninside Redis, per script call (median ms, its slow log):", end="")
     print("".join(f" {name} {ms:.3f};" for name, ms in scripts.items()).rstrip(";"))
     round_trips = ("step_committed", "task_committed")
-    python = ("step_began", "step_commit_sent", "attempt_began", "attempt_ended", "task_commit_sent")
+    python = ("step_commit_sent", "attempt_began", "task_commit_sent")
     print(
         f"\ndispatcher Python on the chain: {sum(statistics.median(segments[n]) for n in python):.3f} ms; "
         f"its two commits' round trips: {sum(statistics.median(segments[n]) for n in round_trips):.3f} ms; "

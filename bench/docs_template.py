@@ -74,10 +74,10 @@ at `warning` to `bench/results/logs/`; the peers' worker is a separate process t
 - **Profile.** One dispatcher under cProfile draining 3-task workflows (slower than unprofiled: only the
   shares matter). Time blocked in `epoll` (waiting for Redis) is left out of the shares and reported apart.
 - **The idle chain, hop by hop.** `bench/bench_latency_chain.py` (run by hand; not part of these tables): the
-  idle latency run again with a dispatcher whose claim, step, task attempt and commits note the wall-clock time
-  they happen, and Redis's slow log timing every script call; it prints the median of each hop (the start's
-  script and the wake-up up to the claim, the dispatcher's Python, each commit's round trip, the result's way
-  back to the client), which is where the idle p50 goes.
+  idle latency run again with a dispatcher whose claims and commits note the wall-clock time they happen (its
+  task notes when its code runs), and Redis's slow log timing every script call; it prints the median of each
+  hop (the start's script and the wake-up up to the claim, the dispatcher's Python, each commit's round trip,
+  the result's way back to the client), which is where the idle p50 goes.
 """
 
 
