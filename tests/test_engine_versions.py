@@ -9,7 +9,7 @@ import engine_app_v2
 import pytest
 from support import InProcessRoles, eventually, status_is
 
-from bdurable import Client, DurableError, Status, WorkflowCancelledError, WorkflowNotFoundError
+from bdurable import Client, DurableError, Status, WorkflowCancelledError, WorkflowHandle, WorkflowNotFoundError
 
 
 async def live_versions(client: Client, name: str) -> list[set[str]]:
@@ -32,16 +32,22 @@ async def status_of(client: Client, workflow_id: str) -> str | None:
     return None if state is None else state.status
 
 
-async def test_version_mismatch_halts_unchanged_until_resumed(client: Client, roles: InProcessRoles) -> None:
+async def halted_after_its_sleep(client: Client, roles: InProcessRoles, workflow_id: str) -> WorkflowHandle:
+    """A version 1 workflow whose sleep ends while only version 2 runs: VERSION_MISMATCH, the sleep done."""
     v1 = roles.dispatcher(engine_app)
-    handle = await client.start(engine_app.versioned_v1, {"sleep": "300ms", "task": False}, workflow_id="vm-1")
-    await eventually(lambda: status_is(client, "vm-1", Status.SLEEPING), timeout=5)
+    handle = await client.start(engine_app.versioned_v1, {"sleep": "300ms", "task": False}, workflow_id=workflow_id)
+    await eventually(lambda: status_is(client, workflow_id, Status.SLEEPING), timeout=5)
     await roles.stop(v1)
 
     roles.dispatcher(engine_app_v2)
     await eventually(lambda: _live(client, {"2"}), timeout=5)
     roles.scheduler()  # the timer fires now, while only version 2 is live
-    await eventually(lambda: status_is(client, "vm-1", Status.VERSION_MISMATCH), timeout=5)
+    await eventually(lambda: status_is(client, workflow_id, Status.VERSION_MISMATCH), timeout=5)
+    return handle
+
+
+async def test_version_mismatch_halts_unchanged_until_resumed(client: Client, roles: InProcessRoles) -> None:
+    handle = await halted_after_its_sleep(client, roles, "vm-1")
 
     halted = await client.get_state("vm-1")
     assert halted is not None
@@ -75,14 +81,7 @@ async def test_a_cancel_of_a_halted_workflow_wins_over_the_result_that_arrived_w
     cancel first (docs/programming-model.md: the cancellation takes effect once it is resumed), not the timer's
     result, on which it would have finished COMPLETED."""
     roles.signal_bus()  # applies the cancel
-    v1 = roles.dispatcher(engine_app)
-    handle = await client.start(engine_app.versioned_v1, {"sleep": "300ms", "task": False}, workflow_id="vm-c")
-    await eventually(lambda: status_is(client, "vm-c", Status.SLEEPING), timeout=5)
-    await roles.stop(v1)
-    roles.dispatcher(engine_app_v2)
-    await eventually(lambda: _live(client, {"2"}), timeout=5)
-    roles.scheduler()  # the timer fires while only version 2 is live
-    await eventually(lambda: status_is(client, "vm-c", Status.VERSION_MISMATCH), timeout=5)
+    handle = await halted_after_its_sleep(client, roles, "vm-c")
     assert [(h.kind, h.status) for h in await client.history("vm-c")] == [("sleep", "done")]
 
     await client.cancel("vm-c", reason="stop it")
