@@ -294,7 +294,10 @@ def test_a_cli_result_that_times_out_in_an_outage_prints_one_json_document(setti
                 return (await client.start(bus_app.wait_events, {"name": "go"})).workflow_id
 
         workflow_id = asyncio.run(start())
-        environment = {**os.environ, "BDURABLE_REDIS_URL": server.url, "BDURABLE_PREFIX": own.prefix}
+        environment = {
+            **os.environ, "BDURABLE_REDIS_URL": server.url, "BDURABLE_PREFIX": own.prefix,
+            "BDURABLE_SHARDS": str(own.shards),
+        }  # fmt: skip
         environment.pop("BDURABLE_LOG_LEVEL", None)
         began = time.monotonic()
         waiting = subprocess.Popen(
