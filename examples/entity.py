@@ -3,7 +3,8 @@
 
 Run it: ``bdurable dev --app examples.entity``, then in another terminal
 ``bdurable start account --id acct-7 --input '{"balance": 0}'`` and
-``bdurable send-event acct-7 change --payload '{"amount": 250}'``; ``bdurable state acct-7`` shows its run.
+``bdurable send-event acct-7 change --payload '{"amount": 250}'``; ``bdurable state acct-7 --json`` shows which run
+it is on (``"run"``).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def _convert(name: str, raw: str, *, source: str | None = None) -> Any:
         if name in ("log_format", "log_level", "event_loop"):
             return raw.lower()
         if name == "encryption_keys":
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
+            return _key_list(raw)
         if name == "compress_above":
             return None if raw.strip().lower() in ("off", "never", "none") else parse_size(raw)
     except ValueError as exc:
@@ -188,3 +188,17 @@ def redact_url(url: str) -> str:
 def _redact_param(param: str) -> str:
     name, equals, _ = param.partition("=")
     return f"{name}=***" if equals and "password" in name.lower() else param
+
+
+def _key_list(raw: str) -> tuple[str, ...]:
+    """The keys of ``BDURABLE_ENCRYPTION_KEYS``: blank text means none, and a trailing comma is harmless; a list
+    of commas is refused (a secret whose template rendered ``","`` must not turn encryption off), and so is an
+    empty entry before a key (``K1,,K2`` would shift the positions that error messages name)."""
+    parts = [part.strip() for part in raw.split(",")]
+    while parts and not parts[-1]:
+        parts.pop()
+    if not parts and raw.strip():
+        raise ValueError("lists no key, only commas (leave it unset or empty to store payloads in clear)")
+    if "" in parts:
+        raise ValueError(f"key #{parts.index('') + 1} is empty (keys are separated by commas)")
+    return tuple(parts)

@@ -129,9 +129,12 @@ async def _read(redis: Any, target: dict[str, Any]) -> tuple[dict[str, Any], dic
 def with_payload_protection(report: DoctorReport, settings: Settings) -> DoctorReport:
     """The report with how payloads are stored: protected or not (a warning when not encrypted, which does not
     change the exit code: plaintext payloads are a choice, not a loss of state), and the stored size of the
-    largest payload allowed, measured by sealing an incompressible one."""
+    largest payload allowed: an upper bound, measured by sealing one with compression off (the codec keeps the
+    compressed form only when it is smaller, and no JSON text is truly incompressible: a random sample, which
+    zstd still shrinks, understated the bound)."""
     codec = PayloadCodec.from_settings(settings)
-    largest = codec.seal(dumps(_incompressible(settings.max_payload - 2)))
+    uncompressed = PayloadCodec.from_settings(replace(settings, compress_above=None))
+    largest = uncompressed.seal(dumps(_incompressible(settings.max_payload - 2)))
     warnings = list(report.warnings)
     if codec.keyring is None:
         warnings.append(

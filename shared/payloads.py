@@ -63,6 +63,14 @@ class CustomCodec(Protocol):
     def decode(self, data: bytes) -> bytes: ...
 
 
+class CodecUnavailableError(PayloadUnreadableError):
+    """The custom codec (``BDURABLE_CODEC``) raised an ``OSError`` (``ConnectionError``, ``TimeoutError``...)
+    while decoding: the service behind it (a KMS) did not answer, which says nothing about the payload. A
+    dispatcher replaying a workflow waits and tries again instead of failing the run (a payload that cannot be
+    decoded for any other reason is a ``PayloadIntegrityError``). Not public: callers catch
+    ``PayloadUnreadableError``."""
+
+
 def load_custom_codec(spec: str) -> CustomCodec:
     """The object ``module:object`` names (``object`` may be dotted; a class is instantiated without arguments)."""
     module_name, _, attribute = spec.partition(":")
@@ -70,10 +78,10 @@ def load_custom_codec(spec: str) -> CustomCodec:
         found: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
+        if isinstance(found, type):
+            found = found()
+    except Exception as exc:  # whatever the module or the class raises: the setting is wrong (CLI exit 2)
         raise ValueError(f"BDURABLE_CODEC={spec!r} cannot be loaded: {type(exc).__name__}: {exc}") from None
-    if isinstance(found, type):
-        found = found()
     if not isinstance(found, CustomCodec):
         raise ValueError(f"BDURABLE_CODEC={spec!r} has no encode(bytes) -> bytes and decode(bytes) -> bytes")
     return found
@@ -335,6 +343,10 @@ class PayloadCodec:
         assert self.custom is not None
         try:
             decoded = self.custom.decode(data)
+        except OSError as exc:  # ConnectionError, TimeoutError...: its service (a KMS) did not answer this time
+            raise CodecUnavailableError(
+                f"the custom codec {self.custom_name} is unavailable: {type(exc).__name__}: {exc}"
+            ) from None
         except Exception as exc:
             raise PayloadIntegrityError(
                 f"the custom codec {self.custom_name} cannot decode a stored payload: {type(exc).__name__}: {exc}"

@@ -21,6 +21,7 @@ from bdurable.config import Settings
 from bdurable.durations import aware_ms
 from bdurable.errors import (
     InvalidInputError,
+    PayloadUnreadableError,
     ScheduleAlreadyExistsError,
     ScheduleNotFoundError,
     UnknownWorkflowError,
@@ -355,6 +356,8 @@ class ScheduleMethods:
                 target = options.get("workflow", spec.workflow)
                 value = options["input"] if "input" in options else self.store.codec.open(spec.input)
                 changes["workflow"], changes["input"] = await self._schedule_target(target, value, spec.version)
+            else:
+                changes["input"] = self._resealed(spec.input)
             timing = {"cron", "every", "timezone", "start_at", "end_at"} & set(options)
             rebuilt = ScheduleSpec.build(
                 changes.get("workflow", spec.workflow), changes.get("input", spec.input),
@@ -375,6 +378,15 @@ class ScheduleMethods:
             return {**rebuilt.to_fields(), **state.to_fields()}, None
 
         await change_schedule(self.store, self.reads, schedule_id, apply)
+
+    def _resealed(self, sealed: str) -> str:
+        """The schedule's input sealed under today's primary key, as every update and pause leaves it (the key
+        rotation of docs/security.md relies on it); as it was where this process lacks the key it was sealed
+        with (an operator's keyless CLI may still pause a schedule)."""
+        try:
+            return self.store.codec.seal(self.store.codec.open_text(sealed))
+        except PayloadUnreadableError:  # its key is missing here (or the value is damaged: the firing says so)
+            return sealed
 
     async def _info(self, scheduled: Scheduled) -> ScheduleInfo:
         spec, state = scheduled.spec, scheduled.state

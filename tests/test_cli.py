@@ -262,8 +262,9 @@ def test_a_bad_redis_url_option_is_bad_input(query: str, fragment: str) -> None:
 
 def test_a_redis_url_the_server_refuses_is_bad_input(redis_server: RedisServer) -> None:
     """A URL that reaches a server that refuses it (a database it does not have, a cluster URL for a single
-    server) is a wrong setting (exit 2), as is a metrics endpoint a role cannot serve; something that is not
-    Redis at the address is an unreachable Redis (exit 4); never an unexpected error (exit 1)."""
+    server) is a wrong setting (exit 2), as is a metrics endpoint a role cannot serve or a console port in use;
+    something that is not Redis at the address is an unreachable Redis (exit 4); never an unexpected error
+    (exit 1)."""
     host_port = redis_server.url.removeprefix("redis://").partition("/")[0]
     database = cli({}, "state", "x", "--redis-url", f"redis://{host_port}/99")
     assert_error(database, 2, f"the Redis URL redis://{host_port}/99 does not fit the server: DB index is out of")
@@ -289,9 +290,16 @@ def test_a_redis_url_the_server_refuses_is_bad_input(redis_server: RedisServer) 
              "--metrics-host", "127.0.0.1", "--metrics-port", str(port)],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
+        console = subprocess.run(
+            [sys.executable, "-m", "bdurable.cli", "console", "--redis-url", redis_server.url, "--port", str(port)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
     assert role.returncode == 2, role.stderr
     assert f"cannot serve /metrics, /livez and /readyz on 127.0.0.1:{port}" in role.stderr
     assert "Traceback" not in role.stderr
+    assert console.returncode == 2, console.stderr  # the console's port taken: a wrong setting too
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in console.stderr
+    assert "Traceback" not in console.stderr
 
 
 def test_a_cluster_failing_over_is_unreachable_not_a_bad_url() -> None:

@@ -856,6 +856,10 @@ def documented_alerts() -> dict[str, str]:
 def test_alerts_cover_the_documented_ones_and_the_roles(rendered: dict[str, list[Obj]]) -> None:
     alerts = rules(rendered["production"])
     assert set(documented_alerts()) <= set(alerts), "every alert of docs/operations.md"
+    for name, expr in documented_alerts().items():  # the same windows in the doc and the rules (one said 30m)
+        assert re.findall(r"\[\w+\]", expr) == re.findall(r"\[\w+\]", alerts[name]["expr"]), name
+    deploy_table = set(re.findall(r"^\| `(Bdurable\w+)` \|", DOCS.read_text(), re.MULTILINE))
+    assert deploy_table == set(alerts), "docs/deploy.md's alert table lists every alert the component installs"
     for name in ("BdurableNoScheduler", "BdurableNoReaper", "BdurableNoSignalBus", "BdurableDeadLettersGrowing",
                  "BdurableTimerLagHigh", "BdurableVersionMismatch", "BdurableFleetExporter"):  # fmt: skip
         assert name in alerts

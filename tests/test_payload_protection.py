@@ -172,6 +172,8 @@ async def test_key_rotation_finishes_old_runs_and_a_removed_key_fails_them_clear
     async with Client(settings=before) as client:
         finishing = await client.start(protection_app.waits, {"n": 1})
         orphaned = await client.start(protection_app.waits, {"n": 2})
+        for schedule_id in ("updated", "left"):  # schedules keep their input: step 3 needs an update of them
+            await client.create_schedule(schedule_id, protection_app.waits, {"n": 3}, every="1h", paused=True)
         for run in (finishing, orphaned):
             await eventually(lambda run=run: status_is(client, run.workflow_id, Status.AWAITING_EVENT), timeout=20)
     await roles.stop_all()
@@ -188,6 +190,7 @@ async def test_key_rotation_finishes_old_runs_and_a_removed_key_fails_them_clear
             fields = await client.store.redis.hgetall(wf)
             assert f":{key_id(old)}:" in fields["input"]
             assert f":{key_id(new)}:" in fields["output"]
+            await client.update_schedule("updated", every="2h")  # no new input: it is re-encrypted all the same
     finally:
         await roles.stop_all()
 
@@ -208,6 +211,8 @@ async def test_key_rotation_finishes_old_runs_and_a_removed_key_fails_them_clear
             assert failure.value.error_type == "EncryptionKeyMissingError"
             # the finished run stays readable: its output is under the new key, its input shows as encrypted
             assert await client.result(finishing.workflow_id, timeout=5) == expected
+            assert (await client.get_schedule("updated")).input == {"n": 3}
+            assert (await client.get_schedule("left")).input == ENCRYPTED
     finally:
         await roles.stop_all()
 
@@ -268,7 +273,8 @@ async def test_the_cli_and_export_decode_with_the_keys_and_say_encrypted_without
         report = json.loads(doctor.stdout)
         assert report["payloads_encrypted"] is True
         assert key_id(key) in report["payloads"]
-        assert report["largest_stored_payload"] > settings.max_payload  # envelope, tag and base64 included
+        # An upper bound: base64 of the encrypted JSON, uncompressed (a payload zstd cannot shrink is stored so).
+        assert report["largest_stored_payload"] >= settings.max_payload * 4 // 3
         plain = json.loads((await asyncio.to_thread(bdurable, settings, "doctor", "--json")).stdout)
         assert plain["payloads_encrypted"] is False
         assert any("stored in clear" in warning for warning in plain["warnings"])
@@ -299,3 +305,25 @@ async def test_large_payloads_are_compressed_and_a_custom_codec_is_applied(setti
                     assert raw == '{"secret":"small"}'  # under the threshold: plain JSON, as before
         finally:
             await roles.stop_all()
+
+
+async def test_a_custom_codec_whose_service_is_down_delays_the_run_and_never_fails_it(settings: Settings) -> None:
+    """A codec that raises ConnectionError (its KMS did not answer) says nothing about the payload: the step
+    waits and tries again, and the run finishes once the service is back (it failed for good, as tampered)."""
+    coded = dataclasses.replace(settings, codec="protection_app:Outage")
+    roles = start_roles(coded)
+    try:
+        async with Client(settings=coded) as client:
+            run = await client.start(protection_app.waits, {"n": 1})
+            await eventually(lambda: status_is(client, run.workflow_id, Status.AWAITING_EVENT), timeout=20)
+            protection_app.Outage.down = True
+            await client.send_event(run.workflow_id, "go", {"during": "outage"})
+            await asyncio.sleep(1.5)  # the step has tried to open the event several times meanwhile
+            state = await client.get_state(run.workflow_id)
+            assert state is not None
+            assert state.status == Status.RUNNING, state.error
+            protection_app.Outage.down = False
+            assert await run.result(timeout=20) == {"input": {"n": 1}, "event": {"during": "outage"}}
+    finally:
+        protection_app.Outage.down = False
+        await roles.stop_all()

@@ -55,7 +55,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        # A port in use, an address that is not this machine's: the setting is wrong (CLI exit 2, as for the
+        # roles' metrics endpoint).
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     return sock
 
 

@@ -12,8 +12,9 @@ import dataclasses
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -22,6 +23,7 @@ from bdurable.config import Settings
 from bdurable.errors import PayloadUnreadableError
 from bdurable.keys import Keys
 from bdurable.limits import limit_id
+from bdurable.payloads import CodecUnavailableError
 from bdurable.reads import Reads
 from bdurable.registry import Registry
 from bdurable.replay.loop import StepLoop
@@ -45,6 +47,8 @@ from bdurable.wire import (
 from bdurable.workflow import Workflow
 
 __all__ = ["Following", "RunCache", "StepRunner"]
+
+T = TypeVar("T")
 
 log = structlog.get_logger("bdurable.dispatcher")
 
@@ -258,7 +262,8 @@ class StepRunner:
         """
         limit = definition.limit
         try:
-            key = limit.key_of(definition.convert_input(self.store.codec.open(claim.input)))
+            value = await _through_codec_outages(lambda: self.store.codec.open(claim.input))
+            key = limit.key_of(definition.convert_input(value))
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("the workflow's limit key function failed: failing the run", error=error)
@@ -292,10 +297,10 @@ class StepRunner:
         if run is None and claim.inbox_start >= 0:
             entries, calls = await self._load_history(claim.workflow_id)
         try:
-            entries = [self.store.codec.open_text(entry) for entry in entries]  # sealed payloads opened
+            opened = await _through_codec_outages(lambda: [self.store.codec.open_text(entry) for entry in entries])
             if run is None:
-                run = self._rebuild(definition, claim, calls)
-            run.feed(entries)
+                run = await _through_codec_outages(lambda: self._rebuild(definition, claim, calls))
+            run.feed(opened)
             return run, run.take_step(), run.delivered
         except Exception as exc:
             # Corrupt history (or an engine bug): fail this workflow with a clear error rather than leaving it
@@ -338,6 +343,19 @@ class StepRunner:
             except REDIS_ERRORS as exc:
                 log.warning("reading history failed, retrying", error=str(exc), retry_in=backoff.delay)
                 await backoff.wait()
+
+
+async def _through_codec_outages(open_payloads: Callable[[], T]) -> T:
+    """``open_payloads()``, called again while the custom codec's service does not answer (a KMS outage says
+    nothing about the payloads: the claimed step stays ours, leased, until it commits); any other error is
+    the caller's."""
+    backoff = Backoff(None)
+    while True:
+        try:
+            return open_payloads()
+        except CodecUnavailableError as exc:
+            log.warning("the custom codec is unavailable, retrying", error=str(exc), retry_in=backoff.delay)
+            await backoff.wait()
 
 
 def _failed_before_running(exc: BaseException, why: str) -> StepDocument:

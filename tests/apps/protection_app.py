@@ -91,3 +91,15 @@ class Reverse:
         if not data.startswith(self.TAG):
             raise ValueError("not written by Reverse")
         return data[len(self.TAG) :][::-1]
+
+
+class Outage(Reverse):
+    """``Reverse`` whose decoding service can be down (``Outage.down``, set by the test in this process): its
+    decode raises ``ConnectionError`` meanwhile, as a KMS client does when the KMS does not answer."""
+
+    down = False
+
+    def decode(self, data: bytes) -> bytes:
+        if Outage.down:
+            raise ConnectionError("KMS unreachable")
+        return super().decode(data)

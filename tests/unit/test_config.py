@@ -29,6 +29,18 @@ def test_bad_values_name_their_variable() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "message"),
+    [(",", "lists no key"), (" , ,", "lists no key"), (",K", "key #1 is empty"), ("K,,K", "key #2 is empty")],
+)
+def test_an_empty_entry_of_the_key_list_is_refused(raw: str, message: str) -> None:
+    """A secret rendered as "," must not turn encryption off, nor "K,,K2" shift the positions errors name."""
+    key = base64.b64encode(bytes(range(32))).decode()
+    with pytest.raises(ValueError, match=f"BDURABLE_ENCRYPTION_KEYS: {message}"):
+        Settings.from_env({"BDURABLE_ENCRYPTION_KEYS": raw.replace("K", key)})
+    assert Settings.from_env({"BDURABLE_ENCRYPTION_KEYS": " "}).encryption_keys == ()  # blank: no encryption
+
+
+@pytest.mark.parametrize(
     ("url", "shown"),
     [
         ("redis://user:s3cret@host:6379/0", "redis://user:***@host:6379/0"),

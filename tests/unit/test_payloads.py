@@ -192,6 +192,8 @@ def test_a_custom_codec_is_applied_and_needed_to_read() -> None:
     assert PayloadCodec().view(stored) == ENCRYPTED
     with pytest.raises(ValueError, match="cannot be loaded"):
         PayloadCodec.from_settings(Settings(codec="protection_app:Nothing"))
+    with pytest.raises(ValueError, match="cannot be loaded: TypeError"):  # a class that cannot be made: exit 2
+        PayloadCodec.from_settings(Settings(codec="json.decoder:JSONDecodeError"))
 
 
 class _TextCodec:
