@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from bdurable.codec import dumps
 from bdurable.config import Settings
-from bdurable.payloads import PayloadCodec
+from bdurable.payloads import PREFIX, PayloadCodec
 
 __all__ = [
     "CONFIG_PARAMETERS",
@@ -129,12 +129,15 @@ async def _read(redis: Any, target: dict[str, Any]) -> tuple[dict[str, Any], dic
 def with_payload_protection(report: DoctorReport, settings: Settings) -> DoctorReport:
     """The report with how payloads are stored: protected or not (a warning when not encrypted, which does not
     change the exit code: plaintext payloads are a choice, not a loss of state), and the stored size of the
-    largest payload allowed: an upper bound, measured by sealing one with compression off (the codec keeps the
-    compressed form only when it is smaller, and no JSON text is truly incompressible: a random sample, which
-    zstd still shrinks, understated the bound)."""
+    largest payload allowed: an upper bound, the size of the worst case sealed. The codec keeps a compressed
+    form only where it is smaller, so the worst case is a payload stored uncompressed, in an envelope (as
+    every payload is when encrypted or custom-encoded, and one that looks like an envelope always is); a
+    random sample instead, which zstd still shrinks, understated the bound."""
     codec = PayloadCodec.from_settings(settings)
-    uncompressed = PayloadCodec.from_settings(replace(settings, compress_above=None))
-    largest = uncompressed.seal(dumps(_incompressible(settings.max_payload - 2)))
+    never_compressing = PayloadCodec(
+        keyring=codec.keyring, compress_above=None, custom=codec.custom, custom_name=codec.custom_name
+    )
+    largest = never_compressing.seal(dumps(_worst_case(settings.max_payload - 2)))
     warnings = list(report.warnings)
     if codec.keyring is None:
         warnings.append(
@@ -147,8 +150,11 @@ def with_payload_protection(report: DoctorReport, settings: Settings) -> DoctorR
     )  # fmt: skip
 
 
-def _incompressible(size: int) -> str:
-    return base64.b64encode(os.urandom(size))[: max(size, 0)].decode("ascii")
+def _worst_case(size: int) -> str:
+    """A string of ``size`` characters whose JSON text is sealed in an envelope whatever the settings (it
+    begins like one), filled with random base64 text (a custom codec sees data it cannot shrink much)."""
+    filler = base64.b64encode(os.urandom(size)).decode("ascii")
+    return (PREFIX + filler)[: max(size, 0)]
 
 
 def merge(reports: list[DoctorReport], *, redis_url: str) -> DoctorReport:

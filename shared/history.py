@@ -47,7 +47,7 @@ from bdurable.client import Client, validate_workflow_id
 from bdurable.codec import decode, dumps, loads
 from bdurable.errors import InvalidInputError, WorkflowNotFoundError
 from bdurable.model import FINISHED, Status
-from bdurable.payloads import ENCRYPTED, UNREADABLE, PayloadCodec
+from bdurable.payloads import ENCRYPTED, UNAVAILABLE, UNREADABLE, PayloadCodec
 from bdurable.reads import ms
 from bdurable.wire import CallRecord, SignalRecord, deliveries
 
@@ -333,7 +333,7 @@ class _Reader:
         for index, entry in enumerate(data["inbox"]):
             payloads.append((f'"inbox[{index}]"', entry.get("v")))
         for where, value in payloads:
-            if value in (ENCRYPTED, UNREADABLE):
+            if value in (ENCRYPTED, UNREADABLE, UNAVAILABLE):
                 raise InvalidInputError(
                     f"{self.source}: cannot be replayed: {where} is {value!r}, a payload the exporting process "
                     "could not open (export it again with BDURABLE_ENCRYPTION_KEYS set to the keys it was sealed with)"

@@ -39,7 +39,9 @@ __all__ = [
     "ENCRYPTED",
     "MARKER",
     "PREFIX",
+    "UNAVAILABLE",
     "UNREADABLE",
+    "CodecUnavailableError",
     "CustomCodec",
     "PayloadCodec",
     "load_custom_codec",
@@ -50,6 +52,7 @@ MARKER = '"' + PREFIX  # how the JSON text of a sealed string begins: what `open
 VERSION = "1"
 ENCRYPTED = "<encrypted>"  # what a view shows for a payload it has no key (or codec) for
 UNREADABLE = "<unreadable: failed its integrity check>"  # ... and for one that was tampered with or corrupted
+UNAVAILABLE = "<unavailable: the custom codec did not answer>"  # ... and while its codec's service is down
 ZSTD_LEVEL = 3  # measured in bench/bench_protection.py's notes: zstd-3 is 5x faster than zlib-6 at its ratio
 MAX_DECOMPRESSED = 1 << 30  # a frame claiming more is corrupt (payloads are limited to BDURABLE_MAX_PAYLOAD)
 
@@ -64,10 +67,10 @@ class CustomCodec(Protocol):
 
 
 class CodecUnavailableError(PayloadUnreadableError):
-    """The custom codec (``BDURABLE_CODEC``) raised an ``OSError`` (``ConnectionError``, ``TimeoutError``...)
-    while decoding: the service behind it (a KMS) did not answer, which says nothing about the payload. A
-    dispatcher replaying a workflow waits and tries again instead of failing the run (a payload that cannot be
-    decoded for any other reason is a ``PayloadIntegrityError``). Not public: callers catch
+    """The custom codec (``BDURABLE_CODEC``) raised ``ConnectionError`` or ``TimeoutError`` while decoding: the
+    service behind it (a KMS) did not answer, which says nothing about the payload. A dispatcher replaying a
+    workflow waits and tries again instead of failing the run. Any other exception, other kinds of ``OSError``
+    included (a ``BadGzipFile``, a missing key file), is a ``PayloadIntegrityError``. Not public: callers catch
     ``PayloadUnreadableError``."""
 
 
@@ -174,7 +177,11 @@ class PayloadCodec:
             key_id = key.id
             data = key.encrypt(data, self._header(steps, key_id).encode())
         sealed = f'"{self._header(steps, key_id)}{_b64(data)}"'
-        self.plain_bytes += len(text.encode())
+        size = len(text.encode())
+        self.plain_bytes += size
+        if not self.protected and MARKER not in text and len(sealed) >= size:
+            self.stored_bytes += size  # compression did not pay for the envelope's base64: stored as it is
+            return text
         self.stored_bytes += len(sealed)
         return sealed
 
@@ -343,7 +350,7 @@ class PayloadCodec:
         assert self.custom is not None
         try:
             decoded = self.custom.decode(data)
-        except OSError as exc:  # ConnectionError, TimeoutError...: its service (a KMS) did not answer this time
+        except (ConnectionError, TimeoutError) as exc:  # its service (a KMS) did not answer this time
             raise CodecUnavailableError(
                 f"the custom codec {self.custom_name} is unavailable: {type(exc).__name__}: {exc}"
             ) from None
@@ -364,4 +371,6 @@ class PayloadCodec:
 
 
 def _placeholder(exc: PayloadUnreadableError) -> str:
+    if isinstance(exc, CodecUnavailableError):
+        return UNAVAILABLE
     return ENCRYPTED if isinstance(exc, EncryptionKeyMissingError) else UNREADABLE

@@ -21,7 +21,6 @@ from bdurable.config import Settings
 from bdurable.durations import aware_ms
 from bdurable.errors import (
     InvalidInputError,
-    PayloadUnreadableError,
     ScheduleAlreadyExistsError,
     ScheduleNotFoundError,
     UnknownWorkflowError,
@@ -380,12 +379,13 @@ class ScheduleMethods:
         await change_schedule(self.store, self.reads, schedule_id, apply)
 
     def _resealed(self, sealed: str) -> str:
-        """The schedule's input sealed under today's primary key, as every update and pause leaves it (the key
-        rotation of docs/security.md relies on it); as it was where this process lacks the key it was sealed
-        with (an operator's keyless CLI may still pause a schedule)."""
+        """The schedule's input sealed under today's primary key, as every change leaves it (the key rotation of
+        docs/security.md relies on it); as it was where that cannot be done: this process lacks the key it was
+        sealed with (an operator's keyless CLI may still pause a schedule), or the custom codec's service does
+        not answer (a pause must not depend on it). A firing reports what is wrong with the input itself."""
         try:
             return self.store.codec.seal(self.store.codec.open_text(sealed))
-        except PayloadUnreadableError:  # its key is missing here (or the value is damaged: the firing says so)
+        except Exception:
             return sealed
 
     async def _info(self, scheduled: Scheduled) -> ScheduleInfo:

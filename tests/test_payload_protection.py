@@ -26,7 +26,7 @@ from bdurable import (
     WorkflowFailedError,
 )
 from bdurable.keyring import Keyring
-from bdurable.payloads import ENCRYPTED, MARKER, UNREADABLE
+from bdurable.payloads import ENCRYPTED, MARKER, UNAVAILABLE, UNREADABLE
 
 
 def new_key() -> str:
@@ -172,7 +172,7 @@ async def test_key_rotation_finishes_old_runs_and_a_removed_key_fails_them_clear
     async with Client(settings=before) as client:
         finishing = await client.start(protection_app.waits, {"n": 1})
         orphaned = await client.start(protection_app.waits, {"n": 2})
-        for schedule_id in ("updated", "left"):  # schedules keep their input: step 3 needs an update of them
+        for schedule_id in ("updated", "paused", "left"):  # schedules keep their input: step 3 needs a change
             await client.create_schedule(schedule_id, protection_app.waits, {"n": 3}, every="1h", paused=True)
         for run in (finishing, orphaned):
             await eventually(lambda run=run: status_is(client, run.workflow_id, Status.AWAITING_EVENT), timeout=20)
@@ -191,6 +191,7 @@ async def test_key_rotation_finishes_old_runs_and_a_removed_key_fails_them_clear
             assert f":{key_id(old)}:" in fields["input"]
             assert f":{key_id(new)}:" in fields["output"]
             await client.update_schedule("updated", every="2h")  # no new input: it is re-encrypted all the same
+            await client.unpause_schedule("paused")  # any change does
     finally:
         await roles.stop_all()
 
@@ -212,6 +213,7 @@ async def test_key_rotation_finishes_old_runs_and_a_removed_key_fails_them_clear
             # the finished run stays readable: its output is under the new key, its input shows as encrypted
             assert await client.result(finishing.workflow_id, timeout=5) == expected
             assert (await client.get_schedule("updated")).input == {"n": 3}
+            assert (await client.get_schedule("paused")).input == {"n": 3}
             assert (await client.get_schedule("left")).input == ENCRYPTED
     finally:
         await roles.stop_all()
@@ -309,21 +311,31 @@ async def test_large_payloads_are_compressed_and_a_custom_codec_is_applied(setti
 
 async def test_a_custom_codec_whose_service_is_down_delays_the_run_and_never_fails_it(settings: Settings) -> None:
     """A codec that raises ConnectionError (its KMS did not answer) says nothing about the payload: the step
-    waits and tries again, and the run finishes once the service is back (it failed for good, as tampered)."""
+    waits and tries again, and the run finishes once the service is back (it failed for good, as tampered);
+    views say the codec did not answer, and a schedule can be paused while its encode does not work either."""
+    outage = protection_app.Outage
     coded = dataclasses.replace(settings, codec="protection_app:Outage")
     roles = start_roles(coded)
     try:
         async with Client(settings=coded) as client:
+            await client.create_schedule("during-outage", protection_app.waits, {"n": 2}, every="1h")
             run = await client.start(protection_app.waits, {"n": 1})
             await eventually(lambda: status_is(client, run.workflow_id, Status.AWAITING_EVENT), timeout=20)
-            protection_app.Outage.down = True
+            outage.down, outage.refused = True, 0
             await client.send_event(run.workflow_id, "go", {"during": "outage"})
-            await asyncio.sleep(1.5)  # the step has tried to open the event several times meanwhile
+            await asyncio.sleep(1.5)  # the step tries to open the event again and again meanwhile
+            assert outage.refused >= 3
             state = await client.get_state(run.workflow_id)
             assert state is not None
             assert state.status == Status.RUNNING, state.error
-            protection_app.Outage.down = False
+            assert state.input == UNAVAILABLE  # not "failed its integrity check": nothing is wrong with it
+            outage.encode_down = True
+            await client.pause_schedule("during-outage")  # its input is kept as it was
+            outage.down = outage.encode_down = False
             assert await run.result(timeout=20) == {"input": {"n": 1}, "event": {"during": "outage"}}
+            schedule = await client.get_schedule("during-outage")
+            assert schedule.paused
+            assert schedule.input == {"n": 2}
     finally:
-        protection_app.Outage.down = False
+        outage.down = outage.encode_down = False
         await roles.stop_all()

@@ -94,12 +94,21 @@ class Reverse:
 
 
 class Outage(Reverse):
-    """``Reverse`` whose decoding service can be down (``Outage.down``, set by the test in this process): its
-    decode raises ``ConnectionError`` meanwhile, as a KMS client does when the KMS does not answer."""
+    """``Reverse`` whose service can be down (set by the test in this process): while ``down``, decode raises
+    ``ConnectionError`` (counted in ``refused``), as a KMS client does when the KMS does not answer; while
+    ``encode_down``, encode does."""
 
     down = False
+    encode_down = False
+    refused = 0
+
+    def encode(self, data: bytes) -> bytes:
+        if Outage.encode_down:
+            raise ConnectionError("KMS unreachable")
+        return super().encode(data)
 
     def decode(self, data: bytes) -> bytes:
         if Outage.down:
+            Outage.refused += 1
             raise ConnectionError("KMS unreachable")
         return super().decode(data)

@@ -18,7 +18,7 @@ from bdurable import EncryptionKeyMissingError, PayloadIntegrityError, Settings
 from bdurable.codec import dumps, encode_payload
 from bdurable.errors import PayloadTooLargeError
 from bdurable.keyring import Keyring
-from bdurable.payloads import ENCRYPTED, MARKER, UNREADABLE, PayloadCodec
+from bdurable.payloads import ENCRYPTED, MARKER, UNAVAILABLE, UNREADABLE, CodecUnavailableError, PayloadCodec
 from bdurable.wire import ErrorRecord
 
 
@@ -71,6 +71,11 @@ def test_only_large_payloads_are_compressed_without_keys() -> None:
     assert len(stored) < len(large) / 5
     assert payloads.open(stored) == {"text": "abc" * 1000}
     assert PayloadCodec(compress_above=None).seal(large) == large  # "off"
+    # What zstd cannot shrink enough to pay for the envelope's base64 is stored as it is, not a third larger.
+    incompressible = dumps(base64.b64encode(os.urandom(3000)).decode())
+    counted = PayloadCodec(compress_above=100)
+    assert counted.seal(incompressible) == incompressible
+    assert counted.stored_bytes == counted.plain_bytes == len(incompressible)  # the metrics say so too
 
 
 def test_a_user_value_that_looks_like_an_envelope_is_kept_as_the_user_sent_it() -> None:
@@ -194,6 +199,34 @@ def test_a_custom_codec_is_applied_and_needed_to_read() -> None:
         PayloadCodec.from_settings(Settings(codec="protection_app:Nothing"))
     with pytest.raises(ValueError, match="cannot be loaded: TypeError"):  # a class that cannot be made: exit 2
         PayloadCodec.from_settings(Settings(codec="json.decoder:JSONDecodeError"))
+
+
+class _Failing(Reverse):
+    """A codec whose decode raises what it is given."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def decode(self, data: bytes) -> bytes:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [(ConnectionError("KMS unreachable"), True), (TimeoutError("KMS slow"), True),
+     (FileNotFoundError("no key file"), False), (ValueError("bad data"), False)],
+)  # fmt: skip
+def test_a_codec_that_did_not_answer_is_told_from_a_payload_it_cannot_decode(
+    error: Exception, unavailable: bool
+) -> None:
+    """Only ConnectionError and TimeoutError say the codec's service is down (the step waits for it); any other
+    error, OSErrors such as a missing file or gzip's BadGzipFile included, says the payload is damaged."""
+    stored = PayloadCodec(custom=Reverse(), custom_name="app:Reverse").seal(dumps({"a": 1}))
+    failing = PayloadCodec(custom=_Failing(error), custom_name="app:Failing")
+    expected = CodecUnavailableError if unavailable else PayloadIntegrityError
+    with pytest.raises(expected, match="the custom codec app:Failing"):
+        failing.open(stored)
+    assert failing.view(stored) == (UNAVAILABLE if unavailable else UNREADABLE)
 
 
 class _TextCodec:
