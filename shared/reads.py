@@ -29,6 +29,7 @@ __all__ = ["ListQuery", "Reads", "Registration", "dead_letter", "ms", "outcome_f
 
 # How often `full_record` reads a workflow that keeps committing steps before it gives up.
 _FULL_RECORD_ATTEMPTS = 20
+PREFIX_BATCH = 500  # ids judged per round trip when a listing by id prefix has other filters too
 
 
 def ms(value: str | int | None) -> datetime:
@@ -133,13 +134,17 @@ class ListQuery:
     def matches_kind(self, name: str, version: str) -> bool:
         return (self.name is None or name == self.name) and (self.version is None or version == self.version)
 
-    def matches(self, state: WorkflowState) -> bool:
-        created = int(state.created_at.timestamp() * 1000)
+    @property
+    def filters_beyond_prefix(self) -> bool:
+        return any(v is not None for v in (self.status, self.name, self.version, self.since_ms, self.until_ms))
+
+    def matches(self, status: str, name: str, version: str, created_ms: int) -> bool:
+        """Whether a workflow with these fields of its hash passes the filters (the prefix aside)."""
         return (
-            (self.status is None or state.status == self.status)
-            and self.matches_kind(state.name, state.version)
-            and (self.since_ms is None or created >= self.since_ms)
-            and (self.until_ms is None or created <= self.until_ms)
+            (self.status is None or status == self.status)
+            and self.matches_kind(name, version)
+            and (self.since_ms is None or created_ms >= self.since_ms)
+            and (self.until_ms is None or created_ms <= self.until_ms)
         )
 
 
@@ -361,27 +366,43 @@ class Reads:
         """Workflows whose id starts with the prefix, by id, filtered by the rest of the query as they are read.
 
         Each shard is read until it gave one more match than the page holds (or ran out), so the first matches
-        of the merged shards are the page, and the next one says whether there is more.
+        of the merged shards are the page, and the next one says whether there is more. With other filters,
+        ids are read in batches of at least ``PREFIX_BATCH`` and judged on four small fields of their hash;
+        only the matches are read whole (a hash holds the input and output, up to a payload's size each).
         """
         prefix = query.prefix or ""
-        matched: builtins.list[WorkflowState] = []
+        filtered = query.filters_beyond_prefix
+        wanted = max(query.limit + 1, PREFIX_BATCH) if filtered else query.limit + 1
+        matched: builtins.list[tuple[str, ShardKeys]] = []
         for shard in self.keys.all_shards():
             # After the cursor, but never before the prefix (a cursor from elsewhere may sort before it).
             start, found = (f"({query.cursor}" if query.cursor and query.cursor >= prefix else f"[{prefix}"), 0
             while found <= query.limit:
                 batch: builtins.list[str] = await self.redis.zrangebylex(  # type: ignore[assignment]
-                    shard.ids, start, f"[{prefix}\U0010ffff", start=0, num=query.limit + 1
+                    shard.ids, start, f"[{prefix}\U0010ffff", start=0, num=wanted
                 )
-                for state in await self._states([(member, shard) for member in batch]):
-                    if query.matches(state):
-                        matched.append(state)
-                        found += 1
-                if len(batch) <= query.limit:
+                kept = await self._matching(query, shard, batch) if filtered else batch
+                matched += [(member, shard) for member in kept[: query.limit + 1 - found]]
+                found += len(kept)
+                if len(batch) < wanted:
                     break
                 start = f"({batch[-1]}"
-        matched.sort(key=lambda state: state.workflow_id)
-        page = matched[: query.limit]
-        return WorkflowPage(page, page[-1].workflow_id if len(matched) > query.limit else None)
+        matched.sort(key=lambda entry: entry[0])
+        states = await self._states(matched[: query.limit + 1])
+        page = states[: query.limit]
+        return WorkflowPage(page, page[-1].workflow_id if len(states) > query.limit else None)
+
+    async def _matching(self, query: ListQuery, shard: ShardKeys, ids: builtins.list[str]) -> builtins.list[str]:
+        """The ids whose workflow passes the query's filters, judged on its status, name, version and creation."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member in ids:
+                pipe.hmget(shard.wf(member), "status", "name", "version", "created_at")
+            rows: builtins.list[builtins.list[str | None]] = await pipe.execute()
+        return [
+            member
+            for member, (status, name, version, created) in zip(ids, rows, strict=True)
+            if status is not None and query.matches(status, name or "", version or "", int(created or 0))
+        ]
 
     async def _states(self, members: builtins.list[tuple[str, ShardKeys]]) -> builtins.list[WorkflowState]:
         async with self.redis.pipeline(transaction=False) as pipe:

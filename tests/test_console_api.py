@@ -13,7 +13,7 @@ import functools
 import json
 import uuid
 from contextlib import suppress
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -150,6 +150,12 @@ async def test_the_list_filters_by_status_name_version_prefix_and_time_with_curs
         assert len(await ids(since=since)) == 6
         assert await ids(until=before) == []
         assert len(await ids(since=since.replace("+00:00", "Z"))) == 6
+        # Another zone means the same moment, and the page's UTC field shows it in UTC (a filter change sends the
+        # field back: shown as local time, it moved the bound by the offset).
+        shifted = (first.created_at - timedelta(milliseconds=1)).astimezone(timezone(timedelta(hours=1)))
+        assert len(await ids(since=shifted.isoformat())) == 6
+        page_html = (await web.http.get("/workflows", params={"since": "2026-12-08T02:45:00+01:00"})).text
+        assert 'value="2026-12-08T01:45:00"' in page_html
 
         # cursor pages: newest first, never repeating or skipping
         seen: list[str] = []
@@ -270,6 +276,12 @@ async def test_bad_input_answers_400_with_a_clear_json_error(
         state = await client.get_state(workflow_id)
         assert state is not None
         assert state.status == Status.AWAITING_EVENT
+        # A payload under the limit is accepted however it is sent: escaped JSON, form-encoded, 4 times its size.
+        accented = {"note": "é" * (settings.max_payload // 2 - 1000)}  # the output holds it too, with a little more
+        form = {"name": "approve", "payload_json": json.dumps(accented)}  # ensure_ascii: \u00e9, then %5Cu00e9
+        response = await web.http.post(events, data=form, headers=bearer())
+        assert response.status_code == 200, response.text[:300]
+        assert (await client.result(workflow_id, timeout=20))["approval"] == accented
 
 
 # -- actions -------------------------------------------------------------------------------------------------

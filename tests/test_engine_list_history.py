@@ -104,6 +104,18 @@ async def test_list_filters_by_version_id_prefix_and_creation_time(client: Clien
         await client.list(since=datetime(2026, 1, 1))
 
 
+async def test_a_prefix_with_a_filter_finds_sparse_matches_across_batches_in_pages(client: Client) -> None:
+    """An id prefix and a name: 1,500 ids under the prefix, three of the name, spread over several batches of
+    the read (which judges ids on a few fields of their hash and reads only the matches whole)."""
+    await client.start_many(engine_app.sleeper, [{}] * 1500, workflow_ids=[f"sp-{i:04d}" for i in range(1500)])
+    named = ["sp-0001x", "sp-0700x", "sp-1499x"]
+    for workflow_id in named:
+        await client.start(engine_app.quick, 1, workflow_id=workflow_id)
+    assert await all_pages(client, prefix="sp-", name="quick", limit=2) == [named[:2], named[2:]]
+    assert await all_pages(client, prefix="sp-1", name="quick", limit=5) == [named[2:]]
+    assert (await client.list(prefix="sp-", status="COMPLETED")).items == []
+
+
 async def test_history_lists_each_durable_call_with_its_result(client: Client, roles: InProcessRoles) -> None:
     roles.dispatcher(engine_app)
     roles.scheduler()

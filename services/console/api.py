@@ -29,7 +29,11 @@ from bdurable.services.console.state import ConsoleState, error_response_for, st
 __all__ = ["PING_SECONDS", "ApiRoute", "json_error", "routes"]
 
 PING_SECONDS = 15.0  # a comment line on idle streams, so proxies keep them open and closed tabs are noticed
-BODY_SLACK = 64 * 1024  # an action's body: at most the largest payload plus this
+# An action's body: at most the largest payload, as sent, plus this. As sent, a payload's JSON can be 4 times the
+# bytes it is counted as (BDURABLE_MAX_PAYLOAD is judged on its UTF-8 JSON): "é" is 2 bytes, escaped "\u00e9"
+# 6, and form-encoded as the page's event editor sends it, "%5Cu00e9", 8.
+BODY_SLACK = 64 * 1024
+AS_SENT = 4
 
 Body = dict[str, Any]
 
@@ -246,7 +250,7 @@ async def act(request: Request, perform: Act) -> Response:
     console = state_of(request)
     form = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
     try:
-        raw = await _read_body(request, console.client.settings.max_payload * 2 + BODY_SLACK)
+        raw = await _read_body(request, console.client.settings.max_payload * AS_SENT + BODY_SLACK)
         body = _form(raw) if form else None
     except BadBody as exc:
         return failure(request, exc.status, str(exc))

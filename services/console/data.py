@@ -44,14 +44,15 @@ SCHEDULE_READS = 16  # schedules read at once (each is a few round trips: its ha
 
 
 def parse_time(text: str | None, what: str) -> datetime | None:
-    """An ISO 8601 time (``2026-12-07T08:00``, ``...Z``, ``...+01:00``); without a zone it is UTC."""
+    """An ISO 8601 time (``2026-12-07T08:00``, ``...Z``, ``...+01:00``) in UTC; without a zone it is UTC (the
+    list page shows it in its UTC fields, and sends it back as UTC)."""
     if text is None or not text.strip():
         return None
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidInputError(f"{what} must be an ISO 8601 time such as 2026-12-07T08:00:00Z, not {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
