@@ -20,8 +20,15 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterUnreachableError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterUnreachableError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -58,11 +65,16 @@ __all__ = ["REDIS_ERRORS", "ReadyQueue", "ScriptCall", "Store", "connect_redis"]
 
 #: What an outage looks like to a caller (refused or broken connections, timeouts): retry, never give up.
 # What "Redis is not reachable now" looks like: retried by the roles, exit code 4 in the CLI. A cluster whose
-# every node is down says so with its own error.
+# every node is down says so with its own error; one with a primary down answers CLUSTERDOWN from the nodes still
+# up (ClusterDownError, MasterDownError), TRYAGAIN while slots move, and has slots no node serves while a
+# failover is on its way (SlotNotCoveredError): all pass, as an outage does.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     RedisClusterUnreachableError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
     OSError,
 )
 
@@ -236,6 +248,14 @@ class Store:
         """Load the cluster's slot map before first use (pub/sub needs it); a no-op on a single Redis."""
         if self.cluster:
             await self.redis.initialize()
+
+    async def ping(self) -> None:
+        """Whether Redis answers (``/readyz``): on a cluster, every primary (PING to one node says nothing of
+        the shards on another that is down)."""
+        if self.cluster:
+            await self.redis.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await self.redis.ping()
 
     async def check_shards(self) -> None:
         """Refuse to run with a shard count other than the one this prefix was created with.

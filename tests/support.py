@@ -197,7 +197,19 @@ class LocalCluster:
                 client.execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
             for client in clients[1:]:
                 client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
-            deadline = time.monotonic() + 30
+        finally:
+            for client in clients:
+                client.close()
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every node says the cluster is ok and knows every other (after a start, or a node's outage)."""
+        import redis
+
+        clients = [redis.Redis(port=node.port, decode_responses=True) for node in self.nodes]
+        try:
+            deadline = time.monotonic() + timeout
             while not all(
                 c.cluster("info")["cluster_state"] == "ok"
                 and int(c.cluster("info")["cluster_known_nodes"]) == len(self.nodes)
@@ -209,7 +221,6 @@ class LocalCluster:
         finally:
             for client in clients:
                 client.close()
-        return self
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -303,13 +303,17 @@ def test_a_redis_url_the_server_refuses_is_bad_input(redis_server: RedisServer) 
 
 
 def test_a_cluster_failing_over_is_unreachable_not_a_bad_url() -> None:
-    from redis.exceptions import SlotNotCoveredError
+    from redis.exceptions import ClusterDownError, MasterDownError, SlotNotCoveredError, TryAgainError
 
     from bdurable.cli.common import exit_code_for, message_for
 
-    failing_over = SlotNotCoveredError('Slot "1234" is not covered by the cluster.')
-    assert exit_code_for(failing_over) == 4
-    assert "does not fit" not in message_for(failing_over, "redis+cluster://127.0.0.1:7000")
+    failures = (SlotNotCoveredError('Slot "1234" is not covered by the cluster.'),
+                ClusterDownError("The cluster is down"),  # a primary down: CLUSTERDOWN from the others
+                MasterDownError("Link with MASTER is down"), TryAgainError("Multiple keys request"))  # fmt: skip
+    for failing_over in failures:
+        assert exit_code_for(failing_over) == 4, failing_over
+        message = message_for(failing_over, "redis+cluster://127.0.0.1:7000")
+        assert message.startswith("cannot reach Redis at redis+cluster://127.0.0.1:7000"), message
 
 
 def test_unreachable_redis_exits_4_and_debug_shows_the_traceback() -> None:

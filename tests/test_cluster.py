@@ -6,6 +6,7 @@ one slot. The same scenarios on a single Redis with several shards check the hop
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import uuid
@@ -92,6 +93,34 @@ async def test_a_crashed_dispatcher_is_recovered_on_every_shard(sharded: Setting
             assert results == [i * 2 for i in range(len(ids))]
     finally:
         processes.stop_all()
+
+
+async def test_a_primary_frozen_for_seconds_loses_nothing_and_runs_nothing_twice(redis_cluster: LocalCluster) -> None:
+    """One primary of three frozen (SIGSTOP: a paused VM, a partition) past the cluster's node timeout: its
+    shards hang, then every node answers CLUSTERDOWN. No role stops, no result() waiter fails, no live
+    dispatcher is reaped (a task would run twice), and every workflow finishes once the node is back."""
+    settings = Settings(redis_url=redis_cluster.url, prefix=f"o{uuid.uuid4().hex[:8]}", shards=SHARDS,
+                        heartbeat_interval=0.2, heartbeat_timeout=1.0)  # fmt: skip
+    cluster_app.COUNTED.clear()
+    async with roles(settings, "scheduler", "signal_bus", "reaper", "dispatcher"), Client(settings=settings) as client:
+        ids = [f"paced-{i}" for i in range(24)]
+        for i, workflow_id in enumerate(ids):
+            await client.start(cluster_app.paced, i, workflow_id=workflow_id)
+        waiters = [asyncio.create_task(client.result(workflow_id, timeout=120)) for workflow_id in ids]
+        await eventually(lambda: len(cluster_app.COUNTED) >= 24, timeout=20)  # under way
+        frozen = redis_cluster.nodes[1].process
+        assert frozen is not None
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(4)  # past --cluster-node-timeout 2000: the others answer CLUSTERDOWN
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        await asyncio.to_thread(redis_cluster.wait_ok)
+        for workflow_id in ids:
+            await eventually(lambda w=workflow_id: _status_is(client, w, "AWAITING_EVENT"), timeout=60)
+            await client.send_event(workflow_id, "go", None)
+        assert await asyncio.gather(*waiters) == list(range(24))
+        assert {(n, i): 1 for n in range(24) for i in range(6)} == cluster_app.COUNTED
 
 
 async def _status_is(client: Client, workflow_id: str, status: str) -> bool:

@@ -50,7 +50,7 @@ async def readyz(request: Request) -> Response:
         return PlainTextResponse("not connected to redis yet\n", status_code=503)
     try:
         async with asyncio.timeout(1.0):
-            await console.client.store.redis.ping()
+            await console.client.store.ping()
     except TimeoutError:
         return PlainTextResponse("redis unavailable: no answer within 1 s\n", status_code=503)
     except Exception as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -23,7 +24,7 @@ import structlog
 from bdurable.clock import SYSTEM_CLOCK, Clock
 from bdurable.codec import dumps
 from bdurable.config import Settings
-from bdurable.keys import Keys
+from bdurable.keys import Keys, ShardKeys
 from bdurable.naming import check_queue
 from bdurable.reads import Reads
 from bdurable.registry import Registry
@@ -98,7 +99,6 @@ class Dispatcher:
         self._steps: StepRunner | None = None
         self._tasks: TaskRunner | None = None
         self._committer: Committer | None = None
-        self._last_beat = time.monotonic()
 
     @property
     def inflight(self) -> set[asyncio.Task[None]]:
@@ -209,7 +209,6 @@ class Dispatcher:
                 for shard in self.shards
             ),
         )
-        self._last_beat = time.monotonic()
         if not registered:  # Redis came back without its data: starts by name need the registry again
             log.warning("registration lost in Redis (restarted empty?): registering again")
             await self._register(store)
@@ -217,14 +216,39 @@ class Dispatcher:
     async def _heartbeats(self, store: Store) -> None:
         """Beat until cancelled: after the drain, not when stopping begins. A draining dispatcher still holds
         its in-flight work; were it to stop beating, the reaper would hand that work to another dispatcher after
-        the heartbeat timeout, the task would run twice, and the drain's commit would be refused as stale."""
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            try:
-                await self._beat(store)
-            except REDIS_ERRORS as exc:
-                log.warning("heartbeat failed", error=str(exc))
-            self.metrics.heartbeat_age.set(time.monotonic() - self._last_beat)
+        the heartbeat timeout, the task would run twice, and the drain's commit would be refused as stale.
+
+        One loop per shard, and one for the fleet's registry: on a Redis Cluster a primary that hangs (frozen,
+        cut off by the network) holds up the beats of its own shards only. Awaited together, the shards still
+        up would go unbeaten meanwhile, and the reaper, in contact with them, would reap this live dispatcher
+        there."""
+        beaten = dict.fromkeys(["fleet", *(shard.tag for shard in self.shards)], time.monotonic())
+
+        async def beat_forever(name: str, beat: Callable[[], Awaitable[object]]) -> None:
+            while True:
+                await asyncio.sleep(self.settings.heartbeat_interval)
+                try:
+                    await beat()
+                    beaten[name] = time.monotonic()
+                except REDIS_ERRORS as exc:
+                    log.warning("heartbeat failed", error=str(exc), shard=name)
+                self.metrics.heartbeat_age.set(time.monotonic() - min(beaten.values()))
+
+        timeout_ms = round(self.settings.heartbeat_timeout * 1000)
+
+        async def beat_fleet() -> None:
+            if not await store.beat(self.worker_id, timeout_ms, self.slots.running, "", []):
+                log.warning("registration lost in Redis (restarted empty?): registering again")
+                await self._register(store)
+
+        def beat_shard(shard: ShardKeys) -> Callable[[], Awaitable[object]]:
+            return lambda: store.beat_shard(
+                shard, self.worker_id, timeout_ms, self.versions, self.ready_queues[shard.tag]
+            )
+
+        await asyncio.gather(
+            beat_forever("fleet", beat_fleet), *(beat_forever(shard.tag, beat_shard(shard)) for shard in self.shards)
+        )
 
     async def _leave(self, store: Store) -> None:
         """Hand back what is still held, stop being live for our versions, halt orphaned steps."""

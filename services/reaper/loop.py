@@ -1,13 +1,16 @@
 """The reaper's loop: every heartbeat interval, recover the work of dispatchers whose lease expired.
 
 Outage amnesia guard: after Redis was unreachable (or this reaper just started), every heartbeat may
-look expired at once because no dispatcher could beat meanwhile. The reaper therefore only reaps after it
-has been in continuous contact with Redis for a whole heartbeat timeout, which gives every live
-dispatcher time to beat again. Several reapers may run: the reap is one atomic script per shard.
+look expired at once because no dispatcher could beat meanwhile. The reaper therefore only reaps a shard after
+it has been in continuous contact with that shard for a whole heartbeat timeout, which gives every live
+dispatcher time to beat again. Contact is per shard: on a Redis Cluster one primary may be down while the
+others answer (and PING, which no slot routes, reaches a node that is up), so each pass sends one cheap keyed
+read to every shard. Several reapers may run: the reap is one atomic script per shard.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
@@ -50,44 +53,40 @@ class Reaper:
         log.info("reaper stopped", **self.totals)
 
     async def _serve(self, store: Store, stopping: Stopping) -> None:
-        timeout = self.settings.heartbeat_timeout
-        contact_since: float | None = None  # start of the current run of unbroken contact with Redis
-        last_contact = 0.0
         await retry_forever("check shards", store.check_shards, stopping, self.health)
         log.info("reaper started")
         self.health.serving = True
-        while not await stopping.sleep(self.settings.heartbeat_interval if contact_since else 0):
+        contact = ShardContact(self.settings.heartbeat_timeout)
+        while not await stopping.sleep(self.settings.heartbeat_interval if contact.any else 0.5):
             self.health.tick()
-            try:
-                await store.redis.ping()
-            except REDIS_ERRORS as exc:
-                if contact_since is not None:
-                    log.warning("lost contact with redis", error=str(exc))
-                contact_since = None
-                await stopping.sleep(0.5)
-                continue
-            now = time.monotonic()
-            if contact_since is None or now - last_contact > timeout:
-                contact_since = now  # a gap: give every dispatcher one more timeout to beat again
-            last_contact = now
-            if now - contact_since < timeout:
-                continue
-            try:
-                await self.reap_once(store)
-                last_contact = time.monotonic()
-            except REDIS_ERRORS as exc:
-                log.warning("reap failed", error=str(exc))
-                contact_since = None
+            shards = self.keys.all_shards()
+            answers = await asyncio.gather(*(store.redis.zcard(s.workers) for s in shards), return_exceptions=True)
+            for shard, answer in zip(shards, answers, strict=True):
+                if isinstance(answer, BaseException) and not isinstance(answer, REDIS_ERRORS):
+                    raise answer
+                contact.heard(shard.tag, reached=not isinstance(answer, BaseException), error=answer)
+            due = [shard for shard in shards if contact.long_enough(shard.tag)]
+            if due:
+                for tag in await self.reap_once(store, due):
+                    contact.heard(tag, reached=False)
 
-    async def reap_once(self, store: Store) -> dict[str, int]:
-        """One pass over every shard; returns what it recovered."""
+    async def reap_once(self, store: Store, shards: list[ShardKeys] | None = None) -> list[str]:
+        """One pass over these shards (every shard by default); returns the tags of those Redis did not answer
+        (an outage: their contact starts again)."""
         found = dict.fromkeys(self.totals, 0)
+        unanswered: list[str] = []
         retention_ms = round(self.settings.retention * 1000)
-        for shard in self.keys.all_shards():
-            reaped = await store.reap(
-                shard, max_workers=MAX_WORKERS_PER_PASS, max_step_crashes=MAX_STEP_CRASHES, retention_ms=retention_ms
-            )
-            retried, dead = await self._settle(store, shard, reaped.lost)
+        for shard in shards if shards is not None else self.keys.all_shards():
+            try:
+                reaped = await store.reap(
+                    shard, max_workers=MAX_WORKERS_PER_PASS, max_step_crashes=MAX_STEP_CRASHES,
+                    retention_ms=retention_ms,
+                )  # fmt: skip
+                retried, dead = await self._settle(store, shard, reaped.lost)
+            except REDIS_ERRORS as exc:
+                log.warning("reap failed", error=str(exc), shard=shard.tag)
+                unanswered.append(shard.tag)
+                continue
             found["workers"] += reaped.workers
             found["steps"] += reaped.steps
             found["tasks"] += reaped.tasks + retried
@@ -102,8 +101,11 @@ class Reaper:
             for name, value in found.items():
                 self.totals[name] += value
         if found["workers"]:
-            await self._forget_dead(store)
-        return found
+            try:
+                await self._forget_dead(store)
+            except REDIS_ERRORS as exc:  # the registry for operators: the next pass forgets them
+                log.warning("forgetting dead dispatchers failed", error=str(exc))
+        return unanswered
 
     async def _settle(self, store: Store, shard: ShardKeys, lost: list[LostAttempt]) -> tuple[int, int]:
         """Task attempts that died with their dispatcher failed: the retry policy says when to retry each."""
@@ -122,3 +124,31 @@ class Reaper:
         """Drop expired dispatchers from the fleet-wide registry that operators read."""
         for worker in await Reads(store.redis, self.keys, clock=self.clock).expired_workers():
             await store.leave_fleet(worker)
+
+
+class ShardContact:
+    """Per shard, since when this reaper has been in unbroken contact with it (the outage amnesia guard)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._since: dict[str, float] = {}  # shard tag -> start of the current run of contact
+        self._last: dict[str, float] = {}  # shard tag -> when it last answered
+
+    @property
+    def any(self) -> bool:
+        return bool(self._since)
+
+    def heard(self, tag: str, *, reached: bool, error: object = None) -> None:
+        now = time.monotonic()
+        if not reached:
+            if self._since.pop(tag, None) is not None:
+                log.warning("lost contact with redis", shard=tag, error=str(error) if error else None)
+            self._last.pop(tag, None)
+            return
+        if tag not in self._since or now - self._last.get(tag, now) > self.timeout:
+            self._since[tag] = now  # a gap: give every dispatcher one more timeout to beat again
+        self._last[tag] = now
+
+    def long_enough(self, tag: str) -> bool:
+        since = self._since.get(tag)
+        return since is not None and time.monotonic() - since >= self.timeout

@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
+    ClusterDownError,
     InvalidResponse,
     RedisClusterException,
     RedisClusterUnreachableError,
     ResponseError,
     SlotNotCoveredError,
+    TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
@@ -239,8 +241,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_UNREACHABLE
     if isinstance(exc, InvalidResponse):
         return EXIT_UNREACHABLE  # something answers there, but not Redis
-    if isinstance(exc, SlotNotCoveredError):
-        return EXIT_UNREACHABLE  # a cluster with slots no node serves (a failover on its way): not serving
+    if isinstance(exc, SlotNotCoveredError | ClusterDownError | TryAgainError):
+        return EXIT_UNREACHABLE  # a cluster with a primary down or slots no node serves (a failover): not serving
     if isinstance(exc, socket.gaierror):
         return EXIT_UNREACHABLE
     if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:

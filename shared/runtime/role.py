@@ -64,7 +64,7 @@ async def role_runtime(
                 host=settings.metrics_host,
                 health=runtime.health,
                 metrics=runtime.metrics,
-                ping=store.redis.ping,
+                ping=store.ping,
             )
             try:
                 await server.start()

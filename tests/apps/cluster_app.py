@@ -43,3 +43,22 @@ async def parent_of_stuck(ctx: Context, n: int) -> str:
     except WorkflowCancelledError:
         return "cleaned up"
     return "unexpected"
+
+
+COUNTED: dict[tuple[int, int], int] = {}  # (workflow, step) -> runs of `counted`, in this process
+
+
+@task
+async def counted(n: int, i: int) -> None:
+    COUNTED[(n, i)] = COUNTED.get((n, i), 0) + 1
+    await asyncio.sleep(0.2)  # in flight while the test freezes a node
+
+
+@workflow(version="1")
+async def paced(ctx: Context, n: int) -> int:
+    """Tasks and timers over a few seconds, then an event: every role has a part."""
+    for i in range(6):
+        await counted(n, i)
+        await ctx.sleep("100ms")
+    await ctx.wait_for_event("go")
+    return n
