@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -56,27 +57,38 @@ class Reaper:
         await retry_forever("check shards", store.check_shards, stopping, self.health)
         log.info("reaper started")
         self.health.serving = True
-        contact = ShardContact(self.settings.heartbeat_timeout)
-        while not await stopping.sleep(self.settings.heartbeat_interval if contact.any else 0.5):
+        interval, timeout = self.settings.heartbeat_interval, self.settings.heartbeat_timeout
+        contact = ShardContact(timeout, fresh_within=min(interval, timeout / 4))
+
+        async def probe(shard: ShardKeys) -> None:
+            try:
+                await store.redis.zcard(shard.workers)
+            except REDIS_ERRORS as exc:
+                contact.heard(shard.tag, reached=False, error=exc)
+            else:
+                contact.heard(shard.tag, reached=True)
+
+        while not await stopping.sleep(interval if contact.any else 0.5):
             self.health.tick()
             shards = self.keys.all_shards()
-            answers = await asyncio.gather(*(store.redis.zcard(s.workers) for s in shards), return_exceptions=True)
-            for shard, answer in zip(shards, answers, strict=True):
-                if isinstance(answer, BaseException) and not isinstance(answer, REDIS_ERRORS):
-                    raise answer
-                contact.heard(shard.tag, reached=not isinstance(answer, BaseException), error=answer)
-            due = [shard for shard in shards if contact.long_enough(shard.tag)]
+            await asyncio.gather(*(probe(shard) for shard in shards))
+            due = [shard for shard in shards if contact.reapable(shard.tag)]
             if due:
-                for tag in await self.reap_once(store, due):
+                for tag in await self.reap_once(store, due, still=lambda shard: contact.reapable(shard.tag)):
                     contact.heard(tag, reached=False)
 
-    async def reap_once(self, store: Store, shards: list[ShardKeys] | None = None) -> list[str]:
-        """One pass over these shards (every shard by default); returns the tags of those Redis did not answer
-        (an outage: their contact starts again)."""
+    async def reap_once(
+        self, store: Store, shards: list[ShardKeys] | None = None, still: Callable[[ShardKeys], bool] | None = None
+    ) -> list[str]:
+        """One pass over these shards (every shard by default), each reaped only if ``still`` says so when its
+        turn comes (a pass whose first shards failed slowly may reach the last ones after an outage they did
+        not see); returns the tags of those Redis did not answer (an outage: their contact starts again)."""
         found = dict.fromkeys(self.totals, 0)
         unanswered: list[str] = []
         retention_ms = round(self.settings.retention * 1000)
         for shard in shards if shards is not None else self.keys.all_shards():
+            if still is not None and not still(shard):
+                continue  # probed again, and reaped if it may be, on the next pass
             try:
                 reaped = await store.reap(
                     shard, max_workers=MAX_WORKERS_PER_PASS, max_step_crashes=MAX_STEP_CRASHES,
@@ -127,10 +139,16 @@ class Reaper:
 
 
 class ShardContact:
-    """Per shard, since when this reaper has been in unbroken contact with it (the outage amnesia guard)."""
+    """Per shard, since when this reaper has been in unbroken contact with it (the outage amnesia guard).
 
-    def __init__(self, timeout: float) -> None:
+    A shard may be reaped after a heartbeat timeout of contact, and only while its last answer is recent
+    (``fresh_within``, well under the timeout): an outage that began after that answer cannot have lasted long
+    enough to expire a live dispatcher's heartbeat there.
+    """
+
+    def __init__(self, timeout: float, *, fresh_within: float) -> None:
         self.timeout = timeout
+        self.fresh_within = fresh_within
         self._since: dict[str, float] = {}  # shard tag -> start of the current run of contact
         self._last: dict[str, float] = {}  # shard tag -> when it last answered
 
@@ -149,6 +167,8 @@ class ShardContact:
             self._since[tag] = now  # a gap: give every dispatcher one more timeout to beat again
         self._last[tag] = now
 
-    def long_enough(self, tag: str) -> bool:
-        since = self._since.get(tag)
-        return since is not None and time.monotonic() - since >= self.timeout
+    def reapable(self, tag: str) -> bool:
+        since, last, now = self._since.get(tag), self._last.get(tag), time.monotonic()
+        if since is None or last is None:
+            return False
+        return now - since >= self.timeout and now - last <= self.fresh_within
