@@ -373,7 +373,7 @@ class Reads:
         prefix = query.prefix or ""
         filtered = query.filters_beyond_prefix
         wanted = max(query.limit + 1, PREFIX_BATCH) if filtered else query.limit + 1
-        matched: builtins.list[tuple[str, ShardKeys]] = []
+        matched: builtins.list[WorkflowState] = []
         for shard in self.keys.all_shards():
             # After the cursor, but never before the prefix (a cursor from elsewhere may sort before it).
             start, found = (f"({query.cursor}" if query.cursor and query.cursor >= prefix else f"[{prefix}"), 0
@@ -382,15 +382,18 @@ class Reads:
                     shard.ids, start, f"[{prefix}\U0010ffff", start=0, num=wanted
                 )
                 kept = await self._matching(query, shard, batch) if filtered else batch
-                matched += [(member, shard) for member in kept[: query.limit + 1 - found]]
-                found += len(kept)
+                # Read whole, and judged again: an id whose workflow expired (the index drops it later) or
+                # changed meanwhile is not counted.
+                for state in await self._states([(member, shard) for member in kept]):
+                    if query.matches(state.status, state.name, state.version, _created_ms(state)):
+                        matched.append(state)
+                        found += 1
                 if len(batch) < wanted:
                     break
                 start = f"({batch[-1]}"
-        matched.sort(key=lambda entry: entry[0])
-        states = await self._states(matched[: query.limit + 1])
-        page = states[: query.limit]
-        return WorkflowPage(page, page[-1].workflow_id if len(states) > query.limit else None)
+        matched.sort(key=lambda state: state.workflow_id)
+        page = matched[: query.limit]
+        return WorkflowPage(page, page[-1].workflow_id if len(matched) > query.limit else None)
 
     async def _matching(self, query: ListQuery, shard: ShardKeys, ids: builtins.list[str]) -> builtins.list[str]:
         """The ids whose workflow passes the query's filters, judged on its status, name, version and creation."""
@@ -563,3 +566,7 @@ def dead_letter(entry_id: str, row: Mapping[str, str], codec: PayloadCodec = _UN
         parked=row.get("parked") == "1",
         created_at=ms(row.get("created_at")),
     )
+
+
+def _created_ms(state: WorkflowState) -> int:
+    return round(state.created_at.timestamp() * 1000)

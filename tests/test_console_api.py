@@ -276,7 +276,7 @@ async def test_bad_input_answers_400_with_a_clear_json_error(
         state = await client.get_state(workflow_id)
         assert state is not None
         assert state.status == Status.AWAITING_EVENT
-        # A payload under the limit is accepted however it is sent: escaped JSON, form-encoded, 4 times its size.
+        # A payload under the limit is accepted when sent escaped and form-encoded as the page does: 4 times its size.
         accented = {"note": "é" * (settings.max_payload // 2 - 1000)}  # the output holds it too, with a little more
         form = {"name": "approve", "payload_json": json.dumps(accented)}  # ensure_ascii: \u00e9, then %5Cu00e9
         response = await web.http.post(events, data=form, headers=bearer())

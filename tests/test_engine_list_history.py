@@ -116,6 +116,20 @@ async def test_a_prefix_with_a_filter_finds_sparse_matches_across_batches_in_pag
     assert (await client.list(prefix="sp-", status="COMPLETED")).items == []
 
 
+async def test_a_prefix_page_skips_an_expired_workflow_the_index_still_lists(client: Client) -> None:
+    """Retention drops a finished workflow's hash at once and its id from the index at the next sweep: in
+    between, a listing by prefix skips it and pages on (a page cut short by it must not end the listing)."""
+    for i in range(6):
+        await client.start(engine_app.sleeper, {}, workflow_id=f"st-{i}")
+    await client.store.redis.delete(client.keys.for_workflow("st-2").wf("st-2"))  # expired, still indexed
+    assert await all_pages(client, prefix="st-", limit=2) == [["st-0", "st-1"], ["st-3", "st-4"], ["st-5"]]
+    assert await all_pages(client, prefix="st-", name="sleeper", limit=2) == [
+        ["st-0", "st-1"],
+        ["st-3", "st-4"],
+        ["st-5"],
+    ]
+
+
 async def test_history_lists_each_durable_call_with_its_result(client: Client, roles: InProcessRoles) -> None:
     roles.dispatcher(engine_app)
     roles.scheduler()

@@ -52,7 +52,10 @@ def parse_time(text: str | None, what: str) -> datetime | None:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidInputError(f"{what} must be an ISO 8601 time such as 2026-12-07T08:00:00Z, not {text!r}") from None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00: before the first representable moment in UTC
+        raise InvalidInputError(f"{what} is out of the range of times: {text!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

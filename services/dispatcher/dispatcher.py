@@ -246,9 +246,10 @@ class Dispatcher:
                 shard, self.worker_id, timeout_ms, self.versions, self.ready_queues[shard.tag]
             )
 
-        await asyncio.gather(
-            beat_forever("fleet", beat_fleet), *(beat_forever(shard.tag, beat_shard(shard)) for shard in self.shards)
-        )
+        async with asyncio.TaskGroup() as loops:  # one loop ending with an error ends them all, as one loop did
+            loops.create_task(beat_forever("fleet", beat_fleet))
+            for shard in self.shards:
+                loops.create_task(beat_forever(shard.tag, beat_shard(shard)))
 
     async def _leave(self, store: Store) -> None:
         """Hand back what is still held, stop being live for our versions, halt orphaned steps."""
