@@ -267,6 +267,7 @@ async def test_bad_input_answers_400_with_a_clear_json_error(
         assert_error(await web.http.post(events, json=too_big, headers=bearer()), 413, "payload")
         for query, fragment in (({"status": "NOPE"}, "unknown status"), ({"limit": "0"}, "limit"),
                                 ({"limit": "many"}, "limit"), ({"since": "yesterday"}, "ISO 8601"),
+                                ({"until": "0001-01-01T00:00+01:00"}, "out of the range of times"),
                                 ({"cursor": "garbage"}, "invalid cursor")):  # fmt: skip
             assert_error(await web.http.get("/api/workflows", params=query), 400, fragment)
         page = await web.http.get("/workflows", params={"status": "NOPE"})
